@@ -1,0 +1,1 @@
+"""Teacher and judge providers behind one small Protocol (see `protocol.py`)."""
