@@ -1,0 +1,39 @@
+"""The `distill` command line: one command per stage, plus `run`.
+
+Each command module imports only typer and the standard library at the top; torch, the SDKs and
+datasets load inside the command that needs them, so `distill --help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from distill.cli import spec as spec_commands
+
+app = typer.Typer(
+    name="distill",
+    help="Distillation-as-a-service: task spec -> teacher-written dataset -> safety review -> small student -> released weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for command in (spec_commands.validate, spec_commands.schema, spec_commands.preview, spec_commands.init):
+    app.command()(command)
+
+
+def main() -> None:
+    """Console entry point: user mistakes become a clean message and exit code 2, no traceback."""
+    from distill.errors import DistillError
+
+    try:
+        app()
+    except DistillError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,134 @@
+"""Safe YAML loading that remembers where every key and value came from.
+
+Customer specs are untrusted: we only build plain data (SafeLoader), refuse duplicate keys, huge files
+and deeply nested documents, and keep a (line, column) for every key path so that validation errors can
+point at `specs/x.yaml:14:5`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.errors import Problem, SpecError
+
+MAX_BYTES = 1_000_000  # a spec is a page of YAML; anything bigger is a mistake or an attack
+MAX_DEPTH = 32
+MAX_NODES = 200_000  # also bounds alias fan-out ("billion laughs")
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class LocatedDocument:
+    """Plain data plus the 1-based (line, column) of each key path's key and value."""
+
+    data: Any
+    file: Path
+    key_marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    value_marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: KeyPath, *, prefer_key: bool = False) -> tuple[int | None, int | None]:
+        """The best known position for `path`: its value (or key), else the nearest ancestor's."""
+        marks = (self.key_marks, self.value_marks) if prefer_key else (self.value_marks, self.key_marks)
+        for cut in range(len(path), -1, -1):
+            for table in marks:
+                if path[:cut] in table:
+                    return table[path[:cut]]
+        return None, None
+
+
+def read_text_file(path: Path, *, what: str, max_bytes: int = MAX_BYTES) -> str:
+    """Read a UTF-8 text file that a spec names, with located errors for every way it can go wrong."""
+    if not path.exists():
+        raise SpecError(Problem(f"{what} not found", file=path))
+    if path.is_dir():
+        raise SpecError(Problem(f"{what} is a directory, expected a file", file=path))
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise SpecError(Problem(f"{what} is {size:,} bytes, more than the limit of {max_bytes:,}", file=path))
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(
+            Problem(f"{what} is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", file=path, line=line, column=column)
+        ) from None
+
+
+def load_located_yaml(path: Path) -> LocatedDocument:
+    """Parse one YAML document safely; every failure is a SpecError located in `path`."""
+    text = read_text_file(path, what="spec")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise SpecError(Problem(f"malformed YAML: {exc.problem or exc.context}", file=path, line=line, column=column)) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(Problem(f"malformed YAML: {exc}", file=path)) from None
+    except RecursionError:
+        raise SpecError(Problem(f"document is nested too deeply (limit {MAX_DEPTH} levels)", file=path)) from None
+    if root is None:
+        raise SpecError(Problem("spec is empty", file=path, line=1, column=1))
+    document = LocatedDocument(data=None, file=path)
+    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES])
+    return document
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> Any:
+    if depth > MAX_DEPTH:
+        line, column = _mark(node)
+        raise SpecError(Problem(f"document is nested too deeply (limit {MAX_DEPTH} levels)", file=doc.file, line=line, column=column))
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SpecError(Problem(f"document has too many nodes (limit {MAX_NODES:,}; aliases count every time)", file=doc.file))
+    doc.value_marks.setdefault(path, _mark(node))
+    if isinstance(node, yaml.MappingNode):
+        return _build_mapping(node, path, doc, depth=depth, budget=budget)
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (i,), doc, depth=depth + 1, budget=budget) for i, item in enumerate(node.value)]
+    try:
+        return yaml.SafeLoader(" ").construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        line, column = _mark(node)
+        raise SpecError(Problem(f"unsupported YAML value: {exc.problem}", file=doc.file, line=line, column=column)) from None
+
+
+def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> dict:
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise SpecError(Problem("YAML merge keys (<<) are not supported in specs", file=doc.file, line=_mark(key_node)[0], column=_mark(key_node)[1]))
+        key = _build(key_node, path + ("<key>",), doc, depth=depth + 1, budget=budget)
+        if not isinstance(key, (str, int)):
+            line, column = _mark(key_node)
+            raise SpecError(Problem(f"mapping keys must be text, got {type(key).__name__}", file=doc.file, line=line, column=column))
+        child = path + (key,)
+        if key in result:
+            line, column = _mark(key_node)
+            first_line, _ = doc.key_marks[child]
+            raise SpecError(
+                Problem(f"duplicate key {key!r} (first defined on line {first_line})", file=doc.file, line=line, column=column, key=dotted_key(child))
+            )
+        doc.key_marks[child] = _mark(key_node)
+        result[key] = _build(value_node, child, doc, depth=depth + 1, budget=budget)
+    return result
+
+
+def dotted_key(path: KeyPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+

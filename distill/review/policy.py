@@ -1,0 +1,248 @@
+"""A safety policy: which checks run, their thresholds, and what each reason code does to a record.
+
+Policies are YAML files under `safety/` (`children.yaml`, `general.yaml`) or a path the spec names.
+Loading is safe (plain data only), unknown keys are rejected with the nearest valid key, and every
+file the policy names (vocabulary, lexicons, pattern files, judge template) and every action key is
+checked up front, so a typo fails before the first record is read.
+
+`actions` maps a reason code (`pii.email`), a code prefix (`pii`) or a category (`S10`) to one of
+pass / flag / redact / reject; the most specific entry wins and anything unnamed is flagged for a human.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from distill.errors import Problem, SpecError
+from distill.located_yaml import LocatedDocument, dotted_key, load_located_yaml
+from distill.paths import data_path
+from distill.review.codes import CATEGORIES, CODES, HAZARD_CATEGORIES, STAGE_NAMES
+from distill.review.verdict import Decision
+
+Share = Annotated[float, Field(ge=0, le=1)]
+PiiKind = Literal["email", "phone", "card", "iban", "national_id", "ip_address"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Size(Strict):
+    max_chars: Annotated[int, Field(gt=0)] = 20_000
+    max_token_chars: Annotated[int, Field(gt=0)] = 45  # longest run of non-space characters allowed
+
+
+class Normalisation(Strict):
+    repair_mojibake: bool = True  # fix with ftfy and keep the record (finding action decides)
+
+
+class Quality(Strict):
+    max_repeated_ngram_share: Share = 0.3  # share of word 3-grams that repeat an earlier one
+    max_symbol_ratio: Share = 0.1  # non-letter, non-space, non-punctuation characters
+    language: Literal["en"] | None = "en"
+    min_function_word_share: Share = 0.12  # English prose is ~40% function words; other languages ~0%
+    check_truncation: bool = True
+    refusal_patterns: str | None = "refusals"  # a file under safety/patterns/
+
+
+class Conformance(Strict):
+    vocabulary: str | None = None  # a file under safety/vocabulary/ (or a path): allowed words
+    max_off_vocab_share: Share = 0.1
+    min_words: Annotated[int, Field(ge=0)] | None = None
+    max_words: Annotated[int, Field(gt=0)] | None = None
+    required_variables: list[str] = Field(default_factory=list)  # record variables whose words must appear
+
+
+class Pii(Strict):
+    kinds: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "national_id", "ip_address"])
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"])
+    placeholder_domains: list[str] = Field(
+        default_factory=lambda: ["example.com", "example.org", "example.net", "example", "test", "invalid", "localhost"]
+    )
+    national_id_patterns: str = "national_ids"  # a file under safety/patterns/
+
+
+class PatternCheck(Strict):
+    enabled: bool = True
+    patterns: str  # a file under safety/patterns/
+
+
+class Dedup(Strict):
+    enabled: bool = True
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.8  # estimated Jaccard of word shingles
+    num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
+    shingle_words: Annotated[int, Field(ge=1, le=16)] = 5
+    opening_words: Annotated[int, Field(ge=1, le=20)] = 4
+    max_opening_share: Share = 0.1  # openings used by more records than this are reported
+
+
+class Decontam(Strict):
+    enabled: bool = True
+    ngram: Annotated[int, Field(ge=4, le=64)] = 13
+
+
+class Judge(Strict):
+    enabled: bool = False
+    system_template: str = "judge_system.jinja"  # files under safety/
+    user_template: str = "judge_user.jinja"
+    categories: list[str] = Field(default_factory=lambda: list(HAZARD_CATEGORIES))
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    concurrency: Annotated[int, Field(gt=0)] = 8
+    max_tokens: Annotated[int, Field(gt=0)] = 300
+
+
+class Signoff(Strict):
+    max_defect_rate: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    sample_size: Annotated[int, Field(gt=0)] = 60
+
+
+class Policy(Strict):
+    name: str
+    description: str = ""
+    auto_signoff: bool = False  # allow sign-off by "auto" (offline quickstarts); people sign off otherwise
+    size: Size = Field(default_factory=Size)
+    normalisation: Normalisation = Field(default_factory=Normalisation)
+    quality: Quality = Field(default_factory=Quality)
+    conformance: Conformance = Field(default_factory=Conformance)
+    pii: Pii = Field(default_factory=Pii)
+    secrets: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="secrets"))
+    injection: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="injection"))
+    lexicons: list[str] = Field(default_factory=list)  # files under safety/lexicons/ (without .yaml)
+    dedup: Dedup = Field(default_factory=Dedup)
+    decontam: Decontam = Field(default_factory=Decontam)
+    judge: Judge = Field(default_factory=Judge)
+    signoff: Signoff = Field(default_factory=Signoff)
+    actions: dict[str, Decision] = Field(default_factory=dict)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def action_for(self, code: str, category: str) -> Decision:
+        """Most specific first: `pii.email.x` -> `pii.email` -> `pii` -> the category -> flag."""
+        parts = code.split(".")
+        for cut in range(len(parts), 0, -1):
+            key = ".".join(parts[:cut])
+            if key in self.actions:
+                return self.actions[key]
+        return self.actions.get(category, "flag")
+
+    def fingerprint(self) -> str:
+        """Changes when anything that affects automatic verdicts changes, including the files it names."""
+        digest = hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode())
+        for path in referenced_files(self):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+        return digest.hexdigest()[:16]
+
+
+def safety_file(folder: str, name: str, suffix: str) -> Path:
+    """A name resolves under `safety/<folder>/` (the suffix optional); anything with a slash is a path."""
+    if "/" in name:
+        return Path(name)
+    return data_path("safety") / folder / (name if name.endswith(suffix) else f"{name}{suffix}")
+
+
+def referenced_files(policy: Policy) -> list[Path]:
+    files = [safety_file("patterns", policy.pii.national_id_patterns, ".yaml")]
+    files += [safety_file("patterns", check.patterns, ".yaml") for check in (policy.secrets, policy.injection) if check.enabled]
+    if policy.quality.refusal_patterns:
+        files.append(safety_file("patterns", policy.quality.refusal_patterns, ".yaml"))
+    if policy.conformance.vocabulary:
+        files.append(safety_file("vocabulary", policy.conformance.vocabulary, ".txt"))
+    files += [safety_file("lexicons", name, ".yaml") for name in policy.lexicons]
+    if policy.judge.enabled:
+        files += [safety_file("", policy.judge.system_template, ".jinja"), safety_file("", policy.judge.user_template, ".jinja")]
+    return files
+
+
+def load_policy(name_or_path: str | Path) -> Policy:
+    """A policy by name (`children` -> safety/children.yaml) or by path. Raises SpecError, located."""
+    text = str(name_or_path)
+    path = Path(text) if ("/" in text or text.endswith((".yaml", ".yml"))) else data_path("safety") / f"{text}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in data_path("safety").glob("*.yaml"))
+        raise SpecError(Problem(f"safety policy {text!r} not found at {path}", key="safety.policy",
+                                hint=f"built-in policies: {', '.join(known)}; or give a path to a policy YAML"))
+    document = load_located_yaml(path)
+    if not isinstance(document.data, dict):
+        raise SpecError(Problem("a policy must be a mapping (name, actions, ...)", file=path, line=1, column=1))
+    try:
+        policy = Policy.model_validate(document.data)
+    except ValidationError as exc:
+        raise SpecError(*_located(exc, document)) from None
+    problems = _missing_files(policy, document) + _unknown_actions(policy, document)
+    if problems:
+        raise SpecError(*problems)
+    policy._source = path
+    return policy
+
+
+def known_codes(policy: Policy) -> set[str]:
+    """Every reason code this policy's checks can emit."""
+    from distill.review.lexicon import load_lexicon
+    from distill.review.patterns import load_patterns
+
+    codes = set(CODES) | {f"judge.{c}" for c in CATEGORIES}
+    for path in referenced_files(policy):
+        if path.parent.name == "patterns":
+            codes |= {p.code for p in load_patterns(path)}
+        elif path.parent.name == "lexicons":
+            codes.add(load_lexicon(path).code)
+    return codes
+
+
+def _unknown_actions(policy: Policy, document: LocatedDocument) -> list[Problem]:
+    codes = known_codes(policy)
+    prefixes = {".".join(c.split(".")[:cut]) for c in codes for cut in range(1, c.count(".") + 2)}
+    valid = prefixes | set(CATEGORIES) | set(STAGE_NAMES)
+    problems = []
+    for key in policy.actions:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+            line, column = document.locate(("actions", key), prefer_key=True)
+            problems.append(Problem("no check emits this reason code, category or stage", file=document.file, line=line,
+                                    column=column, key=f"actions.{key}", hint=f"did you mean {close[0]!r}?" if close else None))
+    return problems
+
+
+def _missing_files(policy: Policy, document: LocatedDocument) -> list[Problem]:
+    return [
+        Problem(f"the policy names {path}, which does not exist", file=document.file,
+                hint="names resolve under safety/ (patterns/, lexicons/, vocabulary/); or give a path")
+        for path in referenced_files(policy) if not path.is_file()
+    ]
+
+
+def _located(exc: ValidationError, document: LocatedDocument) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        hint = None
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            model: type[BaseModel] = Policy
+            for part in loc[:-1]:
+                field = model.model_fields.get(str(part))
+                annotation = field.annotation if field else None
+                model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+                if model is None:
+                    break
+            known = sorted(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
+            line, column = document.locate(loc, prefer_key=True)
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            line, column = document.locate(loc)
+        problems.append(Problem(message, file=document.file, line=line, column=column, key=dotted_key(loc) or None, hint=hint))
+    return problems

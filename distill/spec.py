@@ -1,0 +1,416 @@
+"""The task spec: the customer's whole order, as a typed schema.
+
+A spec is YAML. `load_spec` parses it safely, validates it against the pydantic models below (unknown
+keys rejected, nearest valid key suggested), and reports every problem at once with file, line, column
+and key path. Checks that need the files a spec names (word lists, rows files, templates) live in
+`distill.validate`. Adding a field to a section is one line here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from distill.errors import Problem, SpecError
+from distill.located_yaml import LocatedDocument, dotted_key, load_located_yaml
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Scalar = Union[str, int, float]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- variables: sampled per record, deterministically from (seed, record index, variable name) ---
+
+
+class ChoiceVariable(Strict):
+    """One item, uniformly, from an inline list or a word-list file (one item per line, `#` comments)."""
+
+    type: Literal["choice"]
+    items: list[Scalar] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ChoiceVariable":
+        if (self.items is None) == (self.file is None):
+            raise ValueError("give exactly one of 'items' or 'file'")
+        if self.items is not None and not self.items:
+            raise ValueError("'items' is empty")
+        return self
+
+
+class WeightedVariable(Strict):
+    """One item, with probability proportional to its weight: `weights: {happy: 3, sad: 1}`."""
+
+    type: Literal["weighted"]
+    weights: dict[str, Annotated[float, Field(gt=0)]] = Field(min_length=1)
+
+
+class SubsetVariable(Strict):
+    """A random subset of `min`..`max` items, in list order (TinyStories' story features)."""
+
+    type: Literal["subset"]
+    items: list[str] = Field(min_length=1)
+    min: Annotated[int, Field(ge=0)] = 0
+    max: Annotated[int, Field(ge=0)] | None = None  # default: all items
+    order: Literal["listed", "random"] = "listed"  # random: the chosen items in a random order
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SubsetVariable":
+        top = len(self.items) if self.max is None else self.max
+        if not self.min <= top <= len(self.items):
+            raise ValueError(f"need 0 <= min <= max <= {len(self.items)} (the number of items), got min={self.min} max={top}")
+        return self
+
+
+class RangeVariable(Strict):
+    """An integer from `min` to `max`, both included."""
+
+    type: Literal["range"]
+    min: int
+    max: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RangeVariable":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class RowsVariable(Strict):
+    """Values read row by row from a local JSONL or CSV file (e.g. real user inputs).
+
+    `order: sequential` gives record i the row i mod n; `random` picks a row per record.
+    Without `column` the whole row (a mapping) is the value.
+    """
+
+    type: Literal["rows"]
+    file: str
+    column: str | None = None
+    order: Literal["sequential", "random"] = "sequential"
+
+
+Variable = Annotated[
+    Union[ChoiceVariable, WeightedVariable, SubsetVariable, RangeVariable, RowsVariable],
+    Field(discriminator="type"),
+]
+
+
+# --- steps: prompts run in sequence per record ---
+
+
+class Step(Strict):
+    """One teacher call. `system`/`user` are template files (`*.j2`, `*.jinja`) or inline template text.
+
+    Templates see the record's variables, `record_index`, and `steps.<name>` for earlier outputs
+    (parsed JSON for json steps).
+    """
+
+    name: Identifier
+    system: str | None = None
+    user: str
+    output: Literal["text", "json"] = "text"
+    json_schema: dict[str, Any] | str | None = None  # inline schema, or a .json file next to the spec
+    params: dict[str, Any] = Field(default_factory=dict)  # overrides teacher.params for this step
+
+    @model_validator(mode="after")
+    def _schema_only_for_json(self) -> "Step":
+        if self.output == "json" and self.json_schema is None:
+            raise ValueError("a json step needs 'json_schema'")
+        if self.output == "text" and self.json_schema is not None:
+            raise ValueError("'json_schema' is only allowed with output: json")
+        return self
+
+
+# --- the teacher ---
+
+
+class RateLimit(Strict):
+    rpm: PositiveInt | None = None  # requests per minute
+    tpm: PositiveInt | None = None  # tokens (prompt + completion) per minute
+
+
+class GenerationParams(Strict):
+    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_tokens: PositiveInt = 1024
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class ReplaySource(Strict):
+    """Recorded teacher outputs: JSONL, CSV, Parquet, a plain text file split by `separator`, a
+    `datasets` dataset saved to disk, or a hub dataset id (where the network allows)."""
+
+    path: str
+    match: Literal["index", "prompt"] = "index"
+    column: str = "text"
+    separator: str = "<|endoftext|>"  # for plain text files
+    split: str = "train"  # for hub datasets
+
+
+class Teacher(Strict):
+    provider: Literal["openai", "anthropic", "hf", "replay", "offline"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None  # any OpenAI-compatible server: vLLM, llama.cpp, Ollama, gateways
+    api_key_env: str | None = None  # environment variable holding the key; the key never enters a file
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    concurrency: PositiveInt = 8
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0)] = 6
+    replay: ReplaySource | None = None
+
+    @model_validator(mode="after")
+    def _replay_source(self) -> "Teacher":
+        if (self.provider == "replay") != (self.replay is not None):
+            raise ValueError("provider 'replay' needs a 'replay' section, and only it may have one")
+        return self
+
+
+class JudgeRef(Strict):
+    """A judge model reached through the provider layer (defaults to the teacher)."""
+
+    provider: Literal["openai", "anthropic", "hf", "offline"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+# --- later stages: small now, extended a line at a time ---
+
+
+class Safety(Strict):
+    policy: str = "general"  # a name under safety/, or a path to a policy YAML next to the spec
+    judge: JudgeRef | None = None  # None: the teacher judges, when the policy enables the judge
+    decontaminate: list[str] = Field(default_factory=list)  # extra files whose n-grams must not be trained on
+
+
+class Lora(Strict):
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] | None = None  # None: peft's default for the architecture
+
+
+class Student(Strict):
+    preset: str = "small"  # a preset name from distill.train.presets, or "custom"
+    base_model: str | None = None  # a local model directory to fine-tune instead of training from scratch
+    lora: Lora | None = None  # with base_model: LoRA; without: full fine-tune
+    custom: dict[str, Any] = Field(default_factory=dict)  # transformers config fields for preset: custom
+    tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096
+    context_length: Annotated[int, Field(ge=16, le=8192)] = 256
+
+    @model_validator(mode="after")
+    def _lora_needs_base(self) -> "Student":
+        if self.lora is not None and self.base_model is None:
+            raise ValueError("'lora' needs 'base_model' (a local model directory)")
+        return self
+
+
+class Training(Strict):
+    max_steps: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+    batch_size: PositiveInt = 16
+    grad_accum: PositiveInt = 1
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 50
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    eval_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 200
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    seed: int = 0
+
+
+class Evaluation(Strict):
+    judge: JudgeRef | None = None  # None: the teacher grades
+    prompts: PositiveInt = 50  # held-out beginnings to complete
+    samples_per_prompt: PositiveInt = 3
+    rubric: str | None = None  # a template replacing templates/eval's grading rubric
+    extra_texts: list[str] = Field(default_factory=list)  # more held-out text files for bits per byte
+
+
+class Release(Strict):
+    version: str = Field(default="0.1.0", pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+    license: str = "apache-2.0"
+    min_scores: dict[str, float] = Field(default_factory=dict)  # e.g. {grammar: 6.0, bpb_max: 1.2}
+
+
+class Spec(Strict):
+    """A customer's task spec."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    description: str = ""
+    kind: Literal["text", "instruct"]
+    records: PositiveInt
+    seed: int = 0
+    templates_dir: str | None = None  # extra template folder next to the spec, searched before built-ins
+    variables: dict[Identifier, Variable] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    student_input: str | None = None  # instruct: template of what the student sees
+    student_target: Identifier | None = None  # the step whose output the student learns (default: the last)
+    teacher: Teacher
+    safety: Safety = Field(default_factory=Safety)
+    student: Student = Field(default_factory=Student)
+    training: Training = Field(default_factory=Training)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    release: Release = Field(default_factory=Release)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Spec":
+        names = [step.name for step in self.steps]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"step names must be unique, repeated: {', '.join(repeated)}")
+        if self.kind == "instruct" and not self.student_input:
+            raise ValueError("an instruct spec needs 'student_input' (the template of what the student sees)")
+        if self.kind == "text" and self.student_input:
+            raise ValueError("'student_input' is only for kind: instruct")
+        if self.student_target is not None and self.student_target not in names:
+            raise ValueError(f"student_target {self.student_target!r} is not a step name ({', '.join(names)})")
+        return self
+
+    @property
+    def target_step(self) -> str:
+        """The step whose output the student learns."""
+        return self.student_target or self.steps[-1].name
+
+
+class LoadedSpec(typing.NamedTuple):
+    """A validated spec with where it came from: relative paths in it resolve against `directory`."""
+
+    spec: Spec
+    path: Path
+    document: LocatedDocument
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Parse and validate a spec file. Raises SpecError listing every problem, located."""
+    path = Path(path)
+    document = load_located_yaml(path)
+    if not isinstance(document.data, dict):
+        raise SpecError(Problem("a spec must be a mapping of keys (name, kind, records, steps, teacher, ...)", file=path, line=1, column=1))
+    try:
+        spec = Spec.model_validate(document.data)
+    except ValidationError as exc:
+        raise SpecError(*sorted(_located_problems(exc, document), key=lambda p: (p.line or 0, p.column or 0))) from None
+    return LoadedSpec(spec, path, document)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "distill task spec"
+    return schema
+
+
+# --- turning pydantic errors into located problems ---
+
+
+def _located_problems(exc: ValidationError, document: LocatedDocument) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = _data_path(error["loc"], document.data)
+        hint = None
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            known = _known_keys(Spec, loc[:-1], document.data)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
+            line, column = document.locate(loc, prefer_key=True)
+        elif error["type"] == "missing":
+            message = "required key is missing"
+            line, column = document.locate(loc[:-1])
+        else:
+            message = _plain_message(error)
+            line, column = document.locate(loc)
+        problems.append(Problem(message, file=document.file, line=line, column=column, key=dotted_key(loc) or None, hint=hint))
+    return problems
+
+
+def _data_path(loc: tuple, data: Any) -> tuple:
+    """Drop the union tags pydantic inserts (e.g. 'choice', 'function-after[...]') from an error path."""
+    path: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            path.append(part)
+        elif not isinstance(node, (dict, list)) or isinstance(part, str) and ("[" in part or part in _VARIABLE_TAGS):
+            continue
+        else:
+            path.append(part)  # a missing key: keep it so the message names it
+            node = None
+    return tuple(path)
+
+
+_VARIABLE_TAGS = {"choice", "weighted", "subset", "range", "rows"}
+
+
+def _plain_message(error: dict) -> str:
+    message = error["msg"]
+    message = re.sub(r"^Value error, ", "", message)
+    message = message.replace("Input should be greater than", "must be >").replace("Input should be", "must be")
+    return message
+
+
+def _known_keys(model: type[BaseModel], parent: tuple, data: Any) -> list[str]:
+    """The field names valid at `parent` (walking models, lists, dicts and tagged unions)."""
+    node_type: Any = model
+    node_data = data
+    for part in parent:
+        node_type, node_data = _step_into(node_type, part, node_data)
+        if node_type is None:
+            return []
+    models = [t for t in _unwrap(node_type, node_data) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return sorted(models[0].model_fields) if models else []
+
+
+def _step_into(node_type: Any, part: Any, node_data: Any) -> tuple[Any, Any]:
+    child_data = node_data.get(part) if isinstance(node_data, dict) else (
+        node_data[part] if isinstance(node_data, list) and isinstance(part, int) and part < len(node_data) else None)
+    for candidate in _unwrap(node_type, node_data):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel) and part in candidate.model_fields:
+            return candidate.model_fields[part].annotation, child_data
+        origin = typing.get_origin(candidate)
+        if origin is list and isinstance(part, int):
+            return typing.get_args(candidate)[0], child_data
+        if origin is dict and isinstance(part, str):
+            return typing.get_args(candidate)[1], child_data
+    return None, None
+
+
+def _unwrap(node_type: Any, node_data: Any) -> list[Any]:
+    """Flatten Annotated/Optional/Union; pick a tagged union's member by the data's `type`."""
+    origin = typing.get_origin(node_type)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(node_type)[0], node_data)
+    if origin in (Union, types.UnionType):
+        members = [m for arg in typing.get_args(node_type) for m in _unwrap(arg, node_data)]
+        tag = node_data.get("type") if isinstance(node_data, dict) else None
+        tagged = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel) and "type" in m.model_fields
+                  and typing.get_args(m.model_fields["type"].annotation) == (tag,)]
+        return tagged or members
+    return [node_type]

@@ -1,0 +1,178 @@
+import asyncio
+import json
+import random
+
+import pytest
+
+from distill.errors import TemplateError
+from distill.evaluate.grading import (
+    GradingItem,
+    cut_beginning,
+    grade_items,
+    load_rubric,
+    mean_interval,
+    summarize_grades,
+)
+from distill.providers.protocol import TeacherReply
+
+T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
+
+
+class ScriptedJudge:
+    """A judge whose answers a test scripts; records every request it gets."""
+
+    name = "scripted"
+
+    def __init__(self, answer):
+        self.answer = answer  # (request) -> str
+        self.requests = []
+
+    async def complete(self, request):
+        self.requests.append(request)
+        return TeacherReply(text=self.answer(request), model=request.model)
+
+    async def aclose(self):
+        pass
+
+
+def grades_json(score, age="B", **extra):
+    return json.dumps({"grammar": score, "creativity": score, "consistency": score, "plot": score,
+                       "age_group": age, **extra})
+
+
+def run(judge, items, *, instruct=False, rubric=None):
+    return asyncio.run(grade_items(judge, items, rubric or load_rubric(), judge_model="judge-1", instruct=instruct,
+                                   concurrency=3))
+
+
+def item(completion, group=0, sample=0, source="student"):
+    return GradingItem(source, group, sample, "Tom saw a big", completion)
+
+
+def test_two_turn_exchange():
+    judge = ScriptedJudge(lambda r: "It is fine and consistent." if len(r.messages) == 1 else grades_json(7))
+
+    [outcome] = run(judge, [item(" dog. The dog was happy.")])
+
+    first, second = judge.requests
+    assert [m.role for m in first.messages] == ["user"]
+    assert "Tom saw a big*** dog. The dog was happy." in first.messages[0].content
+    assert first.json_schema is None
+    assert [m.role for m in second.messages] == ["user", "assistant", "user"]
+    assert second.messages[1].content == "It is fine and consistent."
+    assert "age of the writer" in second.messages[2].content
+    assert set(second.json_schema["required"]) == {"grammar", "creativity", "consistency", "plot", "age_group"}
+    assert first.model == "judge-1" and first.custom_id != second.custom_id
+    assert outcome.assessment == "It is fine and consistent."
+    assert outcome.grades == {"grammar": 7, "creativity": 7, "consistency": 7, "plot": 7, "age_group": "B"}
+    assert outcome.failure is None and not outcome.retried
+
+
+def test_fenced_json_is_parsed():
+    answer = "```json\n" + grades_json(5, age="C") + "\n```"
+    judge = ScriptedJudge(lambda r: "ok" if len(r.messages) == 1 else answer)
+    [outcome] = run(judge, [item(" cat.")])
+    assert outcome.grades["age_group"] == "C" and outcome.grades["plot"] == 5
+
+
+def test_bad_answer_is_retried_once_with_the_problem():
+    answers = iter(["assessment", json.dumps({"grammar": 11, "plot": 3}), grades_json(6)])
+    judge = ScriptedJudge(lambda r: next(answers))
+
+    [outcome] = run(judge, [item(" cat.")])
+
+    assert outcome.retried and outcome.grades["grammar"] == 6
+    retry = judge.requests[2]
+    assert [m.role for m in retry.messages] == ["user", "assistant", "user", "assistant", "user"]
+    problem = retry.messages[-1].content
+    assert "grammar" in problem and "less than or equal to 10" in problem and "creativity" in problem
+
+
+def test_two_bad_answers_count_as_failed_not_zero():
+    judge = ScriptedJudge(lambda r: "assessment" if len(r.messages) == 1 else "I would say about a seven.")
+    outcomes = run(judge, [item(" cat.", group=0), item(" dog.", group=1)])
+    assert all(o.grades is None and o.failure.startswith("grading: no JSON") for o in outcomes)
+    assert len(judge.requests) == 6  # assessment, grading, one retry, for each
+
+    summary = summarize_grades(outcomes)["student"]
+    assert summary["graded"] == 0 and summary["failed"] == 2 and summary["scores"] == {}
+
+
+def test_instruct_asks_for_instruction_following():
+    def answer(request):
+        if len(request.messages) == 1:
+            return "assessment"
+        return grades_json(8, instruction_following=4) if len(request.messages) == 5 else grades_json(8)
+
+    judge = ScriptedJudge(answer)
+    [outcome] = run(judge, [item(" Once upon a time.")], instruct=True)
+    assert "instruction_following" in judge.requests[1].json_schema["required"]
+    assert "Field required" in judge.requests[2].messages[-1].content  # first answer lacked it
+    assert outcome.grades["instruction_following"] == 4
+
+
+def test_aggregation_and_intervals_per_beginning():
+    # Beginning 0: grades 4 and 6 -> 5; beginning 1: 7 (and one failed) -> 7; beginning 2: 8 and 10 -> 9.
+    scripted = {(0, 0): 4, (0, 1): 6, (1, 0): 7, (1, 1): None, (2, 0): 8, (2, 1): 10}
+
+    def answer(request):
+        if len(request.messages) == 1:
+            return "assessment"
+        completion = request.messages[0].content.split("***")[1].split("\n")[0]
+        score = scripted[tuple(int(x) for x in completion.split(","))]
+        return "no grades here" if score is None else grades_json(score, age="A" if score < 7 else "C")
+
+    judge = ScriptedJudge(answer)
+    items = [item(f"{g},{s}", group=g, sample=s) for g, s in scripted]
+    items.append(GradingItem("teacher", 0, 0, "Tom saw a big", "teacher"))
+    judge_answer = judge.answer
+    judge.answer = lambda r: grades_json(9) if "***teacher" in r.messages[0].content and len(r.messages) > 1 \
+        else judge_answer(r) if "***teacher" not in r.messages[0].content else "assessment"
+
+    summary = summarize_grades(run(judge, items))
+
+    student = summary["student"]
+    assert student["graded"] == 5 and student["failed"] == 1 and student["retried"] == 1
+    grammar = student["scores"]["grammar"]
+    assert grammar["n"] == 3 and grammar["mean"] == pytest.approx(7.0)
+    half = T_975_DF2 * 2.0 / 3 ** 0.5  # sd of (5, 7, 9) is 2
+    assert grammar["low"] == pytest.approx(7.0 - half) and grammar["high"] == pytest.approx(7.0 + half)
+    assert student["age_groups"] == {"A": 2, "B": 0, "C": 3, "D": 0, "E": 0, "F": 0}
+    assert summary["teacher"]["scores"]["plot"] == {"mean": 9.0, "low": None, "high": None, "n": 1}
+
+
+def test_mean_interval_by_hand():
+    result = mean_interval([2.0, 4.0, 6.0])
+    assert result["mean"] == 4.0
+    assert result["high"] - 4.0 == pytest.approx(T_975_DF2 * 2.0 / 3 ** 0.5)
+
+
+def test_custom_rubric_defines_the_schema(tmp_path):
+    rubric_file = tmp_path / "support.jinja"
+    rubric_file.write_text('{% set dimensions = ["correctness", "tone"] %}{% set age_groups = false %}'
+                           "Grade correctness and tone 0-10 as JSON.")
+    judge = ScriptedJudge(lambda r: "ok" if len(r.messages) == 1 else '{"correctness": 9, "tone": 3}')
+
+    [outcome] = run(judge, [item("answer")], rubric=load_rubric(rubric_file))
+
+    assert judge.requests[1].json_schema["required"] == ["correctness", "tone"]
+    assert outcome.grades == {"correctness": 9, "tone": 3}
+
+
+def test_rubric_without_dimensions_is_a_template_error(tmp_path):
+    rubric_file = tmp_path / "bad.jinja"
+    rubric_file.write_text("Grade it.")
+    judge = ScriptedJudge(lambda r: "ok")
+    with pytest.raises(TemplateError, match="dimensions"):
+        run(judge, [item("x")], rubric=load_rubric(rubric_file))
+
+
+def test_cut_beginning_is_mid_sentence():
+    story = ("Once upon a time there was a girl named Lily. She loved to play outside in the sun. One day she "
+             "found a shiny red ball under a big tree. She was very happy and took it home to show her mom.")
+    for seed in range(20):
+        beginning, rest = cut_beginning(story, random.Random(seed))
+        assert beginning + rest == story
+        assert not beginning.endswith((".", "!", "?")) and rest.startswith(" ")
+        assert 0.25 < len(beginning.split()) / len(story.split()) < 0.65
+    assert cut_beginning("Too short to cut.", random.Random(0)) is None
