@@ -17,7 +17,8 @@ import io
 import json
 import math
 import random
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -83,37 +84,52 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-@dataclass
 class VariableSampler:
-    """Samples record i's variables. Built once per spec: word lists and rows are read here."""
+    """Samples record i's variables. Built once per spec: word lists and rows files are read here,
+    and every problem with them is reported at once, located at the spec key that names the file."""
 
-    spec: Spec
-    directory: Path
-    spec_file: Path
-    _pools: dict[str, list[Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self, loaded: LoadedSpec):
+        self.spec = loaded.spec
+        self._pools: dict[str, list[Any]] = {}
+        problems: list[Problem] = []
         for name, variable in self.spec.variables.items():
-            key = f"variables.{name}.file"
-            if isinstance(variable, ChoiceVariable) and variable.file:
-                path = resolve_inside(self.directory, variable.file, what="word list", key=key, spec_file=self.spec_file)
-                self._pools[name] = read_word_list(path)
-                if not self._pools[name]:
-                    raise SpecError(Problem("word list is empty", file=path, key=key))
-            elif isinstance(variable, RowsVariable):
-                path = resolve_inside(self.directory, variable.file, what="rows file", key=key, spec_file=self.spec_file)
-                rows = read_rows(path)
-                if not rows:
-                    raise SpecError(Problem("rows file has no rows", file=path, key=key))
-                if variable.column is not None:
-                    missing = [i + 1 for i, row in enumerate(rows) if variable.column not in row]
-                    if missing:
-                        raise SpecError(Problem(f"column {variable.column!r} is missing in row {missing[0]}", file=path,
-                                                key=f"variables.{name}.column", hint=f"columns: {', '.join(rows[missing[0] - 1])}"))
-                    rows = [row[variable.column] for row in rows]
-                self._pools[name] = rows
-            elif isinstance(variable, ChoiceVariable):
-                self._pools[name] = list(variable.items or [])
+            try:
+                self._pools[name] = self._load_pool(loaded, name, variable)
+            except SpecError as exc:
+                line, column = loaded.document.locate(("variables", name, "file"))
+                for p in exc.problems:
+                    if p.line is not None:  # located inside the referenced file: keep that place
+                        problems.append(p)
+                    else:
+                        problems.append(Problem(f"{p.file}: {p.message}" if p.file else p.message, file=loaded.path, line=line,
+                                                column=column, key=p.key or f"variables.{name}.file", hint=p.hint))
+        if problems:
+            raise SpecError(*problems)
+
+    @staticmethod
+    def _load_pool(loaded: LoadedSpec, name: str, variable: Any) -> list[Any]:
+        key = f"variables.{name}.file"
+        if isinstance(variable, ChoiceVariable) and variable.file:
+            path = resolve_inside(loaded.directory, variable.file, what="word list", key=key, spec_file=loaded.path)
+            words = read_word_list(path)
+            if not words:
+                raise SpecError(Problem("word list is empty", file=path, key=key))
+            return words
+        if isinstance(variable, RowsVariable):
+            path = resolve_inside(loaded.directory, variable.file, what="rows file", key=key, spec_file=loaded.path)
+            rows = read_rows(path)
+            if not rows:
+                raise SpecError(Problem("rows file has no rows", file=path, key=key))
+            if variable.column is None:
+                return rows
+            missing = next((i for i, row in enumerate(rows) if variable.column not in row), None)
+            if missing is not None:
+                raise SpecError(Problem(f"column {variable.column!r} is missing in row {missing + 1}", file=path,
+                                        key=f"variables.{name}.column", hint=f"columns: {', '.join(rows[missing])}"))
+            return [row[variable.column] for row in rows]
+        if isinstance(variable, ChoiceVariable):
+            return list(variable.items or [])
+        return []
 
     def sample(self, index: int) -> dict[str, Any]:
         return {name: self._draw(name, variable, index) for name, variable in self.spec.variables.items()}
@@ -195,7 +211,7 @@ class PromptRenderer:
     def __init__(self, loaded: LoadedSpec):
         self.loaded = loaded
         self.spec = loaded.spec
-        self.sampler = VariableSampler(loaded.spec, loaded.directory, loaded.path)
+        self.sampler = VariableSampler(loaded)
         self.env = ImmutableSandboxedEnvironment(
             loader=_ConfinedLoader([str(f) for f in template_folders(loaded)]),
             undefined=jinja2.StrictUndefined,
@@ -206,6 +222,12 @@ class PromptRenderer:
         )
         del self.env.filters["random"]  # prompts must depend only on (seed, record index)
         self._templates: dict[str, tuple[jinja2.Template, str]] = {}
+
+    def _problem(self, message: str, key: str, hint: str | None = None) -> Problem:
+        """A problem located at the spec key that names the template (e.g. `steps[1].user`)."""
+        path = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", key))
+        line, column = self.loaded.document.locate(path)
+        return Problem(message, file=self.loaded.path, line=line, column=column, key=key, hint=hint)
 
     def template(self, reference: str, *, key: str) -> tuple[jinja2.Template, str]:
         """Compile a template file or inline text once; returns it with its source's sha256."""
@@ -218,11 +240,11 @@ class PromptRenderer:
                     source, compiled = reference, self.env.from_string(reference)
             except jinja2.TemplateNotFound as exc:
                 folders = ", ".join(str(f) for f in template_folders(self.loaded))
-                raise TemplateError(Problem(f"template {exc.name!r} not found in the allowed folders ({folders})",
-                                            file=self.loaded.path, key=key)) from None
+                raise TemplateError(self._problem(f"template {exc.name!r} not found in the allowed folders ({folders})", key)) from None
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(Problem(f"template syntax error: {exc.message}", file=exc.filename or self.loaded.path,
-                                            line=exc.lineno, key=None if exc.filename else key)) from None
+                if exc.filename:
+                    raise TemplateError(Problem(f"template syntax error: {exc.message}", file=exc.filename, line=exc.lineno)) from None
+                raise TemplateError(self._problem(f"template syntax error: {exc.message} (template line {exc.lineno})", key)) from None
             self._templates[reference] = (compiled, hashlib.sha256(source.encode()).hexdigest())
         return self._templates[reference]
 
@@ -247,12 +269,15 @@ class PromptRenderer:
         try:
             return compiled.render(context).strip()
         except jinja2.UndefinedError as exc:
-            raise TemplateError(Problem(f"undefined variable while rendering: {exc.message}", file=self.loaded.path, key=key,
-                                        hint=f"available: {', '.join(sorted(context))}")) from None
+            raise TemplateError(self._problem(f"undefined variable while rendering: {exc.message}", key,
+                                              hint=f"available: {', '.join(sorted(context))}")) from None
+        except jinja2.TemplateNotFound as exc:
+            folders = ", ".join(str(f) for f in template_folders(self.loaded))
+            raise TemplateError(self._problem(f"included template {exc.name!r} not found in the allowed folders ({folders})", key)) from None
         except SecurityError as exc:
-            raise TemplateError(Problem(f"template tried something the sandbox forbids: {exc}", file=self.loaded.path, key=key)) from None
+            raise TemplateError(self._problem(f"template tried something the sandbox forbids: {exc}", key)) from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(Problem(f"template failed to render: {exc}", file=self.loaded.path, key=key)) from None
+            raise TemplateError(self._problem(f"template failed to render: {exc}", key)) from None
 
     def render_step(self, step_index: int, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> RenderedStep:
         """Messages for step `step_index` of record `index`, given the earlier steps' outputs."""

@@ -59,8 +59,12 @@ class PreviewRecord:
 def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS) -> SpecCheck:
     """Validate a spec fully. Raises SpecError with every problem found, located."""
     loaded = load_spec(path)
-    renderer = PromptRenderer(loaded)  # reads word lists and rows files: missing files fail here
     problems: list[Problem] = []
+    try:
+        renderer = PromptRenderer(loaded)  # reads word lists and rows files
+    except DistillError as exc:
+        problems.extend(exc.problems)
+        renderer = None
     schemas = []
     for i in range(len(loaded.spec.steps)):
         try:
@@ -68,7 +72,12 @@ def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS) -> Spe
         except DistillError as exc:
             problems.extend(exc.problems)
             schemas.append(None)
-    for i in range(min(sample_records, loaded.spec.records)):
+    replay = loaded.spec.teacher.replay
+    if replay is not None and not _is_hub_id(replay.path) and not (loaded.directory / replay.path).exists():
+        problems.append(Problem(f"replay data {replay.path!r} not found (looked in {loaded.directory})",
+                                file=loaded.path, line=loaded.document.locate(("teacher", "replay", "path"))[0],
+                                key="teacher.replay.path"))
+    for i in range(min(sample_records, loaded.spec.records) if renderer else 0):
         try:
             preview_record(renderer, i, schemas)
         except DistillError as exc:
@@ -77,6 +86,12 @@ def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS) -> Spe
         raise SpecError(*problems)
     coverage = Coverage(renderer.sampler.combinations(), loaded.spec.records)
     return SpecCheck(loaded, coverage, [coverage.warning] if coverage.warning else [])
+
+
+def _is_hub_id(path: str) -> bool:
+    """`owner/name` with no file suffix: a dataset on a hub rather than a local file."""
+    parts = path.split("/")
+    return len(parts) == 2 and all(parts) and "." not in parts[1] and not path.startswith(".")
 
 
 def preview_record(renderer: PromptRenderer, index: int, schemas: list[dict | None] | None = None) -> PreviewRecord:

@@ -468,6 +468,7 @@ class TeacherServer:
         self.calls: list[TeacherCall] = []  # every live request and batch item received, in order
         self._bucket = RequestBucket(rpm, burst_seconds) if rpm else None
         self._lock = threading.Lock()
+        self._batch_lock = threading.Lock()
         self._stopping = threading.Event()
         self._faults: list[Fault] = []
         self._expire_keep: list[int] = []
@@ -684,6 +685,12 @@ class TeacherServer:
 
     def advance_batch(self, batch_id: str, *, cancel: bool = False) -> Batch | None:
         """Bring a batch up to date: answer the items due by now, write the OpenAI files once it ended."""
+        # One poller at a time, so two concurrent polls never answer (and bill) the same item twice;
+        # a separate lock because answering takes `_lock` for the counters.
+        with self._batch_lock:
+            return self._advance_batch(batch_id, cancel)
+
+    def _advance_batch(self, batch_id: str, cancel: bool) -> Batch | None:
         with self._lock:
             batch = self._batches.get(batch_id)
         if batch is None or batch.validation_errors:
@@ -698,12 +705,11 @@ class TeacherServer:
                 batch.results.append(ItemError(fault.status, "The server had an error processing this request."))
             else:
                 batch.results.append(self.answer(item, fault, batch=True))
-        if api_needs_files := (batch.api == "openai" and batch.ended(now) and batch.output_file_id is None):
+        if batch.api == "openai" and batch.ended(now) and batch.output_file_id is None:
             output, errors = openai_result_lines(batch)
             batch.output_file_id = self.store_file(f"{batch.id}_output.jsonl", "batch_output", _jsonl(output))["id"]
             if errors:
                 batch.error_file_id = self.store_file(f"{batch.id}_error.jsonl", "batch_output", _jsonl(errors))["id"]
-        del api_needs_files
         return batch
 
 
@@ -714,22 +720,20 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 # ----------------------------------------------------------------------------- HTTP
 
 
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    (method, re.compile("^" + re.sub(r"\{id\}", r"(?P<id>[^/]+)", template) + "$"), f"{method} {template}")
-    for method, template in [
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/v1/files"),
-        ("GET", "/v1/files/{id}/content"),
-        ("POST", "/v1/batches"),
-        ("GET", "/v1/batches/{id}"),
-        ("POST", "/v1/batches/{id}/cancel"),
-        ("POST", "/v1/messages"),
-        ("POST", "/v1/messages/batches"),
-        ("GET", "/v1/messages/batches/{id}"),
-        ("GET", "/v1/messages/batches/{id}/results"),
-        ("POST", "/v1/messages/batches/{id}/cancel"),
-    ]
+ROUTES: list[tuple[str, str, str]] = [  # (method, path template, handler method)
+    ("POST", "/v1/chat/completions", "_openai_completion"),
+    ("POST", "/v1/files", "_openai_upload_file"),
+    ("GET", "/v1/files/{id}/content", "_openai_file_content"),
+    ("POST", "/v1/batches", "_openai_create_batch"),
+    ("GET", "/v1/batches/{id}", "_openai_get_batch"),
+    ("POST", "/v1/batches/{id}/cancel", "_openai_cancel_batch"),
+    ("POST", "/v1/messages", "_anthropic_message"),
+    ("POST", "/v1/messages/batches", "_anthropic_create_batch"),
+    ("GET", "/v1/messages/batches/{id}", "_anthropic_get_batch"),
+    ("GET", "/v1/messages/batches/{id}/results", "_anthropic_batch_results"),
+    ("POST", "/v1/messages/batches/{id}/cancel", "_anthropic_cancel_batch"),
 ]
+ROUTE_PATTERNS = [re.compile("^" + template.replace("{id}", "(?P<id>[^/]+)") + "$") for _, template, _ in ROUTES]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -758,7 +762,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
             self.rfile.readline()
             return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not data: print("EMPTY", self.requestline, dict(self.headers), file=sys.stderr)
+        return data
 
     def _send(self, status: int, payload: Any, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
               content_type: str = "application/json") -> None:
@@ -785,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_"):
             return self._control(method, path)
         api: Api = "anthropic" if path.startswith("/v1/messages") else "openai"
-        for route_method, pattern, name in ROUTES:
+        for (route_method, template, handler), pattern in zip(ROUTES, ROUTE_PATTERNS):
             found = pattern.match(path)
             if route_method == method and found:
                 break
@@ -793,18 +799,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.teacher.count_request(f"{method} (unknown)")
             self._read_body()
             return self._send(404, error_json(api, 404, f"no route for {method} {path}"))
-        self.teacher.count_request(name)
+        self.teacher.count_request(f"{method} {template}")
         try:
             self._check_key(api)
-            getattr(self, "_" + re.sub(r"\W+", "_", name.lower()).strip("_"))(**found.groupdict())
+            getattr(self, handler)(**found.groupdict())
         except RequestError as exc:
             self._send(exc.status, error_json(api, exc.status, exc.message))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (timeout); nothing to answer
 
     def _check_key(self, api: Api) -> None:
-        key = self.headers.get("x-api-key") if api == "anthropic" else self.headers.get("Authorization", "")
-        if not key or key == "Bearer ":
+        # Anthropic's SDK has sent the key as x-api-key or as a bearer token, depending on its version.
+        bearer = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not bearer and not (api == "anthropic" and self.headers.get("x-api-key")):
             self._read_body()
             raise RequestError(401, "no API key sent")
 
@@ -825,10 +832,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- live completions
 
-    def _post_v1_chat_completions(self) -> None:
+    def _openai_completion(self) -> None:
         self._live(parse_openai_call(self._json_body()))
 
-    def _post_v1_messages(self) -> None:
+    def _anthropic_message(self) -> None:
         self._live(parse_anthropic_call(self._json_body()))
 
     def _live(self, call: TeacherCall) -> None:
@@ -863,20 +870,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- OpenAI files and batches
 
-    def _post_v1_files(self) -> None:
+    def _openai_upload_file(self) -> None:
         parts = _multipart_fields(self.headers.get("Content-Type", ""), self._read_body())
         if "file" not in parts or "purpose" not in parts:
             raise RequestError(400, "multipart fields 'file' and 'purpose' are required")
         filename, content = parts["file"]
         self._send(200, self.teacher.store_file(filename or "upload.jsonl", parts["purpose"][1].decode(), content))
 
-    def _get_v1_files_id_content(self, id: str) -> None:  # noqa: A002 - route parameter
+    def _openai_file_content(self, id: str) -> None:  # noqa: A002 - route parameter
         content = self.teacher.file_content(id)
         if content is None:
             raise RequestError(404, f"No such File object: {id}")
         self._send(200, None, raw=content, content_type="application/octet-stream")
 
-    def _post_v1_batches(self) -> None:
+    def _openai_create_batch(self) -> None:
         body = self._json_body()
         if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
             raise RequestError(400, "endpoint must be '/v1/chat/completions' and completion_window '24h'")
@@ -887,10 +894,10 @@ class _Handler(BaseHTTPRequestHandler):
         batch = self.teacher.create_batch("openai", items, input_file_id=body["input_file_id"], validation_errors=problems)
         self._send(200, openai_batch_json(batch, time.monotonic()))
 
-    def _get_v1_batches_id(self, id: str) -> None:  # noqa: A002
+    def _openai_get_batch(self, id: str) -> None:  # noqa: A002
         self._send(200, openai_batch_json(self._batch(id), time.monotonic()))
 
-    def _post_v1_batches_id_cancel(self, id: str) -> None:  # noqa: A002
+    def _openai_cancel_batch(self, id: str) -> None:  # noqa: A002
         self._read_body()
         already_ended = self._batch(id).ended(time.monotonic())
         batch = self.teacher.advance_batch(id, cancel=True)
@@ -905,7 +912,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- Anthropic message batches
 
-    def _post_v1_messages_batches(self) -> None:
+    def _anthropic_create_batch(self) -> None:
         requests = self._json_body().get("requests")
         if not isinstance(requests, list) or not requests:
             raise RequestError(400, "requests: a non-empty list is required")
@@ -917,17 +924,17 @@ class _Handler(BaseHTTPRequestHandler):
         batch = self.teacher.create_batch("anthropic", items)
         self._send(200, anthropic_batch_json(batch, time.monotonic(), self._results_url(batch.id)))
 
-    def _get_v1_messages_batches_id(self, id: str) -> None:  # noqa: A002
+    def _anthropic_get_batch(self, id: str) -> None:  # noqa: A002
         batch = self._batch(id)
         self._send(200, anthropic_batch_json(batch, time.monotonic(), self._results_url(id)))
 
-    def _get_v1_messages_batches_id_results(self, id: str) -> None:  # noqa: A002
+    def _anthropic_batch_results(self, id: str) -> None:  # noqa: A002
         batch = self._batch(id)
         if not batch.ended(time.monotonic()):
             raise RequestError(400, f"Message Batch {id} has not finished processing")
         self._send(200, None, raw=_jsonl(anthropic_result_lines(batch)), content_type="application/x-jsonl")
 
-    def _post_v1_messages_batches_id_cancel(self, id: str) -> None:  # noqa: A002
+    def _anthropic_cancel_batch(self, id: str) -> None:  # noqa: A002
         self._read_body()
         already_ended = self._batch(id).ended(time.monotonic())
         batch = self.teacher.advance_batch(id, cancel=True)
@@ -990,7 +997,9 @@ class TeacherServerProcess:
     def start(self) -> TeacherServerProcess:
         args = [sys.executable, str(Path(__file__).resolve())]
         for key, value in self.options.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+            if value is not None:
+                text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+                args += [f"--{key.replace('_', '-')}", text]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline() if self.process.stdout else ""
         if not line:

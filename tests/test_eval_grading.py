@@ -1,6 +1,7 @@
 import asyncio
 import json
 import random
+import re
 
 import pytest
 
@@ -118,16 +119,15 @@ def test_aggregation_and_intervals_per_beginning():
     def answer(request):
         if len(request.messages) == 1:
             return "assessment"
-        completion = request.messages[0].content.split("***")[1].split("\n")[0]
+        completion = re.search(r"big\*\*\*(\S+)", request.messages[0].content).group(1)
+        if completion == "teacher":
+            return grades_json(9)
         score = scripted[tuple(int(x) for x in completion.split(","))]
         return "no grades here" if score is None else grades_json(score, age="A" if score < 7 else "C")
 
     judge = ScriptedJudge(answer)
     items = [item(f"{g},{s}", group=g, sample=s) for g, s in scripted]
-    items.append(GradingItem("teacher", 0, 0, "Tom saw a big", "teacher"))
-    judge_answer = judge.answer
-    judge.answer = lambda r: grades_json(9) if "***teacher" in r.messages[0].content and len(r.messages) > 1 \
-        else judge_answer(r) if "***teacher" not in r.messages[0].content else "assessment"
+    items.append(item("teacher", source="teacher"))
 
     summary = summarize_grades(run(judge, items))
 

@@ -46,10 +46,8 @@ def bits_per_byte(
         raise ValueError(f"context_length must be >= 2, got {context_length}")
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
-    start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start_id is None:
-        raise ValueError("the tokenizer has neither a bos nor an eos token to start a document with")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+    start = start_id(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 
     windows: list[_Window] = []
     n_bytes = 0
@@ -59,7 +57,7 @@ def bits_per_byte(
             continue
         prompt_ids = tokenizer.encode(prompts[i], add_special_tokens=False) if prompts else []
         text_ids = tokenizer.encode(text, add_special_tokens=False)
-        windows += _windows([start_id, *prompt_ids, *text_ids], 1 + len(prompt_ids), context_length)
+        windows += _windows([start, *prompt_ids, *text_ids], 1 + len(prompt_ids), context_length)
         n_bytes += len(text.encode("utf-8"))
         n_texts += 1
     if n_bytes == 0:
@@ -74,6 +72,15 @@ def bits_per_byte(
         "bytes": n_bytes,
         "texts": n_texts,
     }
+
+
+def start_id(tokenizer) -> int:
+    """The token every document starts with: bos, or eos for tokenizers (like GPT-2's) that use one
+    end-of-text token for both."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("the tokenizer has neither a bos nor an eos token to start a document with")
+    return start
 
 
 def _windows(ids: list[int], first_scored: int, context_length: int) -> list[_Window]:

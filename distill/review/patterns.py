@@ -64,3 +64,14 @@ def combined(patterns: list[Pattern]) -> re.Pattern[str]:
         body = pattern.regex.pattern
         parts.append(f"(?P<p{index}>(?{inline}:{body}))" if inline else f"(?P<p{index}>{body})")
     return re.compile("|".join(parts) or r"(?!x)x")
+
+
+def scan(text: str, patterns: list[Pattern], regex: re.Pattern[str], stage: str, replacement: str | None = None) -> list:
+    """Every non-overlapping hit of a combined regex, as findings of the pattern that matched."""
+    from distill.review.verdict import Finding
+
+    found = []
+    for match in regex.finditer(text):
+        pattern = patterns[int(match.lastgroup[1:])]  # the outer named group closes last
+        found.append(Finding(stage, pattern.code, pattern.category, match.span(), pattern.detail, replacement=replacement))
+    return found

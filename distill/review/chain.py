@@ -1,0 +1,116 @@
+"""The cheap chain: stages 1-7 on one record, every check on every record so all reasons are kept.
+
+    decoding/size -> normalisation -> quality + task conformance -> PII -> secrets -> injection -> lexicons
+
+A `Chain` compiles everything a policy names once (pattern files, lexicons, the vocabulary); `check` is
+then a handful of regex scans per record. Stages 8-10 (dedup, decontamination, the judge) look at the
+whole corpus or call a model and live in `distill.review.stage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
+from distill.review.injection import scan_injection
+from distill.review.lexicon import lexicon_regex, load_lexicon, scan_lexicons
+from distill.review.patterns import combined, load_patterns
+from distill.review.pii import PiiSettings, national_id_regex, scan_pii
+from distill.review.policy import Policy, safety_file
+from distill.review.secrets import scan_secrets
+from distill.review.text_checks import QualitySettings, check_decoding, check_normalisation, check_quality, decode
+from distill.review.verdict import Finding, RecordVerdict, apply_redactions, most_severe
+
+
+def task_from_policy(policy: Policy) -> TaskConformance:
+    """The conformance checks a policy asks for (a spec may pass its own `TaskConformance` instead)."""
+    section = policy.conformance
+    vocabulary = load_vocabulary(safety_file("vocabulary", section.vocabulary, ".txt")) if section.vocabulary else None
+    return TaskConformance(
+        vocabulary=vocabulary,
+        max_off_vocab_share=section.max_off_vocab_share,
+        min_words=section.min_words,
+        max_words=section.max_words,
+        required_variables=tuple(section.required_variables),
+        vocabulary_name=section.vocabulary or "",
+    )
+
+
+class Chain:
+    """Stages 1-7 compiled for one policy and task."""
+
+    def __init__(self, policy: Policy, task: TaskConformance | None = None):
+        self.policy = policy
+        self.task = task if task is not None else task_from_policy(policy)
+        quality = policy.quality
+        self.quality = QualitySettings(quality.max_repeated_ngram_share, quality.max_symbol_ratio, quality.language,
+                                       quality.min_function_word_share, quality.check_truncation)
+        self.refusal = combined(load_patterns(safety_file("patterns", quality.refusal_patterns, ".yaml"))) if quality.refusal_patterns else None
+        self.pii = PiiSettings(frozenset(policy.pii.kinds), tuple(policy.pii.phone_regions), frozenset(policy.pii.placeholder_domains))
+        self.national_ids = load_patterns(safety_file("patterns", policy.pii.national_id_patterns, ".yaml"))
+        self.national_regex = national_id_regex(self.national_ids)
+        self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
+        self.secrets_regex = combined(self.secrets)
+        self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
+        self.injection_regex = combined(self.injections)
+        self.lexicons = [load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons]
+        self.lexicon_regex = lexicon_regex(self.lexicons)
+        self._actions: dict[tuple[str, str], str] = {}
+
+    def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
+        """Verdict for one record: `text` gets every stage; an instruct `prompt` gets all but quality
+        and conformance (it is ours, rendered from templates, but variables can carry anything)."""
+        findings, checked_text, stats = self._check_field(text, "text", required_words)
+        checked_prompt, prompt_changed = "", False
+        if prompt:
+            prompt_findings, checked_prompt, _ = self._check_field(prompt, "prompt", ())
+            findings += prompt_findings
+            prompt_changed = checked_prompt != prompt
+        findings = [self._resolve(f) for f in findings]
+        redacted_text = apply_redactions(checked_text, findings, "text")
+        if redacted_text is None and checked_text != text:
+            redacted_text = checked_text
+        redacted_prompt = apply_redactions(checked_prompt, findings, "prompt") if prompt else None
+        if redacted_prompt is None and prompt_changed:
+            redacted_prompt = checked_prompt
+        return RecordVerdict(most_severe(findings), findings, redacted_text, checked_text, checked_prompt, redacted_prompt, stats)
+
+    def _check_field(self, raw: str | bytes, field: str, required_words: Sequence[str]) -> tuple[list[Finding], str, dict]:
+        text, found = decode(raw)
+        size = self.policy.size
+        found += check_decoding(text, max_chars=size.max_chars, max_token_chars=size.max_token_chars)
+        if not text.strip():
+            return [dataclasses.replace(f, field=field) for f in found], text, {"words": 0}
+        checked, normalisation = check_normalisation(text[: size.max_chars * 2], repair_mojibake=self.policy.normalisation.repair_mojibake)
+        if len(text) > size.max_chars * 2:
+            checked += text[size.max_chars * 2 :]  # too long anyway; later stages only scan the start
+        found += normalisation
+        scan = checked[: size.max_chars]
+        tokens = WORD.findall(scan)
+        stats: dict = {"words": len(tokens)}
+        if field == "text":
+            found += check_quality(scan, [t.lower() for t in tokens], self.quality, self.refusal)
+            conformance, stats = check_conformance(scan, tokens, self.task, list(required_words))
+            found += conformance
+        found += scan_pii(scan, self.pii, self.national_ids, self.national_regex)
+        if self.secrets:
+            found += scan_secrets(scan, self.secrets, self.secrets_regex)
+        if self.injections:
+            found += scan_injection(scan, self.injections, self.injection_regex)
+        found += scan_lexicons(scan, self.lexicons, self.lexicon_regex)
+        if field != "text":
+            found = [dataclasses.replace(f, field=field) for f in found]
+        return found, checked, stats
+
+    def _resolve(self, finding: Finding) -> Finding:
+        key = (finding.code, finding.category)
+        if key not in self._actions:
+            self._actions[key] = self.policy.action_for(*key)
+        return dataclasses.replace(finding, action=self._actions[key])
+
+
+def check_texts(texts: list[str], policy: Policy, *, task: TaskConformance | None = None) -> list[RecordVerdict]:
+    """The cheap chain over arbitrary texts (model outputs for safety probes, an edited record)."""
+    chain = Chain(policy, task)
+    return [chain.check(text) for text in texts]

@@ -1,0 +1,145 @@
+"""Stage 4: personal data. Emails (also `name [at] domain [dot] com`), phone numbers (validated with
+`phonenumbers`), payment cards (Luhn), IBANs (mod-97), national ids (pattern file), public IP addresses.
+
+Every hit carries a placeholder (`[EMAIL]`, `[PHONE]`, ...) so a policy can redact instead of reject.
+Documentation placeholders are not personal data: example.com addresses, private and documentation IP
+ranges, version numbers that look like IPs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import Leniency, PhoneNumberMatcher
+
+from distill.review.patterns import Pattern, combined, scan
+from distill.review.text_checks import finding
+from distill.review.verdict import Finding
+
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
+_AT = r"(?:\s*[\[({<]\s*at\s*[\])}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+_OBFUSCATED = re.compile(
+    rf"\b[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}(com|org|net|edu|gov|io|co|uk|de|fr|in|info|me)\b",
+    re.I,
+)
+_PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/]{0,2}\d){6,14}")
+_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
+_VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv|\bver\.?)\s*$", re.I)
+_DIGIT = re.compile(r"\d")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6(?:011|5))")
+
+
+@dataclass(frozen=True)
+class PiiSettings:
+    kinds: frozenset[str]
+    phone_regions: tuple[str, ...]
+    placeholder_domains: frozenset[str]
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(iban: str) -> bool:
+    compact = iban.replace(" ", "")
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return 15 <= len(compact) <= 34 and int(number) % 97 == 1
+
+
+def _placeholder_domain(domain: str, placeholders: frozenset[str]) -> bool:
+    domain = domain.lower()
+    return any(domain == p or domain.endswith("." + p) for p in placeholders)
+
+
+def scan_pii(text: str, settings: PiiSettings, national_ids: list[Pattern], national_regex: re.Pattern[str] | None) -> list[Finding]:
+    found: list[Finding] = []
+    kinds = settings.kinds
+    if "email" in kinds and "@" in text:
+        for match in _EMAIL.finditer(text):
+            if not _placeholder_domain(match.group(1), settings.placeholder_domains):
+                found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
+    if "email" in kinds and (" at " in text or "at]" in text or "at)" in text or "at}" in text):
+        for match in _OBFUSCATED.finditer(text):
+            found.append(finding("pii", "pii.email_obfuscated", match.span(), match.group(), "[EMAIL]"))
+    if not _DIGIT.search(text):
+        return found  # every other kind has digits
+    if "card" in kinds:
+        found += _cards(text)
+    if "iban" in kinds:
+        for match in _IBAN.finditer(text):
+            if iban_valid(match.group()):
+                found.append(finding("pii", "pii.iban", match.span(), match.group(), "[IBAN]"))
+    if "ip_address" in kinds:
+        found += _ip_addresses(text)
+    if "national_id" in kinds and national_regex is not None:
+        found += scan(text, national_ids, national_regex, "pii", "[ID]")
+    if "phone" in kinds:
+        taken = [f.span for f in found]
+        found += _phones(text, settings.phone_regions, taken)
+    return found
+
+
+def _cards(text: str) -> list[Finding]:
+    found = []
+    for match in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
+            found.append(finding("pii", "pii.card", match.span(), f"card ending {digits[-4:]}", "[CARD]"))
+    return found
+
+
+def _ip_addresses(text: str) -> list[Finding]:
+    found = []
+    candidates = list(_IPV4.finditer(text)) if "." in text else []
+    if "::" in text or text.count(":") >= 5:
+        candidates += list(_IPV6.finditer(text))
+    for match in candidates:
+        try:
+            address = ipaddress.ip_address(match.group())
+        except ValueError:
+            continue
+        if not address.is_global or _VERSION_CONTEXT.search(text, max(0, match.start() - 12), match.start()):
+            continue  # private, loopback and documentation ranges are examples, not someone's address
+        found.append(finding("pii", "pii.ip_address", match.span(), match.group(), "[IP]"))
+    return found
+
+
+def _phones(text: str, regions: tuple[str, ...], taken: list[tuple[int, int]]) -> list[Finding]:
+    """`phonenumbers` is ~1 ms per call, so it only sees windows around digit runs long enough to dial."""
+    found = []
+    seen: set[tuple[int, int]] = set()
+    for candidate in _PHONE_CANDIDATE.finditer(text):
+        start, end = candidate.span()
+        if any(s <= start < e or s < end <= e for s, e in taken):
+            continue  # already a card, IBAN or id
+        window_start = max(0, start - 4)
+        window = text[window_start : end + 4]
+        for region in regions:
+            matches = list(PhoneNumberMatcher(window, region, leniency=Leniency.VALID))
+            if matches:
+                number = matches[0]
+                span = (window_start + number.start, window_start + number.end)
+                if span not in seen:
+                    seen.add(span)
+                    where = phonenumbers.region_code_for_number(number.number)
+                    found.append(finding("pii", "pii.phone", span, f"{number.raw_string} ({where})", "[PHONE]"))
+                break
+    return found
+
+
+def national_id_regex(patterns: list[Pattern]) -> re.Pattern[str] | None:
+    return combined(patterns) if patterns else None

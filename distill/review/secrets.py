@@ -1,0 +1,22 @@
+"""Stage 5: credentials. Provider API keys, private keys, JWTs, connection strings with a password,
+and `api_key = "..."` assignments; the patterns live in `safety/patterns/secrets.yaml`.
+
+Placeholders from documentation (`AKIAIOSFODNN7EXAMPLE`, `sk-...xxxx`, `<password>`, `${DB_PASS}`)
+are not secrets and pass.
+"""
+
+from __future__ import annotations
+
+import re
+
+from distill.review.patterns import Pattern, scan
+from distill.review.verdict import Finding
+
+_PLACEHOLDER = re.compile(
+    r"EXAMPLE|x{4,}|X{4,}|\*{3,}|\.{3}|<[^>]*>|\$\{|\{\{|%\(|your[_-]|YOUR[_-]|"
+    r"://[^:/\s]+:(?:password|passwd|pass|secret|changeme|pwd)@",
+)
+
+
+def scan_secrets(text: str, patterns: list[Pattern], regex: re.Pattern[str]) -> list[Finding]:
+    return [f for f in scan(text, patterns, regex, "secrets", "[SECRET]") if not _PLACEHOLDER.search(text, f.span[0], f.span[1])]

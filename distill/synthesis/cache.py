@@ -1,0 +1,105 @@
+"""The content-addressed answer cache: nothing already answered is ever paid for again.
+
+The key is the sha256 of everything that determines an answer: provider, model, the full rendered
+messages, the generation parameters, the JSON schema and the record's sample index (so two records
+with the same prompt still get their own, independently sampled, answers). Change a template or a
+parameter and exactly the affected keys change.
+
+SQLite in WAL mode: several processes (shards) may write at once, and a `kill -9` at any moment leaves
+either the whole answer or nothing. Two tables: `answers` holds usable answers (the provider finished
+normally); `unusable` remembers answers that were paid for but cannot be used (truncated at max_tokens,
+refused) so a re-run records the same failure instead of paying for it again. Provider faults (5xx,
+timeouts) are never stored: a re-run tries those requests again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distill.providers.protocol import TeacherReply, TeacherRequest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, model TEXT NOT NULL, cost_usd REAL NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unusable (
+    key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, model TEXT NOT NULL, cost_usd REAL NOT NULL, reason TEXT NOT NULL
+);
+"""
+
+
+def cache_key(provider: str, request: TeacherRequest) -> str:
+    """sha256 of what determines the answer (not `step` or `custom_id`, which are only labels)."""
+    parts = {
+        "provider": provider,
+        "model": request.model,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "params": request.params,
+        "json_schema": request.json_schema,
+        "record_index": request.record_index,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    reply: TeacherReply
+    cost_usd: float  # what it cost when it was paid for (batch answers at the batch price)
+    reason: str = ""  # why an unusable answer cannot be used ("" for usable ones)
+
+
+class AnswerCache:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: every statement commits on its own; one answer is one transaction.
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9) in WAL mode
+        self._db.executescript(_SCHEMA)
+
+    def get(self, key: str) -> CachedAnswer | None:
+        """A usable answer, or None."""
+        return self._get("answers", key)
+
+    def get_unusable(self, key: str) -> CachedAnswer | None:
+        return self._get("unusable", key)
+
+    def put(self, key: str, reply: TeacherReply, cost_usd: float) -> None:
+        self._put("answers", key, reply, cost_usd, "")
+
+    def put_unusable(self, key: str, reply: TeacherReply, cost_usd: float, reason: str) -> None:
+        self._put("unusable", key, reply, cost_usd, reason)
+
+    def total_cost(self) -> float:
+        """Everything this cache's answers cost: what the run has spent so far."""
+        row = self._db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
+                               " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+        return float(row[0])
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _get(self, table: str, key: str) -> CachedAnswer | None:
+        row = self._db.execute(f"SELECT text, finish_reason, input_tokens, output_tokens, model, cost_usd, reason "
+                               f"FROM {table} WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return CachedAnswer(TeacherReply(row[0], row[1], row[2], row[3], row[4]), row[5], row[6])
+
+    def _put(self, table: str, key: str, reply: TeacherReply, cost_usd: float, reason: str) -> None:
+        # OR IGNORE: the first answer stored for a key wins, so concurrent shards agree on it.
+        fields = asdict(reply)
+        self._db.execute(
+            f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, fields["text"], fields["finish_reason"], fields["input_tokens"], fields["output_tokens"],
+             fields["model"], cost_usd, reason),
+        )

@@ -1,0 +1,168 @@
+"""One record's way through its steps, answered from the cache as far as it goes.
+
+`RecordWalker.advance(i)` renders record i step by step, feeding each step's output to the next, and
+looks each request up in the cache. It returns either the finished row (done or failed, with its
+reason) or the one request the record needs next. The online engine sends that request and calls
+`advance` again; batch mode collects the next request of every record into a batch. Because a row is
+rebuilt from cached answers only, a resumed run writes exactly the rows an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jsonschema
+
+from distill.prompts import PromptRenderer, step_json_schema
+from distill.providers.protocol import Message, TeacherRequest
+from distill.spec import LoadedSpec
+from distill.synthesis.cache import AnswerCache, CachedAnswer, cache_key
+
+# Why a prompt lives here and not in templates/: it is part of the engine's protocol with the teacher,
+# not something a spec author writes; it is the same for every spec.
+SCHEMA_CORRECTION = (
+    "Your previous answer is not valid: {error}. Reply again with only the JSON object, matching the "
+    "requested JSON schema exactly, and nothing else."
+)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The request a record needs answered next."""
+
+    index: int
+    request: TeacherRequest
+    key: str
+
+
+@dataclass
+class _Spent:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    keys: list[str] = field(default_factory=list)
+
+    def add(self, key: str, answer: CachedAnswer) -> None:
+        self.keys.append(key)
+        self.input_tokens += answer.reply.input_tokens
+        self.output_tokens += answer.reply.output_tokens
+        self.cost_usd += answer.cost_usd
+
+
+class RecordWalker:
+    """Builds requests and rows for one spec against one cache. `faults` holds this run's provider
+    faults by cache key (requests that kept failing); they fail the record but are not remembered."""
+
+    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str):
+        self.spec = loaded.spec
+        self.renderer = PromptRenderer(loaded)
+        self.schemas = [step_json_schema(loaded, i) for i in range(len(self.spec.steps))]
+        self.cache = cache
+        self.provider_name = provider_name
+        self.model = model
+        self.faults: dict[str, str] = {}
+        base = self.spec.teacher.params.model_dump()
+        self.params = [_clean_params({**base, **step.params}) for step in self.spec.steps]
+
+    def advance(self, index: int) -> dict[str, Any] | Pending:
+        """Record `index`'s finished row, or the request it needs next."""
+        variables = self.renderer.sampler.sample(index)
+        outputs: dict[str, Any] = {}
+        steps: list[dict[str, Any]] = []
+        spent = _Spent()
+        for k, step in enumerate(self.spec.steps):
+            rendered = self.renderer.render_step(k, index, variables, outputs)
+            request = TeacherRequest(rendered.messages, self.model, self.params[k], self.schemas[k],
+                                     record_index=index, step=step.name, custom_id=f"r{index}-s{k}")
+            outcome = self._answer_step(k, request, spent)
+            if isinstance(outcome, Pending):
+                return outcome
+            output, failure = outcome
+            steps.append({"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages],
+                          "output": output})
+            if failure is not None:
+                return self._row(index, variables, steps, outputs, spent, failure=f"step {step.name!r}: {failure}")
+            outputs[step.name] = output
+        return self._row(index, variables, steps, outputs, spent)
+
+    def _answer_step(self, k: int, request: TeacherRequest, spent: _Spent) -> tuple[Any, str | None] | Pending:
+        """(output, failure reason or None), or the request still to send."""
+        answer = self._lookup(request, spent)
+        if not isinstance(answer, CachedAnswer):
+            return answer
+        if answer.reason:
+            return answer.reply.text, answer.reason
+        if self.spec.steps[k].output == "text":
+            return answer.reply.text, None
+        parsed, error = parse_json_output(answer.reply.text, self.schemas[k])
+        if error is None:
+            return parsed, None
+        # One corrective retry: the teacher sees its answer and what is wrong with it.
+        corrective = replace(request, custom_id=request.custom_id + "-fix", messages=request.messages + (
+            Message("assistant", answer.reply.text), Message("user", SCHEMA_CORRECTION.format(error=error))))
+        answer = self._lookup(corrective, spent)
+        if not isinstance(answer, CachedAnswer):
+            return answer
+        if answer.reason:
+            return answer.reply.text, answer.reason
+        parsed, second_error = parse_json_output(answer.reply.text, self.schemas[k])
+        if second_error is None:
+            return parsed, None
+        return answer.reply.text, f"invalid JSON output after one corrective retry: {second_error}"
+
+    def _lookup(self, request: TeacherRequest, spent: _Spent) -> CachedAnswer | Pending | tuple[Any, str]:
+        key = cache_key(self.provider_name, request)
+        answer = self.cache.get(key) or self.cache.get_unusable(key)
+        if answer is not None:
+            spent.add(key, answer)
+            return answer
+        if key in self.faults:
+            spent.keys.append(key)
+            return None, self.faults[key]
+        return Pending(request.record_index, request, key)
+
+    def _row(self, index: int, variables: dict[str, Any], steps: list[dict[str, Any]], outputs: dict[str, Any],
+             spent: _Spent, *, failure: str | None = None) -> dict[str, Any]:
+        target = outputs.get(self.spec.target_step)
+        ok = failure is None
+        return {
+            "id": index,
+            "variables": json.dumps(variables, ensure_ascii=False, sort_keys=True, default=str),
+            "steps": json.dumps(steps, ensure_ascii=False),
+            "prompt": self.renderer.render_student_input(index, variables, outputs) if ok else "",
+            "text": (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else "",
+            "status": "ok" if ok else "failed",
+            "failure_reason": failure or "",
+            "teacher_provider": self.provider_name,
+            "teacher_model": self.model,
+            "input_tokens": spent.input_tokens,
+            "output_tokens": spent.output_tokens,
+            "cost_usd": round(spent.cost_usd, 8),
+            "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
+            "template_hashes": json.dumps(self.renderer.template_hashes, sort_keys=True),
+        }
+
+
+def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """(parsed value, None) or (None, what is wrong). Tolerates a ```json fence around the object."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[-1].rsplit("```", 1)[0]
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if schema is not None:
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+            return None, f"schema violation at {where}: {error.message}"
+    return value, None
+
+
+def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Generation parameters as sent: unset seed and empty stop lists are left out."""
+    return {name: value for name, value in sorted(params.items()) if value is not None and value != []}

@@ -1,0 +1,27 @@
+"""Shared fixtures. `tests/` is on sys.path (pyproject), so tests import `teacher_server` directly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TINYSTORIES_SAMPLE = SHARED / "data" / "tinystories" / "tinystories_v1_train_head_2MiB.txt"
+
+
+def run_distill(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `distill` CLI in a subprocess (as a user would), capturing stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", "distill", *map(str, args)], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def tinystories_sample() -> Path:
+    if not TINYSTORIES_SAMPLE.is_file():
+        pytest.skip("the shared TinyStories sample is not beside the checkout")
+    return TINYSTORIES_SAMPLE
