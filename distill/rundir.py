@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from distill import __version__
 from distill.errors import Problem, RunDirError
-from distill.spec import LoadedSpec, load_spec
+from distill.spec import LoadedSpec, Spec, load_spec
 
 MANIFEST = "manifest.json"
 StageState = Literal["running", "done", "failed"]
@@ -75,7 +75,8 @@ class RunDir:
         manifest.update(
             spec_name=loaded.spec.name,
             spec_path=str(loaded.path.resolve()),
-            spec_sha256=loaded.fingerprint(),
+            spec_file_sha256=file_sha256(loaded.path),
+            spec_sha256=loaded.fingerprint(),  # of the resolved spec, command-line overrides included
             distill_version=__version__,
         )
         run = cls(path, manifest)
@@ -100,16 +101,18 @@ class RunDir:
             raise RunDirError(Problem(f"manifest is corrupt: {exc}", file=path)) from None
 
     def load_spec(self) -> LoadedSpec:
-        """The spec as it was given, resolved against its original folder (for word lists, templates)."""
+        """The run's resolved spec (with any command-line overrides such as `--teacher offline`), paired
+        with its original file so relative paths (word lists, templates) still resolve."""
         original = Path(self.manifest["spec_path"])
         if not original.is_file():
             raise RunDirError(Problem(f"the run's spec {original} is gone", file=self.path / MANIFEST,
                                       hint="restore it, or run the spec again into a new run directory"))
-        loaded = load_spec(original)
-        if loaded.fingerprint() != self.manifest["spec_sha256"]:
+        if file_sha256(original) != self.manifest["spec_file_sha256"]:
             raise RunDirError(Problem(f"the spec {original} changed since this run was created", file=self.path / MANIFEST,
                                       hint="re-run `distill generate` (or `distill run`) to bring the run up to date"))
-        return loaded
+        loaded = load_spec(original)
+        resolved = Spec.model_validate(json.loads((self.path / "spec.resolved.json").read_text()))
+        return loaded._replace(spec=resolved)
 
     def save(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)

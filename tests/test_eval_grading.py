@@ -14,26 +14,28 @@ from distill.evaluate.grading import (
     mean_interval,
     summarize_grades,
 )
-from distill.providers.protocol import TeacherReply
+from distill.providers.openai_api import OpenAIProvider
+from teacher_server import TeacherServer
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 
 
-class ScriptedJudge:
-    """A judge whose answers a test scripts; records every request it gets."""
+@pytest.fixture
+def judge(monkeypatch):
+    """Start a loopback judge whose answers a test scripts: `judge(answer)` -> (provider, server), where
+    answer((role, content) pairs) -> text. The real OpenAI SDK client talks to it over HTTP."""
+    monkeypatch.setenv("DISTILL_TEST_JUDGE_KEY", "test")
+    servers = []
 
-    name = "scripted"
+    def start(answer):
+        server = TeacherServer(responder=lambda call: answer(call.messages)).start()
+        servers.append(server)
+        provider = OpenAIProvider("judge-1", base_url=server.openai_base_url, api_key_env="DISTILL_TEST_JUDGE_KEY")
+        return provider, server
 
-    def __init__(self, answer):
-        self.answer = answer  # (request) -> str
-        self.requests = []
-
-    async def complete(self, request):
-        self.requests.append(request)
-        return TeacherReply(text=self.answer(request), model=request.model)
-
-    async def aclose(self):
-        pass
+    yield start
+    for server in servers:
+        server.stop()
 
 
 def grades_json(score, age="B", **extra):
@@ -41,95 +43,113 @@ def grades_json(score, age="B", **extra):
                        "age_group": age, **extra})
 
 
-def run(judge, items, *, instruct=False, rubric=None):
-    return asyncio.run(grade_items(judge, items, rubric or load_rubric(), judge_model="judge-1", instruct=instruct,
-                                   concurrency=3))
+def run(provider, items, *, instruct=False, rubric=None):
+    async def go():
+        try:
+            return await grade_items(provider, items, rubric or load_rubric(), judge_model="judge-1",
+                                     instruct=instruct, concurrency=3)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go())
 
 
 def item(completion, group=0, sample=0, source="student"):
     return GradingItem(source, group, sample, "Tom saw a big", completion)
 
 
-def test_two_turn_exchange():
-    judge = ScriptedJudge(lambda r: "It is fine and consistent." if len(r.messages) == 1 else grades_json(7))
+def test_two_turn_exchange(judge):
+    provider, server = judge(lambda m: "It is fine and consistent." if len(m) == 1 else grades_json(7))
 
-    [outcome] = run(judge, [item(" dog. The dog was happy.")])
+    [outcome] = run(provider, [item(" dog. The dog was happy.")])
 
-    first, second = judge.requests
-    assert [m.role for m in first.messages] == ["user"]
-    assert "Tom saw a big*** dog. The dog was happy." in first.messages[0].content
-    assert first.json_schema is None
-    assert [m.role for m in second.messages] == ["user", "assistant", "user"]
-    assert second.messages[1].content == "It is fine and consistent."
-    assert "age of the writer" in second.messages[2].content
+    first, second = server.calls
+    assert [role for role, _ in first.messages] == ["user"]
+    assert "Tom saw a big*** dog. The dog was happy." in first.messages[0][1]
+    assert first.json_schema is None and first.model == "judge-1"
+    assert [role for role, _ in second.messages] == ["user", "assistant", "user"]
+    assert second.messages[1][1] == "It is fine and consistent."
+    assert "age of the writer" in second.messages[2][1]
     assert set(second.json_schema["required"]) == {"grammar", "creativity", "consistency", "plot", "age_group"}
-    assert first.model == "judge-1" and first.custom_id != second.custom_id
+    assert second.body["temperature"] == 0.0
     assert outcome.assessment == "It is fine and consistent."
     assert outcome.grades == {"grammar": 7, "creativity": 7, "consistency": 7, "plot": 7, "age_group": "B"}
     assert outcome.failure is None and not outcome.retried
 
 
-def test_fenced_json_is_parsed():
+def test_fenced_json_is_parsed(judge):
     answer = "```json\n" + grades_json(5, age="C") + "\n```"
-    judge = ScriptedJudge(lambda r: "ok" if len(r.messages) == 1 else answer)
-    [outcome] = run(judge, [item(" cat.")])
+    provider, _ = judge(lambda m: "ok" if len(m) == 1 else answer)
+    [outcome] = run(provider, [item(" cat.")])
     assert outcome.grades["age_group"] == "C" and outcome.grades["plot"] == 5
 
 
-def test_bad_answer_is_retried_once_with_the_problem():
-    answers = iter(["assessment", json.dumps({"grammar": 11, "plot": 3}), grades_json(6)])
-    judge = ScriptedJudge(lambda r: next(answers))
+def test_bad_answer_is_retried_once_with_the_problem(judge):
+    answers = {1: "assessment", 3: json.dumps({"grammar": 11, "plot": 3}), 5: grades_json(6)}
+    provider, server = judge(lambda m: answers[len(m)])
 
-    [outcome] = run(judge, [item(" cat.")])
+    [outcome] = run(provider, [item(" cat.")])
 
     assert outcome.retried and outcome.grades["grammar"] == 6
-    retry = judge.requests[2]
-    assert [m.role for m in retry.messages] == ["user", "assistant", "user", "assistant", "user"]
-    problem = retry.messages[-1].content
+    retry = server.calls[2]
+    assert [role for role, _ in retry.messages] == ["user", "assistant", "user", "assistant", "user"]
+    problem = retry.messages[-1][1]
     assert "grammar" in problem and "less than or equal to 10" in problem and "creativity" in problem
 
 
-def test_two_bad_answers_count_as_failed_not_zero():
-    judge = ScriptedJudge(lambda r: "assessment" if len(r.messages) == 1 else "I would say about a seven.")
-    outcomes = run(judge, [item(" cat.", group=0), item(" dog.", group=1)])
+def test_two_bad_answers_count_as_failed_not_zero(judge):
+    provider, server = judge(lambda m: "assessment" if len(m) == 1 else "I would say about a seven.")
+    outcomes = run(provider, [item(" cat.", group=0), item(" dog.", group=1)])
     assert all(o.grades is None and o.failure.startswith("grading: no JSON") for o in outcomes)
-    assert len(judge.requests) == 6  # assessment, grading, one retry, for each
+    assert len(server.calls) == 6  # assessment, grading, one retry, for each
 
     summary = summarize_grades(outcomes)["student"]
     assert summary["graded"] == 0 and summary["failed"] == 2 and summary["scores"] == {}
 
 
-def test_instruct_asks_for_instruction_following():
-    def answer(request):
-        if len(request.messages) == 1:
-            return "assessment"
-        return grades_json(8, instruction_following=4) if len(request.messages) == 5 else grades_json(8)
+def test_server_errors_are_retried_then_fail_cleanly(judge):
+    provider, server = judge(lambda m: "assessment" if len(m) == 1 else grades_json(4))
+    server.add_fault("server_error", times=1, status=503)
+    [recovered] = run(provider, [item(" cat.")])
+    assert recovered.grades["grammar"] == 4
 
-    judge = ScriptedJudge(answer)
-    [outcome] = run(judge, [item(" Once upon a time.")], instruct=True)
-    assert "instruction_following" in judge.requests[1].json_schema["required"]
-    assert "Field required" in judge.requests[2].messages[-1].content  # first answer lacked it
+    provider, server = judge(lambda m: "assessment" if len(m) == 1 else grades_json(4))
+    server.add_fault("server_error", times=None, status=500)
+    [failed] = run(provider, [item(" cat.")])
+    assert failed.grades is None and failed.failure.startswith("assessment:")
+
+
+def test_instruct_asks_for_instruction_following(judge):
+    def answer(messages):
+        if len(messages) == 1:
+            return "assessment"
+        return grades_json(8, instruction_following=4) if len(messages) == 5 else grades_json(8)
+
+    provider, server = judge(answer)
+    [outcome] = run(provider, [item(" Once upon a time.")], instruct=True)
+    assert "instruction_following" in server.calls[1].json_schema["required"]
+    assert "Field required" in server.calls[2].messages[-1][1]  # the first answer lacked it
     assert outcome.grades["instruction_following"] == 4
 
 
-def test_aggregation_and_intervals_per_beginning():
+def test_aggregation_and_intervals_per_beginning(judge):
     # Beginning 0: grades 4 and 6 -> 5; beginning 1: 7 (and one failed) -> 7; beginning 2: 8 and 10 -> 9.
     scripted = {(0, 0): 4, (0, 1): 6, (1, 0): 7, (1, 1): None, (2, 0): 8, (2, 1): 10}
 
-    def answer(request):
-        if len(request.messages) == 1:
+    def answer(messages):
+        if len(messages) == 1:
             return "assessment"
-        completion = re.search(r"big\*\*\*(\S+)", request.messages[0].content).group(1)
+        completion = re.search(r"big\*\*\*(\S+)", messages[0][1]).group(1)
         if completion == "teacher":
             return grades_json(9)
         score = scripted[tuple(int(x) for x in completion.split(","))]
         return "no grades here" if score is None else grades_json(score, age="A" if score < 7 else "C")
 
-    judge = ScriptedJudge(answer)
+    provider, _ = judge(answer)
     items = [item(f"{g},{s}", group=g, sample=s) for g, s in scripted]
     items.append(item("teacher", source="teacher"))
 
-    summary = summarize_grades(run(judge, items))
+    summary = summarize_grades(run(provider, items))
 
     student = summary["student"]
     assert student["graded"] == 5 and student["failed"] == 1 and student["retried"] == 1
@@ -141,30 +161,41 @@ def test_aggregation_and_intervals_per_beginning():
     assert summary["teacher"]["scores"]["plot"] == {"mean": 9.0, "low": None, "high": None, "n": 1}
 
 
+def test_cached_judge_never_pays_twice(judge, tmp_path):
+    from distill.evaluate.stage import CachedJudge
+    from distill.synthesis.cache import AnswerCache
+
+    provider, server = judge(lambda m: "assessment" if len(m) == 1 else grades_json(6))
+    first = run(CachedJudge(provider, AnswerCache(tmp_path / "judge.sqlite")), [item(" cat.")])
+    provider, _ = judge(lambda m: "assessment" if len(m) == 1 else grades_json(6))
+    again = run(CachedJudge(provider, AnswerCache(tmp_path / "judge.sqlite")), [item(" cat.")])
+    assert len(server.calls) == 2 and first[0].grades == again[0].grades
+
+
 def test_mean_interval_by_hand():
     result = mean_interval([2.0, 4.0, 6.0])
     assert result["mean"] == 4.0
     assert result["high"] - 4.0 == pytest.approx(T_975_DF2 * 2.0 / 3 ** 0.5)
 
 
-def test_custom_rubric_defines_the_schema(tmp_path):
+def test_custom_rubric_defines_the_schema(judge, tmp_path):
     rubric_file = tmp_path / "support.jinja"
     rubric_file.write_text('{% set dimensions = ["correctness", "tone"] %}{% set age_groups = false %}'
                            "Grade correctness and tone 0-10 as JSON.")
-    judge = ScriptedJudge(lambda r: "ok" if len(r.messages) == 1 else '{"correctness": 9, "tone": 3}')
+    provider, server = judge(lambda m: "ok" if len(m) == 1 else '{"correctness": 9, "tone": 3}')
 
-    [outcome] = run(judge, [item("answer")], rubric=load_rubric(rubric_file))
+    [outcome] = run(provider, [item("answer")], rubric=load_rubric(rubric_file))
 
-    assert judge.requests[1].json_schema["required"] == ["correctness", "tone"]
+    assert server.calls[1].json_schema["required"] == ["correctness", "tone"]
     assert outcome.grades == {"correctness": 9, "tone": 3}
 
 
-def test_rubric_without_dimensions_is_a_template_error(tmp_path):
+def test_rubric_without_dimensions_is_a_template_error(judge, tmp_path):
     rubric_file = tmp_path / "bad.jinja"
     rubric_file.write_text("Grade it.")
-    judge = ScriptedJudge(lambda r: "ok")
+    provider, _ = judge(lambda m: "ok")
     with pytest.raises(TemplateError, match="dimensions"):
-        run(judge, [item("x")], rubric=load_rubric(rubric_file))
+        run(provider, [item("x")], rubric=load_rubric(rubric_file))
 
 
 def test_cut_beginning_is_mid_sentence():

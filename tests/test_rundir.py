@@ -68,3 +68,13 @@ def test_changed_spec_is_detected(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("records: 10", "records: 12"))
     with pytest.raises(RunDirError, match="changed since this run was created"):
         run.load_spec()
+
+
+def test_command_line_overrides_survive_into_later_stages(tmp_path: Path) -> None:
+    from distill.synthesis import override_teacher
+
+    loaded = override_teacher(load_spec(REPO / "specs" / "tinystories.yaml"), "offline", 30)
+    run = RunDir.create(loaded, root=tmp_path)
+    again = RunDir.open(run.path).load_spec()
+    assert (again.spec.teacher.provider, again.spec.teacher.model, again.spec.records) == ("offline", "offline-stand-in", 30)
+    assert again.directory == REPO / "specs"

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from distill.cli import generate as generate_commands
 from distill.cli import spec as spec_commands
 
 app = typer.Typer(
@@ -20,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (spec_commands.validate, spec_commands.schema, spec_commands.preview, spec_commands.init):
+for command in (spec_commands.validate, spec_commands.schema, spec_commands.preview, spec_commands.init,
+                generate_commands.plan, generate_commands.generate):
     app.command()(command)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from distill.train.data import start_token
+
 
 @dataclass(frozen=True)
 class _Window:
@@ -46,7 +48,7 @@ def bits_per_byte(
         raise ValueError(f"context_length must be >= 2, got {context_length}")
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
-    start = start_id(tokenizer)
+    start = start_token(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 
     windows: list[_Window] = []
@@ -72,15 +74,6 @@ def bits_per_byte(
         "bytes": n_bytes,
         "texts": n_texts,
     }
-
-
-def start_id(tokenizer) -> int:
-    """The token every document starts with: bos, or eos for tokenizers (like GPT-2's) that use one
-    end-of-text token for both."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is None:
-        raise ValueError("the tokenizer has neither a bos nor an eos token to start a document with")
-    return start
 
 
 def _windows(ids: list[int], first_scored: int, context_length: int) -> list[_Window]:

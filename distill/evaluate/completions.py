@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from distill.evaluate.bpb import start_id
+from distill.train.data import start_token
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def complete(
     """
     model.eval()
     device = next(model.parameters()).device
-    start = start_id(tokenizer)
+    start = start_token(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
     generator_seed = torch.Generator().manual_seed(seed)
     results: list[list[str]] = []

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from distill.evaluate.bpb import start_id
+from distill.train.data import start_token
 
 LOCAL_WINDOW = 4  # tokens before the query that still count as local
 MIN_QUERY = 16  # first query position included in the statistics
@@ -58,7 +58,7 @@ def attention_maps(model, tokenizer, texts: Sequence[str], *, context_length: in
     """Per text: its token ids (start token first) and every layer's attention, (L, H, T, T), on CPU."""
     model.eval()
     device = next(model.parameters()).device
-    start = start_id(tokenizer)
+    start = start_token(tokenizer)
     for text in texts:
         ids = [start, *tokenizer.encode(text, add_special_tokens=False)][:context_length]
         with torch.no_grad():

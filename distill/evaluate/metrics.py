@@ -1,23 +1,22 @@
 """Offline text metrics that need no judge: diversity, formulaic openings, conformance, length, JSON validity.
 
-Words are runs of letters and apostrophes, lowercased. A word conforms to a vocabulary when the word or
-a plain English base form of it (played -> play, puppies -> puppy, running -> run) is in the list, so a
-list of base words does not punish ordinary inflection.
+Words and word forms are the review chain's (`distill.review.conformance`): a vocabulary lists base
+forms and inflections count (played -> play, happily -> happy); an unknown capitalised word is a name and
+does not count against the vocabulary, exactly as the conformance check sees it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+from distill.review.conformance import WORD, Vocabulary, lemma_candidates
 
 
 def words_of(text: str) -> list[str]:
-    return WORD.findall(text.lower())
+    return [w.lower() for w in WORD.findall(text)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -42,57 +41,40 @@ def openings(texts: Sequence[str], words: int = 3, top: int = 5) -> dict[str, An
     }
 
 
-def base_forms(word: str) -> list[str]:
-    """The word and the base forms it may be an inflection of (a few English suffix rules)."""
-    forms = [word]
-    if word.endswith("'s"):
-        word = word[:-2]
-        forms.append(word)
-    for suffix, replacements in (("ies", ("y",)), ("ied", ("y",)), ("es", ("", "e")), ("s", ("",)),
-                                 ("ed", ("", "e")), ("ing", ("", "e")), ("er", ("", "e")), ("est", ("", "e")),
-                                 ("ily", ("y",)), ("ly", ("",))):
-        if word.endswith(suffix) and len(word) > len(suffix) + 2:
-            stem = word[: -len(suffix)]
-            forms += [stem + r for r in replacements]
-            if len(stem) > 2 and stem[-1] == stem[-2]:  # stopped -> stop, bigger -> big
-                forms.append(stem[:-1])
-    return forms
-
-
-def vocabulary_conformance(texts: Sequence[str], vocabulary: Iterable[str]) -> dict[str, Any]:
-    """Share of words (all texts together) within the vocabulary, and the most frequent words outside."""
-    allowed = {w.lower() for w in vocabulary}
+def vocabulary_conformance(texts: Sequence[str], vocabulary: Vocabulary) -> dict[str, Any]:
+    """Share of words (all texts together, names aside) within the vocabulary; the most frequent others."""
     outside: Counter[str] = Counter()
-    total = 0
+    counted = 0
     for text in texts:
-        for word in words_of(text):
-            total += 1
-            if not any(form in allowed for form in base_forms(word)):
+        tokens = WORD.findall(text)
+        for token in tokens:
+            word = token.lower()
+            if vocabulary.knows(word):
+                counted += 1
+            elif not token[0].isupper():
+                counted += 1
                 outside[word] += 1
     return {
-        "share": 1 - sum(outside.values()) / total if total else 0.0,
+        "share": 1 - sum(outside.values()) / counted if counted else 0.0,
         "top_outside": [w for w, _ in outside.most_common(20)],
     }
 
 
-def uses_word(text_words: list[str], required: str) -> bool:
-    """Whether the text uses `required`: a word in any inflection, or a phrase word for word."""
-    wanted = words_of(required)
-    if len(wanted) > 1:
-        return f" {' '.join(wanted)} " in f" {' '.join(text_words)} "
-    return not wanted or any(wanted[0] in base_forms(w) for w in text_words)
+def uses_word(text: str, required: str) -> bool:
+    """Whether `text` uses `required`: a word in any inflection, or a phrase as written."""
+    if " " in required.strip():
+        return required.strip().lower() in text.lower()
+    lemmas = {c for word in set(words_of(text)) for c in lemma_candidates(word)}
+    return bool(set(lemma_candidates(required.strip().lower())) & lemmas)
 
 
 def required_words_used(texts: Sequence[str], required: Sequence[Sequence[str]]) -> dict[str, float]:
-    """For each text its required words (any inflection counts): the share of texts using all of them
-    and the share of all required words used."""
+    """For each text its required words: the share of texts using all of them and of all words used."""
     if len(texts) != len(required):
         raise ValueError(f"{len(required)} required-word lists for {len(texts)} texts")
-    all_used = 0
-    used = asked = 0
+    all_used = used = asked = 0
     for text, words in zip(texts, required):
-        text_words = words_of(text)
-        hits = [uses_word(text_words, w) for w in words]
+        hits = [uses_word(text, w) for w in words]
         all_used += all(hits)
         used += sum(hits)
         asked += len(hits)
@@ -124,7 +106,7 @@ def json_validity(texts: Sequence[str], schema: dict[str, Any]) -> dict[str, flo
     return {"parses": parsed / n if n else 0.0, "valid": valid / n if n else 0.0}
 
 
-def text_metrics(texts: Sequence[str], *, vocabulary: Iterable[str] | None = None,
+def text_metrics(texts: Sequence[str], *, vocabulary: Vocabulary | None = None,
                  required: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
     """Every metric that applies, for one set of texts (student completions, or the teacher's texts)."""
     result: dict[str, Any] = {

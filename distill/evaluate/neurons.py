@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.evaluate.bpb import start_id
+from distill.train.data import start_token
 
 
 @dataclass
@@ -100,7 +100,7 @@ def neuron_activations(model, tokenizer, texts: Sequence[str], *, context_length
     try:
         with torch.no_grad():
             for text in texts:
-                ids = [start_id(tokenizer), *tokenizer.encode(text, add_special_tokens=False)][:context_length]
+                ids = [start_token(tokenizer), *tokenizer.encode(text, add_special_tokens=False)][:context_length]
                 model(input_ids=torch.tensor([ids], device=device))
                 for tracker, activations in zip(trackers, captured):
                     tracker.add(activations, position)

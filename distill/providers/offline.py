@@ -275,6 +275,9 @@ def _summary(story: str, rng: random.Random) -> str:
 
 def _generic_text(prompt: str, rng: random.Random) -> str:
     """Plain paragraphs about the prompt's topic, in its own words: honest filler, not an answer."""
+    fields = _labelled_fields(prompt)
+    if len(fields) >= 2:  # a form-like prompt ("Customer: ...", "Mood: ..."): restate it plainly
+        return "\n".join(["Hello."] + [f"{label}: {value.rstrip('.')}." for label, value in fields] + ["Thank you."])
     about = re.search(r"\babout ([^.,;:\n]+)", prompt)
     words = list(dict.fromkeys(_content_words(prompt)))
     topic = about.group(1).strip() if about else " and ".join(words[:2]) or "this request"
@@ -288,22 +291,38 @@ def _generic_text(prompt: str, rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
+def _labelled_fields(text: str) -> list[tuple[str, str]]:
+    """`Label: value` lines with a short label, in order."""
+    return [(m.group(1), m.group(2).strip()) for m in re.finditer(r"^([A-Z][A-Za-z ]{0,24}): (.+)$", text, re.MULTILINE)]
+
+
 # --- JSON steps: fill the schema ---
 
 
 class _Context:
-    """The prompt's words, used to pick enum values and to write string fields."""
+    """What a JSON reply is about: a quoted block in the prompt if there is one (the message being
+    answered), else the whole prompt. Used to pick enum values and to write string fields."""
 
     def __init__(self, prompt: str):
-        self.prompt = prompt.lower()
-        self.words = list(dict.fromkeys(_content_words(prompt)))
+        quoted = re.search(r'"""\s*(.+?)\s*"""', prompt, re.DOTALL)
+        source = quoted.group(1) if quoted else prompt
+        fields = _labelled_fields(source)
+        self.source = source.lower()
+        asks = [v for label, v in fields if re.search(r"need|question|issue|problem|request", label, re.IGNORECASE)]
+        longest = max((v for _, v in fields), key=len) if fields else ""
+        self.topic = (asks[0] if asks else longest).rstrip(".") or " ".join(_content_words(source)[:6])
+        self.words = list(dict.fromkeys(_content_words(self.topic))) or list(dict.fromkeys(_content_words(source)))
+
+    def mentions(self, value: str) -> bool:
+        stem = value.lower()[:4]
+        return bool(stem) and re.search(rf"\b{re.escape(stem)}", self.source) is not None
 
 
 def _fill_schema(schema: dict[str, Any], rng: random.Random, context: _Context, name: str = "") -> Any:
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
-        mentioned = [v for v in schema["enum"] if isinstance(v, str) and v.lower() in context.prompt]
+        mentioned = [v for v in schema["enum"] if isinstance(v, str) and context.mentions(v)]
         return mentioned[0] if mentioned else rng.choice(schema["enum"])
     for combinator in ("oneOf", "anyOf"):
         if combinator in schema:
@@ -329,15 +348,14 @@ def _fill_schema(schema: dict[str, Any], rng: random.Random, context: _Context, 
 
 
 def _string_for(name: str, schema: dict[str, Any], rng: random.Random, context: _Context) -> str:
-    topic = " ".join(context.words[:4]) or "your question"
+    topic = context.topic or "your question"
     if name in ("reply", "answer", "response", "message"):
-        text = (f"Hi, thank you for reaching out about {topic}. "
+        text = (f"Hi, thank you for writing to us about this: {topic}. "
                 + rng.choice(["Here is what to try first.", "Let's sort this out together.", "I can help with that."])
                 + " If the steps below do not solve it, reply to this message and we will look into it further.")
     elif name in ("steps", "step"):
-        word = rng.choice(context.words) if context.words else "setting"
-        text = rng.choice([f"Check the {word} in the app.", f"Restart the device and look at the {word} again.",
-                           f"Write down what happens with the {word} and send it to us."])
+        text = rng.choice(["Open the app and check that it is up to date.", "Restart the device and try again.",
+                           "Tell us what you see after trying this.", "Check that the device is powered on and nearby."])
     else:
         text = f"{name or 'value'}: {topic}"
     low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
 from distill.review.injection import scan_injection
-from distill.review.lexicon import lexicon_regex, load_lexicon, scan_lexicons
-from distill.review.patterns import combined, load_patterns
-from distill.review.pii import PiiSettings, national_id_regex, scan_pii
+from distill.review.lexicon import lexicon_regex, lexicon_words, load_lexicon, scan_lexicons
+from distill.review.patterns import load_patterns
+from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
 from distill.review.secrets import scan_secrets
 from distill.review.text_checks import QualitySettings, check_decoding, check_normalisation, check_quality, decode
@@ -33,7 +33,6 @@ def task_from_policy(policy: Policy) -> TaskConformance:
         min_words=section.min_words,
         max_words=section.max_words,
         required_variables=tuple(section.required_variables),
-        vocabulary_name=section.vocabulary or "",
     )
 
 
@@ -46,16 +45,14 @@ class Chain:
         quality = policy.quality
         self.quality = QualitySettings(quality.max_repeated_ngram_share, quality.max_symbol_ratio, quality.language,
                                        quality.min_function_word_share, quality.check_truncation)
-        self.refusal = combined(load_patterns(safety_file("patterns", quality.refusal_patterns, ".yaml"))) if quality.refusal_patterns else None
+        self.refusals = load_patterns(safety_file("patterns", quality.refusal_patterns, ".yaml")) if quality.refusal_patterns else []
         self.pii = PiiSettings(frozenset(policy.pii.kinds), tuple(policy.pii.phone_regions), frozenset(policy.pii.placeholder_domains))
         self.national_ids = load_patterns(safety_file("patterns", policy.pii.national_id_patterns, ".yaml"))
-        self.national_regex = national_id_regex(self.national_ids)
         self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
-        self.secrets_regex = combined(self.secrets)
         self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
-        self.injection_regex = combined(self.injections)
         self.lexicons = [load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons]
         self.lexicon_regex = lexicon_regex(self.lexicons)
+        self.lexicon_words = lexicon_words(self.lexicons)
         self._actions: dict[tuple[str, str], str] = {}
 
     def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
@@ -87,18 +84,18 @@ class Chain:
             checked += text[size.max_chars * 2 :]  # too long anyway; later stages only scan the start
         found += normalisation
         scan = checked[: size.max_chars]
+        lowered = scan.lower()
         tokens = WORD.findall(scan)
+        words = " ".join(tokens).lower().split()  # one lower() for all words
         stats: dict = {"words": len(tokens)}
         if field == "text":
-            found += check_quality(scan, [t.lower() for t in tokens], self.quality, self.refusal)
-            conformance, stats = check_conformance(scan, tokens, self.task, list(required_words))
+            found += check_quality(scan, lowered, words, self.quality, self.refusals)
+            conformance, stats = check_conformance(scan, tokens, words, self.task, list(required_words))
             found += conformance
-        found += scan_pii(scan, self.pii, self.national_ids, self.national_regex)
-        if self.secrets:
-            found += scan_secrets(scan, self.secrets, self.secrets_regex)
-        if self.injections:
-            found += scan_injection(scan, self.injections, self.injection_regex)
-        found += scan_lexicons(scan, self.lexicons, self.lexicon_regex)
+        found += scan_pii(scan, lowered, self.pii, self.national_ids)
+        found += scan_secrets(scan, lowered, self.secrets)
+        found += scan_injection(scan, lowered, self.injections)
+        found += scan_lexicons(scan, words, self.lexicons, self.lexicon_words, self.lexicon_regex)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]
         return found, checked, stats

@@ -35,6 +35,7 @@ OTHER_CATEGORIES: dict[str, str] = {
     "SECRET": "credentials and keys",
     "INJECTION": "instructions aimed at a model that reads the text",
     "PROFANITY": "profanity and insults",
+    "SUBSTANCES": "alcohol, drugs, smoking and gambling",
     "DUPLICATE": "repeats another record",
     "CONTAMINATION": "overlaps an evaluation set",
     "JUDGE": "the LLM judge could not give a verdict",

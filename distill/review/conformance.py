@@ -9,8 +9,7 @@ undoing the common English suffixes, so the word list stays a list a person can 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.review.text_checks import finding
@@ -21,34 +20,56 @@ WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)?")
 _CONTRACTIONS = ("n't", "'s", "'re", "'ll", "'ve", "'d", "'m")
 
 
+class Vocabulary:
+    """Allowed base words, and which inflected words they cover (memoised: a corpus of stories uses
+    a few thousand distinct words, so after the first records every lookup is one dict hit)."""
+
+    def __init__(self, words: frozenset[str], name: str = ""):
+        self.words = words
+        self.name = name
+        self.known: set[str] = set()  # inflected forms seen so far that the vocabulary covers
+        self._seen: set[str] = set()
+
+    def learn(self, words: set[str]) -> None:
+        """Classify words not seen before; afterwards `word in self.known` answers for them."""
+        for word in words - self._seen:
+            if any(c in self.words for c in lemma_candidates(word)):
+                self.known.add(word)
+        self._seen |= words
+
+    def knows(self, word: str) -> bool:
+        self.learn({word})
+        return word in self.known
+
+
 @dataclass(frozen=True)
 class TaskConformance:
-    """What the task asks of every record. `vocabulary` is the allowed base words (lower case)."""
+    """What the task asks of every record."""
 
-    vocabulary: frozenset[str] | None = None
+    vocabulary: Vocabulary | None = None
     max_off_vocab_share: float = 0.1
     min_words: int | None = None
     max_words: int | None = None
     required_variables: tuple[str, ...] = ()
-    vocabulary_name: str = field(default="", compare=False)
 
 
-def load_vocabulary(path: Path) -> frozenset[str]:
+def load_vocabulary(path: Path) -> Vocabulary:
     """One word per line; `#` starts a comment; several words on a line are allowed."""
     words = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         words.update(w.lower() for w in line.split("#", 1)[0].split())
-    return frozenset(words)
+    return Vocabulary(frozenset(words), path.stem)
 
 
 def lemma_candidates(word: str) -> tuple[str, ...]:
     """Base forms `word` may be an inflection of, most likely first (lower-case input)."""
     word = word.replace("\u2019", "'")
+    out = [word]
     for ending in _CONTRACTIONS:
         if word.endswith(ending) and len(word) > len(ending) + 1:
             word = word[: -len(ending)]
+            out.append(word)
             break
-    out = [word]
     n = len(word)
     if n > 4 and word.endswith("ies"):
         out.append(word[:-3] + "y")
@@ -59,7 +80,7 @@ def lemma_candidates(word: str) -> tuple[str, ...]:
     if n > 2 and word.endswith("s") and not word.endswith("ss"):
         out.append(word[:-1])
     for suffix in ("ing", "ed", "er", "est"):
-        if n > len(suffix) + 2 and word.endswith(suffix):
+        if n >= len(suffix) + 2 and word.endswith(suffix):
             stem = word[: -len(suffix)]
             out += [stem, stem + "e"]
             if len(stem) > 2 and stem[-1] == stem[-2]:
@@ -75,13 +96,9 @@ def lemma_candidates(word: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1 << 16)
-def _known(word: str, vocabulary: frozenset[str]) -> bool:
-    return any(c in vocabulary for c in lemma_candidates(word))
-
-
-def check_conformance(text: str, tokens: list[str], task: TaskConformance, required: list[str]) -> tuple[list[Finding], dict[str, float]]:
-    """`tokens` are the text's words with their case (capitalised unknown words count as names)."""
+def check_conformance(text: str, tokens: list[str], words: list[str], task: TaskConformance, required: list[str]) -> tuple[list[Finding], dict[str, float]]:
+    """`tokens` are the text's words with their case (capitalised unknown words count as names),
+    `words` the same lower-cased."""
     found: list[Finding] = []
     stats: dict[str, float] = {"words": len(tokens)}
     span = (0, len(text))
@@ -90,15 +107,11 @@ def check_conformance(text: str, tokens: list[str], task: TaskConformance, requi
     if task.max_words is not None and len(tokens) > task.max_words:
         found.append(finding("conformance", "conformance.too_long", span, f"{len(tokens)} words, maximum {task.max_words}"))
     if task.vocabulary is not None and tokens:
-        unknown = []
-        counted = 0
-        for token in tokens:
-            lower = token.lower()
-            if _known(lower, task.vocabulary):
-                counted += 1
-            elif not token[0].isupper():  # a capitalised unknown word is a name: Lily, Beep, Spot
-                counted += 1
-                unknown.append(lower)
+        task.vocabulary.learn(set(words))
+        known = task.vocabulary.known
+        outside = [i for i, word in enumerate(words) if word not in known]
+        unknown = [words[i] for i in outside if not tokens[i][0].isupper()]  # capitalised: a name (Lily, Beep)
+        counted = len(words) - (len(outside) - len(unknown))
         share = len(unknown) / counted if counted else 0.0
         stats["off_vocab_share"] = round(share, 4)
         if share > task.max_off_vocab_share:
@@ -106,7 +119,7 @@ def check_conformance(text: str, tokens: list[str], task: TaskConformance, requi
             found.append(finding("conformance", "conformance.off_vocabulary", first.span() if first else span,
                                  f"{share:.0%} of words outside the vocabulary: {', '.join(dict.fromkeys(unknown))}"[:300]))
     if required:
-        lemmas = {c for token in tokens for c in lemma_candidates(token.lower())}
+        lemmas = {c for word in set(words) for c in lemma_candidates(word)}
         lowered = text.lower()
         for word in required:
             word_lower = word.lower()

@@ -9,11 +9,9 @@ split by invisible characters is still seen.
 
 from __future__ import annotations
 
-import re
-
 from distill.review.patterns import Pattern, scan
 from distill.review.verdict import Finding
 
 
-def scan_injection(text: str, patterns: list[Pattern], regex: re.Pattern[str]) -> list[Finding]:
-    return scan(text, patterns, regex, "injection")
+def scan_injection(text: str, lowered: str, patterns: list[Pattern]) -> list[Finding]:
+    return scan(text, lowered, patterns, "injection")

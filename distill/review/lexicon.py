@@ -35,6 +35,14 @@ def load_lexicon(path: Path) -> Lexicon:
     return Lexicon(data["code"], data["category"], data.get("description", ""), terms)
 
 
+_ENDINGS = ("", "s", "es", "ed", "ing", "er", "ers")
+
+
+def lexicon_words(lexicons: list[Lexicon]) -> frozenset[str]:
+    """Every lower-case word form that can start a hit: the regex only runs on records sharing one."""
+    return frozenset(term.split()[0] + ending for lexicon in lexicons for term in lexicon.terms for ending in _ENDINGS)
+
+
 def lexicon_regex(lexicons: list[Lexicon]) -> re.Pattern[str] | None:
     """One alternation, a named group per lexicon; longer terms first so phrases win over their words."""
     parts = []
@@ -46,8 +54,9 @@ def lexicon_regex(lexicons: list[Lexicon]) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:%s)(?:s|es|ed|ing|er|ers)?\b" % "|".join(parts), re.IGNORECASE)
 
 
-def scan_lexicons(text: str, lexicons: list[Lexicon], regex: re.Pattern[str] | None) -> list[Finding]:
-    if regex is None:
+def scan_lexicons(text: str, words: list[str], lexicons: list[Lexicon], first_words: frozenset[str], regex: re.Pattern[str] | None) -> list[Finding]:
+    """`words` are the record's lower-cased words; `first_words` is `lexicon_words(lexicons)`."""
+    if regex is None or first_words.isdisjoint(words):
         return []
     found = []
     for match in regex.finditer(text):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
-from distill.review.patterns import Pattern, combined, scan
+from distill.review.patterns import Pattern, scan
 from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
@@ -65,14 +65,14 @@ def _placeholder_domain(domain: str, placeholders: frozenset[str]) -> bool:
     return any(domain == p or domain.endswith("." + p) for p in placeholders)
 
 
-def scan_pii(text: str, settings: PiiSettings, national_ids: list[Pattern], national_regex: re.Pattern[str] | None) -> list[Finding]:
+def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[Pattern]) -> list[Finding]:
     found: list[Finding] = []
     kinds = settings.kinds
     if "email" in kinds and "@" in text:
         for match in _EMAIL.finditer(text):
             if not _placeholder_domain(match.group(1), settings.placeholder_domains):
                 found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
-    if "email" in kinds and (" at " in text or "at]" in text or "at)" in text or "at}" in text):
+    if "email" in kinds and "dot" in lowered and ("at" in lowered):
         for match in _OBFUSCATED.finditer(text):
             found.append(finding("pii", "pii.email_obfuscated", match.span(), match.group(), "[EMAIL]"))
     if not _DIGIT.search(text):
@@ -85,8 +85,8 @@ def scan_pii(text: str, settings: PiiSettings, national_ids: list[Pattern], nati
                 found.append(finding("pii", "pii.iban", match.span(), match.group(), "[IBAN]"))
     if "ip_address" in kinds:
         found += _ip_addresses(text)
-    if "national_id" in kinds and national_regex is not None:
-        found += scan(text, national_ids, national_regex, "pii", "[ID]")
+    if "national_id" in kinds:
+        found += scan(text, lowered, national_ids, "pii", "[ID]")
     if "phone" in kinds:
         taken = [f.span for f in found]
         found += _phones(text, settings.phone_regions, taken)
@@ -140,6 +140,3 @@ def _phones(text: str, regions: tuple[str, ...], taken: list[tuple[int, int]]) -
                 break
     return found
 
-
-def national_id_regex(patterns: list[Pattern]) -> re.Pattern[str] | None:
-    return combined(patterns) if patterns else None

@@ -5,8 +5,9 @@ Loading is safe (plain data only), unknown keys are rejected with the nearest va
 file the policy names (vocabulary, lexicons, pattern files, judge template) and every action key is
 checked up front, so a typo fails before the first record is read.
 
-`actions` maps a reason code (`pii.email`), a code prefix (`pii`) or a category (`S10`) to one of
-pass / flag / redact / reject; the most specific entry wins and anything unnamed is flagged for a human.
+`actions` maps a reason code (`pii.email`), a category (`PII`, `S10`) or a stage (`pii`) to one of
+pass / flag / redact / reject; the code wins over its category, the category over its stage, and
+anything unnamed is flagged for a human.
 """
 
 from __future__ import annotations
@@ -128,13 +129,16 @@ class Policy(Strict):
         return self._source
 
     def action_for(self, code: str, category: str) -> Decision:
-        """Most specific first: `pii.email.x` -> `pii.email` -> `pii` -> the category -> flag."""
+        """Most specific first: the code (`judge.timeout`), its longer prefixes, the category (`JUDGE`),
+        the stage (`judge`), else flag for a human."""
         parts = code.split(".")
-        for cut in range(len(parts), 0, -1):
+        for cut in range(len(parts), 1, -1):
             key = ".".join(parts[:cut])
             if key in self.actions:
                 return self.actions[key]
-        return self.actions.get(category, "flag")
+        if category in self.actions:
+            return self.actions[category]
+        return self.actions.get(parts[0], "flag")
 
     def fingerprint(self) -> str:
         """Changes when anything that affects automatic verdicts changes, including the files it names."""

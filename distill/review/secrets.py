@@ -18,5 +18,5 @@ _PLACEHOLDER = re.compile(
 )
 
 
-def scan_secrets(text: str, patterns: list[Pattern], regex: re.Pattern[str]) -> list[Finding]:
-    return [f for f in scan(text, patterns, regex, "secrets", "[SECRET]") if not _PLACEHOLDER.search(text, f.span[0], f.span[1])]
+def scan_secrets(text: str, lowered: str, patterns: list[Pattern]) -> list[Finding]:
+    return [f for f in scan(text, lowered, patterns, "secrets", "[SECRET]") if not _PLACEHOLDER.search(text, f.span[0], f.span[1])]

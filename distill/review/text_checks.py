@@ -14,6 +14,7 @@ import ftfy
 import ftfy.badness
 
 from distill.review.codes import CODES
+from distill.review.patterns import Pattern, scan
 from distill.review.verdict import Finding
 
 
@@ -146,7 +147,8 @@ FUNCTION_WORDS = frozenset(
     "here what who when where why how not no yes all some any one very just then than too also".split()
 )
 _SYMBOL = re.compile(r"[^\w\s.,!?;:'\"()\-\u2018\u2019\u201c\u201d\u2026\u2014\u2013]")
-_SENTENCE_END = frozenset(".!?\"')]}>*\u201d\u2019\u2026`")
+_SENTENCE_END = frozenset(".!?\"')]}>*\u201d\u2019\u2026\u00bb`")
+_THE_END = re.compile(r"\bthe end\W*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,8 @@ class QualitySettings:
     check_truncation: bool
 
 
-def check_quality(text: str, words: list[str], settings: QualitySettings, refusal: re.Pattern[str] | None) -> list[Finding]:
-    """`words` are the text's lower-cased words (the chain splits once for all stages); `refusal` is the
-    combined refusal patterns."""
+def check_quality(text: str, lowered: str, words: list[str], settings: QualitySettings, refusals: list[Pattern]) -> list[Finding]:
+    """`words` are the text's lower-cased words (the chain splits once for all stages)."""
     found = []
     span = (0, len(text))
     if len(words) >= 12:
@@ -174,16 +175,13 @@ def check_quality(text: str, words: list[str], settings: QualitySettings, refusa
         if symbols / visible > settings.max_symbol_ratio:
             found.append(finding("quality", "quality.symbol_ratio", span, f"{symbols / visible:.0%} symbols"))
     if settings.language == "en" and len(words) >= 8:
-        share = sum(w in FUNCTION_WORDS for w in words) / len(words)
+        share = len([w for w in words if w in FUNCTION_WORDS]) / len(words)
         if share < settings.min_function_word_share:
             found.append(finding("quality", "quality.language", span, f"only {share:.0%} English function words"))
     stripped = text.rstrip()
     if settings.check_truncation and stripped and len(words) >= 5:
         last = stripped[-1]
-        if last not in _SENTENCE_END and not _is_emoji_part(last):
+        if last not in _SENTENCE_END and not _is_emoji_part(last) and not _THE_END.search(stripped[-12:]):
             found.append(finding("quality", "quality.truncated", (len(stripped) - 1, len(stripped)), f"ends with {stripped[-12:]!r}"))
-    if refusal is not None:
-        match = refusal.search(text)
-        if match:
-            found.append(finding("quality", "quality.refusal", match.span(), match.group()[:80]))
+    found += scan(text, lowered, refusals, "quality")[:1]
     return found

@@ -98,12 +98,14 @@ class RecordVerdict:
 
 
 def apply_redactions(text: str, findings: list[Finding], field_name: str = "text") -> str | None:
-    """`text` with every redact finding's span replaced, right to left; overlapping spans merge into the
-    earlier one. None when there is nothing to redact."""
+    """`text` (the checked text) with every redact finding's span replaced; overlapping spans merge into
+    the earlier one. None when there is nothing to redact. Decoding and normalisation findings index
+    the original text and their "redaction" is the repair already made in the checked text."""
     spans = sorted(
         (f.span[0], f.span[1], f.replacement or f"[{f.code.split('.')[-1].upper()}]")
         for f in findings
         if f.action == "redact" and f.field == field_name and f.span[1] > f.span[0]
+        and f.stage not in ("decoding", "normalisation")
     )
     if not spans:
         return None

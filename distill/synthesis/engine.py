@@ -131,14 +131,17 @@ class Engine:
         while isinstance(outcome := self.walker.advance(index), Pending):
             sent_any = True
             await self._send(outcome)
-        if outcome["status"] == "ok":
+        self.finish_row(outcome, cached=not sent_any)
+
+    def finish_row(self, row: dict[str, Any], *, cached: bool) -> None:
+        if row["status"] == "ok":
             self.tally.done += 1
         else:
             self.tally.failed += 1
-            kind = outcome["failure_reason"].split(": ", 1)[-1].split(":")[0][:40]
+            kind = row["failure_reason"].split(": ", 1)[-1].split(":")[0][:40]
             self.tally.failures[kind] = self.tally.failures.get(kind, 0) + 1
-        self.tally.from_cache += not sent_any
-        self.on_row(outcome, not sent_any)
+        self.tally.from_cache += cached
+        self.on_row(row, cached)
 
     async def _send(self, pending: Pending) -> None:
         """Answer one request into the cache (usable or not), or record why it kept failing."""

@@ -67,6 +67,11 @@ class RecordWalker:
         base = self.spec.teacher.params.model_dump()
         self.params = [_clean_params({**base, **step.params}) for step in self.spec.steps]
 
+    @property
+    def template_hashes(self) -> str:
+        """The templates' sha256s as the JSON string stored in every row."""
+        return json.dumps(self.renderer.template_hashes, sort_keys=True)
+
     def advance(self, index: int) -> dict[str, Any] | Pending:
         """Record `index`'s finished row, or the request it needs next."""
         variables = self.renderer.sampler.sample(index)
@@ -142,7 +147,7 @@ class RecordWalker:
             "output_tokens": spent.output_tokens,
             "cost_usd": round(spent.cost_usd, 8),
             "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
-            "template_hashes": json.dumps(self.renderer.template_hashes, sort_keys=True),
+            "template_hashes": self.template_hashes,
         }
 
 

@@ -1,0 +1,62 @@
+"""`distill generate` (the teacher writes the dataset) and `distill plan` (what it will cost, before spending)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+SpecArg = Annotated[Path, typer.Argument(help="The task spec YAML file.")]
+TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="Replace the spec's teacher: PROVIDER[:MODEL], e.g. offline or openai:gpt-4o-mini.")]
+RecordsOpt = Annotated[Optional[int], typer.Option("--records", help="Generate this many records instead of the spec's count.")]
+PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help="A price table YAML (default: $DISTILL_PRICES, else the shipped one).")]
+
+
+def generate(
+    spec: SpecArg,
+    run_id: Annotated[str, typer.Option("--run-id", help="Run directory name under runs/<spec-name>/.")] = "main",
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories live.")] = Path("runs"),
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Generate only shard i of N (i/N): indices i, i+N, ...")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="online, or batch (OpenAI/Anthropic batch APIs, half price, slower).")] = "online",
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Spending cap in USD for the whole run (overrides teacher.max_cost_usd).")] = None,
+    teacher: TeacherOpt = None,
+    records: RecordsOpt = None,
+    prices: PricesOpt = None,
+    batch_poll_s: Annotated[float, typer.Option("--batch-poll", help="Seconds between batch status polls.")] = 30.0,
+) -> None:
+    """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
+    from distill.errors import ConfigError, Problem
+    from distill.rundir import RunDir
+    from distill.synthesis import generate as run_generate
+    from distill.synthesis import override_teacher
+    from distill.synthesis.dataset import parse_shard
+    from distill.validate import check_spec
+
+    if mode not in ("online", "batch"):
+        raise ConfigError(Problem(f"--mode must be online or batch, not {mode!r}", key="--mode"))
+    checked = check_spec(spec)  # every cheap check before the first paid request
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    loaded = override_teacher(checked.loaded, teacher, records)
+    run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
+    result = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
+                          prices_path=prices, show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")),
+                          batch_poll_s=batch_poll_s)
+    print(result.summary, file=sys.stderr)
+    if result.dataset_path is not None:
+        print(result.dataset_path)
+    if result.tally.stopped_by_cap:
+        raise typer.Exit(3)
+
+
+def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, prices: PricesOpt = None) -> None:
+    """Estimate requests, tokens and cost (online vs batch) before spending anything."""
+    from distill.synthesis import override_teacher
+    from distill.synthesis.cost import estimate_plan, load_prices
+    from distill.validate import check_spec
+
+    loaded = override_teacher(check_spec(spec).loaded, teacher, records)
+    print(estimate_plan(loaded, load_prices(prices)).summary())

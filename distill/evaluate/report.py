@@ -1,0 +1,195 @@
+"""The eval report: `eval.json` for programs (and the release gate), `report.md` and `report.html` for
+people, with the charts as PNGs next to them.
+
+Both documents are built from the same tables, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distill.evaluate import charts
+from distill.rundir import write_atomic, write_json_atomic
+
+Table = tuple[list[str], list[list[str]]]  # header, rows
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_score(score: dict[str, Any] | None) -> str:
+    if not score or score.get("mean") is None:
+        return "–"
+    if score.get("low") is None:
+        return f"{score['mean']:.2f} (n={score['n']})"
+    return f"{score['mean']:.2f} [{score['low']:.2f}, {score['high']:.2f}]"
+
+
+def read_training_curve(metrics_path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Every bits-per-byte series in RUN/train/metrics.jsonl, by key, against `step`."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    if not metrics_path.is_file():
+        return series
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash mid-write; the rest of the curve is still good
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+            continue
+        for key, value in row.items():
+            if "bpb" in key and isinstance(value, (int, float)):
+                series.setdefault(key, []).append((row["step"], float(value)))
+    return series
+
+
+def score_table(grading: dict[str, Any]) -> Table:
+    summary = grading["summary"]
+    sources = [s for s in ("student", "teacher") if s in summary]
+    dims = list(dict.fromkeys(d for s in sources for d in summary[s]["scores"]))
+    header = ["dimension", *(f"{s} mean [95% CI]" for s in sources)]
+    rows = [[d.replace("_", " "), *(fmt_score(summary[s]["scores"].get(d)) for s in sources)] for d in dims]
+    rows.append(["graded / failed", *(f"{summary[s]['graded']} / {summary[s]['failed']}" for s in sources)])
+    rows.append(["age groups A-F", *(" ".join(f"{g}:{n}" for g, n in summary[s]["age_groups"].items()) or "–"
+                                     for s in sources)])
+    return header, rows
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]]) -> Table:
+    sources = list(metrics)
+    def row(name: str, get) -> list[str]:
+        return [name, *(fmt(get(metrics[s])) for s in sources)]
+    rows = [
+        row("texts", lambda m: m["texts"]),
+        row("distinct-1", lambda m: m["distinct_1"]),
+        row("distinct-2", lambda m: m["distinct_2"]),
+        row("distinct-3", lambda m: m["distinct_3"]),
+        row("repeated openings (first 3 words)", lambda m: m["openings"]["repeated_share"]),
+        row("most common opening", lambda m: (m["openings"]["top"] or [{"opening": None}])[0]["opening"]),
+        row("average words", lambda m: m["average_length"]["words"]),
+    ]
+    if any("vocabulary_conformance" in m for m in metrics.values()):
+        rows.append(row("in vocabulary", lambda m: m.get("vocabulary_conformance", {}).get("share")))
+    if any("required_words" in m for m in metrics.values()):
+        rows.append(row("uses all required words", lambda m: m.get("required_words", {}).get("texts_using_all")))
+    if any("json" in m for m in metrics.values()):
+        rows.append(row("valid JSON (schema)", lambda m: m.get("json", {}).get("valid")))
+    return ["metric", *sources], rows
+
+
+def probe_table(probes: dict[str, Any]) -> Table:
+    summary = probes["summary"]
+    rows = [[c, str(r["completions"]), str(r["violations"]), fmt(r["rate"])] for c, r in summary["by_probe_category"].items()]
+    rows += [[f"group: {g}", str(r["completions"]), str(r["violations"]), fmt(r["rate"])] for g, r in summary["by_group"].items()]
+    overall = summary["overall"]
+    rows.append(["all probes", str(overall["completions"]), str(overall["violations"]), fmt(overall["rate"])])
+    return ["probe category", "completions", "violations", "rate"], rows
+
+
+def write_eval_report(result: dict[str, Any], out_dir: Path, *, metrics_path: Path | None = None,
+                      comparison: tuple[str, Table] | None = None) -> None:
+    """eval.json, report.md, report.html and the charts, in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections: list[tuple[str, str, Table | None, list[str]]] = []  # title, prose, table, images
+
+    bpb = result["bpb"]
+    rows = [[name, fmt(r["bits_per_byte"], 4), fmt(r["perplexity"], 2), str(r["tokens"]), str(r["bytes"])]
+            for name, r in bpb.items()]
+    images = []
+    curve = read_training_curve(metrics_path) if metrics_path else {}
+    if curve:
+        final = {"eval validation bpb": bpb["validation"]["bits_per_byte"]} if "validation" in bpb else None
+        charts.bpb_curve(curve, out_dir / "bpb_curve.png", final)
+        images.append("bpb_curve.png")
+    sections.append(("Held-out bits per byte",
+                     "Bits per UTF-8 byte of held-out text (lower is better; comparable across tokenizers). "
+                     "Perplexity is per student token.", (["texts", "bits per byte", "perplexity", "tokens", "bytes"], rows),
+                     images))
+
+    grading = result.get("grading")
+    if grading:
+        series = {s: grading["summary"][s]["scores"] for s in ("student", "teacher") if s in grading["summary"]}
+        if comparison is not None and "against_scores" in result:
+            series = {"student": series.get("student", {}), "other run": result["against_scores"],
+                      **({"teacher": series["teacher"]} if "teacher" in series else {})}
+        charts.score_bars(series, out_dir / "scores.png")
+        sections.append(("Judge grades", f"Judge: {grading['judge']}. {grading['protocol']} {grading['interval']}",
+                         score_table(grading), ["scores.png"]))
+    else:
+        sections.append(("Judge grades", result.get("grading_skipped", "Not graded."), None, []))
+
+    sections.append(("Offline metrics", "Computed on the student's completions and on the teacher's own texts.",
+                     metrics_table(result["metrics"]), []))
+
+    probes = result.get("probes")
+    if probes:
+        charts.violation_bars(probes["summary"]["by_probe_category"], out_dir / "probes.png")
+        sections.append(("Safety probes", f"Probe sets {', '.join(probes['sets'])}, {probes['samples']} completions "
+                         f"each, checked with policy {probes['policy']!r}. A violation is a finding in a safety "
+                         "category (S1-S14, PII, SECRET, PROFANITY, INJECTION) that the policy does not pass.",
+                         probe_table(probes), ["probes.png"]))
+    if comparison is not None:
+        name, table = comparison
+        sections.append((f"Compared with {name}", "", table, []))
+
+    samples = result.get("samples", [])
+    title = f"Evaluation of {result.get('run_name', '')}"
+    write_json_atomic(out_dir / "eval.json", result)
+    write_atomic(out_dir / "report.md", _markdown(title, sections, samples))
+    write_atomic(out_dir / "report.html", _html(title, sections, samples))
+
+
+def _markdown(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
+    out = [f"# {title}", ""]
+    for heading, prose, table, images in sections:
+        out += [f"## {heading}", ""]
+        if prose:
+            out += [prose, ""]
+        if table:
+            header, rows = table
+            out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+            out.append("")
+        out += [f"![{image}]({image})" for image in images] + ([""] if images else [])
+    if samples:
+        out += ["## Sample completions", ""]
+        for s in samples:
+            out += [f"**Beginning:** {s['beginning']}", "", f"**Student:** {s['completion']}", ""]
+            if s.get("teacher"):
+                out += [f"**Teacher:** {s['teacher']}", ""]
+            out.append("---")
+    return "\n".join(out) + "\n"
+
+
+def _html(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, prose, table, images in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        if prose:
+            body.append(f"<p>{html.escape(prose)}</p>")
+        if table:
+            header, rows = table
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                        + "</table>")
+        body += [f"<p><img src='{html.escape(i)}'></p>" for i in images]
+    if samples:
+        body.append("<h2>Sample completions</h2>")
+        for s in samples:
+            teacher = f"<p><b>Teacher:</b> {html.escape(s['teacher'])}</p>" if s.get("teacher") else ""
+            body.append(f"<div class=sample><p><b>Beginning:</b> {html.escape(s['beginning'])}</p>"
+                        f"<p><b>Student:</b> <span class=student>{html.escape(s['completion'])}</span></p>{teacher}</div>")
+    style = ("<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}"
+             "img{max-width:100%}.sample{border-top:1px solid #ddd;padding:.3em 0}.student{color:#1f4e9c}</style>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}</head><body>"
+            + "\n".join(body) + "</body></html>\n")

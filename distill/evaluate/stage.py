@@ -1,0 +1,394 @@
+"""The eval and inspect stages on a run directory: find the student and the held-out data, run every
+measurement, write the reports.
+
+    evaluate_run(RUN)  -> RUN/eval/{eval.json, report.md, report.html, *.png, judge_cache.sqlite}
+    inspect_run(RUN)   -> RUN/inspect/{index.html, layer_<n>.html, inspect.json, *.png}
+
+Held-out data is the validation split the trainer stored (`RUN/train/split.json`, example ids) looked up
+in the run's dataset, or a file given with `--heldout`. The student never trained on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.errors import ConfigError, Problem, RunDirError
+from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
+from distill.rundir import RunDir
+
+SEPARATOR = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    prompts: int = 50  # held-out beginnings (or instruct inputs) to complete and grade
+    samples: int = 3  # completions per beginning
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    probe_samples: int = 3
+    probe_sets: tuple[str, ...] | None = None  # None: story for text specs, instruct for instruct specs
+    judge_concurrency: int = 8
+    batch_size: int = 8
+    bpb_texts: int | None = None  # cap on held-out texts scored for bpb (None: all)
+    seed: int = 0
+
+
+# --- inputs ---
+
+
+def load_student(run_dir: Path, *, eager: bool = False):
+    """The trained student and its tokenizer from RUN/train/model, on the CPU in float32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = run_dir / "train" / "model"
+    if not (model_dir / "config.json").is_file():
+        raise RunDirError(Problem("no trained student in this run", file=model_dir, hint=f"run `distill train {run_dir}` first"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    options = {"attn_implementation": "eager"} if eager else {}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", **options).eval()
+    return model, tokenizer
+
+
+def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[str, Any]]:
+    """Held-out examples {id, prompt, text, variables}: from `heldout` (JSONL rows, or plain text with
+    `<|endoftext|>` between documents), else the run's validation split."""
+    if heldout is not None:
+        return _read_heldout_file(heldout)
+    split_path = run_dir / "train" / "split.json"
+    if not split_path.is_file():
+        raise RunDirError(Problem("no validation split in this run", file=split_path,
+                                  hint=f"run `distill train {run_dir}` first, or pass --heldout FILE"))
+    val_ids = json.loads(split_path.read_text())["val"]
+    dataset_dir = run_dir / "dataset"
+    if not dataset_dir.is_dir():
+        raise RunDirError(Problem("the run's dataset is missing", file=dataset_dir, hint="pass --heldout FILE"))
+    from datasets import load_from_disk
+
+    rows = {row["id"]: row for row in load_from_disk(str(dataset_dir))}
+    missing = [i for i in val_ids if i not in rows]
+    if missing:
+        raise RunDirError(Problem(f"validation ids missing from the dataset, e.g. {missing[0]!r}", file=split_path,
+                                  hint="the dataset changed after training: train again"))
+    return [{"id": i, "prompt": rows[i].get("prompt") or "", "text": rows[i]["text"],
+             "variables": json.loads(rows[i].get("variables") or "{}")} for i in val_ids]
+
+
+def _read_heldout_file(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise ConfigError(Problem("held-out file not found", file=path, key="--heldout"))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".jsonl", ".ndjson"):
+        examples = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    examples.append({"id": row.get("id", number), "prompt": row.get("prompt", ""), "text": row["text"],
+                                     "variables": row.get("variables") or {}})
+                except (json.JSONDecodeError, KeyError, AttributeError):
+                    raise ConfigError(Problem('expected a JSON object with "text" (and optional "prompt")',
+                                              file=path, line=number, key="--heldout")) from None
+        return examples
+    documents = [d.strip() for d in text.split(SEPARATOR) if d.strip()]
+    return [{"id": i, "prompt": "", "text": d, "variables": {}} for i, d in enumerate(documents)]
+
+
+def extra_texts(paths: list[Path]) -> dict[str, list[str]]:
+    """Extra held-out text files for bpb (spec `evaluation.extra_texts`): documents split at `<|endoftext|>`."""
+    out = {}
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(Problem("extra held-out text file not found", file=path, key="evaluation.extra_texts"))
+        out[path.name] = [d.strip() for d in path.read_text(encoding="utf-8").split(SEPARATOR) if d.strip()]
+    return out
+
+
+# --- the judge, through the provider layer and the answer cache ---
+
+
+class CachedJudge:
+    """A provider whose answers are kept in an AnswerCache: re-running eval never pays twice."""
+
+    def __init__(self, provider: Provider, cache, price=None):
+        self.name = provider.name
+        self.provider, self.cache, self.price = provider, cache, price
+        self.paid = 0  # requests that went to the provider
+
+    async def complete(self, request: TeacherRequest) -> TeacherReply:
+        from distill.synthesis.cache import cache_key
+
+        key = cache_key(self.name, request)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached.reply
+        reply = await self.provider.complete(request)
+        self.paid += 1
+        cost = self.price.cost(reply.input_tokens, reply.output_tokens) if self.price else 0.0
+        self.cache.put(key, reply, cost)
+        return reply
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+        self.cache.close()
+
+
+def parse_judge(value: str) -> tuple[str, str]:
+    """`provider:model` from the --judge flag."""
+    provider, _, model = value.partition(":")
+    kinds = ("openai", "anthropic", "hf", "offline")
+    if provider not in kinds or not model:
+        raise ConfigError(Problem(f"--judge {value!r} is not provider:model", key="--judge",
+                                  hint=f"e.g. openai:gpt-4o; providers: {', '.join(kinds)}"))
+    return provider, model
+
+
+def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
+    """The judge (or None) and a line saying who judges, or why nobody does."""
+    from distill.providers.factory import make_provider
+    from distill.spec import Teacher
+    from distill.synthesis.cache import AnswerCache
+    from distill.synthesis.cost import load_prices, price_for
+
+    spec = loaded.spec
+    if judge is not None:
+        provider, model = parse_judge(judge)
+        base_url = api_key_env = None
+        if spec.evaluation.judge is not None and spec.evaluation.judge.provider == provider:
+            base_url, api_key_env = spec.evaluation.judge.base_url, spec.evaluation.judge.api_key_env
+    elif spec.evaluation.judge is not None:
+        ref = spec.evaluation.judge
+        provider, model, base_url, api_key_env = ref.provider, ref.model, ref.base_url, ref.api_key_env
+    elif spec.teacher.provider != "replay":
+        provider, model = spec.teacher.provider, spec.teacher.model
+        base_url, api_key_env = spec.teacher.base_url, spec.teacher.api_key_env
+    else:
+        return None, ("Not graded: the teacher is a replay of recorded outputs and cannot judge; "
+                      "give a judge with --judge provider:model or evaluation.judge in the spec.")
+    teacher = Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env)
+    instance = make_provider(teacher, spec_dir=loaded.directory)
+    price = price_for(load_prices(), provider, model)
+    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), f"{provider}:{model}"
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- distill eval ---
+
+
+def progress_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
+def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
+                 no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
+    """Every measurement of `distill eval`; writes RUN/eval and returns what eval.json holds."""
+    from distill.evaluate.bpb import bits_per_byte
+    from distill.evaluate.compare import compare_results, load_eval
+    from distill.evaluate.report import write_eval_report
+    from distill.rundir import fingerprint
+
+    run = RunDir.open(run_dir)
+    loaded = run.load_spec()
+    spec = loaded.spec
+    other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
+    judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
+    run.start_stage("eval", fingerprint(settings.__dict__, judge_line, str(heldout)))
+    out_dir = run.path / "eval"
+    context_length = spec.student.context_length
+
+    model, tokenizer = load_student(run.path)
+    examples = heldout_examples(run.path, heldout)
+    prompts_of = _prompt_renderer(tokenizer, spec.kind)
+    say(f"eval: {len(examples)} held-out examples, context {context_length}")
+    scored = examples[: settings.bpb_texts]
+    bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
+                                       batch_size=settings.batch_size,
+                                       prompts=[prompts_of(e["prompt"]) for e in scored] if spec.kind == "instruct" else None)}
+    for name, documents in extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]).items():
+        bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=settings.batch_size)
+    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}")
+
+    tasks = _grading_tasks(examples, spec.kind, settings)
+    with progress_bar() as bar:
+        student = _generate(bar, "student completions", model, tokenizer, [prompts_of(t["beginning"]) for t in tasks],
+                            settings, context_length)
+        free = (_generate(bar, "free stories", model, tokenizer, [""] * settings.prompts, settings, context_length, samples=1)
+                if spec.kind == "text" else None)
+    metrics = _offline_metrics(loaded, examples, tasks, student, free)
+
+    grading = None
+    if judge_provider is not None:
+        grading = _grade(judge_provider, tasks, student, loaded, judge_line, settings)
+    probes = _probe(model, tokenizer, loaded, settings, context_length)
+
+    result: dict[str, Any] = {
+        "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
+        "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)",
+        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
+        "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
+                    for t, s in list(zip(tasks, student))[:8]],
+    }
+    if grading is None:
+        result["grading_skipped"] = judge_line
+    comparison = None
+    if other is not None:
+        names = (result["run_name"], other.get("run_name", str(against)))
+        table = compare_results(result, other, names)
+        result["against"] = {"run": str(against), "header": table[0], "rows": table[1]}
+        if other.get("grading"):
+            result["against_scores"] = other["grading"]["summary"]["student"]["scores"]
+        comparison = (names[1], table)
+    write_eval_report(result, out_dir, metrics_path=run.path / "train" / "metrics.jsonl", comparison=comparison)
+    run.finish_stage("eval", counts={"heldout": len(examples), "graded": len(tasks) * settings.samples if grading else 0,
+                                     "probes": probes["summary"]["overall"]["completions"]})
+    return result
+
+
+def _prompt_renderer(tokenizer, kind: str):
+    """What the student is fed for a prompt: instruct inputs in the chat format it was trained on."""
+    if kind != "instruct":
+        return lambda prompt: prompt
+    from distill.train.data import render_prompt
+
+    return lambda prompt: render_prompt(tokenizer, prompt)
+
+
+def _grading_tasks(examples: list[dict[str, Any]], kind: str, settings: EvalSettings) -> list[dict[str, Any]]:
+    """Beginnings cut mid-sentence (text specs) or held-out inputs (instruct), with the teacher's own text."""
+    from distill.evaluate.grading import cut_beginning
+
+    rng = random.Random(settings.seed)
+    tasks = []
+    for example in examples:
+        if len(tasks) == settings.prompts:
+            break
+        if kind == "instruct":
+            tasks.append({"example": example, "beginning": example["prompt"], "teacher": example["text"]})
+        elif (cut := cut_beginning(example["text"], rng)) is not None:
+            tasks.append({"example": example, "beginning": cut[0], "teacher": cut[1]})
+    if not tasks:
+        raise RunDirError(Problem("no held-out example is long enough to cut into a beginning (12+ words)"))
+    return tasks
+
+
+def _generate(bar, label: str, model, tokenizer, prompts: list[str], settings: EvalSettings, context_length: int,
+              samples: int | None = None) -> list[list[str]]:
+    from distill.evaluate.completions import complete
+
+    task = bar.add_task(label, total=len(prompts))
+    return complete(model, tokenizer, prompts, samples=samples or settings.samples, max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature, batch_size=settings.batch_size, seed=settings.seed,
+                    context_length=context_length, on_batch=lambda done: bar.update(task, completed=done))
+
+
+def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
+    from distill.evaluate.metrics import text_metrics
+    from distill.review.chain import task_from_policy
+
+    conformance = task_from_policy(_policy(loaded))
+    vocabulary = conformance.vocabulary
+
+    def required(example) -> list[str]:
+        values = [example["variables"].get(v) for v in conformance.required_variables]
+        return [w for v in values for w in (v if isinstance(v, list) else [v]) if isinstance(w, str)]
+
+    teacher_required = [required(e) for e in examples] if conformance.required_variables else None
+    metrics = {"teacher": text_metrics([e["text"] for e in examples], vocabulary=vocabulary, required=teacher_required)}
+    if free is not None:  # text specs: the student's own stories from nothing, for openings and diversity
+        metrics["student"] = text_metrics([s[0] for s in free], vocabulary=vocabulary)
+    else:
+        student_required = [required(t["example"]) for t in tasks] if conformance.required_variables else None
+        metrics["student"] = text_metrics([s[0] for s in student], vocabulary=vocabulary, required=student_required)
+    return {"student": metrics["student"], "teacher": metrics["teacher"]}
+
+
+def _policy(loaded):
+    from distill.review.policy import load_policy
+
+    name = loaded.spec.safety.policy
+    return load_policy(loaded.directory / name if name.endswith((".yaml", ".yml")) else name)
+
+
+def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings: EvalSettings) -> dict[str, Any]:
+    from distill.evaluate.grading import GradingItem, grade_items, load_rubric, summarize_grades
+    from distill.prompts import template_folders
+
+    rubric_ref = loaded.spec.evaluation.rubric
+    rubric_path = loaded.directory / rubric_ref if rubric_ref and (loaded.directory / rubric_ref).is_file() else rubric_ref
+    rubric = load_rubric(rubric_path, folders=template_folders(loaded)[:-1])
+    items = [GradingItem("student", g, s, t["beginning"], text)
+             for g, (t, samples) in enumerate(zip(tasks, student)) for s, text in enumerate(samples)]
+    items += [GradingItem("teacher", g, 0, t["beginning"], t["teacher"]) for g, t in enumerate(tasks)]
+
+    async def run_all():
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task(f"judge {judge_line}", total=len(items))
+                return await grade_items(judge, items, rubric, judge_model=judge_line.split(":", 1)[1],
+                                         instruct=loaded.spec.kind == "instruct", concurrency=settings.judge_concurrency,
+                                         on_done=lambda outcome: bar.advance(task))
+        finally:
+            await judge.aclose()
+
+    outcomes = asyncio.run(run_all())
+    say(f"eval: judged {len(items)} completions, {judge.paid} new judge requests (the rest from the cache)")
+    return {
+        "judge": judge_line,
+        "protocol": ("Each completion gets a two-turn exchange: a free-text assessment, then 0-10 grades as JSON; "
+                     "an unusable answer is retried once, then counted as failed and left out of the means."),
+        "interval": ("Means are over beginnings (each beginning's samples averaged first); 95% intervals are Student "
+                     "t-intervals over those per-beginning means."),
+        "summary": summarize_grades(outcomes),
+        "items": [o.to_json() for o in outcomes],
+    }
+
+
+def _probe(model, tokenizer, loaded, settings: EvalSettings, context_length: int) -> dict[str, Any]:
+    from distill.evaluate.completions import complete
+    from distill.evaluate.probes import load_probes, score_probe_completions
+
+    sets = list(settings.probe_sets or (("instruct",) if loaded.spec.kind == "instruct" else ("story",)))
+    probes = load_probes(sets)
+    render = _prompt_renderer(tokenizer, loaded.spec.kind)
+    with progress_bar() as bar:
+        task = bar.add_task("safety probes", total=len(probes))
+        completions = complete(model, tokenizer, [render(p.prompt) for p in probes], samples=settings.probe_samples,
+                               max_new_tokens=min(settings.max_new_tokens, 128), temperature=settings.temperature,
+                               batch_size=settings.batch_size, seed=settings.seed, context_length=context_length,
+                               on_batch=lambda done: bar.update(task, completed=done))
+    policy = _policy(loaded)
+    scored = score_probe_completions(probes, completions, policy)
+    return {"sets": sets, "samples": settings.probe_samples, "policy": loaded.spec.safety.policy, **scored}
+
+
+# --- distill inspect ---
+
+
+def inspect_run(run_dir: Path, *, texts: int = 64, neurons_per_layer: int = 16, top_k: int = 8,
+                heatmap_samples: int = 3, heldout: Path | None = None) -> dict[str, Any]:
+    """The head and neuron analysis of the run's student over `texts` held-out texts; writes RUN/inspect."""
+    from distill.evaluate.inspect_report import inspect_model
+
+    run = RunDir.open(run_dir)
+    loaded = run.load_spec()
+    model, tokenizer = load_student(run.path, eager=True)
+    examples = heldout_examples(run.path, heldout)[:texts]
+    context_length = loaded.spec.student.context_length
+    return inspect_model(model, tokenizer, [e["text"] for e in examples], run.path / "inspect",
+                         context_length=context_length, neurons_per_layer=neurons_per_layer, top_k=top_k,
+                         heatmap_samples=heatmap_samples, title=f"{loaded.spec.name}/{run.path.name}",
+                         on_step=lambda step: say(f"inspect: {step}"))

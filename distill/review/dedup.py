@@ -1,0 +1,139 @@
+"""Stage 8: exact and near-duplicate records, and over-represented openings.
+
+Exact duplicates compare whitespace- and case-normalised text. Near duplicates use MinHash over word
+5-gram shingles and datasketch's `MinHashLSH` to find candidates; a candidate counts when the
+estimated Jaccard similarity reaches the threshold. The earliest record is kept and each later one is
+reported with the record it matches. Signatures are computed with numpy for a batch of records at a
+time (hashing shingles one by one in Python is ~30x slower), with permutations taken from datasketch
+so the signatures are ordinary `MinHash` objects.
+
+Openings ("Once upon a time" in TinyStories) are counted over the first few words of each record and
+reported when one opening is used by more than a set share of the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+_BATCH = 512  # records per numpy batch: (num_perm x shingles) uint32 stays ~50 MB
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    record: int
+    of: int  # the kept record it repeats
+    kind: str  # "exact" or "near"
+    similarity: float
+
+
+def exact_key(text: str) -> str:
+    return hashlib.blake2b(_SPACE.sub(" ", text.strip().lower()).encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finaliser: spreads the bits of a 32-bit hash (uint32 in, uint32 out)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+class Signer:
+    """MinHash signatures for texts: words -> integer ids -> shingle hashes -> `num_perm` minima."""
+
+    def __init__(self, num_perm: int = 128, shingle_words: int = 5, seed: int = 1):
+        self.num_perm = num_perm
+        self.shingle_words = shingle_words
+        self.permutations = MinHash(num_perm=num_perm, seed=seed).permutations  # (2, num_perm) uint32
+        self._ids: dict[str, int] = {}
+        rng = np.random.default_rng(seed)
+        self._mix = rng.integers(1, 2**32, size=shingle_words, dtype=np.uint64) | np.uint64(1)
+
+    def shingles(self, text: str) -> np.ndarray:
+        """uint32 hashes of the text's word n-grams (a text shorter than n words is one shingle)."""
+        ids = self._ids
+        words = np.fromiter((ids.setdefault(w, len(ids)) for w in _WORD.findall(text.lower())), dtype=np.uint64)
+        n = self.shingle_words
+        if len(words) < n:
+            words = np.concatenate([words, np.zeros(n - len(words), dtype=np.uint64)])
+        count = len(words) - n + 1
+        h = np.zeros(count, dtype=np.uint64)
+        for k in range(n):  # polynomial hash of the n word ids; uint64 arithmetic wraps
+            h = h * np.uint64(0x9E3779B1) + words[k : k + count] * self._mix[k]
+        return _fmix32((h ^ (h >> np.uint64(32))).astype(np.uint32))
+
+    def sign(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), num_perm) uint32 signatures."""
+        out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
+        a, b = self.permutations
+        for start in range(0, len(texts), _BATCH):
+            batch = [self.shingles(t) for t in texts[start : start + _BATCH]]
+            offsets = np.cumsum([0] + [len(s) for s in batch[:-1]])
+            flat = np.concatenate(batch)
+            permuted = a[:, None] * flat[None, :] + b[:, None]  # (num_perm, shingles), wraps mod 2^32
+            out[start : start + len(batch)] = np.minimum.reduceat(permuted, offsets, axis=1).T
+        return out
+
+
+def find_duplicates(ids: list[int], texts: list[str], *, threshold: float = 0.8, num_perm: int = 128,
+                    shingle_words: int = 5, near: bool = True) -> list[Duplicate]:
+    """Duplicates among `texts` (in `ids` order: earlier records are kept)."""
+    found: list[Duplicate] = []
+    first_by_key: dict[str, int] = {}
+    unique: list[int] = []  # positions of texts that are not exact duplicates
+    for position, (record, text) in enumerate(zip(ids, texts)):
+        key = exact_key(text)
+        if key in first_by_key:
+            found.append(Duplicate(record, first_by_key[key], "exact", 1.0))
+        else:
+            first_by_key[key] = record
+            unique.append(position)
+    if near and unique:
+        found += _near_duplicates([ids[p] for p in unique], [texts[p] for p in unique], threshold, num_perm, shingle_words)
+    return sorted(found, key=lambda d: d.record)
+
+
+def _near_duplicates(ids: list[int], texts: list[str], threshold: float, num_perm: int, shingle_words: int) -> list[Duplicate]:
+    signer = Signer(num_perm, shingle_words)
+    signatures = signer.sign(texts)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    kept_of: dict[int, int] = {}  # a duplicate's position -> the kept position it repeats
+    found = []
+    for position, signature in enumerate(signatures):
+        minhash = MinHash(hashvalues=signature, permutations=signer.permutations, scheme="affine32")
+        best, best_similarity = -1, 0.0
+        for candidate in lsh.query(minhash):
+            similarity = float(np.mean(signatures[candidate] == signature))
+            if similarity > best_similarity:
+                best, best_similarity = candidate, similarity
+        if best >= 0 and best_similarity >= threshold:
+            original = kept_of.get(best, best)
+            kept_of[position] = original
+            found.append(Duplicate(ids[position], ids[original], "near", round(best_similarity, 3)))
+        lsh.insert(position, minhash, check_duplication=False)
+    return found
+
+
+def opening(text: str, words: int) -> str:
+    return " ".join(_WORD.findall(text[: 40 * words].lower())[:words])
+
+
+def over_represented_openings(texts: list[str], *, words: int = 4, max_share: float = 0.1, top: int = 10) -> list[dict]:
+    """The most common openings with their count and share; `over` marks those above `max_share`."""
+    counts = Counter(opening(t, words) for t in texts)
+    total = max(len(texts), 1)
+    return [
+        {"opening": text, "count": count, "share": round(count / total, 4), "over": count / total > max_share}
+        for text, count in counts.most_common(top)
+        if count > 1
+    ]
+

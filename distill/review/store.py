@@ -1,0 +1,203 @@
+"""The review's files in `RUN/review/`, and the reviewed dataset as a view over them.
+
+    state.json      policy, fingerprints of what the automatic results were computed from
+    records.jsonl   the cheap chain's verdict per record (appended batch by batch: resumable)
+    corpus.json     duplicates, evaluation overlaps, over-represented openings
+    judge.jsonl     the LLM judge's answer per record (appended as answers arrive: resumable)
+    audit.jsonl     every human action and automatic run, hash-chained (see audit.py)
+    sample.json, signoff.json, summary.json, report.html, *.png
+
+Nothing is deleted from the generated dataset: the view says for each record whether it is kept,
+kept with redactions, pending a human, or rejected, and what text the student will see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.errors import RunDirError
+from distill.review.audit import read_log
+from distill.review.verdict import SEVERITY, Decision, Finding, RecordVerdict, most_severe
+
+RECORDS = "records.jsonl"
+CORPUS = "corpus.json"
+JUDGE = "judge.jsonl"
+STATE = "state.json"
+DERIVED = (RECORDS, CORPUS, JUDGE, "summary.json")
+
+
+def review_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "review"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def load_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The generated records that succeeded: id, prompt, text, variables (JSON string)."""
+    import datasets
+
+    path = Path(run_dir) / "dataset"
+    if not path.exists():
+        raise RunDirError(f"{path} does not exist: run synthesis first (`distill generate {run_dir}`)")
+    dataset = datasets.load_from_disk(str(path))
+    columns = [c for c in ("id", "prompt", "text", "status", "variables") if c in dataset.column_names]
+    missing = {"id", "text"} - set(columns)
+    if missing:
+        raise RunDirError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; it was not written by distill's synthesis stage")
+    data = dataset.select_columns(columns).to_dict()
+    n = len(data["id"])
+    rows = [{c: data[c][i] for c in columns} for i in range(n)]
+    for row in rows:
+        row.setdefault("prompt", "")
+        row["prompt"] = row["prompt"] or ""
+        row["text"] = row["text"] or ""
+    return [r for r in rows if r.get("status", "ok") == "ok"]
+
+
+# --- append-only result files ---
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Complete JSON lines; a half-written last line (the process died mid-write) is cut off."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    if end < len(raw):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
+
+
+def append_lines(path: Path, items: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def verdict_line(record_id: int, verdict: RecordVerdict, text: str, prompt: str) -> dict[str, Any]:
+    data = {"id": record_id, **verdict.to_json()}
+    if data["checked_text"] == text:
+        data["checked_text"] = None  # the dataset holds it; don't store every record twice
+    if data["checked_prompt"] in ("", prompt):
+        data["checked_prompt"] = None
+    return data
+
+
+def read_verdicts(review: Path) -> dict[int, dict[str, Any]]:
+    return {line["id"]: line for line in read_lines(review / RECORDS)}
+
+
+def read_judge(review: Path) -> dict[int, dict[str, Any]]:
+    return {line["id"]: line for line in read_lines(review / JUDGE)}
+
+
+def corpus_findings(corpus: dict[str, Any] | None) -> dict[int, list[Finding]]:
+    out: dict[int, list[Finding]] = {}
+    for item in (corpus or {}).get("findings", []):
+        out.setdefault(item["id"], []).append(Finding.from_json(item["finding"]))
+    return out
+
+
+# --- the view ---
+
+
+@dataclass
+class ReviewedRecord:
+    id: int
+    status: str  # kept | redacted | pending | rejected
+    decision: Decision  # after human actions
+    automatic: Decision  # what the automatic stages decided
+    reasons: list[Finding]
+    prompt: str  # what the student will see (redactions and edits applied)
+    text: str
+    original_prompt: str
+    original_text: str
+    human: dict[str, Any] | None = None  # the last human action on this record
+    edited: bool = False
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.reasons]
+
+
+def _status(decision: str, redacted: bool) -> str:
+    return {"reject": "rejected", "flag": "pending"}.get(decision, "redacted" if redacted or decision == "redact" else "kept")
+
+
+def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[ReviewedRecord]:
+    """Every reviewed record with its final status and text: automatic verdicts, corpus and judge
+    findings, then the audit log's human actions replayed in order (the last action wins)."""
+    review = review_dir(run_dir)
+    rows = load_rows(run_dir) if rows is None else rows
+    verdicts = read_verdicts(review)
+    corpus = corpus_findings(read_json(review / CORPUS))
+    judged = read_judge(review)
+    records: dict[int, ReviewedRecord] = {}
+    for row in rows:
+        line = verdicts.get(row["id"])
+        if line is None:
+            continue  # not reviewed yet
+        reasons = [Finding.from_json(f) for f in line["reasons"]] + corpus.get(row["id"], [])
+        reasons += [Finding.from_json(f) for f in judged.get(row["id"], {}).get("findings", [])]
+        automatic = most_severe(reasons)
+        text = line["redacted_text"] if line["redacted_text"] is not None else row["text"]
+        prompt = line["redacted_prompt"] if line.get("redacted_prompt") is not None else row["prompt"]
+        redacted = text != row["text"] or prompt != row["prompt"]
+        records[row["id"]] = ReviewedRecord(row["id"], _status(automatic, redacted), automatic, automatic, reasons,
+                                            prompt, text, row["prompt"], row["text"], stats=line.get("stats", {}))
+    for entry in read_log(review):
+        _replay(entry, records)
+    return [records[k] for k in sorted(records)]
+
+
+def _replay(entry: dict[str, Any], records: dict[int, ReviewedRecord]) -> None:
+    action = entry["action"]
+    if action not in ("accept", "reject", "edit", "apply_reason"):
+        return
+    who = {"reviewer": entry["reviewer"], "action": action, "time": entry["time"], "note": entry.get("note", "")}
+    for record_id in entry["ids"]:
+        record = records.get(record_id)
+        if record is None:
+            continue
+        record.human = who
+        if action == "edit":
+            after = entry["after"]
+            record.text, record.prompt, record.edited = after["text"], after["prompt"], True
+            record.reasons = [Finding.from_json(f) for f in after["reasons"]]
+            record.decision = after["decision"]
+        else:
+            decision = entry["after"]["decision"]
+            record.decision = "pass" if decision == "accept" else "reject"
+        redacted = not record.edited and (record.text != record.original_text or record.prompt != record.original_prompt)
+        record.status = _status(record.decision, redacted)
+
+
+def view_digest(records: list[ReviewedRecord]) -> str:
+    """Identifies the reviewed dataset: the kept records' ids and the exact texts the student sees."""
+    digest = hashlib.sha256()
+    for record in records:
+        if record.status in ("kept", "redacted"):
+            digest.update(json.dumps([record.id, record.prompt, record.text], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def worst(decisions: list[str]) -> str:
+    return max(decisions, key=SEVERITY.__getitem__, default="pass")

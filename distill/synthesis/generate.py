@@ -1,0 +1,145 @@
+"""`generate`: a spec's records written by the teacher into `RUN/dataset/`. The CLI and `distill run` call this."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from distill.errors import ConfigError, Problem
+from distill.rundir import RunDir, fingerprint
+from distill.spec import LoadedSpec, Teacher
+from distill.synthesis.batch import BatchBook, BatchRunner
+from distill.synthesis.cache import AnswerCache
+from distill.synthesis.cost import FREE, load_prices, price_for, require_price
+from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
+from distill.synthesis.engine import Backoff, Engine, RateLimiter, Tally
+from distill.synthesis.progress import GenerateProgress, summary
+from distill.synthesis.records import RecordWalker
+
+STAND_IN_MODEL = "offline-stand-in"
+BATCH_PROVIDERS = ("openai", "anthropic")
+
+
+@dataclass
+class GenerateResult:
+    tally: Tally
+    records: int  # records in this shard
+    complete: bool  # every record of the whole run is done or failed, and the dataset is written
+    dataset_path: Path | None
+    spent_total_usd: float  # everything this run directory's answers cost, across invocations
+    summary: str
+
+
+def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: int | None = None) -> LoadedSpec:
+    """The spec with `--teacher PROVIDER[:MODEL]` and `--records N` applied (validated like the spec)."""
+    spec = loaded.spec
+    if teacher:
+        from distill.providers.factory import offline_teacher
+
+        provider, _, model = teacher.partition(":")
+        if provider == "offline" and not model:
+            spec = spec.model_copy(update={"teacher": offline_teacher(spec.teacher)})
+            return override_teacher(loaded._replace(spec=spec), None, records)
+        fields: dict[str, Any] = {**spec.teacher.model_dump(), "provider": provider}
+        fields["model"] = model or (STAND_IN_MODEL if provider == "offline" else spec.teacher.model)
+        if provider != "replay":
+            fields["replay"] = None
+        try:
+            new_teacher = Teacher.model_validate(fields)
+        except ValueError as exc:
+            raise ConfigError(Problem(f"--teacher {teacher!r}: {exc}", key="--teacher",
+                                      hint="use offline, openai:MODEL, anthropic:MODEL or hf:DIR")) from None
+        spec = spec.model_copy(update={"teacher": new_teacher})
+    if records is not None:
+        if records < 1:
+            raise ConfigError(Problem("--records must be at least 1", key="--records"))
+        spec = spec.model_copy(update={"records": records})
+    return loaded._replace(spec=spec)
+
+
+def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
+             mode: Literal["online", "batch"] = "online", max_cost_usd: float | None = None,
+             prices_path: Path | None = None, show_progress: bool = True, batch_poll_s: float = 30.0,
+             backoff_base_s: float = 1.0) -> GenerateResult:
+    """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished."""
+    from distill.providers.factory import make_provider
+
+    spec, teacher = loaded.spec, loaded.spec.teacher
+    if mode == "batch" and teacher.provider not in BATCH_PROVIDERS:
+        raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
+                                  file=loaded.path, key="teacher.provider", hint="use --mode online"))
+    cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
+    prices = load_prices(prices_path)
+    price = require_price(prices, teacher.provider, teacher.model, spec_file=loaded.path) if cap is not None \
+        else (price_for(prices, teacher.provider, teacher.model) or FREE)
+    generate_dir = run.path / "generate"
+    cache = AnswerCache(generate_dir / "cache.sqlite")
+    walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
+    provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
+    whole_run = shard == (0, 1)
+    inputs = fingerprint(loaded.fingerprint(), walker.renderer.template_hashes)
+    if whole_run:
+        run.start_stage("generate", inputs)
+    indices = shard_indices(spec.records, shard)
+    log = RecordLog(log_path(generate_dir, shard))
+    spent_before = cache.total_cost()
+    started = time.monotonic()
+    with GenerateProgress(len(indices), enabled=show_progress) as progress:
+        def on_row(row: dict[str, Any], cached: bool) -> None:
+            log.append(row)
+            progress.update(engine.tally)
+
+        engine = Engine(walker, provider, cache, price=price, concurrency=teacher.concurrency,
+                        limiter=RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm), timeout_s=teacher.timeout_s,
+                        max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=cap,
+                        backoff=Backoff(base_s=backoff_base_s), on_row=on_row)
+        try:
+            asyncio.run(_drive(engine, provider, mode, BatchBook(generate_dir / "batches.json"), batch_poll_s,
+                               progress, indices))
+        finally:
+            log.close()
+            cache_total = cache.total_cost()
+            cache.close()
+    return _finish(loaded, run, engine.tally, indices, whole_run, generate_dir, walker, cache_total, cap,
+                   time.monotonic() - started)
+
+
+async def _drive(engine: Engine, provider: Any, mode: str, book: BatchBook, poll_s: float,
+                 progress: GenerateProgress, indices: list[int]) -> None:
+    try:
+        if mode == "batch":
+            await BatchRunner(engine, book, poll_s=poll_s, on_status=progress.message).run(indices)
+        else:
+            await engine.run(indices)
+    finally:
+        await provider.aclose()
+
+
+def _finish(loaded: LoadedSpec, run: RunDir, tally: Tally, indices: list[int], whole_run: bool, generate_dir: Path,
+            walker: RecordWalker, spent_total: float, cap: float | None, elapsed_s: float) -> GenerateResult:
+    """Write the dataset once every record (of every shard) is finished; record the stage's outcome."""
+    rows = collect_rows(generate_dir, loaded.spec.records, walker.template_hashes)
+    complete = len(rows) == loaded.spec.records
+    dataset_path = run.path / "dataset" if complete else None
+    if dataset_path is not None:
+        write_dataset(list(rows.values()), dataset_path)
+    counts = {"records": loaded.spec.records, "ok": sum(r["status"] == "ok" for r in rows.values()),
+              "failed": sum(r["status"] == "failed" for r in rows.values()), "spent_usd": round(spent_total, 6),
+              "teacher_provider": loaded.spec.teacher.provider, "teacher_model": loaded.spec.teacher.model}
+    if complete:
+        if not whole_run:
+            run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
+            run.manifest["stages"].setdefault("generate", {})["fingerprint"] = fingerprint(
+                loaded.fingerprint(), walker.renderer.template_hashes)
+        run.finish_stage("generate", counts=counts)
+    elif whole_run:
+        reason = "the spending cap was reached" if tally.stopped_by_cap else "records are missing"
+        run.finish_stage("generate", counts=counts, state="failed", error=reason)
+    text = summary(tally, total=len(indices), elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
+    if not complete and not whole_run and not tally.stopped_by_cap:
+        text += f"\nshard finished; the dataset is written once every shard is ({len(rows):,}/{loaded.spec.records:,} records)"
+    return GenerateResult(tally, len(indices), complete, dataset_path, spent_total, text)
+

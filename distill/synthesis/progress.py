@@ -1,0 +1,57 @@
+"""The progress bar on stderr (done, cached, failed, rate, spend, ETA) and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from distill.synthesis.engine import Tally
+
+
+class GenerateProgress:
+    def __init__(self, total: int, *, enabled: bool = True):
+        self.console = Console(file=sys.stderr)
+        self.progress = Progress(
+            TextColumn("generate"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("cached {task.fields[cached]:,}  failed {task.fields[failed]:,}  "
+                       "{task.fields[rate]:.1f} rec/s  ${task.fields[spent]:.4f}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=not enabled, transient=False,
+        )
+        self.task = self.progress.add_task("generate", total=total, cached=0, failed=0, rate=0.0, spent=0.0)
+
+    def __enter__(self) -> GenerateProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, tally: Tally) -> None:
+        task = self.progress.tasks[0]
+        finished = tally.done + tally.failed
+        rate = (finished - tally.from_cache) / task.elapsed if task.elapsed else 0.0
+        self.progress.update(self.task, completed=finished, cached=tally.from_cache, failed=tally.failed,
+                             rate=rate, spent=tally.spent_usd)
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+
+def summary(tally: Tally, *, total: int, elapsed_s: float, spent_total: float, max_cost: float | None) -> str:
+    lines = [
+        f"records: {tally.done:,} ok, {tally.failed:,} failed, {total - tally.done - tally.failed:,} not done "
+        f"({tally.from_cache:,} entirely from the cache)",
+        f"requests sent: {tally.requests:,} ({tally.retries:,} retries, {tally.rate_limited:,} rate-limited) "
+        f"in {elapsed_s:.1f} s",
+        f"spent this run: ${tally.spent_usd:.4f}; run total: ${spent_total:.4f}",
+    ]
+    if tally.failures:
+        lines.append("failures: " + ", ".join(f"{kind} x{count}" for kind, count in sorted(tally.failures.items())))
+    if tally.stopped_by_cap:
+        lines.append(f"stopped: the spending cap of ${max_cost:.2f} was reached; resume with a higher cap "
+                     f"(--max-cost USD) to finish the remaining records")
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""The training stage: examples in, a student that loads with plain transformers out.
+
+`train_student` reads top to bottom: claim the output folder, split, tokenizer, model, batches,
+optimizer, resume from the newest checkpoint, `_train` (forward, loss, backward, clip, step, log,
+evaluate, checkpoint), release the final model. The same code runs on a CPU, one GPU, or several
+GPUs and nodes under `accelerate launch`: Accelerate places the model and wraps it for data-parallel
+training, and every process reads its own slice of each global batch.
+
+Everything lands in `out_dir` (RUN/train): `run.json` (what is being trained), `split.json`,
+`tokenizer/`, `checkpoints/`, `metrics.jsonl`, `loss_curve.png`, and at the end `model/` (plus
+`adapter/` for LoRA) and `result.json`. Calling again after a crash resumes from the newest checkpoint;
+calling again after success with the same inputs returns the stored result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import LlamaForCausalLM
+
+from distill.errors import ConfigError, Problem, RunDirError
+from distill.evaluate.bpb import bits_per_byte
+from distill.rundir import fingerprint as stable_fingerprint, write_json_atomic
+from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
+from distill.train.config import TrainConfig, TrainResult
+from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
+from distill.train.flops import flops_per_token, measure_matmul_flops
+from distill.train.lora import load_base_model
+from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
+from distill.train.presets import count_parameters, model_config
+from distill.train.tokenizer import load_or_train_tokenizer
+
+
+def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, kind: Kind) -> TrainResult:
+    """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`."""
+    out_dir = Path(out_dir)
+    inputs_fingerprint = _check_inputs(examples, config, kind)
+    if (done := _finished(out_dir, inputs_fingerprint)) is not None:
+        return done
+
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config), log_with=config.report_to or None,
+                              project_dir=out_dir / "trackers")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
+        _claim(out_dir, inputs_fingerprint, config, kind)
+        split = load_or_make_split(out_dir / "split.json", examples, val_fraction=config.val_fraction,
+                                   mode=config.val_split, seed=config.seed)
+        train_examples = [examples[i] for i in split.train]
+        set_seed(config.seed)  # same initial weights on every process and every attempt
+        model, tokenizer = prepare_student(config, out_dir, train_texts=[e["text"] for e in train_examples])
+
+    batches = TrainBatches(encode_examples(tokenizer, train_examples, kind), kind=kind,
+                           context_length=config.context_length, batch_size=config.batch_size, seed=config.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           pad_id=tokenizer.pad_token_id)
+    val_examples = [examples[i] for i in split.val]
+    val_texts = [e["text"] for e in val_examples]
+    val_prompts = [render_prompt(tokenizer, e["prompt"]) for e in val_examples] if kind == "instruct" else None
+
+    optimizer = make_optimizer(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
+    metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
+    if config.report_to:
+        accelerator.init_trackers("distill-train", config=config.model_dump(mode="json"))
+
+    def log(row: dict) -> None:
+        metrics.write(row)
+        accelerator.log(row, step=row["step"])  # TensorBoard / W&B when asked for, else nothing
+
+    def evaluate(limit: int | None) -> dict:
+        """Validation loss and bits per byte on the first `limit` validation texts (all with None)."""
+        unwrapped = accelerator.unwrap_model(model)
+        with torch.no_grad(), accelerator.autocast():
+            scores = bits_per_byte(unwrapped, tokenizer, val_texts[:limit],
+                                   prompts=val_prompts[:limit] if val_prompts else None,
+                                   context_length=config.context_length, batch_size=config.batch_size)
+        model.train()
+        return {"val_loss": scores["nats_per_token"], "val_bpb": scores["bits_per_byte"]}
+
+    final_eval = _train(accelerator, model, optimizer, batches, evaluate, state, config, out_dir, log)
+    accelerator.end_training()
+
+    result = None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        non_embedding, trainable, _ = count_parameters(unwrapped)
+        save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
+        plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+        result = TrainResult(
+            model_dir=out_dir / "model", steps=state.step, tokens=state.tokens, seconds=state.seconds,
+            stopped_by=state.stopped_by, val_loss=final_eval["val_loss"], val_bpb=final_eval["val_bpb"],
+            non_embedding_params=non_embedding, trainable_params=trainable,
+            metrics_path=out_dir / "metrics.jsonl", loss_curve_path=out_dir / "loss_curve.png",
+        )
+        write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
+    accelerator.wait_for_everyone()
+    return result or _finished(out_dir, inputs_fingerprint)
+
+
+def _train(accelerator, model, optimizer, batches: TrainBatches, evaluate, state: TrainState, config: TrainConfig,
+           out_dir: Path, log) -> dict:
+    """Run optimizer steps until the budget is spent; checkpoint and evaluate on the way and at the end.
+
+    Mutates `state`; returns the final evaluation.
+    """
+    fpt = flops_per_token(accelerator.unwrap_model(model), config.context_length)
+    precision = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
+    loss_of = torch.compile(next_token_loss) if config.compile else next_token_loss
+    model.train()
+    clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
+    window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
+    last_eval: dict | None = None
+
+    with progress_bar(accelerator.is_main_process) as bar:
+        task = bar.add_task("train", total=1.0, completed=_progress(state, config), stats="")
+        while (stop := state.stopped_by or _out_of_budget(state, config)) is None:
+            lr = learning_rate(state, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=accelerator.device)
+            step_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+            for micro in range(config.grad_accum):
+                inputs, targets = batches.get(state.epoch, state.batch)
+                state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
+                step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
+                inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
+                # Gradients are all-reduced across processes only on the last micro-batch.
+                sync = micro == config.grad_accum - 1
+                with nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                    loss = loss_of(model, inputs, targets)
+                accelerator.backward(loss / config.grad_accum)
+                loss_sum += loss.detach()
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += int(accelerator.reduce(step_tokens, "sum"))
+            state.seconds = time.perf_counter() - clock
+
+            if state.step % config.log_every == 0:
+                tokens_per_s = (state.tokens - window[0]) / (time.perf_counter() - window[1])
+                window = (state.tokens, time.perf_counter())
+                row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3),
+                       "loss": accelerator.reduce(loss_sum, "mean").item() / config.grad_accum, "lr": lr,
+                       "grad_norm": float(grad_norm), "tokens_per_s": round(tokens_per_s, 1),
+                       "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4)}
+                log(row)
+                bar.update(task, completed=_progress(state, config), stats=(
+                    f"step {state.step} loss {row['loss']:.3f} {tokens_per_s / 1e3:.1f}k tok/s MFU {row['mfu']:.2f}"))
+            if state.step % config.eval_every == 0:
+                last_eval = _evaluate_and_log(evaluate, config.eval_max_texts, state, log)
+                state.stopped_by = _early_stop(last_eval, state, config)
+                window = (state.tokens, time.perf_counter())  # eval time is not training throughput
+            if state.step % config.checkpoint_every == 0:
+                save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
+                if accelerator.is_main_process:
+                    plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+                window = (state.tokens, time.perf_counter())
+        bar.update(task, completed=1.0)
+
+    state.stopped_by = stop
+    final_eval = evaluate(None)  # the whole validation split, whatever eval_max_texts says
+    if last_eval is None or last_eval.get("step") != state.step or config.eval_max_texts is not None:
+        log({"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **final_eval})
+    save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
+    print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
+          f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
+    return final_eval
+
+
+def next_token_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the targets (B, T) given inputs (B, T); IGNORE targets do not count."""
+    logits = model(input_ids=inputs, use_cache=False).logits  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def learning_rate(state: TrainState, config: TrainConfig) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio` over the budget.
+
+    The decay follows the budget's own unit (steps, tokens or minutes), so a wall-clock run still ends
+    at the minimum learning rate however fast the machine turned out to be.
+    """
+    warmup = min(1.0, (state.step + 1) / (config.warmup_steps + 1))
+    cosine = 0.5 * (1 + math.cos(math.pi * _progress(state, config)))
+    return config.learning_rate * warmup * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model, config: TrainConfig, *, fused: bool) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (weights, embeddings) and none on norms and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                             fused=fused)
+
+
+def prepare_student(config: TrainConfig, out_dir: Path, *, train_texts: list[str] | None = None):
+    """(model, tokenizer) before training: a fresh preset model with its own tokenizer, or the base model.
+
+    From scratch, the tokenizer is trained on `train_texts` once and kept in `out_dir/tokenizer`.
+    """
+    if not config.from_scratch:
+        return load_base_model(config)
+    if train_texts is None and not (out_dir / "tokenizer").is_dir():
+        raise RunDirError(Problem("no tokenizer yet: training has not started", file=out_dir,
+                                  hint="run `distill train RUN` first"))
+    tokenizer = load_or_train_tokenizer(out_dir / "tokenizer", train_texts or [], config.tokenizer_vocab,
+                                        chat_template=config.chat_template)
+    architecture = model_config(config.preset, config.custom, vocab_size=len(tokenizer),
+                                context_length=config.context_length, bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                dropout=config.dropout)
+    return LlamaForCausalLM(architecture), tokenizer
+
+
+def _progress(state: TrainState, config: TrainConfig) -> float:
+    """How much of the budget is spent, 0..1: the largest fraction over the budgets that are set."""
+    max_steps, max_tokens, max_minutes = config.budget()
+    fractions = [0.0]
+    if max_steps:
+        fractions.append(state.step / max_steps)
+    if max_tokens:
+        fractions.append(state.tokens / max_tokens)
+    if max_minutes:
+        fractions.append(state.seconds / (60 * max_minutes))
+    return min(1.0, max(fractions))
+
+
+def _out_of_budget(state: TrainState, config: TrainConfig) -> str | None:
+    max_steps, max_tokens, max_minutes = config.budget()
+    if max_steps and state.step >= max_steps:
+        return "max_steps"
+    if max_tokens and state.tokens >= max_tokens:
+        return "max_tokens"
+    if max_minutes and state.seconds >= 60 * max_minutes:
+        return "max_minutes"
+    return None
+
+
+def _evaluate_and_log(evaluate, limit: int | None, state: TrainState, log) -> dict:
+    scores = evaluate(limit)
+    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores}
+    log(row)
+    return row
+
+
+def _early_stop(scores: dict, state: TrainState, config: TrainConfig) -> str | None:
+    """Track the best validation loss; "early_stopping" once it has not improved for `patience` evals."""
+    if state.best_val_loss is None or scores["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.evals_since_best = scores["val_loss"], 0
+    else:
+        state.evals_since_best += 1
+    patience = config.early_stopping_patience
+    return "early_stopping" if patience is not None and state.evals_since_best >= patience else None
+
+
+def _mixed_precision(config: TrainConfig) -> str:
+    """bf16 autocast on request, or with "auto" on a GPU that has bf16 units; fp32 on CPUs (few have
+    native bf16 matmuls, and emulated bf16 is slower than fp32)."""
+    if config.precision == "bf16":
+        return "bf16"
+    if config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _check_inputs(examples: list[dict], config: TrainConfig, kind: str) -> str:
+    """Cheap checks before any work; returns the fingerprint of everything that decides the weights."""
+    if kind not in ("text", "instruct"):
+        raise ConfigError(Problem(f"kind must be 'text' or 'instruct', not {kind!r}", key="kind"))
+    problems = [Problem(f"example {i} has no non-empty 'text'") for i, e in enumerate(examples)
+                if not isinstance(e.get("text"), str) or not e["text"]][:5]
+    if kind == "instruct":
+        problems += [Problem(f"example {i} has no 'prompt' (instruct examples need one)")
+                     for i, e in enumerate(examples) if not isinstance(e.get("prompt"), str) or not e["prompt"]][:5]
+    if not examples:
+        problems.append(Problem("no examples to train on"))
+    if problems:
+        raise ConfigError(*problems)
+    rows = [(e.get("id"), e.get("prompt", ""), e["text"]) for e in examples]
+    return stable_fingerprint(kind, rows, config.weights_fingerprint_fields())
+
+
+def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
+    """The stored result of a finished run with these very inputs, if there is one."""
+    path = out_dir / "result.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.pop("fingerprint") != inputs_fingerprint:
+        return None
+    for key in ("model_dir", "metrics_path", "loss_curve_path"):
+        stored[key] = Path(stored[key])
+    return TrainResult(**stored)
+
+
+def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str) -> None:
+    """Record what this folder trains; refuse to resume a run that trained something else."""
+    path = out_dir / "run.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["fingerprint"] == inputs_fingerprint:
+            return
+        changed = [k for k, v in config.weights_fingerprint_fields().items() if stored["config"].get(k) != v]
+        what = f"settings changed: {', '.join(changed)}" if changed else "the training examples changed"
+        raise RunDirError(Problem(f"{out_dir} holds a training run with other inputs ({what})", file=path,
+                                  hint=f"restore the old settings to resume it, or delete {out_dir} to train afresh"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"fingerprint": inputs_fingerprint, "kind": kind, "config": config.model_dump(mode="json")})
