@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +40,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from teacher_wire import (
+# The wire formats live beside this file. It is imported as `teacher_server` (tests/ on sys.path), as
+# `tests.teacher_server` (benchmarks) and run as a script, so make its own folder importable in all three.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from teacher_wire import (  # noqa: E402
     ANTHROPIC_CUSTOM_ID,
     REFUSAL_TEXT,
     Answer,
@@ -51,7 +58,7 @@ from teacher_wire import (
     anthropic_message_json,
     anthropic_result_lines,
     count_tokens,
-    default_answer_text,
+    default_answer_text,  # re-exported, as are TeacherCall and prompt_key
     error_json,
     jsonl,
     multipart_fields,
@@ -237,6 +244,7 @@ class TeacherServer:
             self._live_answers = 0
             self._batch_answers = 0
             self._rate_limited = 0
+            self._abandoned = 0
             self._in_flight = 0
             self._max_in_flight = 0
             self._first_request_at: float | None = None
@@ -246,11 +254,12 @@ class TeacherServer:
         """Everything counted so far, as plain JSON-able data (the same as `GET /_stats`).
 
         requests: API requests received (every endpoint); by_endpoint: e.g. {"POST /v1/chat/completions": 3};
-        completion_requests: live chat/messages requests; answers: answers produced (live + batch items,
-        including truncated and refused ones, i.e. what a real API bills); by_prompt: prompt_key -> answers;
+        completion_requests: live chat/messages requests; answers: answers delivered (live + batch items,
+        truncated and refused ones included, as a real API bills them); by_prompt: prompt_key -> answers;
         unique_prompts; duplicate_answers: answers beyond the first per prompt; faults: kind -> times served;
-        rate_limited: 429s from the rpm limit; max_in_flight: peak concurrent live completions;
-        first_request_at / last_request_at: unix times.
+        rate_limited: 429s from the rpm limit; abandoned: live requests whose client hung up (timeout,
+        kill -9) before the answer was ready, so not answered; max_in_flight: peak concurrent live
+        completions; first_request_at / last_request_at: unix times.
         """
         with self._lock:
             answers = self._live_answers + self._batch_answers
@@ -267,6 +276,7 @@ class TeacherServer:
                 "by_prompt": dict(self._by_prompt),
                 "faults": dict(self._faults_served),
                 "rate_limited": self._rate_limited,
+                "abandoned": self._abandoned,
                 "max_in_flight": self._max_in_flight,
                 "first_request_at": self._first_request_at,
                 "last_request_at": self._last_request_at,
@@ -292,6 +302,10 @@ class TeacherServer:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             return None
+
+    def count_abandoned(self) -> None:
+        with self._lock:
+            self._abandoned += 1
 
     def leave_live(self) -> None:
         with self._lock:
@@ -536,6 +550,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # drop it unanswered
                 return None
             teacher.pause(teacher.latency)
+            if self._client_gone():
+                # It timed out or died (kill -9) while the answer was being "written": it will ask
+                # again, so it is not counted as answered; the counts then mean answers delivered.
+                teacher.count_abandoned()
+                self.close_connection = True
+                return None
             if fault is not None and fault.kind == "malformed":
                 return self._send(200, None, raw=b'{"id": "cut-off", "choices": [{"index": 0, "message": {"con')
             answer = teacher.answer(call, fault)
@@ -543,6 +563,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, wire(call, answer))
         finally:
             teacher.leave_live()
+
+    def _client_gone(self) -> bool:
+        """True when the client has closed its end (the socket reads as end-of-file)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _rate_limited(self, api: Api, retry_after: float, message: str) -> None:
         # Fractional seconds are not standard HTTP, but both SDKs accept them, and at 50 requests per

@@ -329,6 +329,45 @@ def test_override_needs_reason_and_environment_and_is_stamped(tmp_path, model_di
     assert verify(bundle).ok
 
 
+def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
+    """The review stage's files, written with its own functions: verdicts, an optional human
+    rejection, and the automatic sign-off the offline policy allows."""
+    from distill.review.chain import check_texts
+    from distill.review.policy import load_policy
+    from distill.review.signoff import auto_sign_off
+    from distill.review.store import RECORDS, append_lines, build_view, review_dir, verdict_line, view_digest
+
+    folder = review_dir(run.path)
+    policy = load_policy("general")
+    verdicts = check_texts(STORIES, policy)
+    append_lines(folder / RECORDS, [verdict_line(i, v, STORIES[i], "") for i, v in enumerate(verdicts)])
+    if reject is not None:
+        append_entry(folder, reviewer="ana", action="reject", ids=[reject], after={"decision": "reject"})
+    auto_sign_off(folder, policy, view_digest=view_digest(build_view(run.path)))
+
+
+def test_release_of_a_reviewed_run_end_to_end(tmp_path, model_dir, png_bytes, capsys):
+    from distill.release import release
+
+    run = make_run(tmp_path, model_dir, png_bytes)
+    review_and_sign_off(run, reject=4)
+    bundle = release(run.path)
+    assert "ONNX export" in capsys.readouterr().err  # exported, or said why not
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    review = manifest["lineage"]["review"]
+    assert review["signed_off"] and review["signer"] == "auto" and review["policy"] == "general"
+    assert review["audit_log_final_hash"] == json.loads((run.path / "review" / "audit.head").read_text())["hash"]
+    card = (bundle / "README.md").read_text()
+    assert "- kept: 4\n" in card and "- rejected: 1\n" in card and "automatic sign-off" in card
+    assert verify(bundle.parent / f"{bundle.name}.tar.gz").ok
+    assert RunDir.open(run.path).stage("release")["state"] == "done"
+
+    # A human decision after the sign-off changes the kept records: the sign-off no longer covers them.
+    append_entry(run.path / "review", reviewer="ana", action="reject", ids=[3], after={"decision": "reject"})
+    with pytest.raises(ReleaseGateError, match=r"not signed off \(the kept records changed after the sign-off\)"):
+        release(run.path)
+
+
 # --- the customer's side: plain transformers, no distill ---
 
 LOAD_AND_GENERATE = """

@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -197,6 +199,15 @@ async def test_hang_outlasts_the_client_timeout(server, openai_sdk):
     assert server.stats()["faults"] == {"hang": 1}
 
 
+@with_server(latency=0.5)
+async def test_a_client_that_hangs_up_is_not_answered(server, openai_sdk):
+    with pytest.raises(openai.APITimeoutError):
+        await ask_openai(openai_sdk.with_options(timeout=0.2), "slow")
+    await asyncio.sleep(0.5)
+    stats = server.stats()
+    assert stats["abandoned"] == 1 and stats["answers"] == 0 and stats["unique_prompts"] == 0
+
+
 @with_server(rpm=600)
 async def test_rpm_limit_answers_429_with_the_wait_until_capacity(server, openai_sdk):
     # 600 rpm = 10 per second with a one-second bucket: 10 pass at once; each refused request is told
@@ -327,6 +338,32 @@ def test_subprocess_mode_is_controlled_over_http():
         server.reset_stats()
         assert server.stats()["requests"] == 0
     assert server.process.returncode is not None
+
+
+KILLED_CLIENT = """
+import http.client, json, sys, threading
+def ask(i):
+    connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"prompt {i}"}]})
+    connection.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer k"})
+    connection.getresponse().read()
+threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_requests_of_a_client_killed_midway_are_abandoned_not_answered():
+    with TeacherServerProcess(latency=1.0) as server:
+        client = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, str(server.port)])
+        deadline = time.monotonic() + 10
+        while server.stats()["completion_requests"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.kill()
+        client.wait()
+        time.sleep(1.2)
+        stats = server.stats()
+        assert (stats["completion_requests"], stats["abandoned"], stats["answers"]) == (4, 4, 0)
 
 
 def test_subprocess_dies_on_kill_9():

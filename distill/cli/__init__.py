@@ -10,7 +10,10 @@ import sys
 
 import typer
 
+from distill.cli import evaluate as evaluate_commands
 from distill.cli import generate as generate_commands
+from distill.cli import release as release_commands
+from distill.cli import run as run_command
 from distill.cli import spec as spec_commands
 
 app = typer.Typer(
@@ -24,6 +27,11 @@ app = typer.Typer(
 for command in (spec_commands.validate, spec_commands.schema, spec_commands.preview, spec_commands.init,
                 generate_commands.plan, generate_commands.generate):
     app.command()(command)
+app.command("eval")(evaluate_commands.eval_command)
+app.command("inspect")(evaluate_commands.inspect_command)
+app.command()(release_commands.release)
+app.command()(release_commands.verify)
+app.command()(run_command.run)
 
 
 def main() -> None:

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import torch
 
-from distill.train.data import start_token
-
 
 @dataclass(frozen=True)
 class _Window:
@@ -48,6 +46,8 @@ def bits_per_byte(
         raise ValueError(f"context_length must be >= 2, got {context_length}")
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+    from distill.train.data import start_token  # here, not at the top: the trainer imports this module
+
     start = start_token(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 

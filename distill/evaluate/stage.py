@@ -313,7 +313,16 @@ def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
     else:
         student_required = [required(t["example"]) for t in tasks] if conformance.required_variables else None
         metrics["student"] = text_metrics([s[0] for s in student], vocabulary=vocabulary, required=student_required)
-    return {"student": metrics["student"], "teacher": metrics["teacher"]}
+    names = [step.name for step in loaded.spec.steps]
+    target = names.index(loaded.spec.target_step)
+    if loaded.spec.steps[target].output == "json":  # the student writes JSON: how often is it valid?
+        from distill.evaluate.metrics import json_validity
+        from distill.prompts import step_json_schema
+
+        schema = step_json_schema(loaded, target)
+        metrics["teacher"]["json"] = json_validity([e["text"] for e in examples], schema)
+        metrics["student"]["json"] = json_validity([text for samples in student for text in samples], schema)
+    return metrics
 
 
 def _policy(loaded):

@@ -84,6 +84,7 @@ class Judge:
 
     def __init__(self, provider: Provider, policy: Policy, *, model: str):
         self.provider = provider
+        self.policy = policy
         self.model = model
         self.settings = policy.judge
         self.categories = {c.upper() for c in policy.judge.categories}

@@ -22,7 +22,7 @@ from typing import Any
 
 from distill.errors import RunDirError
 from distill.review.audit import read_log
-from distill.review.verdict import SEVERITY, Decision, Finding, RecordVerdict, most_severe
+from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
 
 RECORDS = "records.jsonl"
 CORPUS = "corpus.json"
@@ -129,6 +129,7 @@ class ReviewedRecord:
     text: str
     original_prompt: str
     original_text: str
+    checked_text: str = ""  # the text later stages' spans index (repairs made, nothing redacted)
     human: dict[str, Any] | None = None  # the last human action on this record
     edited: bool = False
     stats: dict[str, float] = field(default_factory=dict)
@@ -161,8 +162,9 @@ def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[
         text = line["redacted_text"] if line["redacted_text"] is not None else row["text"]
         prompt = line["redacted_prompt"] if line.get("redacted_prompt") is not None else row["prompt"]
         redacted = text != row["text"] or prompt != row["prompt"]
+        checked = line["checked_text"] if line["checked_text"] is not None else row["text"]
         records[row["id"]] = ReviewedRecord(row["id"], _status(automatic, redacted), automatic, automatic, reasons,
-                                            prompt, text, row["prompt"], row["text"], stats=line.get("stats", {}))
+                                            prompt, text, row["prompt"], row["text"], checked, stats=line.get("stats", {}))
     for entry in read_log(review):
         _replay(entry, records)
     return [records[k] for k in sorted(records)]
@@ -181,6 +183,7 @@ def _replay(entry: dict[str, Any], records: dict[int, ReviewedRecord]) -> None:
         if action == "edit":
             after = entry["after"]
             record.text, record.prompt, record.edited = after["text"], after["prompt"], True
+            record.checked_text = after["submitted"]
             record.reasons = [Finding.from_json(f) for f in after["reasons"]]
             record.decision = after["decision"]
         else:
@@ -198,6 +201,3 @@ def view_digest(records: list[ReviewedRecord]) -> str:
             digest.update(json.dumps([record.id, record.prompt, record.text], ensure_ascii=False).encode())
     return digest.hexdigest()
 
-
-def worst(decisions: list[str]) -> str:
-    return max(decisions, key=SEVERITY.__getitem__, default="pass")

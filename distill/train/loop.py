@@ -123,6 +123,7 @@ def _train(accelerator, model, optimizer, batches: TrainBatches, evaluate, state
     clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
     window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
     last_eval: dict | None = None
+    plotted = time.perf_counter()  # the loss curve is redrawn at checkpoints a minute apart, and at the end
 
     with progress_bar(accelerator.is_main_process) as bar:
         task = bar.add_task("train", total=1.0, completed=_progress(state, config), stats="")
@@ -166,8 +167,9 @@ def _train(accelerator, model, optimizer, batches: TrainBatches, evaluate, state
                 window = (state.tokens, time.perf_counter())  # eval time is not training throughput
             if state.step % config.checkpoint_every == 0:
                 save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
-                if accelerator.is_main_process:
+                if accelerator.is_main_process and time.perf_counter() - plotted > 60:  # plotting takes ~0.3 s
                     plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+                    plotted = time.perf_counter()
                 window = (state.tokens, time.perf_counter())
         bar.update(task, completed=1.0)
 

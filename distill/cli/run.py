@@ -1,0 +1,38 @@
+"""`distill run SPEC`: every stage from spec to a verified bundle, skipping what is already done."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def run(
+    spec: Annotated[Path, typer.Argument(help="The task spec YAML file.")],
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Replace the spec's teacher: offline, openai:MODEL, anthropic:MODEL, hf:DIR.")] = None,
+    records: Annotated[Optional[int], typer.Option("--records", help="Generate this many records instead of the spec's count.")] = None,
+    run_id: Annotated[str, typer.Option("--run-id", help="Run directory name under runs/<spec-name>/.")] = "main",
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories live.")] = Path("runs"),
+    override_gate: Annotated[Optional[str], typer.Option("--override-gate", help="Local development only: release despite a failed gate, with this written reason (needs DISTILL_ALLOW_GATE_OVERRIDE=1).")] = None,
+) -> None:
+    """Plan, generate, review, train, evaluate and release; re-running skips every stage whose inputs are unchanged."""
+    from distill.pipeline import run_pipeline
+    from distill.rundir import RunDir
+    from distill.synthesis import override_teacher
+    from distill.synthesis.cost import estimate_plan, load_prices
+    from distill.validate import check_spec
+
+    checked = check_spec(spec)
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    loaded = override_teacher(checked.loaded, teacher, records)
+    print(estimate_plan(loaded, load_prices(None)).summary(), file=sys.stderr)
+    summary = run_pipeline(loaded, runs_dir=runs_dir, run_id=run_id, override_reason=override_gate,
+                           show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
+    print(summary.text(RunDir.open(summary.run_dir)), file=sys.stderr)
+    if summary.waiting_for:
+        raise typer.Exit(4)
+    print(summary.bundle)

@@ -1,0 +1,152 @@
+"""The training loop end to end on a tiny real Llama (seconds on one CPU thread)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.utils import set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from distill.errors import RunDirError
+from distill.train import TrainConfig, train_student
+from distill.train.checkpoint import checkpoints
+from distill.train.loop import prepare_student
+from test_train_data import stories
+
+TINY = dict(
+    preset="custom",
+    custom={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    tokenizer_vocab=300,
+    context_length=32,
+    batch_size=4,
+    learning_rate=1e-2,
+    warmup_steps=5,
+    max_steps=40,
+    eval_every=10,
+    checkpoint_every=10,
+    log_every=5,
+    num_threads=1,  # one thread: CPU kernels are then bit-for-bit repeatable
+    peak_flops=1e10,  # skip measuring the machine in every test
+)
+EXAMPLES = [{"id": i, "prompt": "", "text": t} for i, t in enumerate(stories(60))]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "train"
+    config = TrainConfig(**TINY)
+    return out, config, train_student(EXAMPLES, out, config, kind="text")
+
+
+def test_loss_falls(trained):
+    out, _, result = trained
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    assert vals[-1] < vals[0] < math.log(300)  # below a uniform guess over the vocabulary from the first eval
+    assert result.val_loss == pytest.approx(vals[-1])
+    assert 0 < result.val_bpb < 8 and result.steps == 40 and result.stopped_by == "max_steps"
+    assert result.tokens == 40 * 4 * 32 and all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in rows if "loss" in r)
+    assert result.loss_curve_path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_every_parameter_changes(trained):
+    out, config, result = trained
+    set_seed(config.seed)  # the loop seeds the same way before building the model
+    initial, _ = prepare_student(config, out)
+    final = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    final_params = dict(final.named_parameters())
+    for name, param in initial.named_parameters():
+        assert not torch.equal(param, final_params[name]), f"{name} did not change"
+
+
+def test_validation_split_is_disjoint_from_training(trained):
+    out, _, _ = trained
+    split = json.loads((out / "split.json").read_text())
+    assert split["val"] and not set(split["val"]) & set(split["train"])
+    assert sorted(split["val"] + split["train"]) == [e["id"] for e in EXAMPLES]
+
+
+def test_saved_model_loads_with_plain_transformers_and_generates(trained):
+    _, _, result = trained
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    inputs = tokenizer("Once upon a time,", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(output[0], skip_special_tokens=True)
+    assert text.startswith("Once upon a time,") and len(text) > len("Once upon a time,")
+
+
+def test_a_finished_run_returns_without_work(trained):
+    out, config, result = trained
+    before = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    again = train_student(EXAMPLES, out, config.model_copy(update={"log_every": 7}), kind="text")  # runtime-only change
+    assert again == result
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_other_inputs_refuse_to_resume(trained):
+    out, config, _ = trained
+    with pytest.raises(RunDirError, match="learning_rate"):
+        train_student(EXAMPLES, out, config.model_copy(update={"learning_rate": 1e-3}), kind="text")
+    with pytest.raises(RunDirError, match="examples changed"):
+        train_student(EXAMPLES[:-1], out, config, kind="text")
+
+
+def test_early_stopping_and_wall_clock_budget(tmp_path):
+    stalled = TrainConfig(**{**TINY, "learning_rate": 1e-12, "eval_every": 2, "early_stopping_patience": 1,
+                             "max_steps": 100})
+    result = train_student(EXAMPLES, tmp_path / "a", stalled, kind="text")
+    assert result.stopped_by == "early_stopping" and result.steps == 4
+
+    timed = TrainConfig(**{**TINY, "max_steps": None, "max_minutes": 0.02})
+    result = train_student(EXAMPLES, tmp_path / "b", timed, kind="text")
+    assert result.stopped_by == "max_minutes" and 1.2 <= result.seconds < 10
+
+
+KILLABLE = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from distill.train import TrainConfig, train_student
+    examples, config = json.loads(Path(sys.argv[1]).read_text()), TrainConfig.model_validate_json(sys.argv[2])
+    train_student(examples, Path(sys.argv[3]), config, kind="text")
+""")
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    # Bit-for-bit: with one thread, fixed seeds and the same shapes, CPU kernels repeat exactly, and a
+    # resume restores the exact bits of weights, Adam moments, RNG and data position; so the
+    # tolerance is zero. (On GPUs, atomics in some kernels make runs differ in the last bits anyway.)
+    config = TrainConfig(**{**TINY, "max_steps": 40, "checkpoint_every": 4, "dropout": 0.1})  # dropout: the RNG state must be restored too
+    (tmp_path / "examples.json").write_text(json.dumps(EXAMPLES))
+    killed = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path / "examples.json"),
+                              config.model_dump_json(), str(killed)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(int(c.name[5:]) >= 8 for c in checkpoints(killed)):
+        assert child.poll() is None and time.monotonic() < deadline, "the training child ended before the kill"
+        time.sleep(0.002)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (killed / "result.json").exists(), "killed too late: training had finished"
+
+    resumed = train_student(EXAMPLES, killed, config, kind="text")
+    straight = train_student(EXAMPLES, tmp_path / "straight", config, kind="text")
+    assert resumed.steps == straight.steps == 40
+    a = AutoModelForCausalLM.from_pretrained(resumed.model_dir).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(straight.model_dir).state_dict()
+    for name in b:
+        assert torch.equal(a[name], b[name]), name
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(5, 41, 5))  # no duplicates from the replay
