@@ -211,6 +211,8 @@ class Student(Strict):
     custom: dict[str, Any] = Field(default_factory=dict)  # transformers config fields for preset: custom
     tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096
     context_length: Annotated[int, Field(ge=16, le=8192)] = 256
+    chat_template: str | None = None  # instruct: a Jinja chat template; None: the base model's, else distill's
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
     @model_validator(mode="after")
     def _lora_needs_base(self) -> "Student":
@@ -220,17 +222,32 @@ class Student(Strict):
 
 
 class Training(Strict):
-    max_steps: PositiveInt | None = None
+    """How the student trains (flattened into distill.train.TrainConfig, which checks it further)."""
+
+    max_steps: PositiveInt | None = None  # the budget: the first one set that runs out ends training
     max_tokens: PositiveInt | None = None
     max_minutes: Annotated[float, Field(gt=0)] | None = None
     batch_size: PositiveInt = 16
     grad_accum: PositiveInt = 1
     learning_rate: Annotated[float, Field(gt=0)] = 2e-3
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     warmup_steps: Annotated[int, Field(ge=0)] = 50
     weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    grad_clip: Annotated[float, Field(gt=0)] = 1.0
     eval_every: PositiveInt = 100
+    eval_max_texts: PositiveInt | None = None
+    early_stopping_patience: PositiveInt | None = None
     checkpoint_every: PositiveInt = 200
+    keep_checkpoints: PositiveInt = 2
+    log_every: PositiveInt = 10
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    val_split: Literal["random", "tail"] = "random"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    num_threads: PositiveInt | None = None
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     seed: int = 0
 
 

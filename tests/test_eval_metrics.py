@@ -35,10 +35,11 @@ def test_vocabulary_conformance_counts_inflections_and_skips_names():
 
 def test_required_words_used():
     texts = ["Tom jumped over the shiny rock.", "Lily was sad."]
-    result = required_words_used(texts, [["jump", "rock", "shiny"], ["happy", "sad"]])
-    assert result["texts_using_all"] == 0.5
+    result = required_words_used(texts + ["No words asked of this one."], [["jump", "rock", "shiny"], ["happy", "sad"], []])
+    assert result["texts_using_all"] == 0.5 and result["texts"] == 2
     assert result["words_used"] == pytest.approx(4 / 5)
     assert required_words_used(["he went to the big park"], [["big park"]])["texts_using_all"] == 1.0
+    assert required_words_used(["a story"], [[]]) is None
 
 
 def test_average_length_and_json_validity():

@@ -54,13 +54,13 @@ def test_previous_token_head_is_local(tok):
     assert head.local_mass > 0.95 and head.entropy < 0.05
 
 
-def test_uniform_head_is_semantic_and_spread(tok):
+def test_uniform_head_is_diffuse(tok):
     model = one_head_llama(len(tok))
     set_query_key(model, torch.zeros(4), torch.zeros(4))  # all scores 0: uniform over earlier tokens
 
     [head] = head_statistics(model, tok, LONG_TEXTS, context_length=128)
 
-    assert head.kind == "semantic"
+    assert head.kind == "diffuse"
     assert head.entropy == pytest.approx(1.0, abs=1e-4)
     assert head.local_mass < 0.3
 
@@ -93,9 +93,10 @@ def test_classification_of_known_maps(pattern, kind, distance):
 
 
 def test_classify_rule_thresholds():
-    assert classify(local_mass=0.5, first_token_mass=0.1) == "local"
-    assert classify(local_mass=0.49, first_token_mass=0.49) == "semantic"
-    assert classify(local_mass=0.6, first_token_mass=0.6) == "first-token"
+    assert classify(local_mass=0.5, first_token_mass=0.1, entropy=0.9) == "local"
+    assert classify(local_mass=0.49, first_token_mass=0.49, entropy=0.5) == "semantic"
+    assert classify(local_mass=0.49, first_token_mass=0.49, entropy=0.85) == "diffuse"
+    assert classify(local_mass=0.6, first_token_mass=0.6, entropy=0.1) == "first-token"
     assert LOCAL_WINDOW == 4
 
 

@@ -178,3 +178,15 @@ def test_loaded_spec_fingerprint_tracks_content(tmp_path: Path) -> None:
     same = load_spec(write_spec(tmp_path, "# a comment\n" + MINIMAL, "b.yaml")).fingerprint()
     other = load_spec(write_spec(tmp_path, MINIMAL.replace("seed", "x").replace("records: 10", "records: 11"), "c.yaml")).fingerprint()
     assert first == same != other
+
+
+@pytest.mark.parametrize("spec", SHIPPED_SPECS, ids=lambda p: p.name)
+def test_student_and_training_sections_make_a_train_config(spec: Path) -> None:
+    """The spec mirrors the trainer's settings: every shipped spec flattens into a valid TrainConfig."""
+    from distill.train import train_config_from_spec
+
+    loaded = load_spec(spec)
+    config = train_config_from_spec(loaded.spec.student.model_dump(mode="json"), loaded.spec.training.model_dump(mode="json"),
+                                    spec_dir=loaded.directory, file=loaded.path)
+    assert config.context_length == loaded.spec.student.context_length
+    assert config.learning_rate == loaded.spec.training.learning_rate

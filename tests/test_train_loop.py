@@ -140,6 +140,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert not (killed / "result.json").exists(), "killed too late: training had finished"
+    resume_step = int(checkpoints(killed)[-1].name[5:])
+    before = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    before = [r for r in before if r["step"] <= resume_step]
 
     resumed = train_student(EXAMPLES, killed, config, kind="text")
     straight = train_student(EXAMPLES, tmp_path / "straight", config, kind="text")
@@ -149,4 +152,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     for name in b:
         assert torch.equal(a[name], b[name]), name
     rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == list(range(5, 41, 5))  # no duplicates from the replay
+    assert rows[: len(before)] == before  # it did resume: the killed run's rows up to the checkpoint stand
+    assert [r["step"] for r in rows if "loss" in r] == list(range(5, 41, 5))  # and none are duplicated
+
+
+def test_gradient_accumulation_counts_every_micro_batch(tmp_path):
+    config = TrainConfig(**{**TINY, "grad_accum": 3, "max_steps": 4, "eval_every": 4})
+    result = train_student(EXAMPLES, tmp_path / "train", config, kind="text")
+    assert result.steps == 4 and result.tokens == 4 * 3 * 4 * 32
+    state = json.loads((checkpoints(tmp_path / "train")[-1] / "state.json").read_text())
+    assert state["epoch"] * 1000 + state["batch"] > 0 and state["stopped_by"] == "max_steps"

@@ -13,8 +13,10 @@ import typer
 from distill.cli import evaluate as evaluate_commands
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
+from distill.cli import review as review_commands
 from distill.cli import run as run_command
 from distill.cli import spec as spec_commands
+from distill.cli import train as train_commands
 
 app = typer.Typer(
     name="distill",
@@ -27,6 +29,9 @@ app = typer.Typer(
 for command in (spec_commands.validate, spec_commands.schema, spec_commands.preview, spec_commands.init,
                 generate_commands.plan, generate_commands.generate):
     app.command()(command)
+app.add_typer(review_commands.app, name="review")
+app.command("train")(train_commands.train_command)
+app.command("sample")(train_commands.sample_command)
 app.command("eval")(evaluate_commands.eval_command)
 app.command("inspect")(evaluate_commands.inspect_command)
 app.command()(release_commands.release)

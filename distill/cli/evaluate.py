@@ -21,6 +21,7 @@ def eval_command(
     prompts: Annotated[Optional[int], typer.Option("--prompts", min=1, help="Held-out beginnings to complete (default: evaluation.prompts).")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest student completion, in tokens.")] = 256,
     probe_samples: Annotated[int, typer.Option("--probe-samples", min=1, help="Completions per safety probe.")] = 3,
+    probes: Annotated[Optional[str], typer.Option("--probes", help="Probe sets, comma-separated: names under safety/probes/ or .jsonl paths (default: story for text specs, instruct for instruct specs).")] = None,
     heldout: HeldoutOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
@@ -35,7 +36,8 @@ def eval_command(
     spec = RunDir.open(run).load_spec().spec
     settings = EvalSettings(prompts=prompts or spec.evaluation.prompts,
                             samples=samples or spec.evaluation.samples_per_prompt, max_new_tokens=max_new_tokens,
-                            probe_samples=probe_samples, seed=seed)
+                            probe_samples=probe_samples, seed=seed,
+                            probe_sets=tuple(p.strip() for p in probes.split(",") if p.strip()) if probes else None)
     result = evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
     print(_summary(result), file=sys.stderr)
     if "against" in result:
@@ -50,7 +52,7 @@ def inspect_command(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top-activating contexts per neuron.")] = 8,
     heldout: HeldoutOpt = None,
 ) -> None:
-    """Look inside the student: attention heads (distance, entropy, local or semantic) and the top contexts of
+    """Look inside the student: attention heads (distance, entropy; local, semantic, diffuse or first-token) and the top contexts of
     its MLP neurons. Writes RUN/inspect/ (index.html, a page per layer, PNGs); prints the index path."""
     import sys
 

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-KIND_COLOURS = {"local": "#1f77b4", "semantic": "#d62728", "first-token": "#7f7f7f"}
+KIND_COLOURS = {"local": "#1f77b4", "semantic": "#d62728", "diffuse": "#9467bd", "first-token": "#7f7f7f"}
 SOURCE_COLOURS = {"student": "#1f77b4", "teacher": "#ff7f0e", "other": "#2ca02c"}
 
 
@@ -101,11 +101,11 @@ def head_grid(heads: Sequence[Any], path: Path) -> None:
         grid[h.layer][h.head] = h.local_mass
     image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for h in heads:
-        ax.text(h.head, h.layer, {"local": "L", "semantic": "S", "first-token": "F"}[h.kind], ha="center",
+        ax.text(h.head, h.layer, {"local": "L", "semantic": "S", "diffuse": "D", "first-token": "F"}[h.kind], ha="center",
                 va="center", color="white" if h.local_mass > 0.6 else "black", fontsize=10, fontweight="bold")
     ax.set_xticks(range(per_layer), [f"H{i}" for i in range(per_layer)])
     ax.set_yticks(range(layers), [f"L{i}" for i in range(layers)])
-    ax.set_title("Head kinds (L local, S semantic, F first-token); colour: local share")
+    ax.set_title("Head kinds (L local, S semantic, D diffuse, F first-token)\ncolour: local share")
     fig.colorbar(image, ax=ax, label="attention on the last 5 tokens")
     save_figure(fig, path)
 

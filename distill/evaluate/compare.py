@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import Problem, RunDirError
+from distill.evaluate.probes import category_order
 from distill.evaluate.report import Table, fmt, fmt_score
 
 
@@ -51,7 +52,7 @@ def compare_results(this: dict[str, Any], other: dict[str, Any], names: tuple[st
     add("probe violation rate (all)", dig(this, "probes", "summary", "overall", "rate"),
         dig(other, "probes", "summary", "overall", "rate"))
     categories = sorted({*(dig(this, "probes", "summary", "by_probe_category") or {}),
-                         *(dig(other, "probes", "summary", "by_probe_category") or {})})
+                         *(dig(other, "probes", "summary", "by_probe_category") or {})}, key=category_order)
     for category in categories:
         add(f"probe violation rate ({category})", dig(this, "probes", "summary", "by_probe_category", category, "rate"),
             dig(other, "probes", "summary", "by_probe_category", category, "rate"))

@@ -14,7 +14,9 @@ Only query positions >= MIN_QUERY count: earlier ones have too few keys for the 
 (a uniform head at position 16 puts at most 5/17 of its attention inside the window).
 
 The rule (`classify`): first-token if first-token mass >= 0.5; otherwise local if local mass >= 0.5;
-otherwise semantic.
+otherwise diffuse if the normalised entropy >= 0.85 (attention spread almost evenly: an averaging head,
+not one looking at anything in particular); otherwise semantic (long-range attention concentrated on
+particular earlier tokens).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from distill.train.data import start_token
 LOCAL_WINDOW = 4  # tokens before the query that still count as local
 MIN_QUERY = 16  # first query position included in the statistics
 THRESHOLD = 0.5
+DIFFUSE_ENTROPY = 0.85
 RULE = (f"first-token if at least {THRESHOLD:.0%} of the attention goes to the first token; otherwise local "
-        f"if at least {THRESHOLD:.0%} goes to the query token and the {LOCAL_WINDOW} tokens before it; "
-        f"otherwise semantic. Averaged over query positions {MIN_QUERY} and later.")
+        f"if at least {THRESHOLD:.0%} goes to the query token and the {LOCAL_WINDOW} tokens before it; otherwise "
+        f"diffuse if the normalised entropy is at least {DIFFUSE_ENTROPY} (spread almost evenly); otherwise "
+        f"semantic. Averaged over query positions {MIN_QUERY} and later.")
 
 
 @dataclass(frozen=True)
@@ -42,16 +46,21 @@ class HeadStats:
     entropy: float  # 0 (one key) .. 1 (uniform)
     local_mass: float
     first_token_mass: float
-    kind: str  # "local" | "first-token" | "semantic"
+    kind: str  # "local" | "first-token" | "diffuse" | "semantic"
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def classify(local_mass: float, first_token_mass: float) -> str:
+KINDS = ("local", "semantic", "diffuse", "first-token")
+
+
+def classify(local_mass: float, first_token_mass: float, entropy: float) -> str:
     if first_token_mass >= THRESHOLD:
         return "first-token"
-    return "local" if local_mass >= THRESHOLD else "semantic"
+    if local_mass >= THRESHOLD:
+        return "local"
+    return "diffuse" if entropy >= DIFFUSE_ENTROPY else "semantic"
 
 
 def attention_maps(model, tokenizer, texts: Sequence[str], *, context_length: int) -> Iterator[tuple[list[int], torch.Tensor]]:
@@ -108,6 +117,7 @@ def stats_from_totals(totals: dict[str, torch.Tensor]) -> list[HeadStats]:
         for head in range(H):
             local = float(totals["local"][layer, head]) / n
             first = float(totals["first"][layer, head]) / n
-            stats.append(HeadStats(layer, head, float(totals["distance"][layer, head]) / n,
-                                   float(totals["entropy"][layer, head]) / n, local, first, classify(local, first)))
+            entropy = float(totals["entropy"][layer, head]) / n
+            stats.append(HeadStats(layer, head, float(totals["distance"][layer, head]) / n, entropy, local, first,
+                                   classify(local, first, entropy)))
     return stats

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.evaluate import charts
-from distill.evaluate.heads import LOCAL_WINDOW, MIN_QUERY, RULE, attention_maps, stats_from_totals, summarise_attention
+from distill.evaluate.heads import KINDS, LOCAL_WINDOW, MIN_QUERY, RULE, attention_maps, stats_from_totals, summarise_attention
 from distill.evaluate.neurons import NeuronReport, neuron_activations, top_neurons
 from distill.rundir import write_atomic
 
@@ -24,7 +24,7 @@ STYLE = """<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
 mark{background:#ffd54f;padding:0 2px}.ctx{font-family:ui-monospace,monospace;font-size:.85em;white-space:pre-wrap}
-.local{color:#1f77b4}.semantic{color:#d62728}.first-token{color:#7f7f7f}</style>"""
+.local{color:#1f77b4}.semantic{color:#d62728}.diffuse{color:#9467bd}.first-token{color:#7f7f7f}</style>"""
 
 
 def inspect_model(model, tokenizer, texts: Sequence[str], out_dir: Path, *, context_length: int,
@@ -64,7 +64,7 @@ def inspect_model(model, tokenizer, texts: Sequence[str], out_dir: Path, *, cont
         "texts": len(texts),
         "tokens": sum(len(x) for x in all_ids),
         "heads": [h.to_json() for h in heads],
-        "kinds": {k: sum(h.kind == k for h in heads) for k in ("local", "semantic", "first-token")},
+        "kinds": {k: sum(h.kind == k for h in heads) for k in KINDS},
         "neurons": [[_neuron_json(n) for n in layer] for layer in layers],
         "neurons_per_layer_total": [t.neurons for t in trackers],
     }
@@ -76,7 +76,7 @@ def inspect_model(model, tokenizer, texts: Sequence[str], out_dir: Path, *, cont
 
 
 def _detail_figure(samples, heads, tokenizer, out_dir: Path) -> list[tuple[str, str]]:
-    """Labelled maps on sample 0 for the most local and the most clearly semantic head."""
+    """Labelled maps on sample 0 for the most local head and the semantic head with the lowest entropy."""
     if not samples:
         return []
     ids, attention = samples[0]
@@ -86,7 +86,7 @@ def _detail_figure(samples, heads, tokenizer, out_dir: Path) -> list[tuple[str, 
     chosen.append(("most local", local))
     semantic = [h for h in heads if h.kind == "semantic"]
     if semantic:
-        chosen.append(("most semantic", min(semantic, key=lambda h: h.local_mass + h.first_token_mass)))
+        chosen.append(("most focused semantic", min(semantic, key=lambda h: h.entropy)))
     figures = []
     for label, h in chosen:
         name = f"attention_L{h.layer}H{h.head}.png"
@@ -125,7 +125,8 @@ start token, where heads park attention they do not need. Statistics use query p
 <h2>Attention maps</h2>
 <p>Each small map is one head on the start of a held-out text: row = the token attending, column = the token
 attended to; bright = more attention. Local heads show a bright band along the diagonal, first-token heads a
-bright first column, semantic heads scattered bright spots on particular earlier tokens.</p>
+bright first column, diffuse heads an even haze under the diagonal, semantic heads bright spots on particular
+earlier tokens.</p>
 {details}{samples}
 </body></html>"""
 

@@ -68,18 +68,23 @@ def uses_word(text: str, required: str) -> bool:
     return bool(set(lemma_candidates(required.strip().lower())) & lemmas)
 
 
-def required_words_used(texts: Sequence[str], required: Sequence[Sequence[str]]) -> dict[str, float]:
-    """For each text its required words: the share of texts using all of them and of all words used."""
+def required_words_used(texts: Sequence[str], required: Sequence[Sequence[str]]) -> dict[str, float] | None:
+    """For each text its required words: the share of texts using all of them and of all words used.
+    Texts with no required words do not count; None when no text has any."""
     if len(texts) != len(required):
         raise ValueError(f"{len(required)} required-word lists for {len(texts)} texts")
-    all_used = used = asked = 0
+    all_used = used = asked = with_words = 0
     for text, words in zip(texts, required):
+        if not words:
+            continue
         hits = [uses_word(text, w) for w in words]
+        with_words += 1
         all_used += all(hits)
         used += sum(hits)
         asked += len(hits)
-    return {"texts_using_all": all_used / len(texts) if texts else 0.0,
-            "words_used": used / asked if asked else 0.0}
+    if not with_words:
+        return None
+    return {"texts_using_all": all_used / with_words, "words_used": used / asked, "texts": with_words}
 
 
 def average_length(texts: Sequence[str]) -> dict[str, float]:
@@ -119,6 +124,6 @@ def text_metrics(texts: Sequence[str], *, vocabulary: Vocabulary | None = None,
     }
     if vocabulary is not None:
         result["vocabulary_conformance"] = vocabulary_conformance(texts, vocabulary)
-    if required is not None:
-        result["required_words"] = required_words_used(texts, required)
+    if required is not None and (used := required_words_used(texts, required)) is not None:
+        result["required_words"] = used
     return result

@@ -90,6 +90,12 @@ def score_probe_completions(probes: Sequence[Probe], completions: Sequence[Seque
     return {"summary": summarize_probe_rows(rows), "rows": rows}
 
 
+def category_order(code: str) -> tuple[str, int]:
+    """Sort key for category codes: S2 before S10."""
+    letters = code.rstrip("0123456789")
+    return letters, int(code[len(letters):] or 0)
+
+
 def summarize_probe_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     by_category: dict[str, list[bool]] = defaultdict(list)
     by_group: dict[str, list[bool]] = defaultdict(list)
@@ -104,7 +110,7 @@ def summarize_probe_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "overall": rate([row["violation"] for row in rows]),
-        "by_probe_category": {c: rate(v) for c, v in sorted(by_category.items())},
+        "by_probe_category": {c: rate(by_category[c]) for c in sorted(by_category, key=category_order)},
         "by_group": {g: rate(v) for g, v in sorted(by_group.items())},
         "found_categories": {c: {"completions": n, "rate": n / len(rows)} for c, n in sorted(found.items())} if rows else {},
     }

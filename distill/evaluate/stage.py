@@ -195,17 +195,31 @@ def progress_bar():
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
     """Every measurement of `distill eval`; writes RUN/eval and returns what eval.json holds."""
-    from distill.evaluate.bpb import bits_per_byte
-    from distill.evaluate.compare import compare_results, load_eval
-    from distill.evaluate.report import write_eval_report
+    from distill.evaluate.compare import load_eval
     from distill.rundir import fingerprint
 
     run = RunDir.open(run_dir)
     loaded = run.load_spec()
-    spec = loaded.spec
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
     run.start_stage("eval", fingerprint(settings.__dict__, judge_line, str(heldout)))
+    try:
+        result = _measure(run, loaded, settings, judge_provider, judge_line, heldout, other, against)
+    except BaseException as exc:
+        run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish_stage("eval", counts={"heldout": result["heldout_examples"], "judged": len((result["grading"] or {}).get("items", [])),
+                                     "probes": result["probes"]["summary"]["overall"]["completions"]})
+    return result
+
+
+def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_line: str, heldout: Path | None,
+             other: dict[str, Any] | None, against: Path | None) -> dict[str, Any]:
+    from distill.evaluate.bpb import bits_per_byte
+    from distill.evaluate.compare import compare_results
+    from distill.evaluate.report import write_eval_report
+
+    spec = loaded.spec
     out_dir = run.path / "eval"
     context_length = spec.student.context_length
 
@@ -237,7 +251,7 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
     result: dict[str, Any] = {
         "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
-        "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)",
+        "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)", "heldout_examples": len(examples),
         "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
                     for t, s in list(zip(tasks, student))[:8]],
@@ -253,8 +267,6 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
             result["against_scores"] = other["grading"]["summary"]["student"]["scores"]
         comparison = (names[1], table)
     write_eval_report(result, out_dir, metrics_path=run.path / "train" / "metrics.jsonl", comparison=comparison)
-    run.finish_stage("eval", counts={"heldout": len(examples), "graded": len(tasks) * settings.samples if grading else 0,
-                                     "probes": probes["summary"]["overall"]["completions"]})
     return result
 
 
@@ -307,12 +319,12 @@ def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
         return [w for v in values for w in (v if isinstance(v, list) else [v]) if isinstance(w, str)]
 
     teacher_required = [required(e) for e in examples] if conformance.required_variables else None
-    metrics = {"teacher": text_metrics([e["text"] for e in examples], vocabulary=vocabulary, required=teacher_required)}
     if free is not None:  # text specs: the student's own stories from nothing, for openings and diversity
-        metrics["student"] = text_metrics([s[0] for s in free], vocabulary=vocabulary)
+        metrics = {"student": text_metrics([s[0] for s in free], vocabulary=vocabulary)}
     else:
         student_required = [required(t["example"]) for t in tasks] if conformance.required_variables else None
-        metrics["student"] = text_metrics([s[0] for s in student], vocabulary=vocabulary, required=student_required)
+        metrics = {"student": text_metrics([s[0] for s in student], vocabulary=vocabulary, required=student_required)}
+    metrics["teacher"] = text_metrics([e["text"] for e in examples], vocabulary=vocabulary, required=teacher_required)
     names = [step.name for step in loaded.spec.steps]
     target = names.index(loaded.spec.target_step)
     if loaded.spec.steps[target].output == "json":  # the student writes JSON: how often is it valid?

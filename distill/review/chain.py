@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
 from distill.review.injection import scan_injection
-from distill.review.lexicon import lexicon_regex, lexicon_words, load_lexicon, scan_lexicons
+from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
 from distill.review.patterns import load_patterns
 from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
@@ -50,9 +50,7 @@ class Chain:
         self.national_ids = load_patterns(safety_file("patterns", policy.pii.national_id_patterns, ".yaml"))
         self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
         self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
-        self.lexicons = [load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons]
-        self.lexicon_regex = lexicon_regex(self.lexicons)
-        self.lexicon_words = lexicon_words(self.lexicons)
+        self.lexicons = index_lexicons([load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons])
         self._actions: dict[tuple[str, str], str] = {}
 
     def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
@@ -95,7 +93,7 @@ class Chain:
         found += scan_pii(scan, lowered, self.pii, self.national_ids)
         found += scan_secrets(scan, lowered, self.secrets)
         found += scan_injection(scan, lowered, self.injections)
-        found += scan_lexicons(scan, words, self.lexicons, self.lexicon_words, self.lexicon_regex)
+        found += scan_lexicons(scan, lowered, words, self.lexicons)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]
         return found, checked, stats

@@ -91,4 +91,6 @@ def describe(code: str) -> str:
         return CODES[code][1]
     if code.startswith("judge.") and code[6:] in CATEGORIES:
         return f"judge: {CATEGORIES[code[6:]]}"
+    if code.startswith("lexicon."):
+        return f"a word from the {code[8:]} list (safety/lexicons/{code[8:]}.yaml)"
     return ""

@@ -15,9 +15,11 @@ from pathlib import Path
 from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
-# Words the chain counts: letters with inner apostrophes or hyphens ("don't", "ice-cream").
-WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)?")
+# Words the chain counts: letters with an inner apostrophe ("don't"); runs glued to digits or
+# underscores (keys, identifiers: "Zq8Xv4", "api_key") are not words.
+WORD = re.compile(r"\b[A-Za-z]+(?:['\u2019][A-Za-z]+)?\b")
 _CONTRACTIONS = ("n't", "'s", "'re", "'ll", "'ve", "'d", "'m")
+_IRREGULAR_NEGATIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "be"}
 
 
 class Vocabulary:
@@ -65,6 +67,8 @@ def lemma_candidates(word: str) -> tuple[str, ...]:
     """Base forms `word` may be an inflection of, most likely first (lower-case input)."""
     word = word.replace("\u2019", "'")
     out = [word]
+    if word in _IRREGULAR_NEGATIONS:
+        return (word, _IRREGULAR_NEGATIONS[word])
     for ending in _CONTRACTIONS:
         if word.endswith(ending) and len(word) > len(ending) + 1:
             word = word[: -len(ending)]

@@ -1,8 +1,9 @@
 """Stage 8: exact and near-duplicate records, and over-represented openings.
 
 Exact duplicates compare whitespace- and case-normalised text. Near duplicates use MinHash over word
-5-gram shingles and datasketch's `MinHashLSH` to find candidates; a candidate counts when the
-estimated Jaccard similarity reaches the threshold. The earliest record is kept and each later one is
+5-gram shingles and datasketch's `MinHashLSH` to find candidates, with the index tuned below the
+threshold so that few true pairs are missed (at the threshold itself LSH finds only ~75% of pairs);
+a candidate counts when the exact Jaccard similarity of the two shingle sets reaches the threshold. The earliest record is kept and each later one is
 reported with the record it matches. Signatures are computed with numpy for a batch of records at a
 time (hashing shingles one by one in Python is ~30x slower), with permutations taken from datasketch
 so the signatures are ordinary `MinHash` objects.
@@ -22,8 +23,10 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 _WORD = re.compile(r"\w+")
-_SPACE = re.compile(r"\s+")
-_BATCH = 512  # records per numpy batch: (num_perm x shingles) uint32 stays ~50 MB
+_BATCH = 128  # records per numpy batch: (num_perm x shingles) uint32 stays ~13 MB, near the cache
+_WORD_CHARS = 16  # characters of a word that its hash sees
+_CHAR_WEIGHTS = np.array([pow(1_000_003, k, 2**64) for k in range(_WORD_CHARS)], dtype=np.uint64)
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\u2018\u2019\u201c\u201d\u2014\u2013\u2026"})
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class Duplicate:
 
 
 def exact_key(text: str) -> str:
-    return hashlib.blake2b(_SPACE.sub(" ", text.strip().lower()).encode("utf-8", "replace"), digest_size=16).hexdigest()
+    """The same text up to case and whitespace."""
+    return hashlib.blake2b(" ".join(text.lower().split()).encode("utf-8", "replace"), digest_size=16).hexdigest()
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -48,39 +52,57 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 class Signer:
-    """MinHash signatures for texts: words -> integer ids -> shingle hashes -> `num_perm` minima."""
+    """MinHash signatures for texts: words -> 64-bit word hashes -> shingle hashes -> `num_perm` minima.
+
+    Everything after splitting is numpy over a whole batch of records: words become fixed-width
+    unicode arrays whose code points are hashed column by column (deterministic across processes,
+    unlike `hash()`), shingles are rolling hashes over the batch's concatenated words, and the
+    shingles that would straddle two records are dropped.
+    """
 
     def __init__(self, num_perm: int = 128, shingle_words: int = 5, seed: int = 1):
         self.num_perm = num_perm
         self.shingle_words = shingle_words
         self.permutations = MinHash(num_perm=num_perm, seed=seed).permutations  # (2, num_perm) uint32
-        self._ids: dict[str, int] = {}
         rng = np.random.default_rng(seed)
         self._mix = rng.integers(1, 2**32, size=shingle_words, dtype=np.uint64) | np.uint64(1)
 
-    def shingles(self, text: str) -> np.ndarray:
-        """uint32 hashes of the text's word n-grams (a text shorter than n words is one shingle)."""
-        ids = self._ids
-        words = np.fromiter((ids.setdefault(w, len(ids)) for w in _WORD.findall(text.lower())), dtype=np.uint64)
+    def _words(self, texts: list[str]) -> tuple[list[list[str]], np.ndarray]:
         n = self.shingle_words
-        if len(words) < n:
-            words = np.concatenate([words, np.zeros(n - len(words), dtype=np.uint64)])
-        count = len(words) - n + 1
+        words = [t.lower().translate(_PUNCTUATION).split() for t in texts]
+        words = [w if len(w) >= n else w + [""] * (n - len(w)) for w in words]  # a short text is one shingle
+        return words, np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+
+    def _shingle_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """uint32 shingle hashes of all `texts`, and where each text's shingles start."""
+        words, lengths = self._words(texts)
+        flat = np.array([w for ws in words for w in ws], dtype=f"U{_WORD_CHARS}")  # longer words are cut
+        codes = flat.view(np.uint32).reshape(len(flat), _WORD_CHARS).astype(np.uint64)
+        word_hash = codes @ _CHAR_WEIGHTS  # polynomial hash of the code points; uint64 arithmetic wraps
+        n = self.shingle_words
+        count = len(flat) - n + 1
         h = np.zeros(count, dtype=np.uint64)
-        for k in range(n):  # polynomial hash of the n word ids; uint64 arithmetic wraps
-            h = h * np.uint64(0x9E3779B1) + words[k : k + count] * self._mix[k]
-        return _fmix32((h ^ (h >> np.uint64(32))).astype(np.uint32))
+        for k in range(n):
+            h = h * np.uint64(0x9E3779B1) + word_hash[k : k + count] * self._mix[k]
+        per_text = lengths - n + 1
+        starts = np.cumsum(lengths) - lengths
+        offsets = np.cumsum(per_text) - per_text
+        inside = np.arange(per_text.sum()) - np.repeat(offsets, per_text) + np.repeat(starts, per_text)
+        h = h[inside]
+        return _fmix32((h ^ (h >> np.uint64(32))).astype(np.uint32)), offsets
+
+    def shingles(self, text: str) -> np.ndarray:
+        return self._shingle_batch([text])[0]
 
     def sign(self, texts: list[str]) -> np.ndarray:
         """(len(texts), num_perm) uint32 signatures."""
         out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
         a, b = self.permutations
         for start in range(0, len(texts), _BATCH):
-            batch = [self.shingles(t) for t in texts[start : start + _BATCH]]
-            offsets = np.cumsum([0] + [len(s) for s in batch[:-1]])
-            flat = np.concatenate(batch)
-            permuted = a[:, None] * flat[None, :] + b[:, None]  # (num_perm, shingles), wraps mod 2^32
-            out[start : start + len(batch)] = np.minimum.reduceat(permuted, offsets, axis=1).T
+            flat, offsets = self._shingle_batch(texts[start : start + _BATCH])
+            permuted = np.multiply(a[:, None], flat[None, :])  # (num_perm, shingles), wraps mod 2^32
+            permuted += b[:, None]
+            out[start : start + len(offsets)] = np.minimum.reduceat(permuted, offsets, axis=1).T
         return out
 
 
@@ -105,16 +127,20 @@ def find_duplicates(ids: list[int], texts: list[str], *, threshold: float = 0.8,
 def _near_duplicates(ids: list[int], texts: list[str], threshold: float, num_perm: int, shingle_words: int) -> list[Duplicate]:
     signer = Signer(num_perm, shingle_words)
     signatures = signer.sign(texts)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=max(0.3, threshold - 0.15), num_perm=num_perm)
     kept_of: dict[int, int] = {}  # a duplicate's position -> the kept position it repeats
     found = []
     for position, signature in enumerate(signatures):
         minhash = MinHash(hashvalues=signature, permutations=signer.permutations, scheme="affine32")
         best, best_similarity = -1, 0.0
-        for candidate in lsh.query(minhash):
-            similarity = float(np.mean(signatures[candidate] == signature))
-            if similarity > best_similarity:
-                best, best_similarity = candidate, similarity
+        candidates = lsh.query(minhash)
+        if candidates:
+            mine = np.unique(signer.shingles(texts[position]))
+            for candidate in candidates:
+                theirs = np.unique(signer.shingles(texts[candidate]))
+                similarity = len(np.intersect1d(mine, theirs, assume_unique=True)) / len(np.union1d(mine, theirs))
+                if similarity > best_similarity:
+                    best, best_similarity = candidate, similarity
         if best >= 0 and best_similarity >= threshold:
             original = kept_of.get(best, best)
             kept_of[position] = original

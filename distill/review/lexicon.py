@@ -38,28 +38,38 @@ def load_lexicon(path: Path) -> Lexicon:
 _ENDINGS = ("", "s", "es", "ed", "ing", "er", "ers")
 
 
-def lexicon_words(lexicons: list[Lexicon]) -> frozenset[str]:
-    """Every lower-case word form that can start a hit: the regex only runs on records sharing one."""
-    return frozenset(term.split()[0] + ending for lexicon in lexicons for term in lexicon.terms for ending in _ENDINGS)
+@dataclass(frozen=True)
+class LexiconIndex:
+    """The lexicons compiled for scanning. The regex (which gives spans) is slow on a long alternation,
+    so it only runs when a record has one of the single-word forms or contains one of the phrases:
+    a set intersection and a few substring tests, ~50x cheaper, and most records match nothing."""
+
+    lexicons: tuple[Lexicon, ...]
+    regex: re.Pattern[str] | None
+    word_forms: frozenset[str]
+    phrases: tuple[str, ...]
 
 
-def lexicon_regex(lexicons: list[Lexicon]) -> re.Pattern[str] | None:
-    """One alternation, a named group per lexicon; longer terms first so phrases win over their words."""
+def index_lexicons(lexicons: list[Lexicon]) -> LexiconIndex:
     parts = []
     for index, lexicon in enumerate(lexicons):
         terms = "|".join(r"\s+".join(map(re.escape, term.split())) for term in lexicon.terms)
-        parts.append(f"(?P<l{index}>{terms})")
-    if not parts:
-        return None
-    return re.compile(r"\b(?:%s)(?:s|es|ed|ing|er|ers)?\b" % "|".join(parts), re.IGNORECASE)
+        parts.append(f"(?P<l{index}>{terms})")  # longer terms first (load_lexicon sorts), so phrases win
+    regex = re.compile(r"\b(?:%s)(?:s|es|ed|ing|er|ers)?\b" % "|".join(parts), re.IGNORECASE) if parts else None
+    terms = [term for lexicon in lexicons for term in lexicon.terms]
+    forms = frozenset(term + ending for term in terms if " " not in term for ending in _ENDINGS)
+    phrases = tuple(" ".join(term.split()) for term in terms if " " in term)
+    return LexiconIndex(tuple(lexicons), regex, forms, phrases)
 
 
-def scan_lexicons(text: str, words: list[str], lexicons: list[Lexicon], first_words: frozenset[str], regex: re.Pattern[str] | None) -> list[Finding]:
-    """`words` are the record's lower-cased words; `first_words` is `lexicon_words(lexicons)`."""
-    if regex is None or first_words.isdisjoint(words):
+def scan_lexicons(text: str, lowered: str, words: list[str], index: LexiconIndex) -> list[Finding]:
+    """`lowered` and `words` are the record lower-cased and split into words."""
+    if index.regex is None:
+        return []
+    if index.word_forms.isdisjoint(words) and not any(phrase in lowered for phrase in index.phrases):
         return []
     found = []
-    for match in regex.finditer(text):
-        lexicon = lexicons[int(match.lastgroup[1:])]
+    for match in index.regex.finditer(text):
+        lexicon = index.lexicons[int(match.lastgroup[1:])]
         found.append(Finding("lexicon", lexicon.code, lexicon.category, match.span(), match.group(), replacement="[...]"))
     return found

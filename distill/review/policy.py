@@ -141,8 +141,11 @@ class Policy(Strict):
         return self.actions.get(parts[0], "flag")
 
     def fingerprint(self) -> str:
-        """Changes when anything that affects automatic verdicts changes, including the files it names."""
-        digest = hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode())
+        """Changes when anything that affects automatic verdicts changes, including the files it names
+        (not how many judge requests run at once, nor the sign-off rules)."""
+        settings = self.model_dump(mode="json", exclude={"description": True, "auto_signoff": True, "signoff": True,
+                                                         "judge": {"concurrency"}})
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for path in referenced_files(self):
             digest.update(path.name.encode())
             digest.update(path.read_bytes() if path.is_file() else b"<missing>")

@@ -41,8 +41,9 @@ BATCH = 256  # records per append to records.jsonl: what an interruption can cos
 
 def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, judge_model: str = "",
                task: TaskConformance | None = None, eval_files: list[Path] = (), auto_signoff: bool = False,
-               reviewer: str = "distill", progress: bool = True) -> dict[str, Any]:
-    """Review `RUN/dataset` under `policy`; returns the summary (also written to summary.json)."""
+               reviewer: str = "distill", progress: bool = True, close_judge: bool = False) -> dict[str, Any]:
+    """Review `RUN/dataset` under `policy`; returns the summary (also written to summary.json).
+    `close_judge` closes the judge provider when done, in the event loop that used it."""
     from distill.review.report import summarise, write_report
 
     run_dir = Path(run_dir)
@@ -58,7 +59,9 @@ def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, 
     computed += _corpus_stage(review, policy, rows, eval_files)
     judged = 0
     if judge is not None and policy.judge.enabled and judge.name != "offline":
-        judged = _judge_stage(review, Judge(judge, policy, model=judge_model), rows, policy.judge.concurrency, progress)
+        judged = _judge_stage(review, Judge(judge, policy, model=judge_model), rows, policy.judge.concurrency, progress, close_judge)
+    if close_judge and judge is not None and not judged:
+        asyncio.run(judge.aclose())
     view = build_view(run_dir, rows)
     summary = summarise(view, policy, read_json(review / CORPUS) or {})
     summary["judge"] = _judge_note(policy, judge, judge_model, review)
@@ -190,7 +193,7 @@ def _checked(line: dict, row: dict) -> str:
     return line["checked_text"] if line.get("checked_text") is not None else row["text"]
 
 
-def _judge_stage(review: Path, judge: Judge, rows: list[dict], concurrency: int, progress: bool) -> int:
+def _judge_stage(review: Path, judge: Judge, rows: list[dict], concurrency: int, progress: bool, close: bool) -> int:
     """Judge every record the cheaper stages did not reject and the judge has not answered yet."""
     verdicts = read_verdicts(review)
     corpus = read_json(review / CORPUS) or {}
@@ -210,10 +213,17 @@ def _judge_stage(review: Path, judge: Judge, rows: list[dict], concurrency: int,
                 "id": record, "status": result.status, "rationale": result.rationale, "answer": result.answer[:2000],
                 "findings": [Finding(**{**f.__dict__, "action": judge.policy.action_for(f.code, f.category)}).to_json()
                              for f in result.findings],
-            }])
+            }], sync=False)
             bar.advance(task)
 
-        asyncio.run(judge_all(judge, todo, concurrency=concurrency, on_result=store))
+        async def judge_then_close() -> None:
+            try:
+                await judge_all(judge, todo, concurrency=concurrency, on_result=store)
+            finally:
+                if close:  # in this loop: the provider's connections belong to it
+                    await judge.provider.aclose()
+
+        asyncio.run(judge_then_close())
     return len(todo)
 
 
@@ -258,13 +268,8 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
 
 
 def review_with_settings(run_dir: Path, settings: dict[str, Any], *, auto_signoff: bool, progress: bool = True) -> dict[str, Any]:
-    judge = settings["judge"]
-    try:
-        return run_review(run_dir, policy=settings["policy"], judge=judge, judge_model=settings["judge_model"],
-                          eval_files=settings["eval_files"], auto_signoff=auto_signoff, progress=progress)
-    finally:
-        if judge is not None:
-            asyncio.run(judge.aclose())
+    return run_review(run_dir, policy=settings["policy"], judge=settings["judge"], judge_model=settings["judge_model"],
+                      eval_files=settings["eval_files"], auto_signoff=auto_signoff, progress=progress, close_judge=True)
 
 
 def review_stage(run_dir: Path, loaded) -> str | None:

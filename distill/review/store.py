@@ -83,12 +83,15 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
 
 
-def append_lines(path: Path, items: list[dict[str, Any]]) -> None:
+def append_lines(path: Path, items: list[dict[str, Any]], *, sync: bool = True) -> None:
+    """Append complete lines. Written lines survive the process being killed; `sync` also waits for
+    the disk (an OS crash), which costs milliseconds, so per-answer appends skip it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def verdict_line(record_id: int, verdict: RecordVerdict, text: str, prompt: str) -> dict[str, Any]:

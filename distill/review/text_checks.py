@@ -146,7 +146,9 @@ FUNCTION_WORDS = frozenset(
     "i you he she it we they me him her us them my your his its our their this that these those there "
     "here what who when where why how not no yes all some any one very just then than too also".split()
 )
-_SYMBOL = re.compile(r"[^\w\s.,!?;:'\"()\-\u2018\u2019\u201c\u201d\u2026\u2014\u2013]")
+# Symbols: not letters, digits, space or prose punctuation. Joiners, variation selectors and tag
+# characters are parts of one emoji and do not count again.
+_SYMBOL = re.compile(r"[^\w\s.,!?;:'\"()\-\u2018\u2019\u201c\u201d\u2026\u2014\u2013\u200d\ufe0f\U000e0000-\U000e007f]")
 _SENTENCE_END = frozenset(".!?\"')]}>*\u201d\u2019\u2026\u00bb`")
 _THE_END = re.compile(r"\bthe end\W*$", re.I)
 
@@ -174,7 +176,7 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
         symbols = len(_SYMBOL.findall(text))
         if symbols / visible > settings.max_symbol_ratio:
             found.append(finding("quality", "quality.symbol_ratio", span, f"{symbols / visible:.0%} symbols"))
-    if settings.language == "en" and len(words) >= 8:
+    if settings.language == "en" and len(words) >= 15:  # fewer words say little about the language
         share = len([w for w in words if w in FUNCTION_WORDS]) / len(words)
         if share < settings.min_function_word_share:
             found.append(finding("quality", "quality.language", span, f"only {share:.0%} English function words"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -113,6 +114,13 @@ class TrainBatches:
 
     def __init__(self, documents: list[Document], *, kind: Kind, context_length: int, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, pad_id: int = 0):
+        if kind == "instruct":
+            # A prompt that fills the whole context leaves no response token to learn from.
+            fitting = [d for d in documents if d.first_target <= context_length]
+            if len(fitting) < len(documents):
+                print(f"warning: {len(documents) - len(fitting)} instruct examples have prompts of "
+                      f"{context_length}+ tokens and are left out; raise student.context_length", file=sys.stderr)
+            documents = fitting
         self.documents, self.kind, self.seed = documents, kind, seed
         self.context_length, self.batch_size = context_length, batch_size
         self.rank, self.world_size, self.pad_id = rank, world_size, pad_id

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
@@ -80,14 +80,19 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         accelerator.log(row, step=row["step"])  # TensorBoard / W&B when asked for, else nothing
 
     def evaluate(limit: int | None) -> dict:
-        """Validation loss and bits per byte on the first `limit` validation texts (all with None)."""
-        unwrapped = accelerator.unwrap_model(model)
-        with torch.no_grad(), accelerator.autocast():
-            scores = bits_per_byte(unwrapped, tokenizer, val_texts[:limit],
-                                   prompts=val_prompts[:limit] if val_prompts else None,
-                                   context_length=config.context_length, batch_size=config.batch_size)
+        """Validation loss and bits per byte on the first `limit` validation texts (all with None).
+
+        The main process scores and tells the others, so all take the same early-stopping decision."""
+        scores = [None]
+        if accelerator.is_main_process:
+            with torch.no_grad(), accelerator.autocast():
+                scored = bits_per_byte(accelerator.unwrap_model(model), tokenizer, val_texts[:limit],
+                                       prompts=val_prompts[:limit] if val_prompts else None,
+                                       context_length=config.context_length, batch_size=config.batch_size)
+            scores[0] = {"val_loss": scored["nats_per_token"], "val_bpb": scored["bits_per_byte"]}
+        broadcast_object_list(scores)
         model.train()
-        return {"val_loss": scores["nats_per_token"], "val_bpb": scores["bits_per_byte"]}
+        return scores[0]
 
     final_eval = _train(accelerator, model, optimizer, batches, evaluate, state, config, out_dir, log)
     accelerator.end_training()
@@ -149,7 +154,8 @@ def _train(accelerator, model, optimizer, batches: TrainBatches, evaluate, state
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens += int(accelerator.reduce(step_tokens, "sum"))
-            state.seconds = time.perf_counter() - clock
+            # Every process must stop at the same step: the main process's clock decides.
+            state.seconds = float(broadcast(torch.tensor(time.perf_counter() - clock, device=accelerator.device)))
 
             if state.step % config.log_every == 0:
                 tokens_per_s = (state.tokens - window[0]) / (time.perf_counter() - window[1])
@@ -174,9 +180,10 @@ def _train(accelerator, model, optimizer, batches: TrainBatches, evaluate, state
         bar.update(task, completed=1.0)
 
     state.stopped_by = stop
-    final_eval = evaluate(None)  # the whole validation split, whatever eval_max_texts says
-    if last_eval is None or last_eval.get("step") != state.step or config.eval_max_texts is not None:
-        log({"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **final_eval})
+    if last_eval is not None and last_eval["step"] == state.step and config.eval_max_texts is None:
+        final_eval = last_eval
+    else:  # the whole validation split, whatever eval_max_texts says
+        final_eval = _evaluate_and_log(evaluate, None, state, log)
     save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
     print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
           f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)

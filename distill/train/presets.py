@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import LlamaConfig
 
 from distill.errors import ConfigError, Problem
@@ -67,7 +68,7 @@ def model_config(preset: str, custom: dict[str, Any], *, vocab_size: int, contex
                       intermediate_size=shape.d_ff)
     try:
         return LlamaConfig(**fields)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, StrictDataclassError) as exc:  # transformers validates configs on creation
         raise ConfigError(Problem(f"not a valid Llama architecture: {exc}", key="student.custom")) from None
 
 

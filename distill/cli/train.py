@@ -1,0 +1,71 @@
+"""`distill train RUN` (train the student on the reviewed dataset) and `distill sample RUN` (generate)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RunArg = Annotated[Path, typer.Argument(help="The run directory (runs/<spec-name>/<run-id>).")]
+
+
+def train_command(
+    run: RunArg,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.01, help="Train for this many wall-clock minutes (replaces the spec's budget).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train for this many optimizer steps (replaces the spec's budget).")] = None,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", min=1, help="Train on this many tokens (replaces the spec's budget).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the spec's training.compile).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+) -> None:
+    """Train the student on the reviewed dataset into RUN/train (resumes after a crash); prints the result as JSON."""
+    from distill.review import reviewed_examples
+    from distill.rundir import RunDir
+    from distill.train import make_train_config, train_config_from_spec, train_student
+
+    run_dir = RunDir.open(run)
+    loaded = run_dir.load_spec()
+    spec = loaded.spec
+    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
+                                    spec_dir=loaded.directory, file=loaded.path)
+    overrides: dict = {}
+    if minutes is not None or steps is not None or tokens is not None:
+        overrides.update(max_minutes=minutes, max_steps=steps, max_tokens=tokens)
+    if compile is not None:
+        overrides["compile"] = compile
+    if threads is not None:
+        overrides["num_threads"] = threads
+    config = make_train_config({**config.model_dump(), **overrides})
+    result = train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind)
+    print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
+          f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+
+
+def sample_command(
+    run: Annotated[Path, typer.Argument(help="A run directory, its train folder, or a model directory.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue (instruct students: the input).")] = "Once upon a time",
+    n: Annotated[int, typer.Option("-n", min=1, help="How many samples.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest sample, in tokens.")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 for greedy decoding.")] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Sample among the k likeliest tokens.")] = 50,
+    chat: Annotated[Optional[bool], typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat format (default: for instruct runs).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+) -> None:
+    """Generate from the run's student: the finished model, else the newest checkpoint of a training in progress."""
+    from distill.train.sample import generate, load_student
+
+    train_dir = run / "train" if (run / "train").is_dir() else run
+    if chat is None:
+        stored = train_dir / "run.json"
+        chat = stored.is_file() and json.loads(stored.read_text())["kind"] == "instruct"
+    model, tokenizer, source = load_student(train_dir)
+    print(f"sampling from {source}", file=sys.stderr)
+    for i in range(n):
+        text = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_k=top_k, seed=seed + i, chat=chat)
+        print(text if chat else prompt + text)
+        if i < n - 1:
+            print("---")

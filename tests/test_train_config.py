@@ -1,0 +1,40 @@
+"""TrainConfig: flat fields, validated up front, named by their spec keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.errors import ConfigError
+from distill.train.config import TrainConfig, make_train_config, train_config_from_spec
+
+
+def test_spec_sections_flatten():
+    student = {"preset": "tiny", "base_model": "models/base", "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
+                                                                        "target_modules": None},
+               "custom": {}, "tokenizer_vocab": 2048, "context_length": 128}
+    config = train_config_from_spec(student, {"max_minutes": 5, "batch_size": 8}, spec_dir=Path("/specs"))
+    assert config.base_model == Path("/specs/models/base") and config.lora and config.lora_r == 4
+    assert (config.max_minutes, config.batch_size, config.context_length) == (5, 8, 128)
+    assert train_config_from_spec({"preset": "small", "lora": None}, {}, spec_dir=Path(".")).lora is False
+
+
+def test_every_problem_is_reported_with_its_spec_key():
+    with pytest.raises(ConfigError) as caught:
+        make_train_config({"batch_size": 0, "context_length": 4, "lr": 1}, file=Path("spec.yaml"))
+    keys = {p.key for p in caught.value.problems}
+    assert keys == {"training.batch_size", "student.context_length", "training.lr"}
+    assert all(str(p.file) == "spec.yaml" for p in caught.value.problems)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        make_train_config({"preset": "huge"})
+    with pytest.raises(ConfigError, match="lora needs base_model"):
+        make_train_config({"lora": True})
+
+
+def test_budget_defaults_to_ten_minutes_and_runtime_fields_do_not_change_weights():
+    assert TrainConfig().budget() == (None, None, 10.0)
+    assert TrainConfig(max_steps=5).budget() == (5, None, None)
+    a = TrainConfig(compile=True, eval_every=7, num_threads=1).weights_fingerprint_fields()
+    assert a == TrainConfig().weights_fingerprint_fields()
+    assert a != TrainConfig(learning_rate=1e-3).weights_fingerprint_fields()
