@@ -1,7 +1,9 @@
 """Training throughput: tokens/s and MFU of distill's loop, against a plain `transformers.Trainer`.
 
 In one run, on this machine:
-1. the matmul peak: FLOP/s of large square matmuls in fp32 (and bf16 where the hardware has it);
+1. the matmul peak: FLOP/s of large square matmuls in fp32 (and bf16 where the hardware has it),
+   re-measured before and after each preset (the mean is the peak MFU uses; other processes' load
+   changes by the minute on a shared machine);
 2. for three presets at one context length: steady-state training tokens/s of `train_student` (the
    first steps, which include torch.compile's compilation, are left out) and MFU = FLOPs/token x
    tokens/s / peak, with FLOPs/token as documented in distill/train/flops.py (6 x matmul weights +
@@ -120,15 +122,18 @@ def main() -> None:
                                  checkpoint_every=10**6, val_fraction=0.01, compile=args.compile,
                                  precision="fp32", peak_flops=peaks["fp32"], num_threads=args.threads)
             out = Path(tmp) / preset
+            # The peak is re-measured around each preset: on a shared machine the load changes by the minute.
+            before = measure_matmul_flops(device, torch.float32, size=2048, seconds=1.5)
             ours_rate = ours(examples, out, config, args.warmup)
             trainer_rate = plain_trainer(examples, out, config, args.warmup)
+            peak = (before + measure_matmul_flops(device, torch.float32, size=2048, seconds=1.5)) / 2
             set_seed(0)
             model, _ = prepare_student(config, out)
             fpt = flops_per_token(model, args.context)
             results.append((preset, sum(p.numel() for p in model.model.layers.parameters()), fpt, ours_rate,
-                            trainer_rate))
-            print(f"{preset}: ours {ours_rate:,.0f} tok/s (MFU {fpt * ours_rate / peaks['fp32']:.3f}), "
-                  f"Trainer {trainer_rate:,.0f} tok/s", flush=True)
+                            trainer_rate, peak))
+            print(f"{preset}: ours {ours_rate:,.0f} tok/s (MFU {fpt * ours_rate / peak:.3f}), "
+                  f"Trainer {trainer_rate:,.0f} tok/s, peak {peak / 1e9:.1f} GFLOP/s", flush=True)
         if device == "cuda" and "bf16" in peaks:
             config = TrainConfig(preset=args.gpu_preset, context_length=512, batch_size=32,
                                  max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
@@ -141,9 +146,10 @@ def main() -> None:
 
     print(f"\ncontext {args.context}, batch {args.batch}, fp32, compile={args.compile}, "
           f"{args.steps} timed steps after {args.warmup}")
-    print(f"{'preset':8} {'non-emb':>8} {'MFLOP/tok':>9} {'ours tok/s':>10} {'MFU':>6} {'Trainer tok/s':>13} {'ratio':>6}")
-    for preset, params, fpt, rate, trainer_rate in results:
-        print(f"{preset:8} {params / 1e6:7.2f}M {fpt / 1e6:9.1f} {rate:10,.0f} {fpt * rate / peaks['fp32']:6.3f} "
+    print(f"{'preset':8} {'non-emb':>8} {'MFLOP/tok':>9} {'peak GF/s':>9} {'ours tok/s':>10} {'MFU':>6} "
+          f"{'Trainer tok/s':>13} {'ratio':>6}")
+    for preset, params, fpt, rate, trainer_rate, peak in results:
+        print(f"{preset:8} {params / 1e6:7.2f}M {fpt / 1e6:9.1f} {peak / 1e9:9.1f} {rate:10,.0f} {fpt * rate / peak:6.3f} "
               f"{trainer_rate:13,.0f} {rate / trainer_rate:6.2f}")
 
 

@@ -66,14 +66,15 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
         ("generate", lambda: upstream, lambda: _generate(loaded, run, show_progress)),
         ("review", lambda: _review_inputs(run, loaded), lambda: _review(run, loaded)),
         ("train", lambda: _train_inputs(run, loaded), lambda: _train(run, loaded)),
-        ("eval", lambda: fingerprint(spec.evaluation.model_dump(mode="json")), lambda: _evaluate(run)),
+        ("eval", lambda: fingerprint(spec.evaluation.model_dump(mode="json")), lambda: _evaluate(run, loaded)),
         ("release", lambda: fingerprint(spec.release.model_dump(mode="json"), override_reason),
          lambda: _release(run, override_reason)),
     ]
     previous = ""
     for name, inputs_of, work in steps:
         inputs = fingerprint(previous, inputs_of())
-        if run.stage(name).get("state") == "done" and run.manifest.get("pipeline", {}).get(name) == inputs:
+        own_state = run.stage(name).get("state", "done")  # the review keeps its state in RUN/review instead
+        if own_state == "done" and run.manifest.get("pipeline", {}).get(name) == inputs:
             summary.stages.append(StageOutcome(name, skipped=True, seconds=0.0))
             say(f"[{name}] inputs unchanged since it completed: skipped")
         else:
@@ -150,10 +151,13 @@ def _train(run: RunDir, loaded: LoadedSpec) -> str:
     return f"{result.tokens:,} tokens, validation {result.val_bpb:.3f} bits/byte"
 
 
-def _evaluate(run: RunDir) -> str:
-    from distill.evaluate.stage import evaluate_run
+def _evaluate(run: RunDir, loaded: LoadedSpec) -> str:
+    from distill.evaluate.stage import EvalSettings, evaluate_run
 
-    result = evaluate_run(run.path)
+    evaluation = loaded.spec.evaluation
+    result = evaluate_run(run.path, settings=EvalSettings(
+        prompts=evaluation.prompts, samples=evaluation.samples_per_prompt, max_new_tokens=evaluation.max_new_tokens,
+        probe_samples=evaluation.probe_samples, seed=loaded.spec.seed))
     return f"validation {result['bpb']['validation']['bits_per_byte']:.3f} bits/byte"
 
 

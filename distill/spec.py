@@ -255,6 +255,8 @@ class Evaluation(Strict):
     judge: JudgeRef | None = None  # None: the teacher grades
     prompts: PositiveInt = 50  # held-out beginnings to complete
     samples_per_prompt: PositiveInt = 3
+    max_new_tokens: PositiveInt = 256  # longest student completion
+    probe_samples: PositiveInt = 3  # completions per safety probe
     rubric: str | None = None  # a template replacing templates/eval's grading rubric
     extra_texts: list[str] = Field(default_factory=list)  # more held-out text files for bits per byte
 

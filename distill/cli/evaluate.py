@@ -19,8 +19,8 @@ def eval_command(
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip judge grading (no requests at all).")] = False,
     samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Completions per beginning (default: evaluation.samples_per_prompt).")] = None,
     prompts: Annotated[Optional[int], typer.Option("--prompts", min=1, help="Held-out beginnings to complete (default: evaluation.prompts).")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest student completion, in tokens.")] = 256,
-    probe_samples: Annotated[int, typer.Option("--probe-samples", min=1, help="Completions per safety probe.")] = 3,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Longest student completion, in tokens (default: evaluation.max_new_tokens).")] = None,
+    probe_samples: Annotated[Optional[int], typer.Option("--probe-samples", min=1, help="Completions per safety probe (default: evaluation.probe_samples).")] = None,
     probes: Annotated[Optional[str], typer.Option("--probes", help="Probe sets, comma-separated: names under safety/probes/ or .jsonl paths (default: story for text specs, instruct for instruct specs).")] = None,
     heldout: HeldoutOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
@@ -35,8 +35,9 @@ def eval_command(
 
     spec = RunDir.open(run).load_spec().spec
     settings = EvalSettings(prompts=prompts or spec.evaluation.prompts,
-                            samples=samples or spec.evaluation.samples_per_prompt, max_new_tokens=max_new_tokens,
-                            probe_samples=probe_samples, seed=seed,
+                            samples=samples or spec.evaluation.samples_per_prompt,
+                            max_new_tokens=max_new_tokens or spec.evaluation.max_new_tokens,
+                            probe_samples=probe_samples or spec.evaluation.probe_samples, seed=seed,
                             probe_sets=tuple(p.strip() for p in probes.split(",") if p.strip()) if probes else None)
     result = evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
     print(_summary(result), file=sys.stderr)

@@ -1,0 +1,87 @@
+"""`distill run`: spec to verified bundle offline; a second run does no work; an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_distill
+
+SPEC = (REPO / "specs" / "tinystories-quickstart.yaml").read_text()
+SMALL = (SPEC.replace("records: 3000", "records: 80")
+         .replace("max_minutes: 4", "max_steps: 6")
+         .replace("eval_every: 100", "eval_every: 3")
+         .replace("tokenizer_vocab: 2048", "tokenizer_vocab: 512")
+         .replace("prompts: 12", "prompts: 2")
+         .replace("samples_per_prompt: 2", "samples_per_prompt: 1")
+         .replace("max_new_tokens: 200", "max_new_tokens: 16"))
+
+
+def small_spec(folder: Path) -> Path:
+    """The quickstart spec at test size, next to a copy of its word lists."""
+    (folder / "words").mkdir(parents=True)
+    for name in ("nouns", "verbs", "adjectives"):
+        (folder / "words" / f"{name}.txt").write_bytes((REPO / "specs" / "words" / f"{name}.txt").read_bytes())
+    spec = folder / "quick.yaml"
+    spec.write_text(SMALL)
+    return spec
+
+
+def manifest_of(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_spec_to_verified_bundle_then_nothing_to_do(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path)
+    first = run_distill("run", spec, "--runs-dir", tmp_path / "runs", timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    bundle = Path(first.stdout.strip().splitlines()[-1])
+    assert bundle.is_dir() and (bundle.parent / f"{bundle.name}.tar.gz").is_file()
+    card = (bundle / "README.md").read_text()
+    assert "offline-stand-in" in card
+    verified = run_distill("verify", bundle.parent / f"{bundle.name}.tar.gz")
+    assert verified.returncode == 0, verified.stderr
+    run_dir = tmp_path / "runs" / "tinystories-quickstart" / "main"
+    stages = manifest_of(run_dir)["stages"]
+    assert all(stages[name]["state"] == "done" for name in ("generate", "eval", "release"))
+    assert set(manifest_of(run_dir)["pipeline"]) == {"generate", "review", "train", "eval", "release"}
+    assert (run_dir / "review" / "signoff.json").is_file()
+    hashes = json.loads((bundle / "manifest.json").read_text())["files"]
+
+    second = run_distill("run", spec, "--runs-dir", tmp_path / "runs", timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("inputs unchanged since it completed: skipped") == 5
+    assert json.loads((bundle / "manifest.json").read_text())["files"] == hashes
+
+    sampled = run_distill("sample", bundle, "--prompt", "Once upon a time", timeout=120)
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("Once upon a time")
+
+
+@pytest.mark.slow
+def test_run_killed_during_training_resumes_to_the_same_bundle(tmp_path: Path) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = run_distill("run", small_spec(reference_dir), "--runs-dir", reference_dir / "runs", timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    spec = small_spec(killed_dir)
+    process = subprocess.Popen([sys.executable, "-m", "distill", "run", str(spec), "--runs-dir", str(killed_dir / "runs")],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_dir = killed_dir / "runs" / "tinystories-quickstart" / "main"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run_dir / "train" / "checkpoints").is_dir():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert manifest_of(run_dir)["stages"].get("release", {}).get("state") != "done"
+    resumed = run_distill("run", spec, "--runs-dir", killed_dir / "runs", timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    bundle_of = lambda root: root / "runs" / "tinystories-quickstart" / "main" / "release" / "tinystories-quickstart-0.1.0"
+    weights = lambda root: json.loads((bundle_of(root) / "manifest.json").read_text())["files"]["model.safetensors"]
+    assert weights(killed_dir) == weights(reference_dir)
