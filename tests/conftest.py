@@ -25,3 +25,16 @@ def tinystories_sample() -> Path:
     if not TINYSTORIES_SAMPLE.is_file():
         pytest.skip("the shared TinyStories sample is not beside the checkout")
     return TINYSTORIES_SAMPLE
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`@pytest.mark.anyio`) run on asyncio, like distill itself."""
+    return "asyncio"
+
+
+@pytest.fixture
+def api_keys(monkeypatch):
+    """Dummy keys for the loopback teacher server; real keys never enter tests."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")

@@ -15,24 +15,13 @@ from distill.providers.openai_api import OpenAIProvider
 from distill.providers.protocol import Message, ProviderFault, TeacherReply, TeacherRequest
 from teacher_server import TeacherServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("api_keys")]
 
 SCHEMA = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "legs": {"type": "integer", "minimum": 2}},
     "required": ["name", "legs"],
 }
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def api_keys(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from distill.review.judge import Judge, parse_verdict
 from distill.review.policy import load_policy
 from teacher_server import TeacherServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("api_keys")]
 
 SAFE = json.dumps({"verdict": "safe", "categories": [], "rationale": "a harmless story"})
 UNSAFE = json.dumps({"verdict": "unsafe", "categories": ["S1"], "rationale": "describes a violent crime"})
@@ -31,17 +31,6 @@ def naive_judge(call) -> str:
     if "not json" in user:
         return "I think this one is fine, really."
     return UNSAFE if "stabbed" in user else SAFE
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def api_keys(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
 
 
 @pytest.fixture(scope="module")

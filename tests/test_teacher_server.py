@@ -34,11 +34,6 @@ SCHEMA = {
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def server(request):
     """A running server; tests pass options with @pytest.mark.parametrize("server", [{...}], indirect=True)."""
     with TeacherServer(**getattr(request, "param", {})) as running:

@@ -111,19 +111,10 @@ def split_text(text: str, separator: str) -> list[str]:
 
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+    from distill.prompts import parse_jsonl_objects
+
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(Problem(f"invalid JSON: {exc.msg}", file=path, line=number, column=exc.colno)) from None
-            if not isinstance(row, dict):
-                raise ConfigError(Problem("each line must be a JSON object", file=path, line=number, column=1))
-            rows.append(row)
-    return rows
+        return parse_jsonl_objects(handle, path, ConfigError)
 
 
 def _load_saved_dataset(path: Path) -> list[dict[str, Any]]:
