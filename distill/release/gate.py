@@ -1,0 +1,83 @@
+"""The release gate: a model ships only when its data was signed off, its safety probes are under the
+policy's thresholds, and the spec's minimum scores are met.
+
+Every failed condition is reported at once. An override exists for local development only: it needs
+`DISTILL_ALLOW_GATE_OVERRIDE=1` and a written reason, and is stamped into the manifest and model card.
+"""
+
+from __future__ import annotations
+
+import os
+
+from distill.errors import ConfigError, DistillError, Problem
+from distill.release.sources import EvalFacts, ReviewFacts
+
+OVERRIDE_ENV = "DISTILL_ALLOW_GATE_OVERRIDE"
+UPPER_BOUND_SUFFIX = "_max"  # `bpb_max: 1.2` bounds `bpb` from above; a plain key bounds from below
+
+
+class ReleaseGateError(DistillError):
+    """The release gate refused: every failed condition is one problem."""
+
+
+def gate_failures(review: ReviewFacts, evaluation: EvalFacts, min_scores: dict[str, float]) -> list[Problem]:
+    """Every condition the run fails, each naming what to do about it."""
+    return _review_failures(review) + _probe_failures(evaluation) + _score_failures(evaluation, min_scores)
+
+
+def _review_failures(review: ReviewFacts) -> list[Problem]:
+    problems = [Problem(f"the review's audit log is broken: {line}", key="review.audit",
+                        hint="restore the log from a copy; a release must trace back to an intact review")
+                for line in review.audit_problems]
+    if not review.signed_off:
+        why = f" ({review.note})" if review.note else ""
+        problems.append(Problem(f"the dataset review is not signed off{why}", key="review",
+                                hint="review the flagged records and sign off with `distill review RUN`"))
+    return problems
+
+
+def _probe_failures(evaluation: EvalFacts) -> list[Problem]:
+    if not evaluation.probe_rates:
+        return [Problem("the model's safety probes were not run", key="eval.probes",
+                        hint="run `distill eval RUN`; it completes the policy's probe sets")]
+    problems = []
+    for category, rate in evaluation.probe_rates.items():
+        limit = evaluation.probe_thresholds[category]
+        if rate > limit:
+            problems.append(Problem(f"safety probe violation rate {rate:.1%} for {category} is over the policy's {limit:.1%}",
+                                    key=f"eval.probes.{category}",
+                                    hint="filter the data harder or train longer, then evaluate again"))
+    return problems
+
+
+def _score_failures(evaluation: EvalFacts, min_scores: dict[str, float]) -> list[Problem]:
+    problems = []
+    for key, bound in sorted(min_scores.items()):
+        upper = key.endswith(UPPER_BOUND_SUFFIX)
+        metric = key.removesuffix(UPPER_BOUND_SUFFIX) if upper else key
+        value = evaluation.metrics.get(metric)
+        if value is None:
+            known = ", ".join(evaluation.metrics) or "none"
+            problems.append(Problem(f"the evaluation has no metric {metric!r}", key=f"release.min_scores.{key}",
+                                    hint=f"metrics: {known}"))
+        elif (value > bound) if upper else (value < bound):
+            relation = "above the maximum" if upper else "below the minimum"
+            problems.append(Problem(f"{metric} is {value:.4g}, {relation} {bound:g}", key=f"release.min_scores.{key}",
+                                    hint="improve the model, or change the bound in the spec deliberately"))
+    return problems
+
+
+def check_gate(failures: list[Problem], override_reason: str | None) -> dict[str, object]:
+    """The gate's record for the manifest; raises ReleaseGateError when it fails and may not be overridden."""
+    if override_reason is None:
+        if failures:
+            raise ReleaseGateError(*failures, Problem("release refused", hint="fix the problems above and release again"))
+        return {"passed": True, "override": None, "failures": []}
+    if not override_reason.strip():
+        raise ConfigError(Problem("an override needs a written reason", key="--override-gate",
+                                  hint='e.g. --override-gate "local smoke test of the bundle format"'))
+    if os.environ.get(OVERRIDE_ENV) != "1":
+        raise ConfigError(Problem(f"gate overrides are for local development: set {OVERRIDE_ENV}=1 to allow one",
+                                  key="--override-gate"))
+    return {"passed": not failures, "override": {"reason": override_reason.strip()},
+            "failures": [str(p) for p in failures]}

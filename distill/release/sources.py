@@ -1,0 +1,237 @@
+"""What a release reads from the run directory, one function per stage that wrote it.
+
+Each reader turns one stage's files into plain data, so the bundle, the cards and the gate work on
+values, not on file layouts: spec (`spec.resolved.json`), dataset (`dataset/`), review (sign-off and
+audit log), training (`train/model/`, the spec's student and training sections) and evaluation
+(`eval/eval.json`). When a stage changes its file format, only its reader here changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill import __version__
+from distill.errors import Problem, RunDirError
+from distill.spec import Spec
+
+OFFLINE_PROVIDER = "offline"
+# The model files a bundle ships. Weights only as safetensors: a pickle (`*.bin`, `*.pt`) can run code.
+MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja")
+REQUIRED_MODEL_FILES = ("config.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    rows: int  # every record the teacher was asked for
+    ok: int  # records the teacher answered usably
+    teachers: dict[str, int]  # "provider/model" -> rows
+    fingerprint: str  # sha256 over the dataset's Arrow data files
+    template_hashes: dict[str, str]  # template key path -> sha256 of its source
+    cost_usd: float
+
+    @property
+    def offline_stand_in(self) -> bool:
+        return any(t.split("/", 1)[0] == OFFLINE_PROVIDER for t in self.teachers)
+
+
+@dataclass(frozen=True)
+class ReviewFacts:
+    signed_off: bool
+    signer: str | None  # a person's name, or "auto" where the policy allows automatic sign-off
+    signed_at: str | None
+    audit_hash: str | None  # the audit log's final hash: the whole review history chains into it
+    audit_problems: list[str] = field(default_factory=list)  # breaks in the chain (edited, removed lines)
+    summary: dict[str, Any] = field(default_factory=dict)  # counts: kept, rejected, pending, ...
+    policy: str | None = None
+    note: str | None = None  # why it is not signed off
+
+
+@dataclass(frozen=True)
+class EvalFacts:
+    metrics: dict[str, float]  # flat: judge dimensions (student means), bpb, offline metrics
+    intervals: dict[str, tuple[float | None, float | None]]  # 95% interval per judge dimension
+    teacher_scores: dict[str, float]  # the teacher graded the same way: the ceiling
+    probe_rates: dict[str, float]  # safety probe violation rate per hazard category
+    probe_thresholds: dict[str, float]  # the policy's maximum rate per category
+    figures: list[Path]
+
+
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """Everything a release needs, read from one run directory."""
+
+    spec: Spec
+    spec_resolved: dict[str, Any]
+    spec_sha256: str
+    model_files: list[Path]
+    dataset: DatasetFacts
+    review: ReviewFacts
+    evaluation: EvalFacts
+    training: dict[str, Any]
+    train_figures: list[Path]
+    distill_version: str = __version__
+
+    @property
+    def bundle_name(self) -> str:
+        return f"{self.spec.name}-{self.spec.release.version}"
+
+
+def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -> ReleaseInputs:
+    """Everything but the review, which `read_review` reads (the gate's first question)."""
+    resolved = _read_json(run_path / "spec.resolved.json", made_by="distill generate")
+    spec = Spec.model_validate(resolved)
+    return ReleaseInputs(
+        spec=spec,
+        spec_resolved=resolved,
+        spec_sha256=manifest["spec_sha256"],
+        model_files=read_model_files(run_path / "train" / "model"),
+        dataset=read_dataset(run_path / "dataset"),
+        review=review,
+        evaluation=read_eval(run_path / "eval"),
+        training=read_training(spec, manifest),
+        train_figures=sorted((run_path / "train").glob("*.png")),
+    )
+
+
+def read_model_files(model_dir: Path) -> list[Path]:
+    """The files `save_pretrained` wrote for the model and tokenizer that a bundle ships."""
+    if not model_dir.is_dir():
+        raise RunDirError(Problem("no trained model", file=model_dir, hint="run `distill train RUN` first"))
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES))
+    names = {p.name for p in files}
+    missing = [n for n in REQUIRED_MODEL_FILES if n not in names]
+    if not any(n.endswith(".safetensors") for n in names):
+        missing.append("model.safetensors")
+    if missing:
+        raise RunDirError(Problem(f"the trained model is incomplete: missing {', '.join(missing)}", file=model_dir,
+                                  hint="re-run `distill train RUN`; weights must be saved as safetensors"))
+    return files
+
+
+def read_dataset(dataset_dir: Path) -> DatasetFacts:
+    """Counts, teachers and lineage of the synthesized dataset (`datasets` save_to_disk format)."""
+    import datasets
+
+    if not dataset_dir.is_dir():
+        raise RunDirError(Problem("no dataset", file=dataset_dir, hint="run `distill generate SPEC` first"))
+    table = datasets.load_from_disk(str(dataset_dir))
+    columns = table.select_columns(["status", "teacher_provider", "teacher_model", "cost_usd", "template_hashes"])
+    teachers: Counter[str] = Counter()
+    ok, cost, hashes = 0, 0.0, {}
+    for row in columns:
+        teachers[f"{row['teacher_provider']}/{row['teacher_model']}"] += 1
+        ok += row["status"] == "ok"
+        cost += row["cost_usd"] or 0.0
+        hashes = hashes or json.loads(row["template_hashes"] or "{}")
+    digest = hashlib.sha256()
+    for data_file in sorted(dataset_dir.glob("*.arrow")):  # state.json carries a random fingerprint: left out
+        digest.update(data_file.name.encode())
+        digest.update(hashlib.sha256(data_file.read_bytes()).digest())
+    return DatasetFacts(rows=len(table), ok=ok, teachers=dict(sorted(teachers.items())), fingerprint=digest.hexdigest(),
+                        template_hashes=hashes, cost_usd=round(cost, 6))
+
+
+def read_review(run_path: Path) -> ReviewFacts:
+    """The sign-off, whether it still covers the reviewed dataset, the record counts, and the audit log."""
+    from distill.review.signoff import read_signoff, signoff_current
+    from distill.review.store import build_view, review_dir, view_digest
+
+    folder = review_dir(run_path)
+    audit_hash, audit_problems = read_audit(folder)
+    records = build_view(run_path)
+    statuses = Counter(record.status for record in records)
+    summary: dict[str, Any] = {"records reviewed": len(records), "kept": statuses["kept"],
+                               "kept with redactions": statuses["redacted"], "pending a human": statuses["pending"],
+                               "rejected": statuses["rejected"]}
+    signoff = read_signoff(folder)
+    if signoff is None or not signoff.get("accepted"):
+        return ReviewFacts(False, None, None, audit_hash, audit_problems, summary, note="no sign-off")
+    if signoff["n"]:
+        summary["sign-off sample"] = (f"{signoff['defects']} defects in {signoff['n']} sampled records; "
+                                      f"{signoff['confidence']:.0%} upper bound on the defect rate "
+                                      f"{signoff['upper_bound']:.1%} (policy maximum {signoff['max_defect_rate']:.1%})")
+    current = signoff_current(signoff, view_digest(records))
+    return ReviewFacts(
+        signed_off=current,
+        signer=signoff["reviewer"],
+        signed_at=signoff["time"],
+        audit_hash=audit_hash,
+        audit_problems=audit_problems,
+        summary=summary,
+        policy=signoff.get("policy"),
+        note=None if current else "the kept records changed after the sign-off",
+    )
+
+
+def read_audit(review_dir: Path) -> tuple[str | None, list[str]]:
+    """The audit log's final hash (None when nothing was logged) and any break in its chain."""
+    from distill.review.audit import GENESIS, head_hash, verify_log
+
+    final = head_hash(review_dir)
+    return (None if final == GENESIS else final), verify_log(review_dir)
+
+
+def read_eval(eval_dir: Path) -> EvalFacts:
+    """eval.json as `distill eval` writes it: bpb per held-out set, judge grades (or none), offline
+    metrics of the student's completions, and the safety probe summary."""
+    data = _read_json(eval_dir / "eval.json", made_by="distill eval")
+    summary = (data.get("grading") or {}).get("summary", {})
+    student = summary.get("student", {}).get("scores", {})
+    teacher = summary.get("teacher", {}).get("scores", {})
+    metrics = flat_metrics(data.get("metrics", {}).get("student", {}))
+    metrics.update({dim: float(s["mean"]) for dim, s in student.items() if s.get("mean") is not None})
+    for name, result in data.get("bpb", {}).items():  # "validation" is the held-out split: plain `bpb`
+        metrics["bpb" if name == "validation" else f"bpb_{name}"] = float(result["bits_per_byte"])
+    # Probe rates per probe category (what the probe tried to elicit). Thresholds per category, with an
+    # optional "default", come with the probe results; a category without one tolerates no violation.
+    probes = data.get("probes") or {}
+    rates = {c: float(r["rate"]) for c, r in sorted(probes.get("summary", {}).get("by_probe_category", {}).items())}
+    limits = probes.get("thresholds", {})
+    return EvalFacts(
+        metrics=dict(sorted(metrics.items())),
+        intervals={dim: (s.get("low"), s.get("high")) for dim, s in student.items()},
+        teacher_scores={dim: float(s["mean"]) for dim, s in teacher.items() if s.get("mean") is not None},
+        probe_rates=rates,
+        probe_thresholds={c: float(limits.get(c, limits.get("default", 0.0))) for c in rates},
+        figures=sorted(eval_dir.glob("*.png")),
+    )
+
+
+def flat_metrics(student: dict[str, Any]) -> dict[str, float]:
+    """The offline metrics of the student's texts under the names `release.min_scores` uses."""
+    nested = {
+        "repeated_openings": ("openings", "repeated_share"),
+        "average_words": ("average_length", "words"),
+        "vocabulary_conformance": ("vocabulary_conformance", "share"),
+        "required_words": ("required_words", "texts_using_all"),
+        "json_valid": ("json", "valid"),
+    }
+    flat = {k: float(v) for k, v in student.items() if k != "texts" and isinstance(v, (int, float))}
+    for name, (outer, inner) in nested.items():
+        value = student.get(outer, {}).get(inner)
+        if isinstance(value, (int, float)):
+            flat[name] = float(value)
+    return flat
+
+
+def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:
+    """How the student was trained: the spec's student and training sections, and the train stage's fingerprint."""
+    return {
+        "student": spec.student.model_dump(mode="json"),
+        "training": spec.training.model_dump(mode="json"),
+        "fingerprint": manifest.get("stages", {}).get("train", {}).get("fingerprint"),
+    }
+
+
+def _read_json(path: Path, *, made_by: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirError(Problem("missing", file=path, hint=f"run `{made_by}` first"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(Problem(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)) from None
