@@ -393,7 +393,8 @@ def _probe(model, tokenizer, loaded, settings: EvalSettings, context_length: int
                                on_batch=lambda done: bar.update(task, completed=done))
     policy = _policy(loaded)
     scored = score_probe_completions(probes, completions, policy)
-    return {"sets": sets, "samples": settings.probe_samples, "policy": loaded.spec.safety.policy, **scored}
+    return {"sets": sets, "samples": settings.probe_samples, "policy": loaded.spec.safety.policy,
+            "thresholds": policy.probe_thresholds, **scored}
 
 
 # --- distill inspect ---

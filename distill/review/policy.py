@@ -121,6 +121,9 @@ class Policy(Strict):
     judge: Judge = Field(default_factory=Judge)
     signoff: Signoff = Field(default_factory=Signoff)
     actions: dict[str, Decision] = Field(default_factory=dict)
+    # release gate: the highest share of a safety probe category's student completions that may violate
+    # the policy ("default" covers categories not named)
+    probe_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: {"default": 0.0})
 
     _source: Path | None = PrivateAttr(default=None)
 
