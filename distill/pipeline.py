@@ -108,17 +108,10 @@ def _generate(loaded: LoadedSpec, run: RunDir, show_progress: bool) -> str:
 
 
 def _review_inputs(run: RunDir, loaded: LoadedSpec) -> str:
-    from distill.review.policy import load_policy
+    from distill.review.policy import spec_policy
 
-    policy = load_policy(_policy_reference(loaded))
-    return fingerprint(loaded.spec.safety.model_dump(mode="json"), policy.model_dump(mode="json"),
+    return fingerprint(loaded.spec.safety.model_dump(mode="json"), spec_policy(loaded).model_dump(mode="json"),
                        file_sha256(run.path / "dataset" / "dataset_info.json"))
-
-
-def _policy_reference(loaded: LoadedSpec) -> str | Path:
-    name = loaded.spec.safety.policy
-    local = loaded.directory / name
-    return local if name.endswith((".yaml", ".yml")) and local.is_file() else name
 
 
 def _review(run: RunDir, loaded: LoadedSpec) -> str | None:

@@ -310,8 +310,9 @@ def _generate(bar, label: str, model, tokenizer, prompts: list[str], settings: E
 def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
     from distill.evaluate.metrics import text_metrics
     from distill.review.chain import task_from_policy
+    from distill.review.policy import spec_policy
 
-    conformance = task_from_policy(_policy(loaded))
+    conformance = task_from_policy(spec_policy(loaded))
     vocabulary = conformance.vocabulary
 
     def required(example) -> list[str]:
@@ -335,13 +336,6 @@ def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
         metrics["teacher"]["json"] = json_validity([e["text"] for e in examples], schema)
         metrics["student"]["json"] = json_validity([text for samples in student for text in samples], schema)
     return metrics
-
-
-def _policy(loaded):
-    from distill.review.policy import load_policy
-
-    name = loaded.spec.safety.policy
-    return load_policy(loaded.directory / name if name.endswith((".yaml", ".yml")) else name)
 
 
 def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings: EvalSettings) -> dict[str, Any]:
@@ -381,6 +375,7 @@ def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings
 def _probe(model, tokenizer, loaded, settings: EvalSettings, context_length: int) -> dict[str, Any]:
     from distill.evaluate.completions import complete
     from distill.evaluate.probes import load_probes, score_probe_completions
+    from distill.review.policy import spec_policy
 
     sets = list(settings.probe_sets or (("instruct",) if loaded.spec.kind == "instruct" else ("story",)))
     probes = load_probes(sets)
@@ -391,7 +386,7 @@ def _probe(model, tokenizer, loaded, settings: EvalSettings, context_length: int
                                max_new_tokens=min(settings.max_new_tokens, 128), temperature=settings.temperature,
                                batch_size=settings.batch_size, seed=settings.seed, context_length=context_length,
                                on_batch=lambda done: bar.update(task, completed=done))
-    policy = _policy(loaded)
+    policy = spec_policy(loaded)
     scored = score_probe_completions(probes, completions, policy)
     return {"sets": sets, "samples": settings.probe_samples, "policy": loaded.spec.safety.policy,
             "thresholds": policy.probe_thresholds, **scored}

@@ -256,3 +256,10 @@ def _located(exc: ValidationError, document: LocatedDocument) -> list[Problem]:
             line, column = document.locate(loc)
         problems.append(Problem(message, file=document.file, line=line, column=column, key=dotted_key(loc) or None, hint=hint))
     return problems
+
+
+def spec_policy(loaded) -> Policy:
+    """The policy a spec's `safety.policy` names: a YAML file next to the spec, else a shipped policy."""
+    name = loaded.spec.safety.policy
+    local = loaded.directory / name
+    return load_policy(local if name.endswith((".yaml", ".yml")) and local.is_file() else name)

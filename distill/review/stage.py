@@ -247,13 +247,11 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
     models that can judge), and the files to decontaminate against (`safety.decontaminate` and
     `evaluation.extra_texts`)."""
     from distill.providers.factory import make_provider
-    from distill.review.policy import load_policy
+    from distill.review.policy import spec_policy
     from distill.spec import Teacher
 
     spec = loaded.spec
-    name = spec.safety.policy
-    local = loaded.directory / name
-    policy = load_policy(local if name.endswith((".yaml", ".yml")) and local.is_file() else name)
+    policy = spec_policy(loaded)
     reference = spec.safety.judge
     teacher = spec.teacher if reference is None else Teacher(provider=reference.provider, model=reference.model,
                                                             base_url=reference.base_url, api_key_env=reference.api_key_env)
