@@ -20,7 +20,7 @@ from typing import Any
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import check_gate, gate_failures
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
-from distill.rundir import RunDir, file_sha256, fingerprint, write_atomic, write_json_atomic
+from distill.rundir import RunDir, file_sha256, fingerprint, replace_dir, write_atomic, write_json_atomic
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "distill-release/1"
@@ -47,7 +47,7 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
     staging = out / f".{inputs.bundle_name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     write_bundle(inputs, staging, gate=gate)
-    _replace_dir(staging, bundle)
+    replace_dir(staging, bundle)
     archive = out / f"{inputs.bundle_name}.tar.gz"
     write_tar_gz(bundle, archive)
     run.finish_stage(STAGE, counts={"files": sum(1 for p in bundle.rglob("*") if p.is_file()),
@@ -161,13 +161,3 @@ def _inputs_fingerprint(inputs: ReleaseInputs, gate: dict[str, Any]) -> str:
                        inputs.review.audit_hash, inputs.review.signed_off, inputs.evaluation.metrics,
                        inputs.evaluation.probe_rates, [file_sha256(p) for p in inputs.evaluation.figures], gate,
                        inputs.distill_version)
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Swap a finished directory in, so a crash never leaves a half-written bundle under the real name."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)

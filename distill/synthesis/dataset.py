@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem
+from distill.rundir import replace_dir
 
 COLUMNS = ("id", "variables", "steps", "prompt", "text", "status", "failure_reason", "teacher_provider",
            "teacher_model", "input_tokens", "output_tokens", "cost_usd", "cache_key", "template_hashes")
@@ -102,9 +103,4 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
     staging = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     dataset.save_to_disk(str(staging))
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, path)

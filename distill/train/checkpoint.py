@@ -17,7 +17,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from distill.rundir import write_json_atomic
+from distill.rundir import replace_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
@@ -89,8 +89,8 @@ def save_release_model(model, tokenizer, model_dir: Path, *, adapter_dir: Path) 
 
 
 def _replace_dir(target: Path, write) -> None:
+    """`write(folder)` into a temporary folder, then swap it in (replacing a model from an earlier finish)."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
-    shutil.rmtree(target, ignore_errors=True)  # a model from an earlier finish of the same run
-    os.replace(tmp, target)
+    replace_dir(tmp, target)
