@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distill.rundir import write_atomic
+
 LOG = "audit.jsonl"
 HEAD = "audit.head"
 GENESIS = "0" * 64
@@ -79,10 +81,7 @@ def append_entry(review_dir: Path, *, reviewer: str, action: str, ids: list[int]
             handle.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        head = review_dir / HEAD
-        tmp = head.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"count": entry["seq"] + 1, "hash": entry["hash"]}) + "\n")
-        os.replace(tmp, head)
+        write_atomic(review_dir / HEAD, json.dumps({"count": entry["seq"] + 1, "hash": entry["hash"]}) + "\n")
     return entry
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from distill.errors import RunDirError
 from distill.review.audit import append_entry
 from distill.review.policy import Policy
+from distill.rundir import write_atomic
 
 METHOD = "one-sided Clopper-Pearson exact binomial upper bound"
 
@@ -57,9 +57,7 @@ def upper_bound(defects: int, n: int, confidence: float = 0.95) -> float:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: str, seed: int | None = None) -> dict:

@@ -23,6 +23,7 @@ from typing import Any
 from distill.errors import RunDirError
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
+from distill.rundir import write_atomic
 
 RECORDS = "records.jsonl"
 CORPUS = "corpus.json"
@@ -36,10 +37,7 @@ def review_dir(run_dir: Path) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
