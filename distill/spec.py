@@ -331,7 +331,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
     try:
         spec = Spec.model_validate(document.data)
     except ValidationError as exc:
-        raise SpecError(*sorted(_located_problems(exc, document), key=lambda p: (p.line or 0, p.column or 0))) from None
+        raise SpecError(*located_problems(exc, document, Spec)) from None
     return LoadedSpec(spec, path, document)
 
 
@@ -345,14 +345,16 @@ def spec_json_schema() -> dict[str, Any]:
 # --- turning pydantic errors into located problems ---
 
 
-def _located_problems(exc: ValidationError, document: LocatedDocument) -> list[Problem]:
+def located_problems(exc: ValidationError, document: LocatedDocument, root: type[BaseModel]) -> list[Problem]:
+    """A pydantic error on a YAML document (validated as `root`) as located problems in file order,
+    with the nearest valid key suggested for an unknown one."""
     problems = []
     for error in exc.errors(include_url=False):
         loc = _data_path(error["loc"], document.data)
         hint = None
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-            known = _known_keys(Spec, loc[:-1], document.data)
+            known = _known_keys(root, loc[:-1], document.data)
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
             line, column = document.locate(loc, prefer_key=True)
@@ -363,7 +365,7 @@ def _located_problems(exc: ValidationError, document: LocatedDocument) -> list[P
             message = _plain_message(error)
             line, column = document.locate(loc)
         problems.append(Problem(message, file=document.file, line=line, column=column, key=dotted_key(loc) or None, hint=hint))
-    return problems
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 def _data_path(loc: tuple, data: Any) -> tuple:

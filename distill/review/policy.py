@@ -21,10 +21,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from distill.errors import Problem, SpecError
-from distill.located_yaml import LocatedDocument, dotted_key, load_located_yaml
+from distill.located_yaml import LocatedDocument, load_located_yaml
 from distill.paths import data_path
 from distill.review.codes import CATEGORIES, CODES, HAZARD_CATEGORIES, STAGE_NAMES
 from distill.review.verdict import Decision
+from distill.spec import located_problems
 
 Share = Annotated[float, Field(ge=0, le=1)]
 PiiKind = Literal["email", "phone", "card", "iban", "national_id", "ip_address"]
@@ -189,7 +190,7 @@ def load_policy(name_or_path: str | Path) -> Policy:
     try:
         policy = Policy.model_validate(document.data)
     except ValidationError as exc:
-        raise SpecError(*_located(exc, document)) from None
+        raise SpecError(*located_problems(exc, document, Policy)) from None
     problems = _missing_files(policy, document) + _unknown_actions(policy, document)
     if problems:
         raise SpecError(*problems)
@@ -231,31 +232,6 @@ def _missing_files(policy: Policy, document: LocatedDocument) -> list[Problem]:
                 hint="names resolve under safety/ (patterns/, lexicons/, vocabulary/); or give a path")
         for path in referenced_files(policy) if not path.is_file()
     ]
-
-
-def _located(exc: ValidationError, document: LocatedDocument) -> list[Problem]:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        hint = None
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-            model: type[BaseModel] = Policy
-            for part in loc[:-1]:
-                field = model.model_fields.get(str(part))
-                annotation = field.annotation if field else None
-                model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-                if model is None:
-                    break
-            known = sorted(model.model_fields) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
-            line, column = document.locate(loc, prefer_key=True)
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            line, column = document.locate(loc)
-        problems.append(Problem(message, file=document.file, line=line, column=column, key=dotted_key(loc) or None, hint=hint))
-    return problems
 
 
 def spec_policy(loaded) -> Policy:
