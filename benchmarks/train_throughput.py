@@ -1,20 +1,22 @@
 """Training throughput: tokens/s and MFU of distill's loop, against a plain `transformers.Trainer`.
 
 In one run, on this machine:
-1. the matmul peak: FLOP/s of large square matmuls in fp32 (and bf16 where the hardware has it),
-   re-measured before and after each preset (the mean is the peak MFU uses; other processes' load
-   changes by the minute on a shared machine);
-2. for three presets at one context length: steady-state training tokens/s of `train_student` (the
-   first steps, which include torch.compile's compilation, are left out) and MFU = FLOPs/token x
-   tokens/s / peak, with FLOPs/token as documented in distill/train/flops.py (6 x matmul weights +
-   causal attention, 6 x L x T x d);
-3. tokens/s of a plain `transformers.Trainer` (fp32, fused AdamW, no compile) on the same model
-   (same preset and initial weights) and the same packed rows, timed the same way.
+1. the matmul peak: FLOP/s of large square matmuls in fp32 (and bf16 where the hardware has it:
+   GPUs, and CPUs with AVX512-BF16 or AMX), re-measured before and after each measurement (the mean
+   is the peak MFU uses; other processes' load changes by the minute on a shared machine);
+2. for three presets at one context length, in each precision: steady-state training tokens/s of
+   `train_student` with AdamW (the first steps, which include torch.compile's compilation, are left
+   out) and MFU = FLOPs/token x tokens/s / peak of that precision, with FLOPs/token as documented in
+   distill/train/flops.py (6 x matmul weights + causal attention, 6 x L x T x d);
+3. tokens/s of a plain `transformers.Trainer` (AdamW, no compile, the same precision) on the same
+   model (same preset and initial weights) and the same packed rows, timed the same way;
+4. tokens/s of our loop with Muon, the default optimizer from scratch: its Newton-Schulz steps are
+   optimizer work that MFU does not count, so the column shows what they cost.
 Ours and the Trainer alternate per preset, so load from other processes falls on both alike.
 Targets on a 2-core CPU: MFU >= 0.35 on `small` and tokens/s >= 1.2 x the Trainer.
 
-    .venv/bin/python benchmarks/train_throughput.py [--presets tiny,small,medium] [--context 256]
-        [--batch 16] [--steps 12] [--warmup 4] [--no-compile] [--gpu-preset xl]
+    .venv/bin/python benchmarks/train_throughput.py [--presets tiny,small,medium] [--precisions fp32,bf16]
+        [--context 256] [--batch 16] [--steps 12] [--warmup 4] [--no-compile] [--gpu-preset xl]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from accelerate.utils import set_seed  # noqa: E402
 from distill.train import TrainConfig, train_student  # noqa: E402
 from distill.train.data import TrainBatches, encode_examples  # noqa: E402
 from distill.train.flops import flops_per_token, measure_matmul_flops  # noqa: E402
-from distill.train.loop import prepare_student  # noqa: E402
+from distill.train.loop import native_cpu_bf16, prepare_student  # noqa: E402
 
 
 def load_examples() -> list[dict]:
@@ -53,7 +55,7 @@ def load_examples() -> list[dict]:
 def peak_flops(device: str) -> dict[str, float]:
     """The best sustained rate over a few matrix sizes, per precision the hardware runs natively."""
     peaks = {"fp32": max(measure_matmul_flops(device, torch.float32, size=n, seconds=1.5) for n in (1024, 2048))}
-    native_bf16 = torch.cuda.is_available() if device == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native_bf16 = torch.cuda.is_available() if device == "cuda" else native_cpu_bf16()
     if native_bf16:
         peaks["bf16"] = max(measure_matmul_flops(device, torch.bfloat16, size=n, seconds=1.5) for n in (2048, 4096))
     return peaks
@@ -69,7 +71,7 @@ def ours(examples, out: Path, config: TrainConfig, warmup: int) -> float:
 
 
 def plain_trainer(examples, out: Path, config: TrainConfig, warmup: int) -> float:
-    """Steady-state tokens/s of transformers.Trainer on the same model and packed rows."""
+    """Steady-state tokens/s of transformers.Trainer on the same model, packed rows and precision."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     set_seed(config.seed)
@@ -90,15 +92,34 @@ def plain_trainer(examples, out: Path, config: TrainConfig, warmup: int) -> floa
                              max_steps=config.max_steps, learning_rate=config.learning_rate, weight_decay=0.1,
                              lr_scheduler_type="cosine", warmup_steps=2, max_grad_norm=1.0, logging_steps=10**6,
                              save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-                             dataloader_num_workers=0, disable_tqdm=True)
+                             dataloader_num_workers=0, disable_tqdm=True, bf16=config.precision == "bf16")
     Trainer(model=model, args=args, train_dataset=dataset, callbacks=[clock]).train()
     tokens = config.batch_size * config.context_length * (len(clock.times) - warmup)
     return tokens / (clock.times[-1] - clock.times[warmup - 1])
 
 
+def measure_preset(examples, out: Path, preset: str, precision: str, peak_of, args) -> dict:
+    """Ours (AdamW and Muon) and the plain Trainer on one preset in one precision, side by side."""
+    # The peak is re-measured around each preset: on a shared machine the load changes by the minute.
+    before = peak_of(precision)
+    config = TrainConfig(preset=preset, context_length=args.context, batch_size=args.batch,
+                         max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
+                         checkpoint_every=10**6, val_fraction=0.01, compile=args.compile,
+                         precision=precision, optimizer="adamw", peak_flops=before, num_threads=args.threads)
+    adamw = ours(examples, out / "adamw", config, args.warmup)
+    trainer = plain_trainer(examples, out / "adamw", config, args.warmup)
+    muon = ours(examples, out / "muon", config.model_copy(update={"optimizer": "muon"}), args.warmup)
+    peak = (before + peak_of(precision)) / 2
+    set_seed(0)
+    model, _ = prepare_student(config, out / "adamw")
+    return {"preset": preset, "precision": precision, "params": sum(p.numel() for p in model.model.layers.parameters()),
+            "fpt": flops_per_token(model, args.context), "adamw": adamw, "muon": muon, "trainer": trainer, "peak": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default="tiny,small,medium")
+    parser.add_argument("--precisions", default=None, help="default: fp32, plus bf16 where the hardware has it")
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
@@ -113,27 +134,22 @@ def main() -> None:
     peaks = peak_flops(device)
     print(f"device {device}, {torch.get_num_threads()} threads; matmul peak "
           + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
+    precisions = args.precisions.split(",") if args.precisions else list(peaks)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+    def peak_of(precision: str) -> float:
+        return measure_matmul_flops(device, dtypes[precision], size=2048, seconds=1.5)
+
     examples = load_examples()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets.split(","):
-            config = TrainConfig(preset=preset, context_length=args.context, batch_size=args.batch,
-                                 max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
-                                 checkpoint_every=10**6, val_fraction=0.01, compile=args.compile,
-                                 precision="fp32", peak_flops=peaks["fp32"], num_threads=args.threads)
-            out = Path(tmp) / preset
-            # The peak is re-measured around each preset: on a shared machine the load changes by the minute.
-            before = measure_matmul_flops(device, torch.float32, size=2048, seconds=1.5)
-            ours_rate = ours(examples, out, config, args.warmup)
-            trainer_rate = plain_trainer(examples, out, config, args.warmup)
-            peak = (before + measure_matmul_flops(device, torch.float32, size=2048, seconds=1.5)) / 2
-            set_seed(0)
-            model, _ = prepare_student(config, out)
-            fpt = flops_per_token(model, args.context)
-            results.append((preset, sum(p.numel() for p in model.model.layers.parameters()), fpt, ours_rate,
-                            trainer_rate, peak))
-            print(f"{preset}: ours {ours_rate:,.0f} tok/s (MFU {fpt * ours_rate / peak:.3f}), "
-                  f"Trainer {trainer_rate:,.0f} tok/s, peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+            for precision in precisions:
+                r = measure_preset(examples, Path(tmp) / preset / precision, preset, precision, peak_of, args)
+                results.append(r)
+                print(f"{preset} {precision}: ours {r['adamw']:,.0f} tok/s (MFU {r['fpt'] * r['adamw'] / r['peak']:.3f}), "
+                      f"with Muon {r['muon']:,.0f}, Trainer {r['trainer']:,.0f} tok/s, "
+                      f"peak {r['peak'] / 1e9:.1f} GFLOP/s", flush=True)
         if device == "cuda" and "bf16" in peaks:
             config = TrainConfig(preset=args.gpu_preset, context_length=512, batch_size=32,
                                  max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
@@ -144,13 +160,14 @@ def main() -> None:
             model, _ = prepare_student(config, Path(tmp) / "gpu")
             print(f"GPU bf16 {args.gpu_preset} @512: {rate:,.0f} tok/s, MFU {flops_per_token(model, 512) * rate / peaks['bf16']:.3f}")
 
-    print(f"\ncontext {args.context}, batch {args.batch}, fp32, compile={args.compile}, "
-          f"{args.steps} timed steps after {args.warmup}")
-    print(f"{'preset':8} {'non-emb':>8} {'MFLOP/tok':>9} {'peak GF/s':>9} {'ours tok/s':>10} {'MFU':>6} "
-          f"{'Trainer tok/s':>13} {'ratio':>6}")
-    for preset, params, fpt, rate, trainer_rate, peak in results:
-        print(f"{preset:8} {params / 1e6:7.2f}M {fpt / 1e6:9.1f} {peak / 1e9:9.1f} {rate:10,.0f} {fpt * rate / peak:6.3f} "
-              f"{trainer_rate:13,.0f} {rate / trainer_rate:6.2f}")
+    print(f"\ncontext {args.context}, batch {args.batch}, compile={args.compile}, "
+          f"{args.steps} timed steps after {args.warmup}; MFU against the measured peak of the precision trained in")
+    print(f"{'preset':8} {'prec':>5} {'non-emb':>8} {'MFLOP/tok':>9} {'peak GF/s':>9} {'ours tok/s':>10} {'MFU':>6} "
+          f"{'Trainer tok/s':>13} {'ratio':>6} {'Muon tok/s':>10} {'Muon/AdamW':>10}")
+    for r in results:
+        print(f"{r['preset']:8} {r['precision']:>5} {r['params'] / 1e6:7.2f}M {r['fpt'] / 1e6:9.1f} {r['peak'] / 1e9:9.1f} "
+              f"{r['adamw']:10,.0f} {r['fpt'] * r['adamw'] / r['peak']:6.3f} {r['trainer']:13,.0f} "
+              f"{r['adamw'] / r['trainer']:6.2f} {r['muon']:10,.0f} {r['muon'] / r['adamw']:10.2f}")
 
 
 if __name__ == "__main__":

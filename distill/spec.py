@@ -229,7 +229,9 @@ class Training(Strict):
     max_minutes: Annotated[float, Field(gt=0)] | None = None
     batch_size: PositiveInt = 16
     grad_accum: PositiveInt = 1
-    learning_rate: Annotated[float, Field(gt=0)] = 2e-3
+    optimizer: Literal["auto", "adamw", "muon"] = "auto"  # auto: muon from scratch, adamw for a base model
+    learning_rate: Annotated[float, Field(gt=0)] | None = None  # None: 4e-3 with muon, 2e-3 with adamw
+    muon_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.95
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
     warmup_steps: Annotated[int, Field(ge=0)] = 50
     weight_decay: Annotated[float, Field(ge=0)] = 0.1

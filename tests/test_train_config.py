@@ -38,3 +38,19 @@ def test_budget_defaults_to_ten_minutes_and_runtime_fields_do_not_change_weights
     a = TrainConfig(compile=True, eval_every=7, num_threads=1).weights_fingerprint_fields()
     assert a == TrainConfig().weights_fingerprint_fields()
     assert a != TrainConfig(learning_rate=1e-3).weights_fingerprint_fields()
+
+
+def test_optimizer_and_learning_rate_follow_what_is_trained():
+    scratch = TrainConfig()
+    assert (scratch.optimizer, scratch.learning_rate) == ("muon", 4e-3)
+    fine_tune = TrainConfig(base_model=Path("/models/base"))
+    assert (fine_tune.optimizer, fine_tune.learning_rate) == ("adamw", 2e-3)
+    assert TrainConfig(optimizer="adamw").learning_rate == 2e-3
+    assert (TrainConfig(learning_rate=1e-3).optimizer, TrainConfig(learning_rate=1e-3).learning_rate) == ("muon", 1e-3)
+    # The spec's defaults (optimizer: auto, learning_rate: null) resolve the same way.
+    from_spec = train_config_from_spec({"preset": "small", "lora": None}, {"optimizer": "auto", "learning_rate": None},
+                                       spec_dir=Path("."))
+    assert from_spec.weights_fingerprint_fields() == scratch.weights_fingerprint_fields()
+    with pytest.raises(ConfigError) as caught:
+        make_train_config({"optimizer": "sgd"})
+    assert [p.key for p in caught.value.problems] == ["training.optimizer"]

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from distill.errors import RunDirError
 from distill.train import TrainConfig, train_student
 from distill.train.checkpoint import checkpoints
-from distill.train.loop import prepare_student
+from distill.train.loop import make_optimizers, prepare_student
 from test_train_data import stories
 
 TINY = dict(
@@ -69,6 +69,23 @@ def test_every_parameter_changes(trained):
     final_params = dict(final.named_parameters())
     for name, param in initial.named_parameters():
         assert not torch.equal(param, final_params[name]), f"{name} did not change"
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(tmp_path):
+    config = TrainConfig(**TINY)
+    model, _ = prepare_student(config, tmp_path, train_texts=[e["text"] for e in EXAMPLES])
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon, adamw = make_optimizers(model, config, fused=False)
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    in_muon = {names[id(p)] for group in muon.param_groups for p in group["params"]}
+    in_adamw = {names[id(p)] for group in adamw.param_groups for p in group["params"]}
+    assert in_muon == {n for n, p in model.named_parameters() if n.startswith("model.layers.") and p.dim() == 2}
+    assert in_adamw == set(names.values()) - in_muon  # the embedding (tied to the head) and the norms
+    assert "model.embed_tokens.weight" in in_adamw and any("norm" in n for n in in_adamw)
+    decayed = {names[id(p)] for group in adamw.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    assert decayed == {"model.embed_tokens.weight"}  # norms are never decayed
+    only = make_optimizers(model, config.model_copy(update={"optimizer": "adamw"}), fused=False)
+    assert len(only) == 1 and {names[id(p)] for g in only[0].param_groups for p in g["params"]} == set(names.values())
 
 
 def test_validation_split_is_disjoint_from_training(trained):

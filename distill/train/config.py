@@ -22,6 +22,9 @@ RUNTIME_FIELDS = frozenset(
      "num_threads", "peak_flops", "report_to"}
 )
 
+# The peak learning rate when the spec names none, by optimizer.
+DEFAULT_LEARNING_RATE = {"muon": 4e-3, "adamw": 2e-3}
+
 # Flat field -> where it lives in the spec (the rest are under `training:`).
 STUDENT_FIELDS = {
     "preset": "student.preset",
@@ -54,15 +57,18 @@ class TrainConfig(BaseModel):
     tokenizer_vocab: int = Field(4096, ge=256, le=65536)  # from scratch only; a base model brings its own
     context_length: int = Field(256, ge=16, le=8192)
     chat_template: str | None = None  # instruct: Jinja chat template; None: the base model's, else ours
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)  # attention dropout (a Llama block has no other); 0.1 on small data
 
     # --- optimisation ---
     batch_size: int = Field(16, gt=0)  # sequences per micro-batch per process
     grad_accum: int = Field(1, gt=0)  # micro-batches per optimizer step
-    learning_rate: float = Field(2e-3, gt=0)  # peak; fine-tuning a pretrained base wants ~1e-4..5e-4
+    optimizer: Literal["auto", "adamw", "muon"] = "auto"  # auto: muon from scratch, adamw for a base model
+    learning_rate: float | None = Field(None, gt=0)  # peak; None: 4e-3 with Muon, 2e-3 with AdamW. Fine-tuning
+    #   a pretrained base wants ~1e-4 (full) to ~5e-4 (LoRA)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)  # the cosine decays to learning_rate * min_lr_ratio
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.1, ge=0)  # on matrices only, never on norms and biases
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
@@ -84,11 +90,28 @@ class TrainConfig(BaseModel):
 
     # --- runtime ---
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
     compile: bool = False  # torch.compile the forward and loss
     num_threads: int | None = Field(None, gt=0)  # CPU threads for torch; None: torch's default
     peak_flops: float | None = Field(None, gt=0)  # for MFU; None: measure the matmul peak at start
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_automatic(cls, fields: Any) -> Any:
+        """Settle `optimizer: auto` and the default learning rate, so the stored config says what ran.
+
+        Muon takes the blocks' matrices when training from scratch (it reaches a given loss in fewer
+        steps, and stands twice AdamW's learning rate); fine-tuning keeps the AdamW a base model was
+        trained with."""
+        if not isinstance(fields, dict):
+            return fields
+        fields = dict(fields)
+        if fields.get("optimizer", "auto") == "auto":
+            fields["optimizer"] = "muon" if fields.get("base_model") is None else "adamw"
+        if fields.get("learning_rate") is None:
+            fields["learning_rate"] = DEFAULT_LEARNING_RATE.get(fields["optimizer"])
+        return fields
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
