@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train_head_2MiB.txt"
 
 import torch  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 
 from distill.train import TrainConfig, train_student  # noqa: E402
@@ -94,6 +95,8 @@ def plain_trainer(examples, out: Path, config: TrainConfig, warmup: int) -> floa
                              save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
                              dataloader_num_workers=0, disable_tqdm=True, bf16=config.precision == "bf16")
     Trainer(model=model, args=args, train_dataset=dataset, callbacks=[clock]).train()
+    # The Trainer leaves Accelerate's process-wide state set to its precision; the next run sets its own.
+    AcceleratorState._reset_state()
     tokens = config.batch_size * config.context_length * (len(clock.times) - warmup)
     return tokens / (clock.times[-1] - clock.times[warmup - 1])
 
