@@ -225,10 +225,12 @@ def make_optimizers(model, config: TrainConfig, *, fused: bool) -> list[torch.op
     embeddings = {id(model.get_input_embeddings().weight)}
     if (head := model.get_output_embeddings()) is not None:
         embeddings.add(id(head.weight))
-    muon = ([p for p in params if p.dim() == 2 and id(p) not in embeddings]
-            if config.optimizer == "muon" else [])
-    in_muon = {id(p) for p in muon}
-    rest = [p for p in params if id(p) not in in_muon]
+
+    def for_muon(p: torch.Tensor) -> bool:
+        return config.optimizer == "muon" and p.dim() == 2 and id(p) not in embeddings
+
+    muon = [p for p in params if for_muon(p)]
+    rest = [p for p in params if not for_muon(p)]
     groups = [
         {"params": [p for p in rest if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
