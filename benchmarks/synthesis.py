@@ -78,9 +78,6 @@ def distributed(server: TeacherServerProcess, folder: Path, args: argparse.Names
         result = generate_on_ray(loaded, RunDir.create(loaded, root=folder / "runs"), address=cluster.address,
                                  shards=4, show_progress=False)
         elapsed = time.monotonic() - started
-        import ray
-
-        ray.shutdown()
     report("4 Ray shards on 2 nodes", result, elapsed, server.stats(), args)
 
 
