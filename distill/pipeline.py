@@ -56,8 +56,10 @@ def say(message: str) -> None:
 
 
 def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: str = "main",
-                 override_reason: str | None = None, show_progress: bool = True) -> RunSummary:
-    """Run every stage that is not fresh. `loaded` carries any command-line overrides already."""
+                 override_reason: str | None = None, show_progress: bool = True,
+                 on_stage: Callable[[str], None] | None = None) -> RunSummary:
+    """Run every stage that is not fresh. `loaded` carries any command-line overrides already;
+    `on_stage(name)` is told before each stage that runs (the service turns it into the job's status)."""
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
     summary = RunSummary(run.path)
     spec = loaded.spec
@@ -79,6 +81,8 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
             say(f"[{name}] inputs unchanged since it completed: skipped")
         else:
             say(f"[{name}] running")
+            if on_stage is not None:
+                on_stage(name)
             started = time.monotonic()
             detail = work()
             run = RunDir.open(run.path)  # the stage updated the manifest on disk

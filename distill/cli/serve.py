@@ -1,58 +1,129 @@
-"""`distill serve-model BUNDLE` and `distill captures delete|purge FILE`."""
+"""`distill serve` (the HTTP API and its job runner) and `distill admin` (tenants, users, tokens)."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-captures_app = typer.Typer(help="Delete captured requests by id or date range, or purge expired ones.",
-                           no_args_is_help=True)
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where jobs' files and the embedded database live.")]
+DatabaseOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="DISTILL_DATABASE_URL",
+                                                    help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir).")]
 
 
-def serve_model(
-    bundle: Path = typer.Argument(..., help="A released bundle directory (RUN/release/<name>-<version>)."),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="TCP port."),
-    api_key: str = typer.Option(None, "--api-key", envvar="DISTILL_SERVE_API_KEY", show_default=False,
-                                help="Clients must send `Authorization: Bearer KEY` (better set through the "
-                                     "DISTILL_SERVE_API_KEY environment variable than on the command line)."),
-    capture: Path = typer.Option(None, help="Capture consenting requests (redacted) to this JSONL file. Off "
-                                            "unless given."),
-    capture_rate: float = typer.Option(1.0, help="Share of non-opted-out requests captured (0..1)."),
-    retention_days: int = typer.Option(30, help="Captured lines older than this are purged."),
-    max_batch: int = typer.Option(64, help="Most sequences decoded together."),
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    data_dir: DataDirOpt = Path("service-data"),
+    database_url: DatabaseOpt = None,
+    executor: Annotated[str, typer.Option("--executor", help="How stages run: local (worker child processes).")] = "local",
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs running at once (local executor).")] = 1,
+    demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant and users, submit the offline quickstart, print tokens.")] = False,
 ) -> None:
-    """Serve a verified bundle over an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
-    from distill.serving.capture import CaptureLog
-    from distill.serving.server import serve
+    """Run the API (/v1/, /healthz, /openapi.json) and the job runner; the database is migrated on start."""
+    import uvicorn
 
-    log = CaptureLog(capture, rate=capture_rate, retention_days=retention_days) if capture else None
-    serve(bundle, host=host, port=port, api_key=api_key, capture=log, max_batch=max_batch)
+    from distill.errors import ConfigError, Problem
+    from distill.service.app import Settings, create_app
+    from distill.service.db import default_url, make_engine, make_sessions, migrate
+
+    if executor != "local":
+        raise ConfigError(Problem(f"unknown executor {executor!r}", key="--executor", hint="use local"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or default_url(data_dir)
+    base = f"http://{host}:{port}"
+    if demo:
+        from distill.service.demo import set_up_demo
+
+        migrate(url)
+        engine = make_engine(url)
+        with make_sessions(engine)() as session:
+            tokens = set_up_demo(session, data_dir.resolve())
+        engine.dispose()
+        _say("demo users (tokens are new at every start; older demo tokens are revoked):")
+        for name, token in tokens.items():
+            _say(f"  {name:<14} {token}")
+        _say(f"try: DISTILL_SERVER={base} DISTILL_TOKEN={tokens['demo-customer']} distill remote status")
+    else:
+        _say(f"first admin: distill admin --data-dir {data_dir} user NAME --role admin  (prints a token)")
+    _say(f"distill serves on {base}  (API under /v1/, docs at {base}/docs, data in {data_dir.resolve()})")
+    settings = Settings(data_dir=data_dir, database_url=url, executor=executor, max_jobs=max_jobs)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
-@captures_app.command("delete")
-def delete(
-    file: Path = typer.Argument(..., help="The capture JSONL file."),
-    request_id: list[str] = typer.Option(None, "--id", help="A request id to delete (repeatable)."),
-    since: datetime = typer.Option(None, help="Delete lines created at or after this UTC time."),
-    until: datetime = typer.Option(None, help="Delete lines created before this UTC time."),
+admin = typer.Typer(name="admin", help="Create tenants, users and API tokens (talks to the database directly).",
+                    no_args_is_help=True, add_completion=False)
+_state: dict = {}
+
+
+@admin.callback()
+def _admin_options(data_dir: DataDirOpt = Path("service-data"), database_url: DatabaseOpt = None) -> None:
+    _state.update(data_dir=data_dir, url=database_url)
+
+
+def _session():
+    from distill.service.db import default_url, make_engine, make_sessions, migrate
+
+    _state["data_dir"].mkdir(parents=True, exist_ok=True)
+    url = _state["url"] or default_url(_state["data_dir"])
+    migrate(url)
+    return make_sessions(make_engine(url))()
+
+
+@admin.command()
+def tenant(
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    spending_cap: Annotated[Optional[float], typer.Option("--spending-cap", help="USD the tenant's jobs may spend in all.")] = None,
+    allow_key_env: Annotated[Optional[list[str]], typer.Option("--allow-key-env", help="An API-key variable its specs may name (repeatable).")] = None,
+    dataset_download: Annotated[bool, typer.Option("--dataset-download", help="Customers may download the reviewed dataset.")] = False,
 ) -> None:
-    """Delete captured requests by id and/or creation date range."""
-    from distill.serving.capture import DeleteRequest, delete_captures
+    """Create a tenant; prints its id."""
+    from distill.service.accounts import create_tenant
 
-    count = delete_captures(file, DeleteRequest(request_ids=request_id or [], since=since, until=until))
-    print(f"deleted {count} captured request(s) from {file}", file=sys.stderr)
-    print(count)
+    with _session() as session:
+        print(create_tenant(session, name, spending_cap_usd=spending_cap, allowed_key_envs=allow_key_env or [],
+                            dataset_download=dataset_download).id)
 
 
-@captures_app.command("purge")
-def purge(file: Path = typer.Argument(..., help="The capture JSONL file.")) -> None:
-    """Delete every captured request past its retention date."""
-    from distill.serving.capture import purge_expired
+@admin.command()
+def user(
+    name: Annotated[str, typer.Argument(help="User name (shown in the audit log).")],
+    role: Annotated[str, typer.Option("--role", help="admin, reviewer or customer.")],
+    tenant: Annotated[Optional[str], typer.Option("--tenant", help="The customer's tenant.")] = None,
+    assign: Annotated[Optional[list[str]], typer.Option("--assign", help="A tenant this reviewer reviews (repeatable).")] = None,
+) -> None:
+    """Create a user and a first token; prints the token (shown this once)."""
+    from distill.service.accounts import create_user, issue_token
 
-    count = purge_expired(file)
-    print(f"purged {count} expired captured request(s) from {file}", file=sys.stderr)
-    print(count)
+    with _session() as session:
+        created = create_user(session, name, role, tenant=tenant, assign=assign or [])
+        token_row, token = issue_token(session, created)
+        _say(f"user {created.name} ({created.id}, {created.role}); token {token_row.id}:")
+        print(token)
+
+
+@admin.command()
+def token(name: Annotated[str, typer.Argument(help="User name or id.")]) -> None:
+    """Issue another token for a user; prints it (shown this once)."""
+    from distill.service.accounts import find_user, issue_token
+
+    with _session() as session:
+        token_row, text = issue_token(session, find_user(session, name))
+        _say(f"token {token_row.id}:")
+        print(text)
+
+
+@admin.command()
+def revoke(token_id: Annotated[str, typer.Argument(help="Token id (tok_...).")]) -> None:
+    """Revoke a token: it stops working at once."""
+    from distill.service.accounts import revoke_token
+
+    with _session() as session:
+        revoke_token(session, token_id)
+        _say(f"revoked {token_id}")
