@@ -63,7 +63,7 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
     summary = RunSummary(run.path)
     spec = loaded.spec
-    upstream = fingerprint(spec.model_dump(mode="json", exclude={"safety", "student", "training", "evaluation", "release"}))
+    upstream = generate_inputs(spec)
     steps: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
         ("generate", lambda: upstream, lambda: _generate(loaded, run, show_progress)),
         ("review", lambda: _review_inputs(run, loaded), lambda: _review(run, loaded)),
@@ -96,6 +96,11 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     if summary.waiting_for is None:
         summary.bundle = Path(run.stage("release").get("bundle", "")) or None
     return summary
+
+
+def generate_inputs(spec) -> str:
+    """What the generate stage depends on: the spec without the settings of later stages."""
+    return fingerprint(spec.model_dump(mode="json", exclude={"safety", "student", "training", "evaluation", "release"}))
 
 
 # --- the stages, each a call into its own package ---
