@@ -30,6 +30,7 @@ def generate(
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
     from distill.rundir import RunDir
+    from distill.stages import generate_inputs, run_stage
     from distill.synthesis import generate as run_generate
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
@@ -42,14 +43,29 @@ def generate(
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
-    result = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
-                          prices_path=prices, show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")),
-                          batch_poll_s=batch_poll_s)
+
+    def work():
+        done = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
+                            prices_path=prices, show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")),
+                            batch_poll_s=batch_poll_s)
+        if not done.complete:
+            raise _Incomplete(done)
+        return done
+
+    try:
+        result = run_stage(run, "generate", generate_inputs(run.path, loaded), work)[1]
+    except _Incomplete as stopped:  # a shard, or the spending cap: nothing to record yet
+        result = stopped.result
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)
     if result.tally.stopped_by_cap:
         raise typer.Exit(3)
+
+
+class _Incomplete(Exception):
+    def __init__(self, result):
+        self.result = result
 
 
 def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, prices: PricesOpt = None) -> None:
