@@ -130,6 +130,13 @@ class RunDir:
         self.save()
 
 
+def stage_completed(manifest: dict[str, Any], name: str) -> bool:
+    """Stage `name` completed and its inputs are recorded (whether they are still current is
+    `RunDir.stale_reasons`' question)."""
+    stage = manifest.get("stages", {}).get(name, {})
+    return stage.get("state") == "done" and "inputs" in stage
+
+
 def compare_inputs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     """What differs between two input records, in words (`templates/tinystories/story.j2 changed`)."""
     if not old:

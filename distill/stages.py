@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from distill.files import file_sha256, fingerprint, tree_sha256
 from distill.paths import data_path
-from distill.rundir import RunDir
+from distill.rundir import RunDir, StageState
 from distill.spec import LoadedSpec
 
 STAGES = ("generate", "review", "train", "eval", "release")
@@ -77,12 +77,16 @@ def output_fingerprint(run_dir: Path, stage: str) -> str | None:
 
 
 def run_stage(run: RunDir, stage: str, inputs: dict[str, Any], work: Callable[[], Any], *,
-              skip_if_fresh: bool = False, upstream_ran: str | None = None) -> tuple[bool, Any]:
-    """Run `work`, then record `inputs` as what `stage` completed with. With `skip_if_fresh` (`distill
-    run`) a stage that completed with these very inputs is skipped; `upstream_ran` names an earlier
-    stage that ran just now, which makes this one stale too. Says why the stage runs or is skipped.
-    Returns (ran, what work returned); work returning None means the stage stopped to wait (for a
-    human sign-off), which is recorded as such."""
+              skip_if_fresh: bool = False, upstream_ran: str | None = None,
+              state_of: Callable[[Any], StageState | None] = lambda result: "waiting" if result is None else "done",
+              on_start: Callable[[], None] | None = None) -> tuple[bool, Any]:
+    """Run `work`, then record `inputs` as what `stage` completed with.
+
+    With `skip_if_fresh` (`distill run`) a stage that completed with these very inputs is skipped;
+    `upstream_ran` names an earlier stage that ran just now, which makes this one stale too. Says why
+    the stage runs or is skipped. `state_of(result)` is the state to record: by default "waiting" when
+    work returned None (a human must sign off), else "done"; None records nothing (work stopped
+    early and resumes next time). `on_start` is told when the work starts. Returns (ran, result)."""
     reasons = RunDir.open(run.path).stale_reasons(stage, inputs)
     if upstream_ran:
         reasons.insert(0, f"{upstream_ran} ran before it")
@@ -90,8 +94,12 @@ def run_stage(run: RunDir, stage: str, inputs: dict[str, Any], work: Callable[[]
         say(f"[{stage}] skipped: inputs unchanged since it completed ({describe(inputs)})")
         return False, None
     say(f"[{stage}] running: {'; '.join(reasons) or 'inputs unchanged, run on request'}")
+    if on_start is not None:
+        on_start()
     result = work()
-    run.record_inputs(stage, inputs, state="waiting" if result is None else "done")
+    state = state_of(result)
+    if state is not None:
+        run.record_inputs(stage, inputs, state=state)
     return True, result
 
 

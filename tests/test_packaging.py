@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 
-HEAVY_MODULES = ("torch", "transformers", "openai", "anthropic", "datasets", "accelerate", "peft")
+HEAVY_MODULES = ("torch", "transformers", "openai", "anthropic", "datasets", "accelerate", "peft", "ray")
 
 
 def test_help_imports_no_heavy_library_and_is_fast() -> None:

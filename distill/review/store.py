@@ -114,7 +114,7 @@ def _status(decision: str, redacted: bool) -> str:
 
 def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[ReviewedRecord]:
     """Every reviewed record with its final status and text: automatic verdicts, corpus and judge
-    findings, then the audit log's human actions replayed in order (the last action wins)."""
+    findings, then the audit log's human actions replayed in order (the last action wins; undone ones skipped)."""
     review = review_dir(run_dir)
     rows = load_rows(run_dir) if rows is None else rows
     verdicts = read_verdicts(review)
@@ -134,8 +134,11 @@ def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[
         checked = line["checked_text"] if line["checked_text"] is not None else row["text"]
         records[row["id"]] = ReviewedRecord(row["id"], _status(automatic, redacted), automatic, automatic, reasons,
                                             prompt, text, row["prompt"], row["text"], checked, stats=line.get("stats", {}))
-    for entry in read_log(review):
-        _replay(entry, records)
+    entries = read_log(review)
+    undone = {entry["after"]["undoes"] for entry in entries if entry["action"] == "undo"}
+    for entry in entries:
+        if entry["seq"] not in undone:
+            _replay(entry, records)
     return [records[k] for k in sorted(records)]
 
 

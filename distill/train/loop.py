@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -53,7 +54,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
 
     # Mixed precision is the loop's own autocast (see _train), not Accelerate's: Accelerate fixes it once
     # per process, and a library caller may train students in different precisions one after another.
-    accelerator = Accelerator(mixed_precision="no", log_with=config.report_to or None,
+    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun on
+    # CPUs): Accelerate runs DDP over gloo only when told the device is the CPU.
+    several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="no", cpu=several_cpus, log_with=config.report_to or None,
                               project_dir=out_dir / "trackers")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -100,7 +104,6 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         return scores[0]
 
     final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log)
-    accelerator.end_training()
 
     result = None
     if accelerator.is_main_process:
@@ -116,6 +119,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         )
         write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: with several processes it also ends their process group
     return result or _finished(out_dir, inputs_fingerprint)
 
 
@@ -193,8 +197,9 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     else:  # the whole validation split, whatever eval_max_texts says
         final_eval = _evaluate_and_log(evaluate, None, state, log)
     save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
-    print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
-          f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
+    if accelerator.is_main_process:
+        print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
+              f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
     return final_eval
 
 
