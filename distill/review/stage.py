@@ -142,7 +142,7 @@ def _cheap_chain(review: Path, chain: Chain, rows: list[dict], progress: bool) -
             batch = todo[start : start + BATCH]
             lines = []
             for row in batch:
-                verdict = chain.check(row["text"], row["prompt"], _required_words(row, names))
+                verdict = chain.check(row.get("raw_text", row["text"]), row["prompt"], _required_words(row, names))
                 lines.append(verdict_line(row["id"], verdict, row["text"], row["prompt"]))
             append_jsonl(review / RECORDS, lines)
             bar.advance(task, len(batch))

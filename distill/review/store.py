@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,25 @@ def load_rows(run_dir: Path) -> list[dict[str, Any]]:
         row.setdefault("prompt", "")
         row["prompt"] = row["prompt"] or ""
         row["text"] = row["text"] or ""
+    _restore_undecodable(dataset, rows)
     return [r for r in rows if r.get("status", "ok") == "ok"]
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _restore_undecodable(dataset: Any, rows: list[dict[str, Any]]) -> None:
+    """A record whose teacher answer had bytes that are not UTF-8 shows U+FFFD in `text`; its step marked
+    `invalid_utf8` keeps the answer exactly. The review checks that one (`raw_text`), so the decoding
+    check sees the bad bytes."""
+    suspects = [i for i, row in enumerate(rows) if "\ufffd" in row["text"]]
+    if not suspects or "steps" not in dataset.column_names:
+        return
+    for i, steps in zip(suspects, dataset.select(suspects)["steps"]):
+        for step in json.loads(steps or "[]"):
+            output = step.get("output")
+            if step.get("invalid_utf8") and isinstance(output, str) and _LONE_SURROGATE.sub("\ufffd", output) == rows[i]["text"]:
+                rows[i]["raw_text"] = output
 
 
 # --- append-only result files ---
