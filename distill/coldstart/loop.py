@@ -168,11 +168,9 @@ def mix_synthetic(v1: RunDir, real: int, real_share: float, seed: int) -> list[d
 
 def mark_generated(run: RunDir, loaded: LoadedSpec, counts: dict[str, int], lineage: dict[str, Any]) -> None:
     """Record the dataset as generated, so `distill run` goes on with review, train, eval and release."""
-    from distill.pipeline import generate_inputs
-    from distill.rundir import fingerprint
+    from distill import stages
 
-    run.start_stage("generate", fingerprint(lineage))
-    run.finish_stage("generate", counts=counts)
+    run.start_stage("generate")
     run.manifest["lineage"] = {"parent_run": lineage["parent_run"], "captures_sha256": lineage["captures"]["sha256"]}
-    run.manifest.setdefault("pipeline", {})["generate"] = fingerprint("", generate_inputs(loaded.spec))
-    run.save()
+    run.finish_stage("generate", counts=counts)
+    run.record_inputs("generate", stages.generate_inputs(run.path, loaded))
