@@ -15,29 +15,20 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.spec import Evaluation, flat_settings
 
 SEPARATOR = "<|endoftext|>"
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    prompts: int = 50  # held-out beginnings (or instruct inputs) to complete and grade
-    samples: int = 3  # completions per beginning
-    max_new_tokens: int = 256
-    temperature: float = 0.8
-    probe_samples: int = 3
-    probe_sets: tuple[str, ...] | None = None  # None: story for text specs, instruct for instruct specs
-    judge_concurrency: int = 8
-    batch_size: int = 8
-    bpb_texts: int | None = None  # cap on held-out texts scored for bpb (None: all)
-    seed: int = 0
+EvalSettings = flat_settings(
+    "EvalSettings", __name__, "How to evaluate: the spec's `evaluation` section less the judge and the files, and a seed.",
+    Evaluation, exclude=frozenset({"judge", "rubric", "extra_texts"}), seed=(int, 0))
 
 
 # --- inputs ---
@@ -151,9 +142,7 @@ def parse_judge(value: str) -> tuple[str, str]:
 
 def eval_settings_from_spec(spec) -> EvalSettings:
     """The spec's `evaluation` section (and seed) as the eval stage's settings."""
-    evaluation = spec.evaluation
-    return EvalSettings(prompts=evaluation.prompts, samples=evaluation.samples_per_prompt,
-                        max_new_tokens=evaluation.max_new_tokens, probe_samples=evaluation.probe_samples, seed=spec.seed)
+    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "extra_texts"}), seed=spec.seed)
 
 
 def judge_reference(loaded, judge: str | None):
@@ -266,7 +255,7 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
 
     result: dict[str, Any] = {
         "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.model_dump(mode="json"),
         "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)", "heldout_examples": len(examples),
         "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
@@ -318,7 +307,7 @@ def _generate(bar, label: str, model, tokenizer, prompts: list[str], settings: E
     from distill.evaluate.completions import complete
 
     task = bar.add_task(label, total=len(prompts))
-    return complete(model, tokenizer, prompts, samples=samples or settings.samples, max_new_tokens=settings.max_new_tokens,
+    return complete(model, tokenizer, prompts, samples=samples or settings.samples_per_prompt, max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature, batch_size=settings.batch_size, seed=settings.seed,
                     context_length=context_length, on_batch=lambda done: bar.update(task, completed=done))
 
