@@ -15,29 +15,20 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.spec import Evaluation, flat_settings
 
 SEPARATOR = "<|endoftext|>"
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    prompts: int = 50  # held-out beginnings (or instruct inputs) to complete and grade
-    samples: int = 3  # completions per beginning
-    max_new_tokens: int = 256
-    temperature: float = 0.8
-    probe_samples: int = 3
-    probe_sets: tuple[str, ...] | None = None  # None: story for text specs, instruct for instruct specs
-    judge_concurrency: int = 8
-    batch_size: int = 8
-    bpb_texts: int | None = None  # cap on held-out texts scored for bpb (None: all)
-    seed: int = 0
+EvalSettings = flat_settings(
+    "EvalSettings", __name__, "How to evaluate: the spec's `evaluation` section less the judge and the files, and a seed.",
+    Evaluation, exclude=frozenset({"judge", "rubric", "extra_texts"}), seed=(int, 0))
 
 
 # --- inputs ---
@@ -149,12 +140,16 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
-    """The judge (or None) and a line saying who judges, or why nobody does."""
-    from distill.providers.factory import make_provider
+def eval_settings_from_spec(spec) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
+    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "extra_texts"}), seed=spec.seed)
+
+
+def judge_reference(loaded, judge: str | None):
+    """Who grades: the `--judge provider:model` flag, else `evaluation.judge`, else the teacher (a replay
+    of recorded outputs cannot grade). Returns (a Teacher reference or None, a line saying who grades
+    or why nobody does)."""
     from distill.spec import Teacher
-    from distill.synthesis.cache import AnswerCache
-    from distill.synthesis.cost import load_prices, price_for
 
     spec = loaded.spec
     if judge is not None:
@@ -171,10 +166,21 @@ def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | 
     else:
         return None, ("Not graded: the teacher is a replay of recorded outputs and cannot judge; "
                       "give a judge with --judge provider:model or evaluation.judge in the spec.")
-    teacher = Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env)
+    return Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env), f"{provider}:{model}"
+
+
+def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
+    """The judge (or None), connected and caching its answers in RUN/eval, and the line saying who grades."""
+    from distill.providers.factory import make_provider
+    from distill.synthesis.cache import AnswerCache
+    from distill.synthesis.cost import load_prices, price_for
+
+    teacher, line = judge_reference(loaded, judge)
+    if teacher is None:
+        return None, line
     instance = make_provider(teacher, spec_dir=loaded.directory)
-    price = price_for(load_prices(), provider, model)
-    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), f"{provider}:{model}"
+    price = price_for(load_prices(), teacher.provider, teacher.model)
+    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), line
 
 
 def say(message: str) -> None:
@@ -196,13 +202,12 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
     """Every measurement of `distill eval`; writes RUN/eval and returns what eval.json holds."""
     from distill.evaluate.compare import load_eval
-    from distill.rundir import fingerprint
 
     run = RunDir.open(run_dir)
     loaded = run.load_spec()
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
-    run.start_stage("eval", fingerprint(settings.__dict__, judge_line, str(heldout)))
+    run.start_stage("eval")
     try:
         result = _measure(run, loaded, settings, judge_provider, judge_line, heldout, other, against)
     except BaseException as exc:
@@ -250,7 +255,7 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
 
     result: dict[str, Any] = {
         "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.model_dump(mode="json"),
         "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)", "heldout_examples": len(examples),
         "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
@@ -302,7 +307,7 @@ def _generate(bar, label: str, model, tokenizer, prompts: list[str], settings: E
     from distill.evaluate.completions import complete
 
     task = bar.add_task(label, total=len(prompts))
-    return complete(model, tokenizer, prompts, samples=samples or settings.samples, max_new_tokens=settings.max_new_tokens,
+    return complete(model, tokenizer, prompts, samples=samples or settings.samples_per_prompt, max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature, batch_size=settings.batch_size, seed=settings.seed,
                     context_length=context_length, on_batch=lambda done: bar.update(task, completed=done))
 
