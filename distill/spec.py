@@ -298,6 +298,19 @@ class Release(Strict):
     min_scores: dict[str, float] = Field(default_factory=dict)  # e.g. {grammar: 6.0, bpb_max: 1.2}
 
 
+class ColdStart(Strict):
+    """How real inputs (captured from a served student) feed the next run: `distill coldstart`."""
+
+    input_step: Identifier  # the step that simulates the user's input; real inputs replace its output
+    # A regex with named groups that reads the step's output (group named like the step) and variables
+    # out of what the student was sent; without one, the whole user message is the step's output.
+    input_pattern: str | None = None
+    defaults: dict[Identifier, str] = Field(default_factory=dict)  # variables later steps need, if not parsed
+    real_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of real-input records in the next dataset
+    held_out: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of real inputs kept for comparing v1 and v2
+    start: Literal["scratch", "continue"] = "scratch"  # v2 trains from scratch, or continues from v1's weights
+
+
 class Spec(Strict):
     """A customer's task spec."""
 
@@ -317,6 +330,7 @@ class Spec(Strict):
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     release: Release = Field(default_factory=Release)
+    coldstart: ColdStart | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
@@ -328,6 +342,9 @@ class Spec(Strict):
             raise ValueError("an instruct spec needs 'student_input' (the template of what the student sees)")
         if self.kind == "text" and self.student_input:
             raise ValueError("'student_input' is only for kind: instruct")
+        if self.coldstart is not None and self.coldstart.input_step not in names[:-1]:
+            raise ValueError(f"coldstart.input_step {self.coldstart.input_step!r} must name a step before the last "
+                             f"({', '.join(names[:-1]) or 'this spec has one step'})")
         if self.student_target is not None and self.student_target not in names:
             raise ValueError(f"student_target {self.student_target!r} is not a step name ({', '.join(names)})")
         return self
