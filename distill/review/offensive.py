@@ -43,15 +43,16 @@ class OffensiveModel:
 
     def probability(self, text: str) -> float:
         """P(offensive) for `text` scored as one document, as `profanity_check.predict_prob` gives it."""
-        counts = Counter(t for t in self.token.findall(text.lower()) if t in self.table)
         folds = len(self.intercepts)
         sums, norm = [0.0] * folds, 0.0
-        for word, count in counts.items():
-            idf, weights = self.table[word]
-            value = count * idf
+        table = self.table
+        for word, count in Counter(self.token.findall(text.lower())).items():
+            entry = table.get(word)
+            if entry is None:
+                continue
+            value = count * entry[0]
             norm += value * value
-            for k in range(folds):
-                sums[k] += value * weights[k]
+            sums = [total + value * weight for total, weight in zip(sums, entry[1])]
         norm = math.sqrt(norm) or 1.0
         total = 0.0
         for k in range(folds):
