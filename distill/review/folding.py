@@ -11,6 +11,7 @@ Latin ones (the subset of Unicode's confusables.txt that matters for addresses, 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -46,19 +47,27 @@ class FoldedText:
         return self.origin[start], self.origin[end - 1] + 1
 
 
+_OTHER = re.compile(r"[^\x00-\x7f]+")
+
+
 def fold(text: str) -> FoldedText:
-    if text.isascii():
+    if text.isascii() or (unicodedata.is_normalized("NFKC", text) and text.translate(_LOOK_ALIKES) == text
+                          and _ZERO_WIDTH.isdisjoint(text)):
         return FoldedText(text, None)
     pieces: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
-        if char in _ZERO_WIDTH:
-            continue
-        if char.isascii():
-            pieces.append(char)
-            origin.append(index)
-            continue
-        folded = unicodedata.normalize("NFKC", char).translate(_LOOK_ALIKES)
-        pieces.append(folded)
-        origin.extend([index] * len(folded))
+    done = 0
+    for run in _OTHER.finditer(text):  # ASCII stretches are copied as they are
+        pieces.append(text[done : run.start()])
+        origin.extend(range(done, run.start()))
+        for index in range(run.start(), run.end()):
+            char = text[index]
+            if char in _ZERO_WIDTH:
+                continue
+            folded = unicodedata.normalize("NFKC", char).translate(_LOOK_ALIKES)
+            pieces.append(folded)
+            origin.extend([index] * len(folded))
+        done = run.end()
+    pieces.append(text[done:])
+    origin.extend(range(done, len(text)))
     return FoldedText("".join(pieces), tuple(origin))

@@ -80,12 +80,14 @@ def load_model() -> OffensiveModel:
 def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float) -> list[Finding]:
     """One finding on the worst sentence scoring at least `threshold`, or none. `words` are the
     text's lower-cased words (the chain splits once for all stages)."""
-    if model.triggers.isdisjoint(words):
+    present = model.triggers.intersection(words)
+    if not present:
         return []
     worst, span = 0.0, (0, 0)
     for match in _SENTENCE.finditer(text):
         sentence = match.group()
-        if model.triggers.isdisjoint(sentence.lower().split()) and model.triggers.isdisjoint(model.token.findall(sentence.lower())):
+        lowered = sentence.lower()
+        if not any(word in lowered for word in present):  # a substring test; the model decides
             continue
         score = model.probability(sentence)
         if score > worst:

@@ -117,8 +117,10 @@ def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Findi
             if not _placeholder_domain(match.group(1), placeholders):
                 found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
     claimed = [f.span for f in found]
-    if "at" in lowered or "@" in text:
-        for regex in (_OBFUSCATED, _SPACED):
+    hidden_dot = "dot" in lowered or "[.]" in text or "(.)" in text or "{.}" in text or "<.>" in text
+    regexes = ((_OBFUSCATED,) if hidden_dot and ("at" in lowered or "@" in text) else ()) + ((_SPACED,) if "@" in text else ())
+    if regexes:
+        for regex in regexes:
             for match in regex.finditer(text):
                 plain = _EMAIL.fullmatch(re.sub(r"\s+", "", match.group()))
                 if regex is _SPACED and (plain is None or " " not in match.group()
