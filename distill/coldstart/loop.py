@@ -73,9 +73,12 @@ def parse_input(text: str, settings: ColdStart) -> tuple[dict[str, Any], dict[st
     return {**settings.defaults, **groups}, {settings.input_step: message}
 
 
-def next_spec(loaded: LoadedSpec, v1: RunDir) -> LoadedSpec:
-    """v1's spec; with `start: continue` the student starts from v1's trained weights."""
+def next_spec(loaded: LoadedSpec, v1: RunDir, run_id: str) -> LoadedSpec:
+    """v1's spec, released as `<version>+<run-id>` (so v1 and v2 can serve side by side); with
+    `start: continue` the student starts from v1's trained weights."""
     spec = loaded.spec
+    spec = spec.model_copy(update={"release": spec.release.model_copy(
+        update={"version": f"{spec.release.version.split('+')[0]}+{run_id}"})})
     if spec.coldstart.start == "continue":
         model = v1.path / "train" / "model"
         if not model.is_dir():
@@ -120,7 +123,7 @@ def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str
     n_held = max(1, round(len(given) * settings.held_out))
     held_ids = {REAL_ID_BASE + i for i in order[:n_held]}
 
-    loaded2 = next_spec(loaded, v1)
+    loaded2 = next_spec(loaded, v1, run_id)
     run = RunDir.create(loaded2, root=v1.path.parent.parent, run_id=run_id)
     given_by_id = {REAL_ID_BASE + i: parsed for i, parsed in enumerate(given)}
     from distill.coldstart.relabel import relabel
