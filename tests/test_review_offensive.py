@@ -87,3 +87,17 @@ def test_the_review_report_says_which_dedup_fired(tmp_path) -> None:
     assert details == {1: "says the same as record 0 in other words (78% TF-IDF cosine)", 2: "same text as record 0"}
     report = (tmp_path / "review" / "report.html").read_text()
     assert "Duplicates, by the dedup that found them" in report and "TF-IDF cosine" in report
+
+
+def test_trigger_words_skip_only_sentences_that_cannot_reach_the_threshold() -> None:
+    from distill.review.conformance import WORD
+    from distill.review.offensive import _SENTENCE, scan_offensive
+    from test_review_planted import planted
+
+    model = load_model()
+    texts = [r["text"] for r in planted() if "text" in r] + SENTENCES
+    for threshold in (0.95, 0.85):
+        for text in texts:
+            words = " ".join(WORD.findall(text)).lower().split()
+            every = max((model.probability(m.group()) for m in _SENTENCE.finditer(text)), default=0.0)
+            assert bool(scan_offensive(text, words, model, threshold)) == (every >= threshold), text

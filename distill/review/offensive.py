@@ -9,10 +9,11 @@ category-specific word rules (violence, adult themes) that the model does not kn
 Calling the package costs ~8 ms of scikit-learn overhead per call, far over the cheap chain's budget,
 so the same arithmetic is done here from the fitted model's own tables (the vectorizer's vocabulary and
 idf; each fold's weights, intercept and calibration); `test_review_offensive` checks it against the
-package's `predict_prob`. Only sentences holding one of the model's trigger words (weight >= 1.2 in
-every fold, ~280 words) are scored: on the 2 MiB TinyStories sample (~20k sentences) and the planted
-insults, every sentence scoring >= 0.85 holds one, and two records in three hold none and cost a set
-intersection.
+package's `predict_prob`. Only sentences holding one of the model's trigger words are scored. Which
+words trigger depends on the threshold (`TRIGGER_WEIGHTS`): on the 2 MiB TinyStories sample (~20k
+sentences) and a set of insults, every sentence scoring >= 0.95 holds a word weighing >= 1.5 in every
+fold (~200 words), and every one scoring >= 0.85 a word weighing >= 1.2 (~280 words, "mom" among them);
+below 0.85 every sentence is scored. Most records hold no trigger and cost one set intersection.
 """
 
 from __future__ import annotations
@@ -27,19 +28,18 @@ from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
-TRIGGER_WEIGHT = 1.2
+TRIGGER_WEIGHTS = ((0.95, 1.5), (0.85, 1.2))  # (lowest threshold, least weight in every fold) pairs
 
 
 @dataclass(frozen=True)
 class OffensiveModel:
     """The fitted model as plain tables: word -> (idf, one weight per fold); per fold the intercept
-    and the sigmoid calibration's (a, b); the trigger words."""
+    and the sigmoid calibration's (a, b)."""
 
     table: dict[str, tuple[float, tuple[float, ...]]]
     intercepts: tuple[float, ...]
     calibration: tuple[tuple[float, float], ...]
     token: re.Pattern[str]
-    triggers: frozenset[str]
 
     def probability(self, text: str) -> float:
         """P(offensive) for `text` scored as one document, as `profanity_check.predict_prob` gives it."""
@@ -74,21 +74,30 @@ def load_model() -> OffensiveModel:
     table = {word: (float(idf[i]), tuple(float(w) for w in weights[i])) for word, i in vectorizer.vocabulary_.items()}
     intercepts = tuple(float(np.ravel(f.estimator.intercept_)[0]) for f in folds)
     calibration = tuple((float(f.calibrators[0].a_), float(f.calibrators[0].b_)) for f in folds)
-    triggers = frozenset(word for word, (_, w) in table.items() if min(w) >= TRIGGER_WEIGHT)
-    return OffensiveModel(table, intercepts, calibration, re.compile(vectorizer.token_pattern), triggers)
+    return OffensiveModel(table, intercepts, calibration, re.compile(vectorizer.token_pattern))
+
+
+@lru_cache(maxsize=8)
+def trigger_words(threshold: float) -> frozenset[str] | None:
+    """Words at least one of which every sentence scoring `threshold` holds; None: score them all."""
+    least = next((weight for lowest, weight in TRIGGER_WEIGHTS if threshold >= lowest), None)
+    if least is None:
+        return None
+    return frozenset(word for word, (_, weights) in load_model().table.items() if min(weights) >= least)
 
 
 def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float) -> list[Finding]:
     """One finding on the worst sentence scoring at least `threshold`, or none. `words` are the
     text's lower-cased words (the chain splits once for all stages)."""
-    present = model.triggers.intersection(words)
-    if not present:
+    triggers = trigger_words(threshold)
+    present = triggers.intersection(words) if triggers is not None else None
+    if present is not None and not present:
         return []
     worst, span = 0.0, (0, 0)
     for match in _SENTENCE.finditer(text):
         sentence = match.group()
         lowered = sentence.lower()
-        if not any(word in lowered for word in present):  # a substring test; the model decides
+        if present is not None and not any(word in lowered for word in present):  # a substring test; the model decides
             continue
         score = model.probability(sentence)
         if score > worst:
