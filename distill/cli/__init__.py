@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from distill.cli import coldstart as coldstart_commands
 from distill.cli import evaluate as evaluate_commands
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
@@ -17,6 +18,7 @@ from distill.cli import review as review_commands
 from distill.cli import remote as remote_commands
 from distill.cli import run as run_command
 from distill.cli import serve as serve_commands
+from distill.cli import serve_model as serve_model_commands
 from distill.cli import spec as spec_commands
 from distill.cli import train as train_commands
 
@@ -42,6 +44,11 @@ app.command()(run_command.run)
 app.command()(serve_commands.serve)
 app.add_typer(serve_commands.admin, name="admin")
 app.add_typer(remote_commands.app, name="remote")
+app.command("serve-model")(serve_model_commands.serve_model)
+app.add_typer(serve_model_commands.captures_app, name="captures")
+for command in (coldstart_commands.coldstart, coldstart_commands.compare, coldstart_commands.drift,
+                coldstart_commands.promote, coldstart_commands.rollback):
+    app.command()(command)
 
 
 def main() -> None:
