@@ -15,7 +15,7 @@ import pytest
 from conftest import run_distill
 from service_live import LiveServer, small_spec, tar_folder, wait_for, wait_status
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded machine trains slowly
 
 
 @pytest.fixture(scope="module")
