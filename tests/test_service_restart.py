@@ -13,7 +13,7 @@ from conftest import run_distill
 from distill.review.audit import verify_log
 from service_live import LiveServer, small_spec, tar_folder, wait_for, wait_status
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # a loaded machine trains slowly
 
 
 def _server(root: Path) -> tuple[LiveServer, dict[str, str]]:
@@ -78,7 +78,7 @@ def test_kill_9_during_generation_review_and_training_loses_nothing(tmp_path: Pa
         _review_session(reference, reference_tokens["rita"], reference_job)
         _sign_off(reference, reference_tokens["rita"], reference_job)
 
-        wait_for(lambda: (run_dir / "train" / "checkpoints").is_dir(), 600, "training to write a checkpoint", every=0.05)
+        wait_for(lambda: (run_dir / "train" / "checkpoints").is_dir(), 1800, "training to write a checkpoint", every=0.05)
         killed.kill()  # 3: during training
         assert json.loads((run_dir / "manifest.json").read_text())["stages"].get("release", {}).get("state") != "done"
         killed.start()
