@@ -58,14 +58,19 @@ Step = tuple[str, Callable[[], dict[str, Any]], Callable[[], Any]]
 
 def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: str = "main",
                  override_reason: str | None = None, show_progress: bool = True,
-                 on_stage: Callable[[str], None] | None = None) -> RunSummary:
+                 on_stage: Callable[[str], None] | None = None,
+                 dispatch: Callable[[str, Callable[[], Any]], Any] | None = None) -> RunSummary:
     """Run every stage that is not fresh. `loaded` carries any command-line overrides already;
-    `on_stage(name)` is told before each stage that runs (the service turns it into the job's status)."""
+    `on_stage(name)` is told before each stage that runs (the service turns it into the job's status).
+    `dispatch(name, work)` runs a stage's work and returns its result (the service's Ray executor runs it
+    as a Ray task); by default the work runs here. The bookkeeping around it stays in this process."""
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
     summary = RunSummary(run.path)
     upstream_ran = None
     for name, inputs_of, work in _steps(loaded, run, override_reason, show_progress):
         started = time.monotonic()
+        if dispatch is not None:
+            work = (lambda name=name, work=work: dispatch(name, work))
         ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=True, upstream_ran=upstream_ran,
                                        on_start=(lambda name=name: on_stage(name)) if on_stage else None)
         if ran and detail is None:

@@ -84,12 +84,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: 
 class LiveServer:
     """`distill serve` in a child process; `kill()` is kill -9, `start()` again restarts it."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, *, max_jobs: int = 1):
+    def __init__(self, data_dir: Path, database_url: str | None = None, *, max_jobs: int = 1,
+                 serve_args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.database_url = database_url or f"sqlite:///{data_dir.resolve() / 'distill.db'}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.max_jobs = max_jobs
+        self.serve_args = serve_args  # more `distill serve` flags (--executor ray ...)
         self.process: subprocess.Popen | None = None
 
     def admin(self, *args: str) -> str:
@@ -101,7 +103,7 @@ class LiveServer:
         log = open(self.data_dir / "serve.log", "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "distill", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-             "--database-url", self.database_url, "--max-jobs", str(self.max_jobs)],
+             "--database-url", self.database_url, "--max-jobs", str(self.max_jobs), *self.serve_args],
             cwd=REPO, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO)})
         wait_for(self._healthy, 60, "the server's /healthz")
         return self

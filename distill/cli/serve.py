@@ -22,7 +22,8 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     data_dir: DataDirOpt = Path("service-data"),
     database_url: DatabaseOpt = None,
-    executor: Annotated[str, typer.Option("--executor", help="How stages run: local (worker child processes).")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="How stages run: local (worker child processes), or ray (each stage a task on a Ray cluster; needs distill[ray]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS).")] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs running at once (local executor).")] = 1,
     demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant and users, submit the offline quickstart, print tokens.")] = False,
 ) -> None:
@@ -33,8 +34,15 @@ def serve(
     from distill.service.app import Settings, create_app
     from distill.service.db import default_url, make_engine, make_sessions, migrate
 
-    if executor != "local":
-        raise ConfigError(Problem(f"unknown executor {executor!r}", key="--executor", hint="use local"))
+    if executor not in ("local", "ray"):
+        raise ConfigError(Problem(f"unknown executor {executor!r}", key="--executor", hint="use local or ray"))
+    if executor == "ray":
+        from distill.scale import import_ray
+
+        import_ray()
+        if not ray_address:
+            raise ConfigError(Problem("--executor ray needs the cluster's address", key="--ray-address",
+                                      hint="pass --ray-address HOST:PORT or set $RAY_ADDRESS"))
     data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url or default_url(data_dir)
     base = f"http://{host}:{port}"
@@ -53,7 +61,8 @@ def serve(
     else:
         _say(f"first admin: distill admin --data-dir {data_dir} user NAME --role admin  (prints a token)")
     _say(f"distill serves on {base}  (API under /v1/, docs at {base}/docs, data in {data_dir.resolve()})")
-    settings = Settings(data_dir=data_dir, database_url=url, executor=executor, max_jobs=max_jobs)
+    settings = Settings(data_dir=data_dir, database_url=url, executor=executor, max_jobs=max_jobs,
+                        ray_address=ray_address if executor == "ray" else None)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

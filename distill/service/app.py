@@ -26,10 +26,11 @@ class Settings:
     database_url: str
     executor: str = "local"
     max_jobs: int = 1
+    ray_address: str | None = None
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from distill.service.executor import LocalExecutor
+    from distill.service.executor import make_executor
     from distill.service.routers import accounts, downloads, health, jobs, review
 
     @asynccontextmanager
@@ -39,7 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.database_url)
         app.state.sessions = make_sessions(engine)
         app.state.data_dir = settings.data_dir.resolve()
-        app.state.executor = LocalExecutor(app.state.sessions, settings.database_url, max_jobs=settings.max_jobs)
+        app.state.executor = make_executor(settings.executor, app.state.sessions, settings.database_url,
+                                           max_jobs=settings.max_jobs, ray_address=settings.ray_address)
         app.state.executor.start()
         yield
         app.state.executor.stop()

@@ -141,15 +141,27 @@ class LocalExecutor:
         jobs.add_event(session, job.id, "info", "job resumed from its run directory" if resumed else "job started")
         session.commit()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "distill.service.worker", "--database-url", self.database_url, job.id],
-                                   stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        process = subprocess.Popen(self._worker_command(job.id), stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.running[job.id] = _Running(process, worker_log)
+
+    def _worker_command(self, job_id: str) -> list[str]:
+        return [sys.executable, "-m", "distill.service.worker", "--database-url", self.database_url, job_id]
 
     def _release(self, job_id: str) -> None:
         with self.sessions() as session:
             session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
                             .values(lease_owner=None, lease_until=None))
             session.commit()
+
+
+def make_executor(kind: str, sessions: sessionmaker, database_url: str, *, max_jobs: int = 1,
+                  ray_address: str | None = None) -> Executor:
+    """The executor `distill serve --executor KIND` asked for."""
+    if kind == "ray":
+        from distill.service.ray_executor import RayExecutor
+
+        return RayExecutor(sessions, database_url, max_jobs=max_jobs, ray_address=ray_address)
+    return LocalExecutor(sessions, database_url, max_jobs=max_jobs)
 
 
 def claim(session, job_id: str, owner: str) -> bool:

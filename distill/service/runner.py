@@ -54,13 +54,14 @@ def run_dir_for(runs_dir: Path, spec_name: str) -> Path:
     return (runs_dir / spec_name / RUN_ID).resolve()
 
 
-def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stage: Callable[[str], None]) -> str | None:
+def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stage: Callable[[str], None],
+            dispatch: Callable[[str, Callable[[], Any]], Any] | None = None) -> str | None:
     """Run (or resume) every stage that is not fresh. Returns the bundle path, or None when the
-    dataset waits for a human sign-off."""
+    dataset waits for a human sign-off. `dispatch`: where each stage's work runs (`run_pipeline`)."""
     from distill.pipeline import run_pipeline
 
     summary = run_pipeline(job_spec(spec_file, max_cost_usd), runs_dir=runs_dir, run_id=RUN_ID,
-                           show_progress=False, on_stage=on_stage)
+                           show_progress=False, on_stage=on_stage, dispatch=dispatch)
     return None if summary.waiting_for else str(summary.bundle)
 
 

@@ -1,9 +1,12 @@
 """The worker child process: runs one job's stages and reports status and events to the database.
 
     python -m distill.service.worker --database-url URL JOB_ID
+    python -m distill.service.worker --database-url URL --ray-address ADDR JOB_ID   (stages as Ray tasks)
 
 It dies with the server that started it (a watchdog notices the parent is gone), so a restarted server
-can resume the job from its run directory without two processes writing it.
+can resume the job from its run directory without two processes writing it. With `--ray-address` it
+joins that Ray cluster and each stage's work runs there as a task (`distill.scale.ray_stages`); the
+bookkeeping (run manifest, job status and events) stays here, and the tasks die with it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 from distill.errors import DistillError
 from distill.service import jobs, runner
@@ -30,7 +34,8 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run_worker(database_url: str, job_id: str) -> int:
+def run_worker(database_url: str, job_id: str, dispatch: Callable[[str, Callable[[], Any]], Any] | None = None) -> int:
+    """Run the job's stages (each stage's work through `dispatch` when given) and record the outcome."""
     sessions = make_sessions(make_engine(database_url))
     with sessions() as session:
         job = session.get(Job, job_id)
@@ -42,7 +47,7 @@ def run_worker(database_url: str, job_id: str) -> int:
                 jobs.set_status(session, job, runner.STATUS_OF_STAGE[name], f"{name} started", stage=name)
 
         try:
-            bundle = runner.run_job(spec_file, runs_dir, cap, on_stage)
+            bundle = runner.run_job(spec_file, runs_dir, cap, on_stage, dispatch)
         except DistillError as exc:
             session.rollback()
             session.refresh(job)
@@ -68,10 +73,18 @@ def run_worker(database_url: str, job_id: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m distill.service.worker")
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--ray-address", help="run each stage as a task on this Ray cluster")
     parser.add_argument("job_id")
     args = parser.parse_args()
     _die_with_parent(os.getppid())
-    sys.exit(run_worker(args.database_url, args.job_id))
+    if args.ray_address is None:
+        sys.exit(run_worker(args.database_url, args.job_id))
+    from distill.scale.ray_stages import run_stage_on_ray
+    from distill.scale.ray_synthesis import connected
+
+    with connected(args.ray_address):
+        code = run_worker(args.database_url, args.job_id, dispatch=run_stage_on_ray)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
