@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.errors import Problem, RunDirError
-from distill.rundir import RunDir, file_sha256, fingerprint
+from distill.rundir import RunDir, file_sha256, fingerprint, run_path
+from distill.runlock import run_lock
 from distill.spec import LoadedSpec
 
 STAGES = ("generate", "review", "train", "eval", "release")
@@ -58,7 +59,11 @@ def say(message: str) -> None:
 def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: str = "main",
                  override_reason: str | None = None, show_progress: bool = True) -> RunSummary:
     """Run every stage that is not fresh. `loaded` carries any command-line overrides already."""
-    run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
+    with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id)):
+        return _run_stages(RunDir.create(loaded, root=runs_dir, run_id=run_id), loaded, override_reason, show_progress)
+
+
+def _run_stages(run: RunDir, loaded: LoadedSpec, override_reason: str | None, show_progress: bool) -> RunSummary:
     summary = RunSummary(run.path)
     spec = loaded.spec
     upstream = fingerprint(spec.model_dump(mode="json", exclude={"safety", "student", "training", "evaluation", "release"}))
@@ -74,7 +79,7 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     for name, inputs_of, work in steps:
         inputs = fingerprint(previous, inputs_of())
         own_state = run.stage(name).get("state", "done")  # the review keeps its state in RUN/review instead
-        if own_state == "done" and run.manifest.get("pipeline", {}).get(name) == inputs:
+        if own_state == "done" and run.manifest.get("pipeline", {}).get(name) == inputs and _output_intact(name, run):
             summary.stages.append(StageOutcome(name, skipped=True, seconds=0.0))
             say(f"[{name}] inputs unchanged since it completed: skipped")
         else:
@@ -92,6 +97,18 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     if summary.waiting_for is None:
         summary.bundle = Path(run.stage("release").get("bundle", "")) or None
     return summary
+
+
+def _output_intact(name: str, run: RunDir) -> bool:
+    """A stage counts as done only while what it wrote is still whole (a bundle that verifies, a saved model)."""
+    if name == "release":
+        from distill.release import verify
+
+        bundle = run.stage("release").get("bundle")
+        return bool(bundle) and verify(Path(bundle)).ok
+    if name == "train":
+        return any((run.path / "train" / "model").glob("*.safetensors"))
+    return True
 
 
 # --- the stages, each a call into its own package ---

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from distill.errors import Problem, RunDirError
 from distill.spec import LoadedSpec, Spec, load_spec
 
 MANIFEST = "manifest.json"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one folder name: no '/', no '..', not absolute
 StageState = Literal["running", "done", "failed"]
 
 
@@ -55,6 +57,24 @@ def write_json_atomic(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json_file(path: Path, *, made_by: str | None = None, shape: type = dict) -> Any:
+    """A JSON file a stage wrote; a missing, corrupt or wrong-shaped one is a located RunDirError."""
+    fix = f"re-run `{made_by}` to rewrite it" if made_by else "restore it from a copy"
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(Problem("missing", file=path, hint=fix)) from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(Problem(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno,
+                                  hint=fix)) from None
+    except UnicodeDecodeError:
+        raise RunDirError(Problem("not UTF-8 text (binary or corrupt)", file=path, hint=fix)) from None
+    if not isinstance(value, shape):
+        raise RunDirError(Problem(f"wrong shape: expected a JSON {'object' if shape is dict else shape.__name__}, "
+                                  f"found {type(value).__name__}", file=path, hint=fix))
+    return value
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable sha256 of JSON-serialisable inputs (a stage is fresh when its inputs' fingerprint matches)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -79,7 +99,7 @@ class RunDir:
     def create(cls, loaded: LoadedSpec, *, root: Path = Path("runs"), run_id: str = "main") -> "RunDir":
         """Create (or reopen) the run directory for a spec. Reopening with a changed spec is fine:
         stages notice through their fingerprints and redo only what changed."""
-        path = (root / loaded.spec.name / run_id).resolve()
+        path = run_path(loaded.spec.name, root=root, run_id=run_id)
         existing = path / MANIFEST
         manifest = cls._read_manifest(existing) if existing.exists() else {"stages": {}, "created": _now()}
         if manifest.get("spec_name", loaded.spec.name) != loaded.spec.name:
@@ -108,13 +128,25 @@ class RunDir:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunDirError(Problem(f"manifest is corrupt: {exc}", file=path)) from None
+            raise RunDirError(Problem(f"manifest is corrupt: {exc}", file=path,
+                                      hint="restore it from a copy, or start a new run directory")) from None
+        stages = manifest.get("stages") if isinstance(manifest, dict) else None
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise RunDirError(Problem("manifest has the wrong shape: expected an object with a 'stages' object",
+                                      file=path, hint="restore it from a copy, or start a new run directory"))
+        for key in ("spec_path", "spec_file_sha256", "spec_sha256", "spec_name"):
+            if key in manifest and not isinstance(manifest[key], str):
+                raise RunDirError(Problem(f"manifest has the wrong shape: {key!r} is not a string", file=path, key=key))
+        return manifest
 
     def load_spec(self) -> LoadedSpec:
         """The run's resolved spec (with any command-line overrides such as `--teacher offline`), paired
         with its original file so relative paths (word lists, templates) still resolve."""
+        if "spec_path" not in self.manifest or "spec_file_sha256" not in self.manifest:
+            raise RunDirError(Problem("manifest does not say which spec made this run (no spec_path)",
+                                      file=self.path / MANIFEST, hint="run the spec again into a new run directory"))
         original = Path(self.manifest["spec_path"])
         if not original.is_file():
             raise RunDirError(Problem(f"the run's spec {original} is gone", file=self.path / MANIFEST,
@@ -123,7 +155,15 @@ class RunDir:
             raise RunDirError(Problem(f"the spec {original} changed since this run was created", file=self.path / MANIFEST,
                                       hint="re-run `distill generate` (or `distill run`) to bring the run up to date"))
         loaded = load_spec(original)
-        resolved = Spec.model_validate(json.loads((self.path / "spec.resolved.json").read_text()))
+        resolved_path = self.path / "spec.resolved.json"
+        try:
+            resolved = Spec.model_validate(json.loads(resolved_path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise RunDirError(Problem("missing", file=resolved_path, hint="re-run `distill generate` to rewrite it")) from None
+        except (ValueError, UnicodeDecodeError) as exc:  # JSON or schema (pydantic's ValidationError is a ValueError)
+            first = str(exc).splitlines()[0]
+            raise RunDirError(Problem(f"corrupt: {first}", file=resolved_path,
+                                      hint="re-run `distill generate` to rewrite it")) from None
         return loaded._replace(spec=resolved)
 
     def save(self) -> None:
@@ -166,6 +206,14 @@ class RunDir:
             raise RunDirError(Problem(f"{for_stage} needs the {name} stage to be done (it is {stage.get('state', 'not started')})",
                                       file=self.path, hint=f"run `distill {name} {self.path}` first"))
         return stage
+
+
+def run_path(spec_name: str, *, root: Path = Path("runs"), run_id: str = "main") -> Path:
+    """`root/<spec-name>/<run-id>`; the run id is one plain folder name, so a run never lands outside `root`."""
+    if not RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
+        raise RunDirError(Problem(f"--run-id {run_id!r} is not a plain folder name", key="--run-id",
+                                  hint="use letters, digits, '.', '_' and '-' (no '/', no '..', not an absolute path)"))
+    return (Path(root) / spec_name / run_id).resolve()
 
 
 def _now() -> str:

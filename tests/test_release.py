@@ -398,3 +398,73 @@ def test_bundle_loads_and_generates_with_plain_transformers_without_distill(bund
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("GENERATED: Once upon a time")
+
+
+# --- what a bundle must hold, and archives that lie ---
+
+
+def test_a_bundle_without_weights_fails_even_when_its_manifest_agrees(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("model.safetensors", "tokenizer_config.json"):
+        (bundle / name).unlink()
+        del manifest["files"][name]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify(bundle).problems
+    assert any(p.startswith("tokenizer_config.json: a bundle must contain it") for p in problems)
+    assert any(p.startswith("model.safetensors: a bundle must contain the weights") for p in problems)
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ("[1, 2]", "wrong shape (expected a JSON object)"),
+    ('{"files": [], "name": "x", "version": "1"}', "wrong shape ('files'"),
+    ('{"files": {"a": 1}, "name": "x", "version": "1"}', "wrong shape ('files'"),
+    ('{"files": {}, "name": 3, "version": "1"}', "wrong shape ('name'"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_wrong_shape_manifest_is_one_clear_problem(bundle, manifest, expected):
+    (bundle / "manifest.json").write_text(manifest)
+    report = verify(bundle)
+    assert len(report.problems) == 1 and expected in report.problems[0]
+    result = run_verify(bundle)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_truncated_duplicate_and_oversized_archives_are_refused_without_extracting(bundle, tmp_path):
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
+    truncated = tmp_path / "cut.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    assert "not a readable tar.gz" in verify(truncated).problems[0]
+    result = run_verify(truncated)
+    assert result.exit_code == 1 and "not a readable tar.gz" in result.output and "Traceback" not in result.output
+
+    twice = tarfile.TarInfo(f"{bundle.name}/LICENSE")
+    duplicate = _archive_with(tmp_path, bundle, twice, b"another license")
+    assert any("appears twice" in p for p in verify(duplicate).problems)
+
+    # A member of 512 MiB of zeros in a tiny gzip: refused by its header size, never read or written out.
+    huge = tmp_path / "huge.tar.gz"
+    with tarfile.open(archive) as source, tarfile.open(huge, "w:gz", compresslevel=1) as tar:
+        for member in source.getmembers():
+            if member.name.endswith("/model.safetensors"):
+                member.size = 512 << 20
+                tar.addfile(member, _Zeros(member.size))
+            else:
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+    assert huge.stat().st_size < 20 << 20
+    assert verify(huge).problems == ["model.safetensors: tampered (sha256 differs from the manifest)"]
+
+
+class _Zeros(io.RawIOBase):
+    """A stream of n zero bytes, without holding them in memory."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"\0" * n
+        self.left -= n
+        return n

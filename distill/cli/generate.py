@@ -29,7 +29,8 @@ def generate(
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
-    from distill.rundir import RunDir
+    from distill.rundir import RunDir, run_path
+    from distill.runlock import run_lock
     from distill.synthesis import generate as run_generate
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
@@ -41,10 +42,12 @@ def generate(
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
-    run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
-    result = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
-                          prices_path=prices, show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")),
-                          batch_poll_s=batch_poll_s)
+    shard_of = parse_shard(shard)
+    with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id), shard=shard_of):
+        run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
+        result = run_generate(loaded, run, shard=shard_of, mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
+                              prices_path=prices, batch_poll_s=batch_poll_s,
+                              show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)

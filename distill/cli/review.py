@@ -56,6 +56,11 @@ def review(
         from distill.review.audit import verify_log as verify
         from distill.review.store import review_dir
 
+        if not (Path(run) / "manifest.json").is_file():
+            from distill.errors import Problem, RunDirError
+
+            raise RunDirError(Problem("not a run directory (no manifest.json), so there is no audit log to check",
+                                      file=run, hint="pass the run directory, runs/<spec-name>/<run-id>"))
         problems = verify(review_dir(run))
         for problem in problems:
             print(problem)
@@ -66,12 +71,16 @@ def review(
     from distill.review.stage import review_with_settings, spec_review_settings
     from distill.rundir import RunDir
 
-    settings = spec_review_settings(RunDir.open(run).load_spec(), judge=not no_judge)
-    if policy:
-        settings["policy"] = load_policy(policy)
-    settings["eval_files"] += list(eval_file or [])
-    auto = settings["policy"].auto_signoff and settings["offline_teacher"]
-    summary = review_with_settings(run, settings, auto_signoff=auto)
+    from distill.runlock import run_lock
+
+    opened = RunDir.open(run)
+    with run_lock(opened.path):
+        settings = spec_review_settings(opened.load_spec(), judge=not no_judge)
+        if policy:
+            settings["policy"] = load_policy(policy)
+        settings["eval_files"] += list(eval_file or [])
+        auto = settings["policy"].auto_signoff and settings["offline_teacher"]
+        summary = review_with_settings(run, settings, auto_signoff=auto)
     for line in summary_lines(summary):
         _say(line)
     print(Path(run).resolve() / "review" / "report.html")

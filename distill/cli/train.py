@@ -21,11 +21,22 @@ def train_command(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
 ) -> None:
     """Train the student on the reviewed dataset into RUN/train (resumes after a crash); prints the result as JSON."""
-    from distill.review import reviewed_examples
     from distill.rundir import RunDir
-    from distill.train import make_train_config, train_config_from_spec, train_student
+    from distill.runlock import run_lock
 
     run_dir = RunDir.open(run)
+    with run_lock(run_dir.path):
+        result = _train(run_dir, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads)
+    print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
+          f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+
+
+def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | None, compile: bool | None,
+           threads: int | None):
+    from distill.review import reviewed_examples
+    from distill.train import make_train_config, train_config_from_spec, train_student
+
     loaded = run_dir.load_spec()
     spec = loaded.spec
     config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
@@ -38,10 +49,7 @@ def train_command(
     if threads is not None:
         overrides["num_threads"] = threads
     config = make_train_config({**config.model_dump(), **overrides})
-    result = train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind)
-    print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
-          f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
-    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+    return train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind)
 
 
 def sample_command(

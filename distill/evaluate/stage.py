@@ -22,6 +22,7 @@ from typing import Any
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.runlock import run_lock
 
 SEPARATOR = "<|endoftext|>"
 
@@ -195,10 +196,16 @@ def progress_bar():
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
     """Every measurement of `distill eval`; writes RUN/eval and returns what eval.json holds."""
+    run = RunDir.open(run_dir)
+    with run_lock(run.path):
+        return _evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
+
+
+def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
+                  against: Path | None) -> dict[str, Any]:
     from distill.evaluate.compare import load_eval
     from distill.rundir import fingerprint
 
-    run = RunDir.open(run_dir)
     loaded = run.load_spec()
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)

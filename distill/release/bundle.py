@@ -20,6 +20,7 @@ from typing import Any
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import check_gate, gate_failures
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
+from distill.runlock import run_lock
 from distill.rundir import RunDir, file_sha256, fingerprint, replace_dir, write_atomic, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -30,7 +31,10 @@ STAGE = "release"
 def release(run_dir: str | Path, *, override_reason: str | None = None) -> Path:
     """Gate, then write the bundle directory and its tar.gz. Returns the bundle directory."""
     run = RunDir.open(run_dir)
-    return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)), override_reason=override_reason)
+    with run_lock(run.path):
+        run = RunDir.open(run.path)  # as it is now that no other command can change it
+        return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)),
+                              override_reason=override_reason)
 
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None) -> Path:

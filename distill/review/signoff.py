@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunDirError
+from distill.errors import Problem, RunDirError
 from distill.review.audit import append_entry
 from distill.review.policy import Policy
-from distill.rundir import write_atomic
+from distill.rundir import read_json_file, write_atomic
 
 METHOD = "one-sided Clopper-Pearson exact binomial upper bound"
 
@@ -128,7 +128,13 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
 
 def read_signoff(review_dir: Path) -> dict[str, Any] | None:
     path = review_dir / "signoff.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    signoff = read_json_file(path, made_by="distill review RUN signoff")
+    if not isinstance(signoff.get("accepted"), bool) or not isinstance(signoff.get("view_digest"), str):
+        raise RunDirError(Problem("wrong shape: a sign-off needs 'accepted' and 'view_digest'", file=path,
+                                  hint="sign off again with `distill review RUN signoff`"))
+    return signoff
 
 
 def signoff_current(signoff: dict[str, Any], view_digest: str) -> bool:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunDirError
+from distill.errors import Problem, RunDirError
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
-from distill.rundir import write_atomic
+from distill.rundir import read_json_file, write_atomic
 
 RECORDS = "records.jsonl"
 CORPUS = "corpus.json"
@@ -41,7 +41,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return read_json_file(path, made_by="distill review RUN") if path.exists() else None
 
 
 def load_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -78,7 +78,19 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     if end < len(raw):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
+    lines = []
+    for number, line in enumerate(raw[:end].decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            item = None
+        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+            raise RunDirError(Problem("corrupt line (not a JSON object with an id)", file=path, line=number,
+                                      hint=f"delete {path.name} and run `distill review RUN` again to recompute it"))
+        lines.append(item)
+    return lines
 
 
 def append_lines(path: Path, items: list[dict[str, Any]], *, sync: bool = True) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem
 from distill.rundir import RunDir, fingerprint
+from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
 from distill.synthesis.cache import AnswerCache
@@ -65,6 +66,14 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
              prices_path: Path | None = None, show_progress: bool = True, batch_poll_s: float = 30.0,
              backoff_base_s: float = 1.0) -> GenerateResult:
     """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished."""
+    with run_lock(run.path, shard=shard):
+        return _generate(loaded, run, shard=shard, mode=mode, max_cost_usd=max_cost_usd, prices_path=prices_path,
+                         show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s)
+
+
+def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: Literal["online", "batch"],
+              max_cost_usd: float | None, prices_path: Path | None, show_progress: bool, batch_poll_s: float,
+              backoff_base_s: float) -> GenerateResult:
     from distill.providers.factory import make_provider
 
     spec, teacher = loaded.spec, loaded.spec.teacher
