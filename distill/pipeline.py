@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.errors import Problem, RunDirError
+from distill.keys import check_spec_secrets
 from distill.rundir import RunDir, file_sha256, fingerprint, run_path
 from distill.runlock import run_lock
 from distill.spec import LoadedSpec
@@ -59,6 +60,7 @@ def say(message: str) -> None:
 def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: str = "main",
                  override_reason: str | None = None, show_progress: bool = True) -> RunSummary:
     """Run every stage that is not fresh. `loaded` carries any command-line overrides already."""
+    check_spec_secrets(loaded)  # before anything is written under runs_dir
     with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id)):
         return _run_stages(RunDir.create(loaded, root=runs_dir, run_id=run_id), loaded, override_reason, show_progress)
 
@@ -117,11 +119,15 @@ def _output_intact(name: str, run: RunDir) -> bool:
 def _generate(loaded: LoadedSpec, run: RunDir, show_progress: bool) -> str:
     from distill.synthesis import generate
 
+    from distill.synthesis.progress import usd
+
     result = generate(loaded, run, show_progress=show_progress)
     if not result.complete:
-        raise RunDirError(Problem("generation stopped before every record was done", file=run.path,
-                                  hint="see the summary above (spending cap?); run again to resume"))
-    return f"{result.tally.done} records, ${result.spent_total_usd:.2f} spent"
+        why = result.tally.aborted or ("the spending cap was reached" if result.tally.stopped_by_cap else "records are missing")
+        say(result.summary)
+        raise RunDirError(Problem(f"generation stopped before every record was done: {why}", file=run.path,
+                                  hint="fix the cause, then run again to resume"))
+    return f"{result.tally.done} records, {usd(result.spent_total_usd)} spent"
 
 
 def _review_inputs(run: RunDir, loaded: LoadedSpec) -> str:

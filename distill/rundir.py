@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from distill import __version__
 from distill.errors import Problem, RunDirError
+from distill.keys import check_spec_secrets
 from distill.spec import LoadedSpec, Spec, load_spec
 
 MANIFEST = "manifest.json"
@@ -100,6 +101,7 @@ class RunDir:
         """Create (or reopen) the run directory for a spec. Reopening with a changed spec is fine:
         stages notice through their fingerprints and redo only what changed."""
         path = run_path(loaded.spec.name, root=root, run_id=run_id)
+        check_spec_secrets(loaded)  # a key pasted into the spec must not be copied into the run
         existing = path / MANIFEST
         manifest = cls._read_manifest(existing) if existing.exists() else {"stages": {}, "created": _now()}
         if manifest.get("spec_name", loaded.spec.name) != loaded.spec.name:

@@ -18,6 +18,7 @@ from tiny_lm import STORIES, tiny_llama, tiny_tokenizer
 from typer.testing import CliRunner
 
 from distill.errors import ConfigError
+from distill.lineage import weights_digest
 from distill.release.bundle import release_inputs
 from distill.release.gate import OVERRIDE_ENV, ReleaseGateError
 from distill.release.sources import ReviewFacts, read_audit, read_inputs
@@ -46,7 +47,8 @@ release:
 """
 
 SIGNED = ReviewFacts(signed_off=True, signer="auto", signed_at="2026-01-02T03:04:05+0000", audit_hash="ab" * 32,
-                     summary={"kept": 4, "rejected": 1, "flagged": 0}, policy="children")
+                     summary={"kept": 4, "rejected": 1, "flagged": 0}, policy="general",
+                     dataset_fingerprint="cd" * 32, audit_count=3)
 
 EVAL = {  # as `distill eval` writes eval.json (the parts a release reads)
     "bpb": {"validation": {"bits_per_byte": 2.5, "perplexity": 9.1, "tokens": 400, "bytes": 1500, "texts": 5}},
@@ -104,8 +106,11 @@ def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = S
     write_dataset(rows, run.path / "dataset")
     shutil.copytree(model_dir, run.path / "train" / "model")
     (run.path / "train" / "loss_curve.png").write_bytes(png_bytes)
+    weights = weights_digest(run.path / "train" / "model")  # the chain, as train and eval record it
+    (run.path / "train" / "result.json").write_text(json.dumps({"dataset_fingerprint": SIGNED.dataset_fingerprint,
+                                                                "weights_sha256": weights}))
     (run.path / "eval").mkdir()
-    (run.path / "eval" / "eval.json").write_text(json.dumps(evaluation))
+    (run.path / "eval" / "eval.json").write_text(json.dumps({**evaluation, "weights_sha256": weights}))
     (run.path / "eval" / "scores.png").write_bytes(png_bytes)
     for stage in ("generate", "review", "train", "eval"):
         run.start_stage(stage, "f" * 8)
@@ -344,6 +349,17 @@ def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
     if reject is not None:
         append_entry(folder, reviewer="ana", action="reject", ids=[reject], after={"decision": "reject"})
     auto_sign_off(folder, policy, view_digest=view_digest(build_view(run.path)))
+    record_training(run)
+
+
+def record_training(run: RunDir) -> None:
+    """What `distill train` records: the reviewed examples it consumed and the weights it saved."""
+    from distill.lineage import examples_digest
+    from distill.review import reviewed_examples
+
+    (run.path / "train" / "result.json").write_text(json.dumps({
+        "dataset_fingerprint": examples_digest(reviewed_examples(run.path)),
+        "weights_sha256": weights_digest(run.path / "train" / "model")}))
 
 
 def test_release_of_a_reviewed_run_end_to_end(tmp_path, model_dir, png_bytes, capsys):

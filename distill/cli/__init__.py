@@ -37,6 +37,7 @@ app.command("eval")(evaluate_commands.eval_command)
 app.command("inspect")(evaluate_commands.inspect_command)
 app.command()(release_commands.release)
 app.command()(release_commands.verify)
+app.command()(release_commands.keygen)
 app.command()(run_command.run)
 
 

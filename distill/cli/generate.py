@@ -29,6 +29,7 @@ def generate(
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
+    from distill.keys import check_spec_secrets
     from distill.rundir import RunDir, run_path
     from distill.runlock import run_lock
     from distill.synthesis import generate as run_generate
@@ -43,6 +44,7 @@ def generate(
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
     shard_of = parse_shard(shard)
+    check_spec_secrets(loaded)  # before anything is written under --runs-dir
     with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id), shard=shard_of):
         run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
         result = run_generate(loaded, run, shard=shard_of, mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
@@ -51,6 +53,9 @@ def generate(
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)
+    if result.tally.aborted:
+        raise ConfigError(Problem(f"generation stopped: {result.tally.aborted}", key="teacher",
+                                  hint="check the API key, the model name and your access, then run again to resume"))
     if result.tally.stopped_by_cap:
         raise typer.Exit(3)
 

@@ -22,6 +22,7 @@ from typing import Any
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.lineage import weights_digest
 from distill.runlock import run_lock
 
 SEPARATOR = "<|endoftext|>"
@@ -46,15 +47,13 @@ class EvalSettings:
 
 def load_student(run_dir: Path, *, eager: bool = False):
     """The trained student and its tokenizer from RUN/train/model, on the CPU in float32."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from distill.lineage import load_saved_model
 
     model_dir = run_dir / "train" / "model"
     if not (model_dir / "config.json").is_file():
         raise RunDirError(Problem("no trained student in this run", file=model_dir, hint=f"run `distill train {run_dir}` first"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     options = {"attn_implementation": "eager"} if eager else {}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", **options).eval()
-    return model, tokenizer
+    return load_saved_model(model_dir, dtype="float32", **options)
 
 
 def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[str, Any]]:
@@ -230,7 +229,11 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
     out_dir = run.path / "eval"
     context_length = spec.student.context_length
 
+    weights = weights_digest(run.path / "train" / "model")  # what this evaluation is of: the release checks it
     model, tokenizer = load_student(run.path)
+    if weights_digest(run.path / "train" / "model") != weights:
+        raise RunDirError(Problem("the model changed while it was being loaded", file=run.path / "train" / "model",
+                                  hint="let training finish, then evaluate again"))
     examples = heldout_examples(run.path, heldout)
     prompts_of = _prompt_renderer(tokenizer, spec.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
@@ -259,7 +262,7 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
         "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
         "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)", "heldout_examples": len(examples),
-        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
+        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes, "weights_sha256": weights,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
                     for t, s in list(zip(tasks, student))[:8]],
     }

@@ -213,3 +213,37 @@ def _check_signature(manifest_bytes: bytes, entries: dict[str, Entry], listed: d
         signature = handle.read(1024)
     problem, report.signed_by = check_signature(manifest_bytes, signature, public_key, entries, listed)
     return [problem] if problem else []
+
+
+def check_audit_anchor(bundle: Path, run: Path) -> list[str]:
+    """The signed manifest names the review's audit-log head (entries, final hash). The run's log must still
+    hold exactly that head at that position, and chain intact: a log rewritten and re-chained after release
+    (every hash recomputed, the head file too) no longer matches what was signed."""
+    from distill.review.audit import read_log, verify_log
+
+    manifest = _parse_manifest(_read_manifest_of(Path(bundle)))
+    if isinstance(manifest, str):
+        return [manifest]
+    review = (manifest.get("lineage") or {}).get("review") or {}
+    signed_hash, signed_count = review.get("audit_log_final_hash"), review.get("audit_log_entries")
+    log_dir = Path(run) / "review"
+    if not (Path(run) / "manifest.json").is_file():
+        return [f"{run}: not a run directory (no manifest.json)"]
+    problems = [f"audit log: {line}" for line in verify_log(log_dir)]
+    if signed_hash is None:
+        return problems
+    if not isinstance(signed_count, int):
+        return problems + [f"{MANIFEST}: names the audit log's final hash but not its entry count (an older bundle)"]
+    entries = read_log(log_dir)
+    if len(entries) < signed_count or entries[signed_count - 1].get("hash") != signed_hash:
+        problems.append(f"audit log: entry {signed_count} is not the head the release signed ({signed_hash[:12]}...): "
+                        "the review history was rewritten after the release")
+    return problems
+
+
+def _read_manifest_of(bundle: Path) -> bytes:
+    if bundle.is_dir():
+        return (bundle / MANIFEST).read_bytes()
+    with tarfile.open(bundle, "r:*") as tar:
+        member = next(m for m in tar.getmembers() if PurePosixPath(m.name).parts[1:] == (MANIFEST,))
+        return tar.extractfile(member).read(MAX_MANIFEST_BYTES + 1)

@@ -100,6 +100,7 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
         "upper_bound": round(bound, 5),
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
+        "dataset_fingerprint": view_digest,  # what training must consume and the release traces back to
     }
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
                          ids=decision["defective"], after={k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")})
@@ -120,6 +121,7 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
         "confidence": policy.signoff.confidence, "upper_bound": None,
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
+        "dataset_fingerprint": view_digest,
     }
     entry = append_entry(review_dir, reviewer="auto", action="signoff", after={"auto": True, "policy": policy.name})
     _write_json(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})

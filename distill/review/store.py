@@ -13,7 +13,6 @@ kept with redactions, pending a human, or rejected, and what text the student wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import Problem, RunDirError
+from distill.lineage import examples_digest
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
 from distill.rundir import read_json_file, write_atomic
@@ -208,9 +208,6 @@ def _replay(entry: dict[str, Any], records: dict[int, ReviewedRecord]) -> None:
 
 def view_digest(records: list[ReviewedRecord]) -> str:
     """Identifies the reviewed dataset: the kept records' ids and the exact texts the student sees."""
-    digest = hashlib.sha256()
-    for record in records:
-        if record.status in ("kept", "redacted"):
-            digest.update(json.dumps([record.id, record.prompt, record.text], ensure_ascii=False).encode())
-    return digest.hexdigest()
+    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text} for r in records
+                           if r.status in ("kept", "redacted"))
 

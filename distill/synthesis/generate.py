@@ -13,7 +13,7 @@ from distill.rundir import RunDir, fingerprint
 from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
-from distill.synthesis.cache import AnswerCache
+from distill.synthesis.recovery import open_cache
 from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
 from distill.synthesis.engine import Backoff, Engine, RateLimiter, Tally
@@ -81,11 +81,14 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
         raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
                                   file=loaded.path, key="teacher.provider", hint="use --mode online"))
     cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
+    if cap is not None and not cap > 0:  # also refuses NaN
+        raise ConfigError(Problem(f"the spending cap must be more than $0, not {cap!r}", key="--max-cost",
+                                  hint="e.g. --max-cost 5 for five dollars; leave it out for no cap"))
     prices = load_prices(prices_path)
     price = require_price(prices, teacher.provider, teacher.model, spec_file=loaded.path) if cap is not None \
         else (price_for(prices, teacher.provider, teacher.model) or FREE)
     generate_dir = run.path / "generate"
-    cache = AnswerCache(generate_dir / "cache.sqlite")
+    cache = open_cache(generate_dir)  # a corrupt or lost cache is rebuilt from the records log
     walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
     provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
     whole_run = shard == (0, 1)
@@ -145,7 +148,7 @@ def _finish(loaded: LoadedSpec, run: RunDir, tally: Tally, indices: list[int], w
                 loaded.fingerprint(), walker.renderer.template_hashes)
         run.finish_stage("generate", counts=counts)
     elif whole_run:
-        reason = "the spending cap was reached" if tally.stopped_by_cap else "records are missing"
+        reason = tally.aborted or ("the spending cap was reached" if tally.stopped_by_cap else "records are missing")
         run.finish_stage("generate", counts=counts, state="failed", error=reason)
     text = summary(tally, total=len(indices), elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
     if not complete and not whole_run and not tally.stopped_by_cap:
