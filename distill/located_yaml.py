@@ -7,6 +7,8 @@ point at `specs/x.yaml:14:5`.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +44,11 @@ class LocatedDocument:
 
 
 def read_text_file(path: Path, *, what: str, max_bytes: int = MAX_BYTES) -> str:
-    """Read a UTF-8 text file that a spec names, with located errors for every way it can go wrong."""
-    if not path.exists():
-        raise SpecError(Problem(f"{what} not found", file=path))
-    if path.is_dir():
-        raise SpecError(Problem(f"{what} is a directory, expected a file", file=path))
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise SpecError(Problem(f"{what} is {size:,} bytes, more than the limit of {max_bytes:,}", file=path))
-    raw = path.read_bytes()
+    """Read a UTF-8 text file that a spec names, with located errors for every way it can go wrong.
+
+    Only regular files are read (a FIFO would block forever, `/dev/zero` never ends), and the cap is on
+    the bytes actually read, not on what `stat` claims: a file can grow, and devices report size 0."""
+    raw = read_regular_file(path, what=what, max_bytes=max_bytes)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -59,6 +57,41 @@ def read_text_file(path: Path, *, what: str, max_bytes: int = MAX_BYTES) -> str:
         raise SpecError(
             Problem(f"{what} is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", file=path, line=line, column=column)
         ) from None
+
+
+def read_regular_file(path: Path, *, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most `max_bytes` of them; anything else is a located SpecError."""
+    try:
+        info = os.stat(path)  # follows symlinks: a link to /dev/zero is a device
+    except FileNotFoundError:
+        raise SpecError(Problem(f"{what} not found", file=path)) from None
+    except OSError as exc:
+        raise SpecError(Problem(f"{what} cannot be read: {exc.strerror}", file=path)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(Problem(f"{what} is a directory, expected a file", file=path))
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(Problem(f"{what} is not a regular file ({_file_kind(info.st_mode)})", file=path,
+                                hint="give a plain file, not a pipe, socket or device"))
+    try:
+        # O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not block
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SpecError(Problem(f"{what} cannot be read: {exc.strerror}", file=path)) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise SpecError(Problem(f"{what} is not a regular file", file=path))
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise SpecError(Problem(f"{what} is more than the limit of {max_bytes:,} bytes", file=path))
+    return raw
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def load_located_yaml(path: Path) -> LocatedDocument:
@@ -70,6 +103,11 @@ def load_located_yaml(path: Path) -> LocatedDocument:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise SpecError(Problem(f"malformed YAML: {exc.problem or exc.context}", file=path, line=line, column=column)) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; located by offset only
+        line = text[: exc.position].count("\n") + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError(Problem(f"malformed YAML: character U+{exc.character:04X} is not allowed", file=path, line=line,
+                                column=column)) from None
     except yaml.YAMLError as exc:
         raise SpecError(Problem(f"malformed YAML: {exc}", file=path)) from None
     except RecursionError:
@@ -77,7 +115,7 @@ def load_located_yaml(path: Path) -> LocatedDocument:
     if root is None:
         raise SpecError(Problem("spec is empty", file=path, line=1, column=1))
     document = LocatedDocument(data=None, file=path)
-    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES])
+    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES, yaml.SafeLoader("")])
     return document
 
 
@@ -85,7 +123,8 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> Any:
+def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list) -> Any:
+    """Plain data from `node`; `budget` is [nodes left, the constructor for scalars] for the whole document."""
     if depth > MAX_DEPTH:
         line, column = _mark(node)
         raise SpecError(Problem(f"document is nested too deeply (limit {MAX_DEPTH} levels)", file=doc.file, line=line, column=column))
@@ -93,23 +132,57 @@ def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, 
     if budget[0] < 0:
         raise SpecError(Problem(f"document has too many nodes (limit {MAX_NODES:,}; aliases count every time)", file=doc.file))
     doc.value_marks.setdefault(path, _mark(node))
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in (_MAP, _SEQ):
+        line, column = _mark(node)
+        raise SpecError(Problem(f"unsupported YAML tag {_short_tag(node.tag)!r}: a spec holds plain mappings, lists and values",
+                                file=doc.file, line=line, column=column, key=dotted_key(path) or None))
     if isinstance(node, yaml.MappingNode):
         return _build_mapping(node, path, doc, depth=depth, budget=budget)
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), doc, depth=depth + 1, budget=budget) for i, item in enumerate(node.value)]
+    return _scalar(node, path, doc, budget[1])
+
+
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _scalar(node: yaml.Node, path: KeyPath, doc: LocatedDocument, constructor: yaml.SafeLoader) -> Any:
+    line, column = _mark(node)
+    key = dotted_key(path) or None
+    if node.tag not in _SCALAR_TAGS:
+        raise SpecError(Problem(f"unsupported YAML tag {_short_tag(node.tag)!r}: a spec holds plain values",
+                                file=doc.file, line=line, column=column, key=key))
     try:
-        return yaml.SafeLoader(" ").construct_object(node, deep=True)
+        return constructor.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
-        line, column = _mark(node)
-        raise SpecError(Problem(f"unsupported YAML value: {exc.problem}", file=doc.file, line=line, column=column)) from None
+        reason = exc.problem
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors raise plain Python errors on values their tag cannot read
+        digits = sum(c.isdigit() for c in node.value)
+        reason = (f"a number of {digits:,} digits is longer than Python reads (4,300)" if "digits" in str(exc)
+                  else f"not a valid {_short_tag(node.tag)[2:]}")
+    value = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+    raise SpecError(Problem(f"cannot read {value!r} as {_short_tag(node.tag)}: {reason}", file=doc.file, line=line,
+                            column=column, key=key, hint="write a valid value, or quote it (without a tag) to keep it as text")) from None
 
 
-def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> dict:
+def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list) -> dict:
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             raise SpecError(Problem("YAML merge keys (<<) are not supported in specs", file=doc.file, line=_mark(key_node)[0], column=_mark(key_node)[1]))
         key = _build(key_node, path + ("<key>",), doc, depth=depth + 1, budget=budget)
+        if isinstance(key, bool):  # YAML 1.1 reads true/yes/on as a boolean, which Python equates with 1
+            line, column = _mark(key_node)
+            raise SpecError(Problem(f"key {key_node.value!r} is read by YAML as the boolean {str(key).lower()}, not as text",
+                                    file=doc.file, line=line, column=column, key=dotted_key(path) or None,
+                                    hint=f"quote it: '{key_node.value}'"))
         if not isinstance(key, (str, int)):
             line, column = _mark(key_node)
             raise SpecError(Problem(f"mapping keys must be text, got {type(key).__name__}", file=doc.file, line=line, column=column))

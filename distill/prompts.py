@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from distill.errors import DistillError, Problem, SpecError, TemplateError
 from distill.located_yaml import read_text_file
 from distill.paths import data_path
 from distill.providers.protocol import Message
+from distill.sandbox import BoundedSandbox, ConfinedLoader, RenderLimit, time_limit
 from distill.spec import (
     ChoiceVariable,
     LoadedSpec,
@@ -180,17 +181,6 @@ def _freeze(value: Any) -> str:
 # --- sandboxed templates ---
 
 
-class _ConfinedLoader(jinja2.FileSystemLoader):
-    """A FileSystemLoader that also refuses symlinks pointing outside its folders."""
-
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Any]:
-        source, filename, uptodate = super().get_source(environment, template)
-        real = Path(filename).resolve()
-        if not any(real.is_relative_to(Path(folder).resolve()) for folder in self.searchpath):
-            raise jinja2.TemplateNotFound(template)
-        return source, filename, uptodate
-
-
 def template_folders(loaded: LoadedSpec) -> list[Path]:
     folders = []
     if loaded.spec.templates_dir:
@@ -217,16 +207,16 @@ class PromptRenderer:
         self.loaded = loaded
         self.spec = loaded.spec
         self.sampler = VariableSampler(loaded)
-        self.env = ImmutableSandboxedEnvironment(
-            loader=_ConfinedLoader([str(f) for f in template_folders(loaded)]),
+        self.env = BoundedSandbox(
+            loader=ConfinedLoader(template_folders(loaded)),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        del self.env.filters["random"]  # prompts must depend only on (seed, record index)
         self._templates: dict[str, tuple[jinja2.Template, str]] = {}
+        self._over_limit: dict[str, TemplateError] = {}  # a template that hit a bound is not run again
 
     def _problem(self, message: str, key: str, hint: str | None = None) -> Problem:
         """A problem located at the spec key that names the template (e.g. `steps[1].user`)."""
@@ -236,13 +226,16 @@ class PromptRenderer:
 
     def template(self, reference: str, *, key: str) -> tuple[jinja2.Template, str]:
         """Compile a template file or inline text once; returns it with its source's sha256."""
+        if reference in self._over_limit:
+            raise self._over_limit[reference]
         if reference not in self._templates:
             try:
-                if is_template_file(reference):
-                    source = self.env.loader.get_source(self.env, reference)[0]
-                    compiled = self.env.get_template(reference)
-                else:
-                    source, compiled = reference, self.env.from_string(reference)
+                with time_limit():  # Jinja constant-folds while compiling: compiling runs code too
+                    if is_template_file(reference):
+                        source = self.env.loader.get_source(self.env, reference)[0]
+                        compiled = self.env.get_template(reference)
+                    else:
+                        source, compiled = reference, self.env.from_string(reference)
             except jinja2.TemplateNotFound as exc:
                 folders = ", ".join(str(f) for f in template_folders(self.loaded))
                 raise TemplateError(self._problem(f"template {exc.name!r} not found in the allowed folders ({folders})", key)) from None
@@ -250,8 +243,21 @@ class PromptRenderer:
                 if exc.filename:
                     raise TemplateError(Problem(f"template syntax error: {exc.message}", file=exc.filename, line=exc.lineno)) from None
                 raise TemplateError(self._problem(f"template syntax error: {exc.message} (template line {exc.lineno})", key)) from None
+            except (RenderLimit, MemoryError, RecursionError, OverflowError) as exc:
+                raise self._limit_error(reference, key, "compiling", exc) from None
             self._templates[reference] = (compiled, hashlib.sha256(source.encode()).hexdigest())
         return self._templates[reference]
+
+    def _limit_error(self, reference: str, key: str, doing: str, exc: BaseException) -> TemplateError:
+        """A located error for a template that went over a bound; remembered so it fails fast next time."""
+        what = {MemoryError: "ran out of memory", OverflowError: "made a number too large to represent",
+                RecursionError: "is nested too deeply" if doing == "compiling" else "recursed too deeply (a macro calling itself?)",
+                }.get(type(exc), str(exc))
+        name = f"template {reference!r}" if is_template_file(reference) else "inline template"
+        error = TemplateError(self._problem(f"{name} {what} while {doing}", key,
+                                            hint="templates must render small prompts quickly; remove the runaway loop, repetition or recursion"))
+        self._over_limit[reference] = error
+        return error
 
     @cached_property
     def template_hashes(self) -> dict[str, str]:
@@ -272,7 +278,10 @@ class PromptRenderer:
     def render(self, reference: str, context: dict[str, Any], *, key: str) -> str:
         compiled, _ = self.template(reference, key=key)
         try:
-            return compiled.render(context).strip()
+            with time_limit():
+                return self.env.render_bounded(compiled, context).strip()
+        except (RenderLimit, MemoryError, RecursionError, OverflowError) as exc:
+            raise self._limit_error(reference, key, "rendering", exc) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(self._problem(f"undefined variable while rendering: {exc.message}", key,
                                               hint=f"available: {', '.join(sorted(context))}")) from None
@@ -283,6 +292,9 @@ class PromptRenderer:
             raise TemplateError(self._problem(f"template tried something the sandbox forbids: {exc}", key)) from None
         except jinja2.TemplateError as exc:
             raise TemplateError(self._problem(f"template failed to render: {exc}", key)) from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # a filter or operator given the wrong kind of value (`1 / 0`, `5|indent`): the template's mistake
+            raise TemplateError(self._problem(f"template failed to render: {type(exc).__name__}: {exc}", key)) from None
 
     def render_step(self, step_index: int, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> RenderedStep:
         """Messages for step `step_index` of record `index`, given the earlier steps' outputs."""
@@ -339,5 +351,12 @@ def step_json_schema(loaded: LoadedSpec, step_index: int) -> dict[str, Any] | No
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise SpecError(Problem(f"not a valid JSON Schema: {exc.message}", file=loaded.path, key=key)) from None
+            inside = tuple(exc.absolute_path)
+            if isinstance(step.json_schema, dict):  # inline: point at the offending part of the spec
+                line, column = loaded.document.locate(("steps", step_index, "json_schema", *inside))
+                where = {"file": loaded.path, "line": line, "column": column}
+            else:
+                where = {"file": path}
+            place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inside)
+            raise SpecError(Problem(f"not a valid JSON Schema: {exc.message}", key=key + place, **where)) from None
     return schema

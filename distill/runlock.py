@@ -48,9 +48,15 @@ def _command() -> list[str]:
 
 
 @contextmanager
-def run_lock(run_path: Path, *, shard: tuple[int, int] | None = None) -> Iterator[None]:
-    """Hold the run exclusively (or, for a generate shard, shared plus the shard's own lock)."""
+def run_lock(run_path: Path, *, shard: tuple[int, int] | None = None, driver: bool = False) -> Iterator[None]:
+    """Hold the run exclusively; or, for a generate shard, shared plus the shard's own lock; or, for the
+    driver of distributed shards (`--executor ray`), shared plus the one driver lock."""
     folder = Path(run_path) / LOCKS
+    if driver:
+        with _flock(folder / RUN_LOCK, fcntl.LOCK_SH, run_path), \
+                _flock(folder / "generate-driver.lock", fcntl.LOCK_EX, run_path):
+            yield
+        return
     if shard is None or shard == (0, 1):
         with _flock(folder / RUN_LOCK, fcntl.LOCK_EX, run_path):
             yield
@@ -115,7 +121,7 @@ def _locked_problem(path: Path, run_path: Path) -> Problem:
 def _holders(path: Path) -> list[dict[str, object]]:
     """Who holds `path`: the exclusive holder's record in the file, or the shared holders' own files."""
     candidates = [path, *sorted(path.parent.glob(f"{path.name}.shared-*.json"))]
-    candidates += sorted(p for p in path.parent.glob("generate-shard-*.lock"))
+    candidates += sorted(p for p in path.parent.glob("generate-*.lock"))
     holders = []
     for candidate in candidates:
         try:

@@ -139,7 +139,9 @@ def test_json_step_schema_must_be_valid(tmp_path: Path) -> None:
     output: json
     json_schema: {type: objekt}
 """))
-    assert any("steps[1].json_schema: not a valid JSON Schema" in p for p in problems_of(spec))
+    line = spec.read_text().splitlines().index("    json_schema: {type: objekt}") + 1
+    [problem] = [p for p in problems_of(spec) if "not a valid JSON Schema" in p]
+    assert problem.startswith(f"{spec}:{line}:25 steps[1].json_schema.type: not a valid JSON Schema: 'objekt' is not valid")
 
 
 def test_json_schema_command_describes_the_spec() -> None:

@@ -15,7 +15,10 @@ from distill.cli import evaluate as evaluate_commands
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
 from distill.cli import review as review_commands
+from distill.cli import remote as remote_commands
 from distill.cli import run as run_command
+from distill.cli import serve as serve_commands
+from distill.cli import serve_model as serve_model_commands
 from distill.cli import spec as spec_commands
 from distill.cli import train as train_commands
 
@@ -39,6 +42,11 @@ app.command()(release_commands.release)
 app.command()(release_commands.verify)
 app.command()(release_commands.keygen)
 app.command()(run_command.run)
+app.command()(serve_commands.serve)
+app.add_typer(serve_commands.admin, name="admin")
+app.add_typer(remote_commands.app, name="remote")
+app.command("serve-model")(serve_model_commands.serve_model)
+app.add_typer(serve_model_commands.captures_app, name="captures")
 
 
 # The machine's answer to a write or read that a user can fix (permissions, a full disk, a file-size limit):

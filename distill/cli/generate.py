@@ -26,12 +26,16 @@ def generate(
     records: RecordsOpt = None,
     prices: PricesOpt = None,
     batch_poll_s: Annotated[float, typer.Option("--batch-poll", help="Seconds between batch status polls.")] = 30.0,
+    executor: Annotated[str, typer.Option("--executor", help="local (this process), or ray (shards as tasks on a Ray cluster; needs distill[ray]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS, else the one started here).")] = None,
+    shards: Annotated[Optional[int], typer.Option("--shards", help="With --executor ray: how many shards (default: one per CPU of the cluster).")] = None,
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
     from distill.keys import check_spec_secrets
     from distill.rundir import RunDir, run_path
     from distill.runlock import run_lock
+    from distill.stages import generate_inputs, run_stage
     from distill.synthesis import generate as run_generate
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
@@ -39,17 +43,38 @@ def generate(
 
     if mode not in ("online", "batch"):
         raise ConfigError(Problem(f"--mode must be online or batch, not {mode!r}", key="--mode"))
+    check_executor(executor, mode=mode, shard=shard, ray_address=ray_address, shards=shards)
     checked = check_spec(spec)  # every cheap check before the first paid request
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
-    shard_of = parse_shard(shard)
     check_spec_secrets(loaded)  # before anything is written under --runs-dir
-    with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id), shard=shard_of):
+    shard_of = parse_shard(shard)
+    # The Ray driver shares the run with its own shard tasks; a single process holds it alone (or, as a
+    # --shard, shares it with the other shards).
+    lock = run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id), shard=shard_of,
+                    driver=executor == "ray")
+    with lock:
         run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
-        result = run_generate(loaded, run, shard=shard_of, mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
-                              prices_path=prices, batch_poll_s=batch_poll_s,
-                              show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
+        show_progress = sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS"))
+
+        def work():
+            if executor == "ray":
+                from distill.scale import import_ray
+
+                import_ray()
+                from distill.scale.ray_synthesis import generate_on_ray
+
+                done = generate_on_ray(loaded, run, address=ray_address, shards=shards, max_cost_usd=max_cost,
+                                       prices_path=prices, show_progress=show_progress)
+            else:
+                done = run_generate(loaded, run, shard=shard_of, mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
+                                    prices_path=prices, show_progress=show_progress, batch_poll_s=batch_poll_s)
+            return done
+
+        # A lone shard, or a run stopped by the spending cap, leaves nothing to record yet.
+        result = run_stage(run, "generate", generate_inputs(run.path, loaded), work,
+                           state_of=lambda done: "done" if done.complete else None)[1]
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)
@@ -58,6 +83,29 @@ def generate(
                                   hint="check the API key, the model name and your access, then run again to resume"))
     if result.tally.stopped_by_cap:
         raise typer.Exit(3)
+
+
+def check_executor(executor: str, *, mode: str, shard: str | None, ray_address: str | None, shards: int | None) -> None:
+    """The executor flags fit together (checked before anything starts)."""
+    from distill.errors import ConfigError, Problem
+
+    problems = []
+    if executor not in ("local", "ray"):
+        problems.append(Problem(f"--executor must be local or ray, not {executor!r}", key="--executor"))
+    elif executor == "local" and (ray_address is not None or shards is not None):
+        flag = "--ray-address" if ray_address is not None else "--shards"
+        problems.append(Problem(f"{flag} needs --executor ray", key=flag, hint="add --executor ray"))
+    elif executor == "ray":
+        if shard is not None:
+            problems.append(Problem("--shard picks one shard for this machine; --executor ray runs them all",
+                                    key="--shard", hint="use --shards N with --executor ray"))
+        if mode != "online":
+            problems.append(Problem("--mode batch sends one batch from one machine; it does not need --executor ray",
+                                    key="--mode", hint="use --executor local with --mode batch"))
+        if shards is not None and shards < 1:
+            problems.append(Problem("--shards must be at least 1", key="--shards"))
+    if problems:
+        raise ConfigError(*problems)
 
 
 def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, prices: PricesOpt = None) -> None:

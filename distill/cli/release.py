@@ -21,8 +21,15 @@ def release(
 ) -> None:
     """Gate the run, then write the bundle (weights, cards, manifest, signature) and its tar.gz under RUN/release/."""
     from distill.release import release as write_release
+    from distill.rundir import RunDir
+    from distill.stages import release_inputs, run_stage
+    from distill.runlock import run_lock
 
-    bundle = write_release(run, override_reason=override_gate, signing_key=signing_key)
+    run_dir = RunDir.open(run)
+    with run_lock(run_dir.path):
+        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate)
+        _, bundle = run_stage(run_dir, "release", inputs,
+                              lambda: write_release(run, override_reason=override_gate, signing_key=signing_key))
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 

@@ -35,6 +35,7 @@ def train_command(
 def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | None, compile: bool | None,
            threads: int | None):
     from distill.review import reviewed_examples
+    from distill.stages import run_stage, train_inputs
     from distill.train import make_train_config, train_config_from_spec, train_student
 
     loaded = run_dir.load_spec()
@@ -49,7 +50,8 @@ def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | N
     if threads is not None:
         overrides["num_threads"] = threads
     config = make_train_config({**config.model_dump(), **overrides})
-    return train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind)
+    return run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind),
+                     lambda: train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind))[1]
 
 
 def sample_command(

@@ -149,12 +149,18 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
-    """The judge (or None) and a line saying who judges, or why nobody does."""
-    from distill.providers.factory import make_provider
+def eval_settings_from_spec(spec) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
+    evaluation = spec.evaluation
+    return EvalSettings(prompts=evaluation.prompts, samples=evaluation.samples_per_prompt,
+                        max_new_tokens=evaluation.max_new_tokens, probe_samples=evaluation.probe_samples, seed=spec.seed)
+
+
+def judge_reference(loaded, judge: str | None):
+    """Who grades: the `--judge provider:model` flag, else `evaluation.judge`, else the teacher (a replay
+    of recorded outputs cannot grade). Returns (a Teacher reference or None, a line saying who grades
+    or why nobody does)."""
     from distill.spec import Teacher
-    from distill.synthesis.cache import AnswerCache
-    from distill.synthesis.cost import load_prices, price_for
 
     spec = loaded.spec
     if judge is not None:
@@ -171,10 +177,21 @@ def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | 
     else:
         return None, ("Not graded: the teacher is a replay of recorded outputs and cannot judge; "
                       "give a judge with --judge provider:model or evaluation.judge in the spec.")
-    teacher = Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env)
+    return Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env), f"{provider}:{model}"
+
+
+def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
+    """The judge (or None), connected and caching its answers in RUN/eval, and the line saying who grades."""
+    from distill.providers.factory import make_provider
+    from distill.synthesis.cache import AnswerCache
+    from distill.synthesis.cost import load_prices, price_for
+
+    teacher, line = judge_reference(loaded, judge)
+    if teacher is None:
+        return None, line
     instance = make_provider(teacher, spec_dir=loaded.directory)
-    price = price_for(load_prices(), provider, model)
-    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), f"{provider}:{model}"
+    price = price_for(load_prices(), teacher.provider, teacher.model)
+    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), line
 
 
 def say(message: str) -> None:
@@ -203,12 +220,11 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
 def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
                   against: Path | None) -> dict[str, Any]:
     from distill.evaluate.compare import load_eval
-    from distill.rundir import fingerprint
 
     loaded = run.load_spec()
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
-    run.start_stage("eval", fingerprint(settings.__dict__, judge_line, str(heldout)))
+    run.start_stage("eval")
     try:
         result = _measure(run, loaded, settings, judge_provider, judge_line, heldout, other, against)
     except BaseException as exc:

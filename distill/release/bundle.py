@@ -23,7 +23,8 @@ from distill.release.gate import ReleaseGateError, chain_failures, check_gate, g
 from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
 from distill.release.verify import verify
-from distill.rundir import RunDir, file_sha256, fingerprint, replace_dir, write_atomic, write_json_atomic
+from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
+from distill.rundir import RunDir
 from distill.runlock import run_lock
 
 MANIFEST = "manifest.json"
@@ -55,7 +56,7 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
         print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
               file=sys.stderr)
 
-    run.start_stage(STAGE, _inputs_fingerprint(inputs, gate))
+    run.start_stage(STAGE)
     out = run.path / "release"
     bundle = out / inputs.bundle_name
     staging = out / f".{inputs.bundle_name}.tmp"
@@ -145,6 +146,7 @@ def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
                      "weights_sha256": inputs.chain.trained_weights},
         "evaluation": {"metrics": inputs.evaluation.metrics, "probe_violation_rates": inputs.evaluation.probe_rates,
                        "weights_sha256": inputs.chain.evaluated_weights},
+        "stage_input_files": inputs.stage_input_files,
         "distill_version": inputs.distill_version,
     }
 
@@ -187,10 +189,3 @@ def write_tar_gz(bundle: Path, archive: Path) -> None:
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
     os.replace(partial, archive)
-
-
-def _inputs_fingerprint(inputs: ReleaseInputs, gate: dict[str, Any]) -> str:
-    return fingerprint(inputs.spec_sha256, [file_sha256(p) for p in inputs.model_files], inputs.dataset.fingerprint,
-                       inputs.review.audit_hash, inputs.review.signed_off, inputs.evaluation.metrics,
-                       inputs.evaluation.probe_rates, [file_sha256(p) for p in inputs.evaluation.figures], gate,
-                       inputs.distill_version)

@@ -89,6 +89,7 @@ class ReleaseInputs:
     training: dict[str, Any]
     train_figures: list[Path]
     chain: ChainFacts
+    stage_input_files: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> file label -> sha256
     distill_version: str = __version__
 
     @property
@@ -115,6 +116,8 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
         training=read_training(spec, manifest),
         train_figures=sorted((run_path / "train").glob("*.png")),
         chain=read_chain(run_path, manifest),
+        stage_input_files={name: stage["inputs"]["files"] for name, stage in manifest.get("stages", {}).items()
+                           if name != "release" and "inputs" in stage},
     )
 
 
@@ -122,7 +125,8 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
     """What training and eval recorded about the data and weights, the model now, and whether it loads."""
     from distill.lineage import load_saved_model, weights_digest
     from distill.review.policy import spec_policy
-    from distill.rundir import RunDir, read_json_file
+    from distill.files import read_json_file
+    from distill.rundir import RunDir
 
     result_path = run_path / "train" / "result.json"
     trained = read_json_file(result_path, made_by="distill train RUN") if result_path.is_file() else {}
@@ -278,15 +282,19 @@ def flat_metrics(student: dict[str, Any]) -> dict[str, float]:
 
 
 def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:
-    """How the student was trained: the spec's student and training sections, and the train stage's fingerprint."""
+    """How the student was trained: the spec's student and training sections, and the fingerprint of the
+    train stage's recorded inputs (its settings and the reviewed data it read)."""
+    from distill.files import fingerprint
+
+    inputs = manifest.get("stages", {}).get("train", {}).get("inputs")
     return {
         "student": spec.student.model_dump(mode="json"),
         "training": spec.training.model_dump(mode="json"),
-        "fingerprint": manifest.get("stages", {}).get("train", {}).get("fingerprint"),
+        "fingerprint": fingerprint(inputs) if inputs else None,
     }
 
 
 def _read_json(path: Path, *, made_by: str) -> dict[str, Any]:
-    from distill.rundir import read_json_file
+    from distill.files import read_json_file
 
     return read_json_file(path, made_by=made_by)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import Problem, RunDirError
-from distill.rundir import write_atomic
+from distill.files import write_atomic
 
 LOG = "audit.jsonl"
 HEAD = "audit.head"

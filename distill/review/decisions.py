@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 from distill.errors import ConfigError, RunDirError
-from distill.review.audit import append_entry
+from distill.review.audit import append_entry, read_log
 from distill.review.chain import Chain
 from distill.review.policy import Policy, load_policy
-from distill.review.store import STATE, ReviewedRecord, build_view, read_json, review_dir
+from distill.files import read_json
+from distill.review.store import STATE, ReviewedRecord, build_view, review_dir
 
 
 def reviewer_name(given: str | None) -> str:
@@ -29,7 +30,7 @@ def reviewer_name(given: str | None) -> str:
 
 def review_policy(run_dir: Path) -> Policy:
     """The policy the automatic review ran with (from `RUN/review/state.json`)."""
-    state = read_json(review_dir(run_dir) / STATE)
+    state = read_json(review_dir(run_dir) / STATE, missing=None)
     if state is None:
         raise RunDirError(f"{run_dir} has not been reviewed yet: run `distill review {run_dir}` first")
     return load_policy(state["policy_source"])
@@ -78,6 +79,21 @@ def apply_reason(run_dir: Path, code: str, decision: Literal["accept", "reject"]
         return None
     return append_entry(review_dir(run_dir), reviewer=reviewer, action="apply_reason", ids=[r.id for r in matches],
                         before={str(r.id): _state(r) for r in matches}, after={"decision": decision, "code": code}, note=note)
+
+
+HUMAN_ACTIONS = ("accept", "reject", "edit", "apply_reason")
+
+
+def undo(run_dir: Path, *, reviewer: str, note: str = "") -> dict | None:
+    """Undo `reviewer`'s last human action that is not undone yet: an `undo` entry naming it, so the
+    view replays the log without it (nothing is removed from the log). None when there is nothing to undo."""
+    entries = read_log(review_dir(run_dir))
+    undone = {entry["after"]["undoes"] for entry in entries if entry["action"] == "undo"}
+    for entry in reversed(entries):
+        if entry["action"] in HUMAN_ACTIONS and entry["reviewer"] == reviewer and entry["seq"] not in undone:
+            return append_entry(review_dir(run_dir), reviewer=reviewer, action="undo", ids=entry["ids"],
+                                after={"undoes": entry["seq"], "action": entry["action"]}, note=note)
+    return None
 
 
 def record_json(record: ReviewedRecord) -> str:

@@ -20,7 +20,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from distill.keys import keys_in_use, redact_secrets
 from distill.providers.protocol import Provider, ProviderFault, TeacherReply
@@ -31,6 +31,21 @@ from distill.synthesis.records import Pending, RecordWalker
 TPM_BURST_SECONDS = 10  # the token bucket holds this many seconds' worth of tokens per minute
 SAME_FAILURE_LIMIT = 3  # identical non-retryable failures, with no success yet, that stop the run
 MESSAGE_OVERHEAD_TOKENS = 8  # per message: role and framing tokens the provider adds
+
+
+class Limiter(Protocol):
+    """What every request passes before it is sent. `RateLimiter` is the one-process limiter; a
+    distributed executor passes one that asks a budget shared by all its processes
+    (`distill.scale.ray_budget.SharedLimiter`)."""
+
+    async def acquire(self, estimated_tokens: int) -> None:
+        """Return when one request estimated at `estimated_tokens` may be sent."""
+
+    def correct(self, estimated_tokens: int, actual_tokens: int) -> None:
+        """The request used `actual_tokens` (0 when it failed), not the estimate."""
+
+    def pause(self, seconds: float) -> None:
+        """The provider said 429: nobody sends anything for `seconds`."""
 
 
 class RateLimiter:
@@ -110,7 +125,7 @@ class Tally:
 
 class Engine:
     def __init__(self, walker: RecordWalker, provider: Provider, cache: AnswerCache, *, price: Price,
-                 concurrency: int, limiter: RateLimiter, timeout_s: float, max_retries: int,
+                 concurrency: int, limiter: Limiter, timeout_s: float, max_retries: int,
                  spent_before: float = 0.0, max_cost_usd: float | None = None, backoff: Backoff | None = None,
                  on_row: Callable[[dict[str, Any], bool], None] = lambda row, cached: None):
         self.walker, self.provider, self.cache, self.price = walker, provider, cache, price

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem
-from distill.rundir import RunDir, fingerprint
+from distill.rundir import RunDir
 from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
 from distill.synthesis.recovery import open_cache
 from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
-from distill.synthesis.engine import Backoff, Engine, RateLimiter, Tally
+from distill.synthesis.engine import Backoff, Engine, Limiter, RateLimiter, Tally
 from distill.synthesis.progress import GenerateProgress, summary
 from distill.synthesis.records import RecordWalker
 
@@ -64,16 +64,21 @@ def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: in
 def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
              mode: Literal["online", "batch"] = "online", max_cost_usd: float | None = None,
              prices_path: Path | None = None, show_progress: bool = True, batch_poll_s: float = 30.0,
-             backoff_base_s: float = 1.0) -> GenerateResult:
-    """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished."""
+             backoff_base_s: float = 1.0, limiter: Limiter | None = None, build_dataset: bool = True) -> GenerateResult:
+    """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished.
+
+    `limiter` replaces the spec's one-process rate limiter (a distributed executor passes one shared by
+    all its shards); with `build_dataset=False` only the shard's records are written, and whoever runs
+    the shards calls `finish_generate` once they are all done. Holds the run's lock (shared, for a shard)."""
     with run_lock(run.path, shard=shard):
         return _generate(loaded, run, shard=shard, mode=mode, max_cost_usd=max_cost_usd, prices_path=prices_path,
-                         show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s)
+                         show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s,
+                         limiter=limiter, build_dataset=build_dataset)
 
 
 def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: Literal["online", "batch"],
               max_cost_usd: float | None, prices_path: Path | None, show_progress: bool, batch_poll_s: float,
-              backoff_base_s: float) -> GenerateResult:
+              backoff_base_s: float, limiter: Limiter | None, build_dataset: bool) -> GenerateResult:
     from distill.providers.factory import make_provider
 
     spec, teacher = loaded.spec, loaded.spec.teacher
@@ -92,9 +97,8 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
     walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
     provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
     whole_run = shard == (0, 1)
-    inputs = fingerprint(loaded.fingerprint(), walker.renderer.template_hashes)
     if whole_run:
-        run.start_stage("generate", inputs)
+        run.start_stage("generate")
     indices = shard_indices(spec.records, shard)
     log = RecordLog(log_path(generate_dir, shard))
     spent_before = cache.total_cost()
@@ -105,7 +109,8 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
             progress.update(engine.tally)
 
         engine = Engine(walker, provider, cache, price=price, concurrency=teacher.concurrency,
-                        limiter=RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm), timeout_s=teacher.timeout_s,
+                        limiter=limiter or RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm),
+                        timeout_s=teacher.timeout_s,
                         max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=cap,
                         backoff=Backoff(base_s=backoff_base_s), on_row=on_row)
         try:
@@ -115,8 +120,12 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
             log.close()
             cache_total = cache.total_cost()
             cache.close()
-    return _finish(loaded, run, engine.tally, indices, whole_run, generate_dir, walker, cache_total, cap,
-                   time.monotonic() - started)
+    elapsed_s = time.monotonic() - started
+    if not build_dataset:
+        text = summary(engine.tally, total=len(indices), elapsed_s=elapsed_s, spent_total=cache_total, max_cost=cap)
+        return GenerateResult(engine.tally, len(indices), False, None, cache_total, text)
+    return finish_generate(loaded, run, engine.tally, total=len(indices), whole_run=whole_run,
+                           template_hashes=walker.template_hashes, spent_total=cache_total, cap=cap, elapsed_s=elapsed_s)
 
 
 async def _drive(engine: Engine, provider: Any, mode: str, book: BatchBook, poll_s: float,
@@ -130,10 +139,13 @@ async def _drive(engine: Engine, provider: Any, mode: str, book: BatchBook, poll
         await provider.aclose()
 
 
-def _finish(loaded: LoadedSpec, run: RunDir, tally: Tally, indices: list[int], whole_run: bool, generate_dir: Path,
-            walker: RecordWalker, spent_total: float, cap: float | None, elapsed_s: float) -> GenerateResult:
-    """Write the dataset once every record (of every shard) is finished; record the stage's outcome."""
-    rows = collect_rows(generate_dir, loaded.spec.records, walker.template_hashes)
+def finish_generate(loaded: LoadedSpec, run: RunDir, tally: Tally, *, total: int, whole_run: bool, template_hashes: str,
+                    spent_total: float, cap: float | None, elapsed_s: float) -> GenerateResult:
+    """Write the dataset once every record (of every shard) is finished; record the stage's outcome.
+
+    `whole_run`: this process started the stage and owns its outcome (a one-process run, or the driver
+    of a distributed one); a lone shard only finishes the stage if it happens to complete the run."""
+    rows = collect_rows(run.path / "generate", loaded.spec.records, template_hashes)
     complete = len(rows) == loaded.spec.records
     dataset_path = run.path / "dataset" if complete else None
     if dataset_path is not None:
@@ -144,14 +156,12 @@ def _finish(loaded: LoadedSpec, run: RunDir, tally: Tally, indices: list[int], w
     if complete:
         if not whole_run:
             run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
-            run.manifest["stages"].setdefault("generate", {})["fingerprint"] = fingerprint(
-                loaded.fingerprint(), walker.renderer.template_hashes)
         run.finish_stage("generate", counts=counts)
     elif whole_run:
         reason = tally.aborted or ("the spending cap was reached" if tally.stopped_by_cap else "records are missing")
         run.finish_stage("generate", counts=counts, state="failed", error=reason)
-    text = summary(tally, total=len(indices), elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
+    text = summary(tally, total=total, elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
     if not complete and not whole_run and not tally.stopped_by_cap:
         text += f"\nshard finished; the dataset is written once every shard is ({len(rows):,}/{loaded.spec.records:,} records)"
-    return GenerateResult(tally, len(indices), complete, dataset_path, spent_total, text)
+    return GenerateResult(tally, total, complete, dataset_path, spent_total, text)
 

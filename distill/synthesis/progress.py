@@ -38,6 +38,12 @@ class GenerateProgress:
         self.progress.update(self.task, completed=finished, cached=tally.from_cache, failed=tally.failed,
                              rate=rate, spent=tally.spent_usd)
 
+    def show_finished(self, finished: int) -> None:
+        """Progress seen from outside the engine (a distributed run counts the rows its shards logged)."""
+        task = self.progress.tasks[0]
+        rate = finished / task.elapsed if task.elapsed else 0.0
+        self.progress.update(self.task, completed=finished, rate=rate)
+
     def message(self, text: str) -> None:
         self.console.print(text)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,8 +89,10 @@ class RecordWalker:
             if isinstance(outcome, Pending):
                 return outcome
             output, failure = outcome
-            steps.append({"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages],
-                          "output": output})
+            entry = {"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages], "output": output}
+            if _LONE_SURROGATE.search(output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)):
+                entry["invalid_utf8"] = True  # kept as it came; the review's decoding check decides
+            steps.append(entry)
             if failure is not None:
                 return self._row(index, variables, steps, outputs, spent, failure=f"step {step.name!r}: {failure}")
             outputs[step.name] = output
@@ -135,12 +138,13 @@ class RecordWalker:
              spent: _Spent, *, failure: str | None = None) -> dict[str, Any]:
         target = outputs.get(self.spec.target_step)
         ok = failure is None
+        text = (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else ""
         return {
             "id": index,
             "variables": json.dumps(variables, ensure_ascii=False, sort_keys=True, default=str),
-            "steps": json.dumps(steps, ensure_ascii=False),
-            "prompt": self.renderer.render_student_input(index, variables, outputs) if ok else "",
-            "text": (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else "",
+            "steps": json_text(steps),
+            "prompt": valid_text(self.renderer.render_student_input(index, variables, outputs)) if ok else "",
+            "text": valid_text(text),
             "status": "ok" if ok else "failed",
             "failure_reason": failure or "",
             "teacher_provider": self.provider_name,
@@ -160,6 +164,24 @@ def answer_record(key: str, answer: CachedAnswer) -> dict[str, Any]:
     return {"key": key, "text": reply.text, "finish_reason": reply.finish_reason, "input_tokens": reply.input_tokens,
             "output_tokens": reply.output_tokens, "model": reply.model, "cost_usd": answer.cost_usd,
             "reason": answer.reason}
+
+
+# Teacher answers can carry lone surrogates: bytes that were not UTF-8 in a replay file (kept by
+# `surrogateescape`) or a `\ud800` escape in a server's JSON. Rows must stay valid UTF-8 (the log and
+# the Arrow dataset refuse anything else), so `text` and `prompt` show U+FFFD there, and `steps` keeps
+# the answer exactly, escaped, on a step marked `invalid_utf8` (see `distill.review.store.load_rows`).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def json_text(value: Any) -> str:
+    """JSON that keeps non-ASCII text readable and writes lone surrogates as `\\udcXX` escapes, so the line
+    is valid UTF-8 and loads back to exactly the same strings."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:

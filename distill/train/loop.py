@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -30,8 +32,8 @@ from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.bpb import bits_per_byte
+from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.lineage import examples_digest, weights_digest
-from distill.rundir import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
 from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
@@ -42,8 +44,10 @@ from distill.train.presets import count_parameters, model_config
 from distill.train.tokenizer import load_or_train_tokenizer
 
 
-def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, kind: Kind) -> TrainResult:
-    """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`."""
+def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, kind: Kind,
+                  replace_other: bool = False) -> TrainResult:
+    """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`.
+    A folder that holds a training with other inputs is refused, or with `replace_other` cleared first."""
     out_dir = Path(out_dir)
     inputs_fingerprint = _check_inputs(examples, config, kind)
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
@@ -51,12 +55,15 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
 
     # Mixed precision is the loop's own autocast (see _train), not Accelerate's: Accelerate fixes it once
     # per process, and a library caller may train students in different precisions one after another.
-    accelerator = Accelerator(mixed_precision="no", log_with=config.report_to or None,
+    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun on
+    # CPUs): Accelerate runs DDP over gloo only when told the device is the CPU.
+    several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="no", cpu=several_cpus, log_with=config.report_to or None,
                               project_dir=out_dir / "trackers")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
-        _claim(out_dir, inputs_fingerprint, config, kind)
+        _claim(out_dir, inputs_fingerprint, config, kind, replace_other)
         split = load_or_make_split(out_dir / "split.json", examples, val_fraction=config.val_fraction,
                                    mode=config.val_split, seed=config.seed)
         train_examples = [examples[i] for i in split.train]
@@ -98,7 +105,6 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         return scores[0]
 
     final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log)
-    accelerator.end_training()
 
     result = None
     if accelerator.is_main_process:
@@ -115,6 +121,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         )
         write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: with several processes it also ends their process group
     return result or _finished(out_dir, inputs_fingerprint)
 
 
@@ -192,8 +199,9 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     else:  # the whole validation split, whatever eval_max_texts says
         final_eval = _evaluate_and_log(evaluate, None, state, log)
     save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
-    print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
-          f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
+    if accelerator.is_main_process:
+        print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
+              f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
     return final_eval
 
 
@@ -355,9 +363,11 @@ def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
                                   hint=f"delete {path} and run `distill train RUN` again (it resumes from the last checkpoint)")) from None
 
 
-def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str) -> None:
+def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str, replace_other: bool) -> None:
     """Record what this folder trains; refuse to resume a run that trained something else."""
     path = out_dir / "run.json"
+    if path.is_file() and replace_other and json.loads(path.read_text())["fingerprint"] != inputs_fingerprint:
+        shutil.rmtree(out_dir)
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored["fingerprint"] == inputs_fingerprint:

@@ -9,7 +9,7 @@ from safetensors.torch import load_model
 from safetensors import SafetensorError
 
 from distill.errors import Problem, RunDirError
-from distill.rundir import read_json_file
+from distill.files import read_json_file
 from distill.train.checkpoint import checkpoints
 from distill.train.config import TrainConfig
 from distill.train.data import render_prompt, start_token

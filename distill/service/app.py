@@ -1,0 +1,68 @@
+"""The FastAPI application: routers, error bodies, and the lifespan that migrates the database and runs
+the executor. `distill serve` runs it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from distill.errors import DistillError
+from distill.service.db import make_engine, make_sessions, migrate
+from distill.service.jobs import SpendingCapError
+from distill.service.uploads import UploadError, UploadTooLarge, problem_json
+
+log = logging.getLogger("distill.service")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    executor: str = "local"
+    max_jobs: int = 1
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from distill.service.executor import LocalExecutor
+    from distill.service.routers import accounts, downloads, health, jobs, review
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.database_url)
+        engine = make_engine(settings.database_url)
+        app.state.sessions = make_sessions(engine)
+        app.state.data_dir = settings.data_dir.resolve()
+        app.state.executor = LocalExecutor(app.state.sessions, settings.database_url, max_jobs=settings.max_jobs)
+        app.state.executor.start()
+        yield
+        app.state.executor.stop()
+        engine.dispose()
+
+    app = FastAPI(title="distill", summary="Distillation as a service: submit a spec, review its dataset, download the weights.",
+                  lifespan=lifespan)
+    for module in (health, accounts, jobs, review, downloads):
+        app.include_router(module.router)
+    app.add_exception_handler(DistillError, _problems)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    return app
+
+
+def _problems(request: Request, exc: DistillError) -> JSONResponse:
+    root = request.app.state.data_dir
+    status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else 422
+    kind = "upload refused" if isinstance(exc, UploadError) else type(exc).__name__
+    return JSONResponse({"detail": f"{kind}: {exc.problems[0].message}",
+                         "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status)
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [{"file": None, "line": None, "column": None, "key": ".".join(str(p) for p in e["loc"]),
+                 "message": e["msg"], "hint": None} for e in exc.errors()]
+    return JSONResponse({"detail": "invalid request", "problems": problems}, status_code=422)

@@ -1,0 +1,56 @@
+"""What every route depends on: the database session, the caller (from `Authorization: Bearer`), role
+checks, and the job the caller asked for (404 when it belongs to a tenant they cannot see)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from distill.service.accounts import authenticate, can_see
+from distill.service.db import Job, User
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_user(request: Request, session: SessionDep) -> User:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = authenticate(session, token.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        raise HTTPException(401, "missing, malformed, unknown or revoked token; send Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+UserDep = Annotated[User, Depends(current_user)]
+
+
+def require(*roles: str):
+    def check(user: UserDep) -> User:
+        if user.role not in roles:
+            raise HTTPException(403, f"this action needs the role {' or '.join(roles)}; you are {user.role}")
+        return user
+
+    return Depends(check)
+
+
+def visible_job(job_id: str, user: UserDep, session: SessionDep) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not can_see(session, user, job):
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(visible_job)]
+Admin = require("admin")
+Reviewer = require("admin", "reviewer")
+Customer = require("customer")

@@ -1,0 +1,168 @@
+"""The seam that runs jobs. `LocalExecutor` runs each job's stages in a worker child process, at most
+`max_jobs` at a time. A distributed executor fits the same Protocol: it claims runnable jobs (a lease
+in the jobs table, so several API processes on one database never run a job twice), runs them
+somewhere, and renews the lease while they run.
+
+Jobs whose lease ran out (their server was killed) are claimed again and resume from their run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import sessionmaker
+
+from distill.service import jobs
+from distill.service.db import Job, utcnow
+
+log = logging.getLogger("distill.service")
+LEASE_S = 10.0
+TICK_S = 0.5
+
+
+class Executor(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def wake(self) -> None: ...  # something changed (a job was queued or cancelled): look now
+
+
+@dataclass
+class _Running:
+    process: subprocess.Popen
+    log: IO[bytes]
+
+
+class LocalExecutor:
+    def __init__(self, sessions: sessionmaker, database_url: str, *, max_jobs: int = 1):
+        self.sessions = sessions
+        self.database_url = database_url
+        self.max_jobs = max_jobs
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.running: dict[str, _Running] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="distill-executor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        for job_id, running in self.running.items():  # their jobs resume on the next start
+            running.process.kill()
+            running.process.wait()
+            running.log.close()
+            self._release(job_id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # the loop must survive a database hiccup; say what happened
+                log.exception("executor tick failed")
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        with self.sessions() as session:
+            self._renew(session)
+            self._reap(session)
+            self._cancel(session)
+            self._continue_signed_off(session)
+            self._claim(session)
+
+    def _renew(self, session) -> None:
+        if self.running:
+            session.execute(update(Job).where(Job.id.in_(list(self.running)), Job.lease_owner == self.owner)
+                            .values(lease_until=utcnow() + timedelta(seconds=LEASE_S)))
+            session.commit()
+
+    def _reap(self, session) -> None:
+        for job_id, running in list(self.running.items()):
+            code = running.process.poll()
+            if code is None:
+                continue
+            running.log.close()
+            del self.running[job_id]
+            job = session.get(Job, job_id)
+            session.refresh(job)
+            if job.status in jobs.RUNNABLE and not job.cancel_requested:
+                job.error = {"code": "worker_died", "message": f"the worker exited with code {code}"}
+                jobs.set_status(session, job, "failed", f"the worker stopped unexpectedly (exit code {code})")
+            self._release(job_id)
+
+    def _cancel(self, session) -> None:
+        for job in session.scalars(select(Job).where(Job.cancel_requested.is_(True), Job.status.not_in(jobs.TERMINAL))):
+            running = self.running.pop(job.id, None)
+            if running is not None:
+                running.process.kill()  # every stage resumes from its files, so a hard stop loses nothing
+                running.process.wait()
+                running.log.close()
+            elif job.lease_owner not in (None, self.owner) and job.lease_until and _aware(job.lease_until) > utcnow():
+                continue  # another executor runs it and will stop it
+            job.lease_owner = job.lease_until = None
+            jobs.set_status(session, job, "cancelled", "job cancelled")
+
+    def _continue_signed_off(self, session) -> None:
+        for job in session.scalars(select(Job).where(Job.status == "awaiting_review")):
+            jobs.resume_after_signoff(session, job)
+
+    def _claim(self, session) -> None:
+        free = self.max_jobs - len(self.running)
+        if free <= 0:
+            return
+        now = utcnow()
+        candidates = session.scalars(select(Job.id).where(
+            Job.status.in_(jobs.RUNNABLE), Job.cancel_requested.is_(False),
+            or_(Job.lease_until.is_(None), Job.lease_until < now)).order_by(Job.created_at).limit(free)).all()
+        for job_id in candidates:
+            if claim(session, job_id, self.owner):
+                self._launch(session, session.get(Job, job_id))
+
+    def _launch(self, session, job: Job) -> None:
+        folder = Path(job.run_dir).parents[2]
+        worker_log = open(folder / "worker.log", "ab")
+        resumed = job.status != "queued"
+        jobs.add_event(session, job.id, "info", "job resumed from its run directory" if resumed else "job started")
+        session.commit()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "distill.service.worker", "--database-url", self.database_url, job.id],
+                                   stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.running[job.id] = _Running(process, worker_log)
+
+    def _release(self, job_id: str) -> None:
+        with self.sessions() as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
+                            .values(lease_owner=None, lease_until=None))
+            session.commit()
+
+
+def claim(session, job_id: str, owner: str) -> bool:
+    """Take a job's lease if nobody holds a live one: one conditional UPDATE, so of several executors
+    racing for the job exactly one wins."""
+    now = utcnow()
+    claimed = session.execute(update(Job).where(Job.id == job_id, or_(Job.lease_until.is_(None), Job.lease_until < now))
+                              .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_S)))
+    session.commit()
+    return claimed.rowcount == 1
+
+
+def _aware(value):
+    from datetime import timezone
+
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,138 @@
+"""Jobs: the record of one submitted spec, its status machine, its events, cancel, spending caps.
+
+    validating -> queued -> generating -> reviewing -> awaiting_review -> training -> evaluating
+               -> releasing -> succeeded          (or failed with an error object, or cancelled)
+
+A job is one run directory underneath (`DATA/jobs/<id>/runs/<spec-name>/main`); the row points at it
+and holds only what the service knows: owner, status, the cap applied, the plan's estimate, events.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from distill.errors import DistillError, Problem
+from distill.service import runner
+from distill.service.accounts import new_id
+from distill.service.db import Event, Job, Tenant, User, utcnow
+from distill.service.uploads import UploadError, extract_upload, find_spec_file, key_env_problems
+
+ACTIVE = ("generating", "reviewing", "training", "evaluating", "releasing")
+RUNNABLE = ("queued", *ACTIVE)  # what an executor picks up (a dead executor's jobs resume from their run dir)
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATUSES = ("validating", "queued", *ACTIVE[:2], "awaiting_review", *ACTIVE[2:], *TERMINAL)
+
+
+class SpendingCapError(DistillError):
+    """The plan's estimate does not fit in what is left of the tenant's spending cap."""
+
+
+def job_folder(data_dir: Path, job_id: str) -> Path:
+    return Path(data_dir).resolve() / "jobs" / job_id
+
+
+def add_event(session: Session, job_id: str, type: str, message: str, data: dict[str, Any] | None = None) -> None:
+    session.add(Event(job_id=job_id, type=type, message=message, data=data))
+
+
+def set_status(session: Session, job: Job, status: str, message: str = "", **data: Any) -> None:
+    """Move a job to `status` with an event; terminal states also stamp finished_at."""
+    job.status = status
+    if status in TERMINAL:
+        job.finished_at = utcnow()
+    add_event(session, job.id, "status", message or f"job is {status}", {"status": status, **data})
+    session.commit()
+
+
+def tenant_spent(session: Session, data_dir: Path, tenant_id: str) -> float:
+    """What the tenant's jobs have spent so far, read from their run directories."""
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id))
+    return sum(runner.spent_usd(Path(job.run_dir)) for job in jobs)
+
+
+def submit_job(session: Session, user: User, data: bytes, filename: str, spec_path: str | None, data_dir: Path) -> Job:
+    """Unpack and validate an upload and queue its job; raises UploadError/SpecError/SpendingCapError with
+    located problems (nothing is kept of a refused upload)."""
+    tenant = session.get(Tenant, user.tenant_id)
+    job_id = new_id("job")
+    folder = job_folder(data_dir, job_id)
+    try:
+        extract_upload(data, filename, folder / "spec")
+        spec_file = find_spec_file(folder / "spec", spec_path)
+        checked = runner.check_and_plan(spec_file)
+        spec = checked.loaded.spec
+        problems = key_env_problems(spec, tenant.allowed_key_envs, str(spec_file))
+        if problems:
+            raise UploadError(*problems)
+        remaining = None
+        if tenant.spending_cap_usd is not None:
+            remaining = tenant.spending_cap_usd - tenant_spent(session, data_dir, tenant.id)
+            if checked.estimate_usd is None or checked.estimate_usd > remaining:
+                estimate = "unknown (no price for the model)" if checked.estimate_usd is None else f"${checked.estimate_usd:,.2f}"
+                raise SpendingCapError(Problem(f"the plan's estimated cost {estimate} exceeds what is left of the tenant's "
+                                               f"spending cap (${remaining:,.2f})", file=str(spec_file), key="records",
+                                               hint="submit fewer records or ask the operator to raise the cap"))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    job = Job(id=job_id, tenant_id=tenant.id, created_by=user.id, spec_name=spec.name, spec_file=str(spec_file),
+              run_dir=str(runner.run_dir_for(folder / "runs", spec.name)), status="validating",
+              estimate_usd=checked.estimate_usd, max_cost_usd=remaining)
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "status", "spec received; validating", {"status": "validating"})
+    add_event(session, job.id, "info", f"spec valid; plan estimate {_usd(checked.estimate_usd)}",
+              {"estimate_usd": checked.estimate_usd, "warnings": checked.warnings})
+    set_status(session, job, "queued", "job queued")
+    return job
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Queued or waiting jobs stop at once; a running job's executor stops its worker and marks it."""
+    if job.status in TERMINAL:
+        return job
+    if job.status in ("validating", "queued", "awaiting_review") and job.lease_owner is None:
+        set_status(session, job, "cancelled", "job cancelled")
+    else:
+        job.cancel_requested = True
+        add_event(session, job.id, "info", "cancel requested")
+        session.commit()
+    return job
+
+
+def resume_after_signoff(session: Session, job: Job) -> bool:
+    """A job waiting for review continues once the policy's sign-off exists."""
+    if job.status != "awaiting_review" or not runner.signed_off(Path(job.run_dir)):
+        return False
+    set_status(session, job, "queued", "dataset signed off; training continues")
+    return True
+
+
+def iso(value: datetime | None) -> str | None:
+    """Times are stored in UTC (SQLite hands them back without the zone)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
+
+
+def job_summary(job: Job, *, detail: bool = False) -> dict[str, Any]:
+    run_dir = Path(job.run_dir)
+    out = {
+        "id": job.id, "tenant_id": job.tenant_id, "spec_name": job.spec_name, "status": job.status,
+        "error": job.error, "created_at": iso(job.created_at), "finished_at": iso(job.finished_at),
+        "estimate_usd": job.estimate_usd, "max_cost_usd": job.max_cost_usd, "cost_usd": runner.spent_usd(run_dir),
+        "cancel_requested": job.cancel_requested,
+    }
+    if detail:
+        out["progress"] = runner.progress(run_dir)
+    return out

@@ -1,0 +1,1 @@
+"""One router per resource: health, jobs (and their events), review, downloads, accounts."""

@@ -1,0 +1,14 @@
+"""`GET /healthz`: 200 without a token when the database answers."""
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from distill.service.deps import SessionDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(session: SessionDep) -> dict[str, str]:
+    session.execute(text("SELECT 1"))
+    return {"status": "ok"}

@@ -1,0 +1,153 @@
+"""The one place the service touches the pipeline: validate and plan a spec, run a job's stages, and read
+a run directory's progress, cost, review and release state. Everything else in the service talks to
+these functions, so a change in the stage API is adapted here only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.rundir import stage_completed
+from distill.spec import LoadedSpec
+
+STATUS_OF_STAGE = {"generate": "generating", "review": "reviewing", "train": "training", "eval": "evaluating",
+                   "release": "releasing"}
+STAGES = tuple(STATUS_OF_STAGE)
+RUN_ID = "main"
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    loaded: LoadedSpec
+    estimate_usd: float | None  # the plan's online cost; None when the model has no price
+    warnings: list[str]
+
+
+def check_and_plan(spec_file: Path) -> CheckedSpec:
+    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan."""
+    from distill.synthesis.cost import estimate_plan, load_prices
+    from distill.validate import check_spec
+
+    checked = check_spec(spec_file)
+    plan = estimate_plan(checked.loaded, load_prices(None))
+    return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings)
+
+
+def job_spec(spec_file: Path, max_cost_usd: float | None) -> LoadedSpec:
+    """The spec a job runs: the upload, with the tenant's remaining budget as the teacher's spending cap."""
+    from distill.validate import check_spec
+
+    loaded = check_spec(spec_file).loaded
+    if max_cost_usd is None:
+        return loaded
+    teacher = loaded.spec.teacher
+    cap = max_cost_usd if teacher.max_cost_usd is None else min(teacher.max_cost_usd, max_cost_usd)
+    spec = loaded.spec.model_copy(update={"teacher": teacher.model_copy(update={"max_cost_usd": cap})})
+    return loaded._replace(spec=spec)
+
+
+def run_dir_for(runs_dir: Path, spec_name: str) -> Path:
+    return (runs_dir / spec_name / RUN_ID).resolve()
+
+
+def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stage: Callable[[str], None]) -> str | None:
+    """Run (or resume) every stage that is not fresh. Returns the bundle path, or None when the
+    dataset waits for a human sign-off."""
+    from distill.pipeline import run_pipeline
+
+    summary = run_pipeline(job_spec(spec_file, max_cost_usd), runs_dir=runs_dir, run_id=RUN_ID,
+                           show_progress=False, on_stage=on_stage)
+    return None if summary.waiting_for else str(summary.bundle)
+
+
+def signed_off(run_dir: Path) -> bool:
+    """True when the review's current sign-off exists (the job may leave awaiting_review)."""
+    from distill.review.signoff import read_signoff, signoff_current
+    from distill.review.store import build_view, review_dir, view_digest
+
+    signoff = read_signoff(review_dir(run_dir))
+    return signoff is not None and signoff_current(signoff, view_digest(build_view(run_dir)))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def spent_usd(run_dir: Path) -> float:
+    """What the teacher's answers have cost so far (the answer cache records each answer's cost)."""
+    path = run_dir / "generate" / "cache.sqlite"
+    if not path.is_file():
+        return 0.0
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        row = db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
+                         " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+    return float(row[0])
+
+
+def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per stage: its state from the run manifest, and for generation how many records are written."""
+    manifest = read_manifest(run_dir)
+    resolved = run_dir / "spec.resolved.json"
+    records = json.loads(resolved.read_text())["records"] if resolved.is_file() else 0
+    out: dict[str, dict[str, Any]] = {}
+    for name in STAGES:
+        stage = manifest.get("stages", {}).get(name, {})
+        done = stage_completed(manifest, name)
+        out[name] = {"state": "done" if done else stage.get("state", "pending"), "seconds": stage.get("seconds"),
+                     "counts": stage.get("counts", {})}
+    log = run_dir / "generate" / "records.jsonl"
+    if out["generate"]["state"] != "done" and log.is_file():
+        with log.open("rb") as handle:
+            out["generate"]["records_written"] = min(records, sum(1 for _ in handle))
+        out["generate"]["records"] = records
+    return out
+
+
+def bundle_archive(run_dir: Path) -> Path | None:
+    """The released bundle's tar.gz, once the release stage (and so the gate) has passed."""
+    manifest = read_manifest(run_dir)
+    if not stage_completed(manifest, "release"):
+        return None
+    bundle = Path(manifest["stages"]["release"]["bundle"])
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
+    return archive if archive.is_file() else None
+
+
+def bundle_dir(run_dir: Path) -> Path | None:
+    archive = bundle_archive(run_dir)
+    return None if archive is None else archive.parent / archive.name.removesuffix(".tar.gz")
+
+
+EVAL_FILES = {"html": "report.html", "md": "report.md", "json": "eval.json"}
+CARDS = {"model": "README.md", "dataset": "DATASET_CARD.md"}
+
+
+def eval_report(run_dir: Path, form: str) -> Path | None:
+    path = run_dir / "eval" / EVAL_FILES[form]
+    return path if path.is_file() else None
+
+
+def card(run_dir: Path, which: str) -> Path | None:
+    bundle = bundle_dir(run_dir)
+    return None if bundle is None or not (bundle / CARDS[which]).is_file() else bundle / CARDS[which]
+
+
+def dataset_archive(run_dir: Path) -> Path | None:
+    """The reviewed dataset as the student trained on it (the records the review kept), as JSONL."""
+    from distill.review.store import build_view
+
+    if not stage_completed(read_manifest(run_dir), "train"):
+        return None
+    path = run_dir / "service-dataset.jsonl"
+    if not path.is_file():
+        from distill.rundir import write_atomic
+
+        kept = [r for r in build_view(run_dir) if r.status in ("kept", "redacted")]
+        write_atomic(path, "".join(json.dumps({"id": r.id, "prompt": r.prompt, "text": r.text}, ensure_ascii=False) + "\n"
+                                   for r in kept))
+    return path

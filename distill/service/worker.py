@@ -1,0 +1,78 @@
+"""The worker child process: runs one job's stages and reports status and events to the database.
+
+    python -m distill.service.worker --database-url URL JOB_ID
+
+It dies with the server that started it (a watchdog notices the parent is gone), so a restarted server
+can resume the job from its run directory without two processes writing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from distill.errors import DistillError
+from distill.service import jobs, runner
+from distill.service.db import Job, make_engine, make_sessions
+
+
+def _die_with_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_worker(database_url: str, job_id: str) -> int:
+    sessions = make_sessions(make_engine(database_url))
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        spec_file, runs_dir, cap = Path(job.spec_file), Path(job.run_dir).parents[1], job.max_cost_usd
+
+        def on_stage(name: str) -> None:
+            session.refresh(job)
+            if job.status not in jobs.TERMINAL:
+                jobs.set_status(session, job, runner.STATUS_OF_STAGE[name], f"{name} started", stage=name)
+
+        try:
+            bundle = runner.run_job(spec_file, runs_dir, cap, on_stage)
+        except DistillError as exc:
+            session.rollback()
+            session.refresh(job)
+            job.error = {"code": type(exc).__name__, "message": str(exc),
+                         "problems": [{"message": p.message, "key": p.key, "hint": p.hint} for p in exc.problems]}
+            jobs.set_status(session, job, "failed", f"job failed: {exc.problems[0].message}")
+            return 2
+        except Exception as exc:  # a bug: keep the traceback in the worker log, tell the customer less
+            traceback.print_exc()
+            session.rollback()
+            session.refresh(job)
+            job.error = {"code": "internal_error", "message": f"{type(exc).__name__} (see the server's worker log for {job.id})"}
+            jobs.set_status(session, job, "failed", "job failed with an internal error")
+            return 1
+        session.refresh(job)
+        if bundle is None:
+            jobs.set_status(session, job, "awaiting_review", "the dataset waits for a reviewer's sign-off")
+        else:
+            jobs.set_status(session, job, "succeeded", "released; the bundle can be downloaded", bundle=Path(bundle).name)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m distill.service.worker")
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("job_id")
+    args = parser.parse_args()
+    _die_with_parent(os.getppid())
+    sys.exit(run_worker(args.database_url, args.job_id))
+
+
+if __name__ == "__main__":
+    main()

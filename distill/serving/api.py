@@ -1,0 +1,277 @@
+"""An OpenAI-compatible HTTP API over one or more students: the app factory.
+
+`create_app` returns a FastAPI app serving `GET /v1/models`, `POST /v1/chat/completions`,
+`POST /v1/completions` and the capture-deletion calls. `distill serve-model` runs it with uvicorn; the
+hosted service mounts the same app per deployment, passing its own `authorize` (token check) and
+`choose` (which model of a deployment answers, for traffic splits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from distill.serving.capture import CaptureLog, DeleteRequest, opted_out
+from distill.serving.engine import BatchEngine, Delta, SamplingParams, Sequence
+from distill.serving.schemas import (ChatRequest, CompletionRequest, chat_chunk_choice, chat_logprobs,
+                                     completion_logprobs, error_body, usage)
+
+
+@dataclass
+class ServedModel:
+    id: str  # the name clients pass as `model`: <bundle name>-<version>
+    engine: BatchEngine
+    created: int = 0
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.body = status, error_body(message, type=type, param=param, code=code)
+
+
+def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | None = None,
+               capture: CaptureLog | None = None, choose: Callable[[str], ServedModel] | None = None,
+               default_max_tokens: int = 256) -> FastAPI:
+    """`authorize(token)` says whether a bearer token may call (None: no auth). `choose(requested)` picks
+    the model that answers a request naming `requested` (default: the model with that id)."""
+    by_id = {m.id: m for m in models}
+    app = FastAPI(title="distill student", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def pick(requested: str) -> ServedModel:
+        model = choose(requested) if choose else by_id.get(requested)
+        if model is None:
+            raise ApiError(404, f"The model `{requested}` does not exist; GET /v1/models lists what is served",
+                           param="model", code="model_not_found")
+        return model
+
+    def check_token(authorization: str | None = Header(None)) -> None:
+        if authorize is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token or not authorize(token):
+            raise ApiError(401, "Incorrect or missing API key: send `Authorization: Bearer <key>`",
+                           code="invalid_api_key")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+        return JSONResponse(error_body(message, param=param, code="invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), code=code), status_code=exc.status_code)
+
+    @app.get("/v1/models", dependencies=[Depends(check_token)])
+    async def list_models():
+        return {"object": "list", "data": [{"id": m.id, "object": "model", "created": m.created,
+                                            "owned_by": "distill"} for m in models]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_token)])
+    async def chat_completions(body: ChatRequest, request: Request):
+        model = pick(body.model)
+        prompt_ids = chat_prompt_ids(model.tokenizer, body)
+        job = Job(model, "chat.completion", prompt_ids,
+                  [body.sampling(default_max_tokens, i) for i in range(body.n)], "messages")
+        keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
+        inputs = {"messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
+        if body.stream:
+            return sse(stream_chat(job, body, capture if keep else None, inputs))
+        texts, finishes, logprobs, completion = await job.collect()
+        if keep:
+            await asyncio.to_thread(capture.record, job.id, "chat.completions", model.id, inputs, texts)
+        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i], "refusal": None},
+                    "logprobs": chat_logprobs(logprobs[i]) if body.logprobs else None, "finish_reason": finishes[i]}
+                   for i in range(body.n)]
+        return {"id": job.id, "object": "chat.completion", "created": job.created, "model": model.id,
+                "choices": choices, "usage": usage(len(prompt_ids), completion)}
+
+    @app.post("/v1/completions", dependencies=[Depends(check_token)])
+    async def completions(body: CompletionRequest, request: Request):
+        model = pick(body.model)
+        prompts = [completion_prompt_ids(model.tokenizer, p) for p in body.prompts()]
+        if len(prompts) * body.n > 16:
+            raise ApiError(400, "at most 16 choices per request (prompts x n)", param="n")
+        job = MultiPromptJob(model, prompts, [body.sampling(default_max_tokens, i) for i in range(body.n)])
+        keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
+        inputs = {"prompt": body.prompts()}
+        if body.stream:
+            return sse(stream_completion(job, body, capture if keep else None, inputs))
+        texts, finishes, logprobs, completion = await job.collect()
+        if keep:
+            await asyncio.to_thread(capture.record, job.id, "completions", model.id, inputs, texts)
+        choices = [{"index": i, "text": texts[i], "finish_reason": finishes[i],
+                    "logprobs": completion_logprobs(logprobs[i], 0) if body.logprobs is not None else None}
+                   for i in range(len(texts))]
+        return {"id": job.id, "object": "text_completion", "created": job.created, "model": model.id,
+                "choices": choices, "usage": usage(sum(map(len, prompts)) * body.n, completion)}
+
+    @app.post("/v1/captures/delete", dependencies=[Depends(check_token)])
+    async def delete_captures(body: DeleteRequest):
+        if capture is None:
+            raise ApiError(404, "capture is off for this deployment: nothing is stored", code="capture_off")
+        return {"deleted": await asyncio.to_thread(capture.delete, body)}
+
+    @app.delete("/v1/captures/{request_id}", dependencies=[Depends(check_token)])
+    async def delete_capture(request_id: str):
+        if capture is None:
+            raise ApiError(404, "capture is off for this deployment: nothing is stored", code="capture_off")
+        return {"deleted": await asyncio.to_thread(capture.delete, DeleteRequest(request_ids=[request_id]))}
+
+    app.state.models = models
+    return app
+
+
+def api_key_check(expected: str) -> Callable[[str], bool]:
+    """`authorize` for one shared key, compared in constant time."""
+    return lambda token: hmac.compare_digest(token.encode(), expected.encode())
+
+
+# --- prompts ---
+
+
+def chat_prompt_ids(tokenizer, body: ChatRequest) -> list[int]:
+    """The messages in the student's chat format, laid out as in training: the start token, then the text."""
+    if not tokenizer.chat_template:
+        raise ApiError(400, "this model has no chat format; use POST /v1/completions", param="messages")
+    text = tokenizer.apply_chat_template([{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                                          for m in body.messages], add_generation_prompt=True, tokenize=False)
+    if tokenizer.bos_token and text.startswith(tokenizer.bos_token):
+        text = text[len(tokenizer.bos_token):]
+    return laid_out(tokenizer, text)
+
+
+def completion_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    return laid_out(tokenizer, prompt)
+
+
+def laid_out(tokenizer, text: str) -> list[int]:
+    from distill.train.data import start_token
+
+    return [start_token(tokenizer), *tokenizer(text, add_special_tokens=False).input_ids]
+
+
+# --- running requests on the engine ---
+
+
+class Job:
+    """The choices of one request, running as sequences on the engine; deltas arrive on one queue."""
+
+    def __init__(self, model: ServedModel, kind: str, prompt_ids: list[int], params: list[SamplingParams],
+                 param: str, *, prompts: list[list[int]] | None = None):
+        context = model.engine.context_length
+        prompts = prompts or [prompt_ids]
+        if max(map(len, prompts)) >= context:
+            raise ApiError(400, f"the prompt is {max(map(len, prompts))} tokens; this model's context is {context}",
+                           param=param, code="context_length_exceeded")
+        prefix = {"chat.completion": "chatcmpl", "text_completion": "cmpl"}[kind]
+        self.id, self.created, self.model = f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model
+        self.queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.sequences = []
+        for prompt in prompts:
+            for p in params:
+                index = len(self.sequences)
+                emit = (lambda i: lambda delta: loop.call_soon_threadsafe(self.queue.put_nowait, (i, delta)))(index)
+                self.sequences.append(Sequence(prompt, p, emit))
+
+    async def deltas(self) -> AsyncIterator[tuple[int, Delta]]:
+        for sequence in self.sequences:
+            self.model.engine.submit(sequence)
+        open_choices = len(self.sequences)
+        try:
+            while open_choices:
+                index, delta = await self.queue.get()
+                if delta.finish_reason == "error":
+                    raise ApiError(500, "the model failed while generating; see the server log", type="server_error")
+                open_choices -= delta.finish_reason is not None
+                yield index, delta
+        finally:
+            for sequence in self.sequences:
+                sequence.cancelled = True  # no-op for finished ones; frees the batch slot when a client leaves
+
+    async def collect(self):
+        n = len(self.sequences)
+        texts, finishes, logprobs, tokens = [""] * n, [None] * n, [[] for _ in range(n)], [0] * n
+        async for index, delta in self.deltas():
+            texts[index] += delta.text
+            logprobs[index].extend(delta.logprobs)
+            tokens[index] = delta.completion_tokens
+            finishes[index] = delta.finish_reason or finishes[index]
+        return texts, finishes, logprobs, sum(tokens)
+
+
+class MultiPromptJob(Job):
+    def __init__(self, model: ServedModel, prompts: list[list[int]], params: list[SamplingParams]):
+        super().__init__(model, "text_completion", prompts[0], params, "prompt", prompts=prompts)
+
+
+def sse(events: AsyncIterator[dict]) -> StreamingResponse:
+    async def lines():
+        async for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def stream_chat(job: Job, body: ChatRequest, capture: CaptureLog | None, inputs: dict) -> AsyncIterator[dict]:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    head = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": job.model.id,
+            "system_fingerprint": None}
+    extra = {"usage": None} if include_usage else {}
+    for index in range(len(job.sequences)):
+        yield {**head, "choices": [chat_chunk_choice(index, None, role=True)], **extra}
+    texts, tokens = [""] * len(job.sequences), [0] * len(job.sequences)
+    async for index, delta in job.deltas():
+        texts[index] += delta.text
+        tokens[index] = delta.completion_tokens
+        if delta.text or delta.logprobs:
+            yield {**head, "choices": [chat_chunk_choice(index, Delta(delta.text, delta.logprobs),
+                                                         logprobs=body.logprobs)], **extra}
+        if delta.finish_reason:
+            yield {**head, "choices": [chat_chunk_choice(index, Delta("", (), delta.finish_reason))], **extra}
+    if include_usage:
+        yield {**head, "choices": [], "usage": usage(len(job.sequences[0].prompt_ids), sum(tokens))}
+    if capture is not None:
+        await asyncio.to_thread(capture.record, job.id, "chat.completions", job.model.id, inputs, texts)
+
+
+async def stream_completion(job: Job, body: CompletionRequest, capture: CaptureLog | None,
+                            inputs: dict) -> AsyncIterator[dict]:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    head = {"id": job.id, "object": "text_completion", "created": job.created, "model": job.model.id}
+    extra = {"usage": None} if include_usage else {}
+    texts, tokens = [""] * len(job.sequences), [0] * len(job.sequences)
+    async for index, delta in job.deltas():
+        logprobs = completion_logprobs(delta.logprobs, len(texts[index])) if body.logprobs is not None else None
+        texts[index] += delta.text
+        tokens[index] = delta.completion_tokens
+        yield {**head, "choices": [{"index": index, "text": delta.text, "logprobs": logprobs,
+                                    "finish_reason": delta.finish_reason}], **extra}
+    if include_usage:
+        prompt_tokens = sum(len(s.prompt_ids) for s in job.sequences)
+        yield {**head, "choices": [], "usage": usage(prompt_tokens, sum(tokens))}
+    if capture is not None:
+        await asyncio.to_thread(capture.record, job.id, "completions", job.model.id, inputs, texts)

@@ -1,0 +1,48 @@
+"""`distill serve-model BUNDLE`: verify the bundle, load it onto a batching engine, serve the API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from distill.errors import ConfigError, Problem
+
+
+def open_bundle(bundle: str | Path, *, max_batch: int = 64):
+    """A `ServedModel` for a bundle directory that matches its manifest (refused otherwise)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from distill.release.verify import verify
+    from distill.serving.api import ServedModel
+    from distill.serving.engine import BatchEngine
+
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise ConfigError(Problem("not a bundle directory (unpack the tar.gz, or pass RUN/release/<name>-<version>)",
+                                  file=bundle))
+    report = verify(bundle)
+    if not report.ok:
+        raise ConfigError(*[Problem(f"refusing to serve: {p}", file=bundle) for p in report.problems])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    hf_logging.disable_progress_bar()  # only distill's own messages reach the terminal
+    model = AutoModelForCausalLM.from_pretrained(bundle).eval()
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
+    created = int((bundle / "manifest.json").stat().st_mtime)
+    engine = BatchEngine(model, tokenizer, max_batch=max_batch)
+    engine.warm_up()
+    return ServedModel(f"{manifest['name']}-{manifest['version']}", engine, created)
+
+
+def serve(bundle: Path, *, host: str, port: int, api_key: str | None, capture=None, max_batch: int = 64) -> None:
+    import uvicorn
+
+    from distill.serving.api import api_key_check, create_app
+
+    served = open_bundle(bundle, max_batch=max_batch)
+    app = create_app([served], authorize=api_key_check(api_key) if api_key else None, capture=capture)
+    auth = "Bearer key required" if api_key else "NO authentication (pass --api-key or set DISTILL_SERVE_API_KEY)"
+    where = f"capturing {capture.rate:.0%} of requests to {capture.path}" if capture else "capture off"
+    print(f"serving {served.id} on http://{host}:{port}/v1 ({auth}; {where})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster on a loopback port for the service tests.
+#   source <(bash scripts/test-postgres.sh start)   # prints: export DISTILL_TEST_POSTGRES_URL=...
+#   bash scripts/test-postgres.sh stop
+# Needs Debian's `postgresql` package (initdb, pg_ctl). The cluster runs as an unprivileged user
+# (`postgres` when started as root, else the caller) and trusts local connections: tests only.
+set -euo pipefail
+DIR=${DISTILL_PG_DIR:-/tmp/distill-test-pg}
+PORT=${DISTILL_PG_PORT:-55432}
+BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$BIN" ] || { echo "PostgreSQL is not installed (apt-get install -y postgresql)" >&2; exit 1; }
+if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); OWNER=postgres; else AS=(); OWNER=$(id -un); fi
+case "${1:-}" in
+  start)
+    if [ ! -f "$DIR/PG_VERSION" ]; then
+      mkdir -p "$DIR" && chown "$OWNER" "$DIR"
+      "${AS[@]}" "$BIN/initdb" -D "$DIR" -U distill --auth=trust >/dev/null
+    fi
+    "${AS[@]}" "$BIN/pg_ctl" -D "$DIR" -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1" -l "$DIR/server.log" -w start >/dev/null 2>&1 \
+      || "${AS[@]}" "$BIN/pg_ctl" -D "$DIR" status >/dev/null
+    echo "export DISTILL_TEST_POSTGRES_URL=postgresql+psycopg://distill@127.0.0.1:$PORT/postgres"
+    ;;
+  stop)
+    "${AS[@]}" "$BIN/pg_ctl" -D "$DIR" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$DIR"
+    ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

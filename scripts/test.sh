@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the tests. The service's store tests also run on PostgreSQL when
+# DISTILL_TEST_POSTGRES_URL is set (`source <(bash scripts/test-postgres.sh start)` starts a throwaway one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] && .venv/bin/python -c "import distill, fastapi, sqlalchemy, alembic, ray" 2>/dev/null || bash scripts/setup.sh
+.venv/bin/python -m pytest "$@"
