@@ -22,6 +22,7 @@ from typing import Any
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.files import read_json_file
 from distill.lineage import weights_digest
 from distill.runlock import run_lock
 
@@ -65,7 +66,10 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
     if not split_path.is_file():
         raise RunDirError(Problem("no validation split in this run", file=split_path,
                                   hint=f"run `distill train {run_dir}` first, or pass --heldout FILE"))
-    val_ids = json.loads(split_path.read_text())["val"]
+    val_ids = read_json_file(split_path, made_by="distill train RUN").get("val")
+    if not isinstance(val_ids, list):
+        raise RunDirError(Problem("wrong shape: no 'val' list of record ids", file=split_path,
+                                  hint="delete it and train again"))
     dataset_dir = run_dir / "dataset"
     if not dataset_dir.is_dir():
         raise RunDirError(Problem("the run's dataset is missing", file=dataset_dir, hint="pass --heldout FILE"))
@@ -83,7 +87,11 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
 def _read_heldout_file(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(Problem("held-out file not found", file=path, key="--heldout"))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(Problem(f"not UTF-8 text (a binary file? undecodable byte at offset {exc.start})", file=path,
+                                  key="--heldout", hint="pass JSONL rows or plain text")) from None
     if path.suffix in (".jsonl", ".ndjson"):
         examples = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -245,12 +253,12 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
     out_dir = run.path / "eval"
     context_length = spec.student.context_length
 
+    examples = heldout_examples(run.path, heldout)  # a bad --heldout fails before the model loads
     weights = weights_digest(run.path / "train" / "model")  # what this evaluation is of: the release checks it
     model, tokenizer = load_student(run.path)
     if weights_digest(run.path / "train" / "model") != weights:
         raise RunDirError(Problem("the model changed while it was being loaded", file=run.path / "train" / "model",
                                   hint="let training finish, then evaluate again"))
-    examples = heldout_examples(run.path, heldout)
     prompts_of = _prompt_renderer(tokenizer, spec.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
     scored = examples[: settings.bpb_texts]

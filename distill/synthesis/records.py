@@ -154,7 +154,9 @@ class RecordWalker:
             "cost_usd": round(spent.cost_usd, 8),
             "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
             "template_hashes": self.template_hashes,
-            "answers": spent.answers,  # in the records log only (not a dataset column): the cache's second copy
+            # In the records log only (not a dataset column): the cache's second copy, as JSON text so an
+            # answer with lone surrogates survives exactly (see json_text).
+            "answers": json_text(spent.answers),
         }
 
 

@@ -10,6 +10,7 @@ only ones a lost cache can cost again.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import time
@@ -58,7 +59,7 @@ def restore_from_logs(cache: AnswerCache, generate_dir: Path) -> int:
     restored = 0
     for log in sorted(generate_dir.glob("records*.jsonl")):
         for row in read_log(log).values():
-            for answer in row.get("answers") or []:
+            for answer in json.loads(row.get("answers") or "[]"):
                 if cache.get(answer["key"]) or cache.get_unusable(answer["key"]):
                     continue
                 reply = TeacherReply(answer["text"], answer["finish_reason"], answer["input_tokens"],
