@@ -23,7 +23,7 @@ def examples_digest(examples: Iterable[dict[str, Any]]) -> str:
     `view_digest` is this over the kept records, so training can name exactly the data it consumed."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps([example["id"], example.get("prompt", ""), example["text"]], ensure_ascii=False).encode())
+        digest.update(json.dumps([example.get("id"), example.get("prompt", ""), example["text"]], ensure_ascii=False).encode())
     return digest.hexdigest()
 
 
