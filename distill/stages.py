@@ -198,7 +198,7 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
     target = next(s for s in spec.steps if s.name == spec.target_step)
     if isinstance(target.json_schema, str):
         files.append(loaded.directory / target.json_schema)
-    values = {**settings.__dict__, "judge": judge, "heldout": bool(heldout), "kind": spec.kind,
+    values = {**settings.model_dump(mode="json"), "judge": judge, "heldout": bool(heldout), "kind": spec.kind,
               "context_length": spec.student.context_length, "policy": spec.safety.policy}
     return input_record(run_dir, "eval", values, [f for f in files if f is not None])
 

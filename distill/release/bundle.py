@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import Problem, RunDirError
+from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
 from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
 from distill.release.verify import verify
-from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
 from distill.rundir import RunDir
 from distill.runlock import run_lock
 
@@ -33,8 +33,8 @@ STAGE = "release"
 
 
 def release(run_dir: str | Path, *, override_reason: str | None = None, signing_key: Path | None = None) -> Path:
-    """Gate, then write the bundle directory and its tar.gz, signed when the operator gives a key
-    (`signing_key`, else $DISTILL_SIGNING_KEY). Returns the bundle directory."""
+    """Gate, then write the bundle directory and its tar.gz under RUN/release, signed when the operator gives a
+    key (`signing_key`, else $DISTILL_SIGNING_KEY). Returns the bundle directory."""
     key = signing_key_from(signing_key)  # a bad key fails before any work
     run = RunDir.open(run_dir)
     with run_lock(run.path):
@@ -45,26 +45,11 @@ def release(run_dir: str | Path, *, override_reason: str | None = None, signing_
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None,
                    private_key: Any = None) -> Path:
-    """`release` once the stages' files are read."""
-    broken = chain_failures(inputs.review, inputs.chain)
-    if broken:
-        raise ReleaseGateError(*broken, Problem("release refused: the model is not provably the evaluated model "
-                                                "trained on the signed-off data (this cannot be overridden)"))
-    failures = gate_failures(inputs.review, inputs.evaluation, inputs.spec.release.min_scores, inputs.chain.spec_policy)
-    gate = check_gate(failures, override_reason)  # raises when the gate fails and no override is allowed
-    if gate["override"]:
-        print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
-              file=sys.stderr)
-
+    """`release` once the stages' files are read: the bundle, recorded in the run's manifest once it verifies."""
+    gate = release_gate(inputs, override_reason)  # before the stage starts: a refused release records nothing
     run.start_stage(STAGE)
-    out = run.path / "release"
-    bundle = out / inputs.bundle_name
-    staging = out / f".{inputs.bundle_name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_bundle(inputs, staging, gate=gate, private_key=private_key)
-    replace_dir(staging, bundle)
-    archive = out / f"{inputs.bundle_name}.tar.gz"
-    write_tar_gz(bundle, archive)
+    bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key)
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
     problems = verify(bundle).problems + verify(archive).problems  # done only when what was written is whole
     if problems:
         run.finish_stage(STAGE, state="failed", error="; ".join(problems[:5]))
@@ -78,6 +63,34 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
     if private_key is None:
         print("warning: the bundle is unsigned: pass --signing-key KEY (or set DISTILL_SIGNING_KEY) so customers "
               "can check its origin with `distill verify --key`", file=sys.stderr)
+    return bundle
+
+
+def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> dict[str, Any]:
+    """The gate's verdict; raises ReleaseGateError when it fails and no override is allowed. A run's release
+    also checks the chain sign-off -> training -> eval -> the model now, which no override can skip."""
+    if inputs.chain is not None:
+        broken = chain_failures(inputs.review, inputs.chain)
+        if broken:
+            raise ReleaseGateError(*broken, Problem("release refused: the model is not provably the evaluated model "
+                                                    "trained on the signed-off data (this cannot be overridden)"))
+    spec_policy = inputs.chain.spec_policy if inputs.chain is not None else None
+    failures = gate_failures(inputs.review, inputs.evaluation, inputs.release.min_scores, spec_policy)
+    gate = check_gate(failures, override_reason)
+    if gate["override"]:
+        print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
+              file=sys.stderr)
+    return gate
+
+
+def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any], private_key: Any = None) -> Path:
+    """The bundle directory and its tar.gz in `out_dir`, swapped in whole. Returns the bundle directory."""
+    bundle = Path(out_dir) / inputs.bundle_name
+    staging = Path(out_dir) / f".{inputs.bundle_name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    write_bundle(inputs, staging, gate=gate, private_key=private_key)
+    replace_dir(staging, bundle)
+    write_tar_gz(bundle, Path(out_dir) / f"{inputs.bundle_name}.tar.gz")
     return bundle
 
 
@@ -96,8 +109,9 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
 
     import yaml
 
-    write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
-                 + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
+    if inputs.spec_resolved is not None:
+        write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
+                     + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
     context = card_context(inputs, gate=gate, figures=figures)
     write_atomic(bundle / "README.md", render_model_card(context))
     write_atomic(bundle / "DATASET_CARD.md", render_dataset_card(context))
@@ -107,8 +121,8 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
         write_atomic(bundle / PUBLIC_KEY, public_pem(private_key))  # listed and hashed like every other file
     write_json_atomic(bundle / MANIFEST, {
         "format": MANIFEST_FORMAT,
-        "name": inputs.spec.name,
-        "version": inputs.spec.release.version,
+        "name": inputs.name,
+        "version": inputs.release.version,
         "files": bundle_files(bundle),
         "lineage": lineage(inputs),
         "gate": gate,
@@ -130,6 +144,7 @@ def bundle_files(bundle: Path) -> dict[str, dict[str, Any]]:
 
 
 def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
+    chain = inputs.chain
     return {
         "spec_sha256": inputs.spec_sha256,
         "prompt_template_sha256": inputs.dataset.template_hashes,
@@ -142,10 +157,10 @@ def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
                    "signed_at": inputs.review.signed_at, "audit_log_final_hash": inputs.review.audit_hash,
                    "audit_log_entries": inputs.review.audit_count, "policy": inputs.review.policy,
                    "dataset_fingerprint": inputs.review.dataset_fingerprint},
-        "training": {**inputs.training, "dataset_fingerprint": inputs.chain.trained_on,
-                     "weights_sha256": inputs.chain.trained_weights},
+        "training": {**inputs.training, "dataset_fingerprint": chain.trained_on if chain else None,
+                     "weights_sha256": chain.trained_weights if chain else None},
         "evaluation": {"metrics": inputs.evaluation.metrics, "probe_violation_rates": inputs.evaluation.probe_rates,
-                       "weights_sha256": inputs.chain.evaluated_weights},
+                       "weights_sha256": chain.evaluated_weights if chain else None},
         "stage_input_files": inputs.stage_input_files,
         "distill_version": inputs.distill_version,
     }

@@ -28,8 +28,7 @@ from distill.release.signing import SIGNATURE, check_signature
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists hashes: megabytes at most
 REQUIRED_FILES = {"config.json": "the model's config", "tokenizer_config.json": "the tokenizer",
-                  "README.md": "the model card", "DATASET_CARD.md": "the dataset card", "LICENSE": "the license",
-                  "spec.yaml": "the resolved task spec"}
+                  "README.md": "the model card", "DATASET_CARD.md": "the dataset card"}
 
 
 @dataclass

@@ -173,10 +173,13 @@ def _corpus_stage(review: Path, policy: Policy, rows: list[dict], eval_files: li
     duplicates = []
     if policy.dedup.enabled:
         duplicates = find_duplicates(ids, texts, threshold=policy.dedup.threshold, num_perm=policy.dedup.num_perm,
-                                     shingle_words=policy.dedup.shingle_words)
+                                     shingle_words=policy.dedup.shingle_words,
+                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None)
         lengths = dict(zip(ids, map(len, texts)))
+        details = {"exact": "same text as record {of}", "near": "{similarity:.0%} similar to record {of} (MinHash)",
+                   "semantic": "says the same as record {of} in other words ({similarity:.0%} TF-IDF cosine)"}
         for dup in duplicates:
-            detail = f"same text as record {dup.of}" if dup.kind == "exact" else f"{dup.similarity:.0%} similar to record {dup.of}"
+            detail = details[dup.kind].format(of=dup.of, similarity=dup.similarity)
             add(dup.record, finding("dedup", f"dedup.{dup.kind}", (0, lengths[dup.record]), detail))
     overlaps = []
     if policy.decontam.enabled and eval_files:

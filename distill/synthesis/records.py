@@ -59,7 +59,11 @@ class RecordWalker:
     """Builds requests and rows for one spec against one cache. `faults` holds this run's provider
     faults by cache key (requests that kept failing); they fail the record but are not remembered."""
 
-    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str):
+    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str,
+                 given: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None):
+        """`given[i]` = (variables, step outputs) that record i takes as they are instead of sampling or
+        asking the teacher (real inputs captured from users, for `distill coldstart`)."""
+        self.given = given or {}
         self.spec = loaded.spec
         self.renderer = PromptRenderer(loaded)
         self.schemas = [step_json_schema(loaded, i) for i in range(len(self.spec.steps))]
@@ -77,11 +81,16 @@ class RecordWalker:
 
     def advance(self, index: int) -> dict[str, Any] | Pending:
         """Record `index`'s finished row, or the request it needs next."""
-        variables = self.renderer.sampler.sample(index)
+        given_variables, given_outputs = self.given.get(index, ({}, {}))
+        variables = {**self.renderer.sampler.sample(index), **given_variables}
         outputs: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         spent = _Spent()
         for k, step in enumerate(self.spec.steps):
+            if step.name in given_outputs:
+                outputs[step.name] = given_outputs[step.name]
+                steps.append({"name": step.name, "messages": [], "output": outputs[step.name], "given": True})
+                continue
             rendered = self.renderer.render_step(k, index, variables, outputs)
             request = TeacherRequest(rendered.messages, self.model, self.params[k], self.schemas[k],
                                      record_index=index, step=step.name, custom_id=f"r{index}-s{k}")
