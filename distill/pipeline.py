@@ -11,13 +11,17 @@ sign-off (the offline quickstart), which is recorded.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from distill import stages
 from distill.errors import Problem, RunDirError
-from distill.rundir import RunDir
+from distill.keys import check_spec_secrets
+from distill.rundir import RunDir, run_path
+from distill.runlock import run_lock
 from distill.spec import LoadedSpec
 
 STAGES = stages.STAGES
@@ -62,16 +66,28 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
                  dispatch: Callable[[str, Callable[[], Any]], Any] | None = None) -> RunSummary:
     """Run every stage that is not fresh. `loaded` carries any command-line overrides already;
     `on_stage(name)` is told before each stage that runs (the service turns it into the job's status).
-    `dispatch(name, work)` runs a stage's work and returns its result (the service's Ray executor runs it
-    as a Ray task); by default the work runs here. The bookkeeping around it stays in this process."""
-    run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
+    `dispatch(name, work)` runs a stage's work elsewhere and returns its result (the service's Ray executor
+    runs it as a Ray task); by default it runs here. Holds the run's lock throughout, so a second command
+    on the same run fails at once; with `dispatch`, each stage's work holds it wherever it runs, and the
+    caller guarantees one driver per run (the service's job lease does)."""
+    check_spec_secrets(loaded)  # before anything is written under runs_dir
+    path = run_path(loaded.spec.name, root=runs_dir, run_id=run_id)
+    with nullcontext() if dispatch else run_lock(path):
+        return _run_stages(RunDir.create(loaded, root=runs_dir, run_id=run_id), loaded, override_reason,
+                           show_progress, on_stage, dispatch)
+
+
+def _run_stages(run: RunDir, loaded: LoadedSpec, override_reason: str | None, show_progress: bool,
+                on_stage: Callable[[str], None] | None,
+                dispatch: Callable[[str, Callable[[], Any]], Any] | None) -> RunSummary:
     summary = RunSummary(run.path)
     upstream_ran = None
     for name, inputs_of, work in _steps(loaded, run, override_reason, show_progress):
         started = time.monotonic()
         if dispatch is not None:
-            work = (lambda name=name, work=work: dispatch(name, work))
-        ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=True, upstream_ran=upstream_ran,
+            work = (lambda name=name, work=work: dispatch(name, partial(_locked, run.path, work)))
+        intact = _output_intact(name, run)
+        ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=intact, upstream_ran=upstream_ran,
                                        on_start=(lambda name=name: on_stage(name)) if on_stage else None)
         if ran and detail is None:
             summary.waiting_for = _waiting_message(run)
@@ -82,6 +98,26 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     if summary.waiting_for is None:
         summary.bundle = Path(RunDir.open(run.path).stage("release").get("bundle", "")) or None
     return summary
+
+
+def _locked(path: Path, work: Callable[[], Any]) -> Any:
+    """A stage's work under the run's lock, in whichever process runs it."""
+    with run_lock(path):
+        return work()
+
+
+def _output_intact(name: str, run: RunDir) -> bool:
+    """A stage counts as done only while what it wrote is still whole: a release whose bundle no longer
+    verifies (deleted, or left without its weights) is written again even when its inputs are unchanged."""
+    if name != "release":
+        return True
+    from distill.release import verify
+
+    bundle = RunDir.open(run.path).stage("release").get("bundle")
+    intact = bool(bundle) and verify(Path(bundle)).ok
+    if not intact and bundle:
+        stages.say(f"[release] the bundle {bundle} does not verify: it is written again")
+    return intact
 
 
 def stale_stages(loaded: LoadedSpec, run: RunDir, *, override_reason: str | None = None) -> dict[str, list[str]]:
@@ -126,11 +162,15 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
 def _generate(loaded: LoadedSpec, run: RunDir, show_progress: bool) -> str:
     from distill.synthesis import generate
 
+    from distill.synthesis.progress import usd
+
     result = generate(loaded, run, show_progress=show_progress)
     if not result.complete:
-        raise RunDirError(Problem("generation stopped before every record was done", file=run.path,
-                                  hint="see the summary above (spending cap?); run again to resume"))
-    return f"{result.tally.done} records, ${result.spent_total_usd:.2f} spent"
+        why = result.tally.aborted or ("the spending cap was reached" if result.tally.stopped_by_cap else "records are missing")
+        stages.say(result.summary)
+        raise RunDirError(Problem(f"generation stopped before every record was done: {why}", file=run.path,
+                                  hint="fix the cause, then run again to resume"))
+    return f"{result.tally.done} records, {usd(result.spent_total_usd)} spent"
 
 
 def _review(run: RunDir, settings: dict[str, Any]) -> str | None:
