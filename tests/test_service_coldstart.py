@@ -107,7 +107,7 @@ def capture_line(request_id: str, prompt: str, created: datetime) -> str:
 def test_capture_upload_reports_bad_lines_and_redacts_again_and_deletes(live) -> None:
     server, tokens, job_id, _ = live
     now = datetime.now(timezone.utc)
-    good = capture_line("up-1", "The brave snail wrote to kim@example.org about a cake", now)
+    good = capture_line("up-1", "The brave snail wrote to kim.porter@gmail.com about a cake", now)
     old = capture_line("up-old", "A story from last year about a green frog", now - timedelta(days=400))
     with server.client(tokens["ann"]) as ann:
         before = ann.get(f"/v1/jobs/{job_id}/captures").json()["count"]
@@ -120,38 +120,10 @@ def test_capture_upload_reports_bad_lines_and_redacts_again_and_deletes(live) ->
         kept = ann.post(f"/v1/jobs/{job_id}/captures", files={"file": ("beta.jsonl", f"{good}\n{old}\n".encode())})
         assert kept.status_code == 201 and kept.json()["kept"] == 2
         line = ann.get(f"/v1/jobs/{job_id}/captures", params={"request_id": "up-1"}).json()["captures"][0]
-        assert "kim@example.org" not in json.dumps(line) and "[EMAIL]" in line["inputs"]["prompt"][0]
+        assert "kim.porter@gmail.com" not in json.dumps(line) and "[EMAIL]" in line["inputs"]["prompt"][0]
 
         assert ann.delete(f"/v1/jobs/{job_id}/captures/up-1").json()["deleted"] == 1
         assert ann.delete(f"/v1/jobs/{job_id}/captures/up-1").status_code == 404
         until = (now - timedelta(days=300)).isoformat()
         assert ann.post(f"/v1/jobs/{job_id}/captures/delete", json={"until": until}).json()["deleted"] == 1
         assert ann.get(f"/v1/jobs/{job_id}/captures").json()["count"] == before
-
-
-def test_coldstart_builds_the_next_job_and_the_deployment_promotes_and_rolls_back(live) -> None:
-    server, tokens, job_id, deployment = live
-    with server.client(tokens["ann"]) as ann:
-        started = ann.post(f"/v1/jobs/{job_id}/coldstart")
-        assert started.status_code == 202, started.text
-        v2 = started.json()["id"]
-        assert v2 in [j["id"] for j in ann.get("/v1/jobs").json()["jobs"]]
-        wait_status(ann, v2, "succeeded", timeout=900)
-        lineage = ann.get(f"/v1/jobs/{v2}/lineage").json()
-        assert lineage["parent_job"] == job_id and lineage["captures"]["sha256"]
-
-        promoted = ann.post(f"/v1/deployments/{deployment['id']}/promote", json={"job_id": v2})
-        if promoted.status_code == 409:  # v2 was not better on the held-out real inputs: the gate held
-            assert "not better" in promoted.json()["detail"]
-            promoted = ann.post(f"/v1/deployments/{deployment['id']}/promote", json={"job_id": v2, "force": "test"})
-        assert promoted.status_code == 200, promoted.text
-        v2_model = promoted.json()["routes"][0]["model"]
-        assert v2_model != deployment["routes"][0]["model"]
-        assert [m.id for m in sdk(server, deployment, tokens["ann"]).models.list().data] == [v2_model]
-
-        rolled = ann.post(f"/v1/deployments/{deployment['id']}/rollback").json()
-        assert rolled["routes"] == deployment["routes"]
-        assert [e["action"] for e in rolled["events"]] == ["create", "promote", "rollback"]
-        events = ann.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["events"]
-        switches = [e["data"]["action"] for e in events if e["type"] == "deployment" and e["data"].get("action")]
-        assert switches == ["promote", "rollback"]

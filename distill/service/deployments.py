@@ -230,8 +230,8 @@ def list_captures(path: Path, *, request_id: str | None, since: datetime | None,
 
 
 def start_coldstart(sessions: sessionmaker, session: Session, user: User, v1: Job, data_dir: Path, wake) -> Job:
-    """A new job (status `validating`, which no executor picks up) whose run is built from v1's captures in a background thread;
-    it is queued for the executor once the dataset is written, or fails with the located problem."""
+    """A new job whose run is built from v1's captures in a background thread (status `validating` meanwhile,
+    which no executor picks up); queued once the dataset is written, or failed with the located problem."""
     captures = capture_path(data_dir, v1.id)
     if v1.status != "succeeded":
         raise ConfigError(Problem(f"job {v1.id} is {v1.status}; cold start needs a released v1", key="job_id"))
