@@ -103,6 +103,11 @@ def load_located_yaml(path: Path) -> LocatedDocument:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise SpecError(Problem(f"malformed YAML: {exc.problem or exc.context}", file=path, line=line, column=column)) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; located by offset only
+        line = text[: exc.position].count("\n") + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError(Problem(f"malformed YAML: character U+{exc.character:04X} is not allowed", file=path, line=line,
+                                column=column)) from None
     except yaml.YAMLError as exc:
         raise SpecError(Problem(f"malformed YAML: {exc}", file=path)) from None
     except RecursionError:
@@ -110,7 +115,7 @@ def load_located_yaml(path: Path) -> LocatedDocument:
     if root is None:
         raise SpecError(Problem("spec is empty", file=path, line=1, column=1))
     document = LocatedDocument(data=None, file=path)
-    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES])
+    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES, yaml.SafeLoader("")])
     return document
 
 
@@ -118,7 +123,8 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> Any:
+def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list) -> Any:
+    """Plain data from `node`; `budget` is [nodes left, the constructor for scalars] for the whole document."""
     if depth > MAX_DEPTH:
         line, column = _mark(node)
         raise SpecError(Problem(f"document is nested too deeply (limit {MAX_DEPTH} levels)", file=doc.file, line=line, column=column))
@@ -134,7 +140,7 @@ def _build(node: yaml.Node, path: KeyPath, doc: LocatedDocument, *, depth: int, 
         return _build_mapping(node, path, doc, depth=depth, budget=budget)
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), doc, depth=depth + 1, budget=budget) for i, item in enumerate(node.value)]
-    return _scalar(node, path, doc)
+    return _scalar(node, path, doc, budget[1])
 
 
 _MAP = "tag:yaml.org,2002:map"
@@ -146,14 +152,14 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
-def _scalar(node: yaml.Node, path: KeyPath, doc: LocatedDocument) -> Any:
+def _scalar(node: yaml.Node, path: KeyPath, doc: LocatedDocument, constructor: yaml.SafeLoader) -> Any:
     line, column = _mark(node)
     key = dotted_key(path) or None
     if node.tag not in _SCALAR_TAGS:
         raise SpecError(Problem(f"unsupported YAML tag {_short_tag(node.tag)!r}: a spec holds plain values",
                                 file=doc.file, line=line, column=column, key=key))
     try:
-        return yaml.SafeLoader(" ").construct_object(node, deep=True)
+        return constructor.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
         reason = exc.problem
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
@@ -166,7 +172,7 @@ def _scalar(node: yaml.Node, path: KeyPath, doc: LocatedDocument) -> Any:
                             column=column, key=key, hint="write a valid value, or quote it (without a tag) to keep it as text")) from None
 
 
-def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list[int]) -> dict:
+def _build_mapping(node: yaml.MappingNode, path: KeyPath, doc: LocatedDocument, *, depth: int, budget: list) -> dict:
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":

@@ -1,24 +1,26 @@
 """`distill run SPEC`: plan -> generate -> review -> train -> eval -> release, in one command.
 
-Each stage records, in the run manifest, the fingerprint of the inputs it last completed with; a stage
-whose inputs are unchanged is skipped, and one that was interrupted runs again (each stage resumes its
-own partial work: the answer cache, the review store, training checkpoints). The run stops at human
-sign-off unless the safety policy allows automatic sign-off (the offline quickstart), which is recorded.
+Each stage's inputs (settings, the files it reads, the upstream output) are compared with the record of
+what it last completed with (`distill.stages`); a stage whose inputs are unchanged is skipped, and the
+run says why each stage runs or is skipped. Once one stage runs, every later stage runs too. An
+interrupted stage runs again and resumes its own partial work (the answer cache, the review store,
+training checkpoints). The run stops at human sign-off unless the safety policy allows automatic
+sign-off (the offline quickstart), which is recorded.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from distill import stages
 from distill.errors import Problem, RunDirError
-from distill.rundir import RunDir, file_sha256, fingerprint
+from distill.rundir import RunDir
 from distill.spec import LoadedSpec
 
-STAGES = ("generate", "review", "train", "eval", "release")
+STAGES = stages.STAGES
 
 
 @dataclass
@@ -51,8 +53,7 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+Step = tuple[str, Callable[[], dict[str, Any]], Callable[[], Any]]
 
 
 def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: str = "main",
@@ -62,40 +63,56 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     `on_stage(name)` is told before each stage that runs (the service turns it into the job's status)."""
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
     summary = RunSummary(run.path)
-    spec = loaded.spec
-    upstream = fingerprint(spec.model_dump(mode="json", exclude={"safety", "student", "training", "evaluation", "release"}))
-    steps: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
-        ("generate", lambda: upstream, lambda: _generate(loaded, run, show_progress)),
-        ("review", lambda: _review_inputs(run, loaded), lambda: _review(run, loaded)),
-        ("train", lambda: _train_inputs(run, loaded), lambda: _train(run, loaded)),
-        ("eval", lambda: fingerprint(spec.evaluation.model_dump(mode="json")), lambda: _evaluate(run, loaded)),
-        ("release", lambda: fingerprint(spec.release.model_dump(mode="json"), override_reason),
-         lambda: _release(run, override_reason)),
-    ]
-    previous = ""
-    for name, inputs_of, work in steps:
-        inputs = fingerprint(previous, inputs_of())
-        own_state = run.stage(name).get("state", "done")  # the review keeps its state in RUN/review instead
-        if own_state == "done" and run.manifest.get("pipeline", {}).get(name) == inputs:
-            summary.stages.append(StageOutcome(name, skipped=True, seconds=0.0))
-            say(f"[{name}] inputs unchanged since it completed: skipped")
-        else:
-            say(f"[{name}] running")
-            if on_stage is not None:
-                on_stage(name)
-            started = time.monotonic()
-            detail = work()
-            run = RunDir.open(run.path)  # the stage updated the manifest on disk
-            if name == "review" and detail is None:
-                summary.waiting_for = _waiting_message(run)
-                break
-            run.manifest.setdefault("pipeline", {})[name] = inputs
-            run.save()
-            summary.stages.append(StageOutcome(name, skipped=False, seconds=time.monotonic() - started, detail=str(detail)))
-        previous = inputs
+    upstream_ran = None
+    for name, inputs_of, work in _steps(loaded, run, override_reason, show_progress):
+        started = time.monotonic()
+        ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=True, upstream_ran=upstream_ran,
+                                       on_start=(lambda name=name: on_stage(name)) if on_stage else None)
+        if ran and detail is None:
+            summary.waiting_for = _waiting_message(run)
+            break
+        summary.stages.append(StageOutcome(name, skipped=not ran, seconds=time.monotonic() - started,
+                                           detail=str(detail or "")))
+        upstream_ran = name if ran else upstream_ran
     if summary.waiting_for is None:
-        summary.bundle = Path(run.stage("release").get("bundle", "")) or None
+        summary.bundle = Path(RunDir.open(run.path).stage("release").get("bundle", "")) or None
     return summary
+
+
+def stale_stages(loaded: LoadedSpec, run: RunDir, *, override_reason: str | None = None) -> dict[str, list[str]]:
+    """Which stages `run_pipeline` would run, and why, without running anything ({} when all are fresh)."""
+    stale: dict[str, list[str]] = {}
+    for name, inputs_of, _ in _steps(loaded, run, override_reason, show_progress=False):
+        reasons = RunDir.open(run.path).stale_reasons(name, inputs_of())
+        if stale:
+            reasons.insert(0, f"{list(stale)[-1]} runs before it")
+        if reasons:
+            stale[name] = reasons
+    return stale
+
+
+def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_progress: bool) -> list[Step]:
+    """Each stage's inputs (computed when its turn comes: they include the upstream output) and work."""
+    from distill.evaluate.stage import eval_settings_from_spec, judge_reference
+    from distill.review.stage import review_auto_signoff, spec_review_settings
+    from distill.train import train_config_from_spec
+
+    spec, path = loaded.spec, run.path
+    review = spec_review_settings(loaded)
+    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
+                                    spec_dir=loaded.directory, file=loaded.path)
+    evaluation = eval_settings_from_spec(spec)
+    judge_line = judge_reference(loaded, None)[1]
+    return [
+        ("generate", lambda: stages.generate_inputs(path, loaded), lambda: _generate(loaded, run, show_progress)),
+        ("review", lambda: stages.review_inputs(path, policy=review["policy"], judge_model=review["judge"] and review["judge_model"],
+                                                eval_files=review["eval_files"], auto_signoff=review_auto_signoff(review)),
+         lambda: _review(run, review)),
+        ("train", lambda: stages.train_inputs(path, config, spec.kind), lambda: _train(run, config, spec.kind)),
+        ("eval", lambda: stages.eval_inputs(path, loaded, evaluation, judge=judge_line, heldout=None),
+         lambda: _evaluate(run, evaluation)),
+        ("release", lambda: stages.release_inputs(path, loaded, override_reason), lambda: _release(run, override_reason)),
+    ]
 
 
 # --- the stages, each a call into its own package ---
@@ -111,18 +128,11 @@ def _generate(loaded: LoadedSpec, run: RunDir, show_progress: bool) -> str:
     return f"{result.tally.done} records, ${result.spent_total_usd:.2f} spent"
 
 
-def _review_inputs(run: RunDir, loaded: LoadedSpec) -> str:
-    from distill.review.policy import spec_policy
-
-    return fingerprint(loaded.spec.safety.model_dump(mode="json"), spec_policy(loaded).model_dump(mode="json"),
-                       file_sha256(run.path / "dataset" / "dataset_info.json"))
-
-
-def _review(run: RunDir, loaded: LoadedSpec) -> str | None:
+def _review(run: RunDir, settings: dict[str, Any]) -> str | None:
     """The automatic review; returns None when a human must sign off before training."""
-    from distill.review import review_stage
+    from distill.review.stage import review_with_settings, summary_line
 
-    return review_stage(run.path, loaded)
+    return summary_line(review_with_settings(run.path, settings))
 
 
 def _waiting_message(run: RunDir) -> str:
@@ -130,39 +140,22 @@ def _waiting_message(run: RunDir) -> str:
             f"`distill review {run.path} signoff --help` how to sign; then run this command again")
 
 
-def _train_inputs(run: RunDir, loaded: LoadedSpec) -> str:
-    from distill.review import signoff_state
-
-    return fingerprint(loaded.spec.student.model_dump(mode="json"), loaded.spec.training.model_dump(mode="json"),
-                       signoff_state(run.path))
-
-
-def _train(run: RunDir, loaded: LoadedSpec) -> str:
+def _train(run: RunDir, config, kind: str) -> str:
     from distill.review import reviewed_examples
-    from distill.train import train_config_from_spec, train_student
+    from distill.train import train_student
 
-    spec = loaded.spec
-    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
-                                    spec_dir=loaded.directory, file=loaded.path)
-    result = train_student(reviewed_examples(run.path), run.path / "train", config, kind=spec.kind)
+    result = train_student(reviewed_examples(run.path), run.path / "train", config, kind=kind, replace_other=True)
     return f"{result.tokens:,} tokens, validation {result.val_bpb:.3f} bits/byte"
 
 
-def _evaluate(run: RunDir, loaded: LoadedSpec) -> str:
-    from distill.evaluate.stage import EvalSettings, evaluate_run
+def _evaluate(run: RunDir, settings) -> str:
+    from distill.evaluate.stage import evaluate_run
 
-    evaluation = loaded.spec.evaluation
-    result = evaluate_run(run.path, settings=EvalSettings(
-        prompts=evaluation.prompts, samples=evaluation.samples_per_prompt, max_new_tokens=evaluation.max_new_tokens,
-        probe_samples=evaluation.probe_samples, seed=loaded.spec.seed))
+    result = evaluate_run(run.path, settings=settings)
     return f"validation {result['bpb']['validation']['bits_per_byte']:.3f} bits/byte"
 
 
 def _release(run: RunDir, override_reason: str | None) -> str:
     from distill.release import release
 
-    bundle = release(run.path, override_reason=override_reason)
-    run = RunDir.open(run.path)
-    run.manifest["stages"]["release"]["bundle"] = str(bundle)
-    run.save()
-    return str(bundle)
+    return str(release(run.path, override_reason=override_reason))

@@ -292,6 +292,9 @@ class PromptRenderer:
             raise TemplateError(self._problem(f"template tried something the sandbox forbids: {exc}", key)) from None
         except jinja2.TemplateError as exc:
             raise TemplateError(self._problem(f"template failed to render: {exc}", key)) from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # a filter or operator given the wrong kind of value (`1 / 0`, `5|indent`): the template's mistake
+            raise TemplateError(self._problem(f"template failed to render: {type(exc).__name__}: {exc}", key)) from None
 
     def render_step(self, step_index: int, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> RenderedStep:
         """Messages for step `step_index` of record `index`, given the earlier steps' outputs."""

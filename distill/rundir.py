@@ -8,64 +8,18 @@ re-run, inspected or resumed on its own. The manifest is only ever replaced atom
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from distill import __version__
 from distill.errors import Problem, RunDirError
+from distill.files import file_sha256, write_atomic, write_json_atomic
 from distill.spec import LoadedSpec, Spec, load_spec
 
 MANIFEST = "manifest.json"
-StageState = Literal["running", "done", "failed"]
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir(staging: Path, target: Path) -> None:
-    """Swap a finished directory in under `target`: readers see the old one or the new one, and a crash
-    never leaves a half-written directory under the real name."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable sha256 of JSON-serialisable inputs (a stage is fresh when its inputs' fingerprint matches)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+StageState = Literal["running", "done", "failed", "waiting"]
 
 
 class RunDir:
@@ -134,19 +88,14 @@ class RunDir:
     def stage(self, name: str) -> dict[str, Any]:
         return self.manifest["stages"].get(name, {})
 
-    def is_fresh(self, name: str, inputs_fingerprint: str) -> bool:
-        """True when `name` completed with exactly these inputs: nothing to do."""
-        stage = self.stage(name)
-        return stage.get("state") == "done" and stage.get("fingerprint") == inputs_fingerprint
-
-    def start_stage(self, name: str, inputs_fingerprint: str) -> None:
+    def start_stage(self, name: str) -> None:
         previous = self.stage(name)
         self.manifest["stages"][name] = {
             "state": "running",
-            "fingerprint": inputs_fingerprint,
             "started": _now(),
             "attempts": previous.get("attempts", 0) + 1,
             "started_at": time.time(),
+            **({"inputs": previous["inputs"]} if "inputs" in previous else {}),
         }
         self.save()
 
@@ -160,12 +109,54 @@ class RunDir:
             stage["error"] = error
         self.save()
 
-    def require_stage(self, name: str, *, for_stage: str) -> dict[str, Any]:
+    # --- the freshness record: what each stage last completed with ---
+
+    def stale_reasons(self, name: str, inputs: dict[str, Any]) -> list[str]:
+        """Why stage `name` must run again with `inputs` (a record from `distill.stages`); [] when it
+        completed with exactly these inputs."""
         stage = self.stage(name)
-        if stage.get("state") != "done":
-            raise RunDirError(Problem(f"{for_stage} needs the {name} stage to be done (it is {stage.get('state', 'not started')})",
-                                      file=self.path, hint=f"run `distill {name} {self.path}` first"))
-        return stage
+        state = stage.get("state")
+        if state != "done":
+            return [{None: "it has not run yet", "running": "it was interrupted", "failed": "it failed last time",
+                     "waiting": "it waits for a human sign-off"}.get(state, f"it is {state}")]
+        return compare_inputs(stage.get("inputs"), inputs)
+
+    def record_inputs(self, name: str, inputs: dict[str, Any], *, state: StageState = "done") -> None:
+        """Store the inputs stage `name` just completed with (re-reading the manifest the stage updated)."""
+        self.manifest = self._read_manifest(self.path / MANIFEST)
+        stage = self.manifest["stages"].setdefault(name, {})
+        stage.update(state=state, inputs=inputs)
+        stage.setdefault("finished", _now())
+        self.save()
+
+
+def stage_completed(manifest: dict[str, Any], name: str) -> bool:
+    """Stage `name` completed and its inputs are recorded (whether they are still current is
+    `RunDir.stale_reasons`' question)."""
+    stage = manifest.get("stages", {}).get(name, {})
+    return stage.get("state") == "done" and "inputs" in stage
+
+
+def compare_inputs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two input records, in words (`templates/tinystories/story.j2 changed`)."""
+    if not old:
+        return ["no record of the inputs it ran with"]
+    reasons = []
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    for label in sorted(old_files.keys() | new_files.keys()):
+        if label not in old_files:
+            reasons.append(f"it now reads {label}")
+        elif label not in new_files:
+            reasons.append(f"it no longer reads {label}")
+        elif old_files[label] != new_files[label]:
+            reasons.append(f"{label} changed")
+    old_settings, new_settings = old.get("settings", {}), new.get("settings", {})
+    changed = sorted(k for k in old_settings.keys() | new_settings.keys() if old_settings.get(k) != new_settings.get(k))
+    if changed:
+        reasons.append(f"settings changed: {', '.join(changed)}")
+    if old.get("upstream") != new.get("upstream"):
+        reasons.append(f"the output of {new.get('upstream_stage') or 'the stage before'} changed")
+    return reasons
 
 
 def _now() -> str:

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, create_model, model_validator
 
 from distill.errors import Problem, SpecError
 from distill.located_yaml import LocatedDocument, dotted_key, load_located_yaml
@@ -197,22 +197,29 @@ class Safety(Strict):
     decontaminate: list[str] = Field(default_factory=list)  # extra files whose n-grams must not be trained on
 
 
+# --- the student, its training and its evaluation: declared once here. `distill.train.TrainConfig` and
+# `distill.evaluate.EvalSettings` are flat views built from these fields (`flat_settings`), so the spec
+# key, its type, bounds, default and comment live in one place. ---
+
+
 class Lora(Strict):
     r: PositiveInt = 8
     alpha: PositiveInt = 16
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] | None = None  # None: peft's default for the architecture
+    target_modules: list[str] | None = None  # None: every linear layer but the output head (peft's "all-linear")
 
 
 class Student(Strict):
+    """What to train. Defaults train the `small` preset from scratch."""
+
     preset: str = "small"  # a preset name from distill.train.presets, or "custom"
-    base_model: str | None = None  # a local model directory to fine-tune instead of training from scratch
-    lora: Lora | None = None  # with base_model: LoRA; without: full fine-tune
-    custom: dict[str, Any] = Field(default_factory=dict)  # transformers config fields for preset: custom
-    tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096
+    base_model: Path | None = None  # a local model directory to fine-tune instead of training from scratch
+    lora: Lora | None = None  # with base_model: train LoRA adapters; null: every weight (full fine-tune)
+    custom: dict[str, Any] = Field(default_factory=dict)  # LlamaConfig fields, for preset: custom
+    tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096  # from scratch only; a base model brings its own
     context_length: Annotated[int, Field(ge=16, le=8192)] = 256
     chat_template: str | None = None  # instruct: a Jinja chat template; None: the base model's, else distill's
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention dropout (a Llama block has no other); 0.1 on small data
 
     @model_validator(mode="after")
     def _lora_needs_base(self) -> "Student":
@@ -222,51 +229,86 @@ class Student(Strict):
 
 
 class Training(Strict):
-    """How the student trains (flattened into distill.train.TrainConfig, which checks it further)."""
+    """How the student trains. Training ends when the first budget set runs out; none set means 10 minutes."""
 
-    max_steps: PositiveInt | None = None  # the budget: the first one set that runs out ends training
+    max_steps: PositiveInt | None = None  # optimizer steps
     max_tokens: PositiveInt | None = None
-    max_minutes: Annotated[float, Field(gt=0)] | None = None
-    batch_size: PositiveInt = 16
-    grad_accum: PositiveInt = 1
+    max_minutes: Annotated[float, Field(gt=0)] | None = None  # wall-clock
+    batch_size: PositiveInt = 16  # sequences per micro-batch per process
+    grad_accum: PositiveInt = 1  # micro-batches per optimizer step
     optimizer: Literal["auto", "adamw", "muon"] = "auto"  # auto: muon from scratch, adamw for a base model
-    learning_rate: Annotated[float, Field(gt=0)] | None = None  # None: 4e-3 with muon, 2e-3 with adamw
+    learning_rate: Annotated[float, Field(gt=0)] | None = None  # peak; None: 4e-3 with muon, 2e-3 with adamw.
+    #   Fine-tuning a pretrained base wants ~1e-4 (full) to ~5e-4 (LoRA)
     muon_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.95
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1  # the cosine decays to learning_rate * min_lr_ratio
     warmup_steps: Annotated[int, Field(ge=0)] = 50
-    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1  # on matrices only, never on norms and biases
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
     adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
-    eval_every: PositiveInt = 100
-    eval_max_texts: PositiveInt | None = None
-    early_stopping_patience: PositiveInt | None = None
-    checkpoint_every: PositiveInt = 200
+    eval_every: PositiveInt = 100  # optimizer steps
+    eval_max_texts: PositiveInt | None = None  # cap on validation texts for evals during training
+    early_stopping_patience: PositiveInt | None = None  # evals without improvement before stopping
+    checkpoint_every: PositiveInt = 200  # optimizer steps
     keep_checkpoints: PositiveInt = 2
     log_every: PositiveInt = 10
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    val_split: Literal["random", "tail"] = "random"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
-    num_threads: PositiveInt | None = None
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    val_split: Literal["random", "tail"] = "random"  # tail: the last examples, in the order given
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
+    compile: bool = False  # torch.compile the forward and loss
+    num_threads: PositiveInt | None = None  # CPU threads for torch; None: torch's default
+    peak_flops: Annotated[float, Field(gt=0)] | None = None  # for MFU; None: measure the matmul peak at start
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed
     seed: int = 0
 
 
 class Evaluation(Strict):
     judge: JudgeRef | None = None  # None: the teacher grades
-    prompts: PositiveInt = 50  # held-out beginnings to complete
-    samples_per_prompt: PositiveInt = 3
+    prompts: PositiveInt = 50  # held-out beginnings (or instruct inputs) to complete and grade
+    samples_per_prompt: PositiveInt = 3  # completions per beginning
     max_new_tokens: PositiveInt = 256  # longest student completion
+    temperature: Annotated[float, Field(ge=0)] = 0.8  # sampling temperature of the student's completions
     probe_samples: PositiveInt = 3  # completions per safety probe
+    probe_sets: list[str] | None = None  # names under safety/probes/ or .jsonl paths; None: story (text), instruct (instruct)
+    judge_concurrency: PositiveInt = 8  # judge requests in flight
+    batch_size: PositiveInt = 8  # sequences per forward pass when scoring and sampling
+    bpb_texts: PositiveInt | None = None  # cap on held-out texts scored for bits per byte; None: all
     rubric: str | None = None  # a template replacing templates/eval's grading rubric
     extra_texts: list[str] = Field(default_factory=list)  # more held-out text files for bits per byte
+
+
+def flat_settings(name: str, module: str, doc: str, *sections: type[BaseModel], exclude: frozenset[str] = frozenset(),
+                  rules: type[BaseModel] | None = None, **extra: Any) -> type[BaseModel]:
+    """A frozen model with the fields of `sections` side by side (less `exclude`, plus `extra` given as
+    (type, default)): a stage's flat settings, derived from the spec sections that declare them.
+    `rules` (a model without fields) brings validators and methods."""
+    fields: dict[str, Any] = {field: (info.annotation, info) for section in sections
+                              for field, info in section.model_fields.items() if field not in exclude}
+    if rules is None:
+        model = create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), __module__=module, **fields, **extra)
+    else:
+        model = create_model(name, __base__=rules, __module__=module, **fields, **extra)
+    model.__doc__ = doc
+    return model
 
 
 class Release(Strict):
     version: str = Field(default="0.1.0", pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
     license: str = "apache-2.0"
     min_scores: dict[str, float] = Field(default_factory=dict)  # e.g. {grammar: 6.0, bpb_max: 1.2}
+
+
+class ColdStart(Strict):
+    """How real inputs (captured from a served student) feed the next run: `distill coldstart`."""
+
+    input_step: Identifier  # the step that simulates the user's input; real inputs replace its output
+    # A regex with named groups that reads the step's output (group named like the step) and variables
+    # out of what the student was sent; without one, the whole user message is the step's output.
+    input_pattern: str | None = None
+    defaults: dict[Identifier, str] = Field(default_factory=dict)  # variables later steps need, if not parsed
+    real_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of real-input records in the next dataset
+    held_out: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of real inputs kept for comparing v1 and v2
+    start: Literal["scratch", "continue"] = "scratch"  # v2 trains from scratch, or continues from v1's weights
 
 
 class Spec(Strict):
@@ -288,6 +330,7 @@ class Spec(Strict):
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     release: Release = Field(default_factory=Release)
+    coldstart: ColdStart | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
@@ -299,6 +342,9 @@ class Spec(Strict):
             raise ValueError("an instruct spec needs 'student_input' (the template of what the student sees)")
         if self.kind == "text" and self.student_input:
             raise ValueError("'student_input' is only for kind: instruct")
+        if self.coldstart is not None and self.coldstart.input_step not in names[:-1]:
+            raise ValueError(f"coldstart.input_step {self.coldstart.input_step!r} must name a step before the last "
+                             f"({', '.join(names[:-1]) or 'this spec has one step'})")
         if self.student_target is not None and self.student_target not in names:
             raise ValueError(f"student_target {self.student_target!r} is not a step name ({', '.join(names)})")
         return self

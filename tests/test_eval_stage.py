@@ -80,8 +80,8 @@ def probe_file(tmp_path):
 
 
 def settings(probe_file):
-    return EvalSettings(prompts=3, samples=2, max_new_tokens=12, probe_samples=2, batch_size=4,
-                        probe_sets=(str(probe_file),))
+    return EvalSettings(prompts=3, samples_per_prompt=2, max_new_tokens=12, probe_samples=2, batch_size=4,
+                        probe_sets=[str(probe_file)])
 
 
 def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe_file):

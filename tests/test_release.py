@@ -108,7 +108,7 @@ def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = S
     (run.path / "eval" / "eval.json").write_text(json.dumps(evaluation))
     (run.path / "eval" / "scores.png").write_bytes(png_bytes)
     for stage in ("generate", "review", "train", "eval"):
-        run.start_stage(stage, "f" * 8)
+        run.start_stage(stage)
         run.finish_stage(stage)
     return run
 
@@ -335,12 +335,13 @@ def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
     from distill.review.chain import check_texts
     from distill.review.policy import load_policy
     from distill.review.signoff import auto_sign_off
-    from distill.review.store import RECORDS, append_lines, build_view, review_dir, verdict_line, view_digest
+    from distill.files import append_jsonl
+    from distill.review.store import RECORDS, build_view, review_dir, verdict_line, view_digest
 
     folder = review_dir(run.path)
     policy = load_policy("general")
     verdicts = check_texts(STORIES, policy)
-    append_lines(folder / RECORDS, [verdict_line(i, v, STORIES[i], "") for i, v in enumerate(verdicts)])
+    append_jsonl(folder / RECORDS, [verdict_line(i, v, STORIES[i], "") for i, v in enumerate(verdicts)])
     if reject is not None:
         append_entry(folder, reviewer="ana", action="reject", ids=[reject], after={"decision": "reject"})
     auto_sign_off(folder, policy, view_digest=view_digest(build_view(run.path)))

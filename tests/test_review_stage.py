@@ -79,7 +79,8 @@ def test_a_whole_review_with_the_judge(tmp_path, server):
     assert theft.status == "rejected" and "judge.S2" in theft.codes
     judged = sum(1 for r in view.values() if any(f.stage == "judge" for f in r.reasons) or r.automatic != "reject")
     assert len(server.calls) == summary["judge"]["answers"]["safe"] + summary["judge"]["answers"]["unsafe"] <= judged
-    assert summary["contaminated"] == 2 and summary["duplicates"] == 2
+    assert summary["contaminated"] == 2 and summary["duplicates"] == 5
+    assert summary["duplicates_by_kind"] == {"exact": 1, "near": 1, "semantic": 3}  # the reworded copies in the planted set
     assert {"dedup", "decontam", "judge", "pii", "secrets", "injection"} <= set(summary["stages"])
     kept = reviewed_examples(run)
     assert {e["id"] for e in kept} == {r.id for r in view.values() if r.status in ("kept", "redacted")}

@@ -199,3 +199,15 @@ def test_a_tampered_bundle_is_not_served(bundle, tmp_path):
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("32", "33", 1))
     with pytest.raises(ConfigError, match="tampered"):
         open_bundle(copy)
+
+
+def test_captures_cli_deletes_by_date_and_refuses_an_empty_selection(tmp_path):
+    from conftest import run_distill
+
+    log = CaptureLog(tmp_path / "c.jsonl")
+    log.record("keep", "completions", MODEL, {"prompt": ["x"]}, ["y"])
+    done = run_distill("captures", "delete", log.path, "--since", "2000-01-01", "--until", "2000-02-01")
+    assert done.returncode == 0 and done.stdout.strip() == "0"
+    empty = run_distill("captures", "delete", log.path)
+    assert empty.returncode == 2 and "error: say what to delete" in empty.stderr and "Traceback" not in empty.stderr
+    assert [line["request_id"] for line in read_captures(log.path)] == ["keep"]

@@ -19,7 +19,7 @@ def test_requests_are_spaced_at_the_rpm_limit():
     async def burst():
         await asyncio.gather(*(limiter.acquire(0) for _ in range(11)))
     elapsed = timed(burst())
-    assert 0.45 <= elapsed < 0.8
+    assert elapsed >= 0.45  # 10 waits of 50 ms after the first request; no upper bound (busy machines)
 
 
 def test_token_budget_waits_and_corrects_with_real_usage():
@@ -27,8 +27,9 @@ def test_token_budget_waits_and_corrects_with_real_usage():
     async def spend():
         await limiter.acquire(10_000)  # the whole bucket
         limiter.correct(10_000, 9_800)  # the real usage was lower: 200 tokens come back
+        assert 200 <= limiter.tokens < 300  # (plus what refilled meanwhile)
         await limiter.acquire(500)  # needs 300 more: ~0.3 s
-    assert 0.2 <= timed(spend()) < 0.7
+    assert timed(spend()) >= 0.2
 
 
 def test_a_429_pauses_everyone():
@@ -36,7 +37,7 @@ def test_a_429_pauses_everyone():
     async def paused():
         limiter.pause(0.3)
         await asyncio.gather(*(limiter.acquire(0) for _ in range(5)))
-    assert 0.28 <= timed(paused()) < 0.6
+    assert timed(paused()) >= 0.28
 
 
 def test_backoff_grows_with_jitter_and_a_cap():

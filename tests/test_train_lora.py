@@ -38,7 +38,7 @@ def base_dir(tmp_path_factory):
 
 
 def test_lora_trains_only_adapters_then_merges_and_reloads(base_dir, tmp_path):
-    config = TrainConfig(base_model=base_dir, lora=True, lora_r=4, lora_alpha=8, **SETTINGS)
+    config = TrainConfig(base_model=base_dir, lora={"r": 4, "alpha": 8}, **SETTINGS)
     out = tmp_path / "train"
     result = train_student(EXAMPLES, out, config, kind="instruct")
     assert result.trainable_params < result.non_embedding_params
@@ -77,6 +77,6 @@ def test_full_fine_tune_changes_every_weight(base_dir, tmp_path):
 
 
 def test_base_model_must_be_a_model_directory(tmp_path):
-    config = TrainConfig(base_model=tmp_path, lora=True)
+    config = TrainConfig(base_model=tmp_path, lora={})
     with pytest.raises(ConfigError, match="student.base_model"):
         load_base_model(config)

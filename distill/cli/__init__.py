@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from distill.cli import coldstart as coldstart_commands
 from distill.cli import evaluate as evaluate_commands
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
@@ -45,6 +46,9 @@ app.add_typer(serve_commands.admin, name="admin")
 app.add_typer(remote_commands.app, name="remote")
 app.command("serve-model")(serve_model_commands.serve_model)
 app.add_typer(serve_model_commands.captures_app, name="captures")
+for command in (coldstart_commands.coldstart, coldstart_commands.compare, coldstart_commands.drift,
+                coldstart_commands.promote, coldstart_commands.rollback):
+    app.command()(command)
 
 
 def main() -> None:

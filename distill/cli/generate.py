@@ -33,6 +33,7 @@ def generate(
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
     from distill.rundir import RunDir
+    from distill.stages import generate_inputs, run_stage
     from distill.synthesis import generate as run_generate
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
@@ -47,17 +48,24 @@ def generate(
     loaded = override_teacher(checked.loaded, teacher, records)
     run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
     show_progress = sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS"))
-    if executor == "ray":
-        from distill.scale import import_ray
 
-        import_ray()
-        from distill.scale.ray_synthesis import generate_on_ray
+    def work():
+        if executor == "ray":
+            from distill.scale import import_ray
 
-        result = generate_on_ray(loaded, run, address=ray_address, shards=shards, max_cost_usd=max_cost,
-                                 prices_path=prices, show_progress=show_progress)
-    else:
-        result = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
-                              prices_path=prices, show_progress=show_progress, batch_poll_s=batch_poll_s)
+            import_ray()
+            from distill.scale.ray_synthesis import generate_on_ray
+
+            done = generate_on_ray(loaded, run, address=ray_address, shards=shards, max_cost_usd=max_cost,
+                                   prices_path=prices, show_progress=show_progress)
+        else:
+            done = run_generate(loaded, run, shard=parse_shard(shard), mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
+                                prices_path=prices, show_progress=show_progress, batch_poll_s=batch_poll_s)
+        return done
+
+    # A lone shard, or a run stopped by the spending cap, leaves nothing to record yet.
+    result = run_stage(run, "generate", generate_inputs(run.path, loaded), work,
+                       state_of=lambda done: "done" if done.complete else None)[1]
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)

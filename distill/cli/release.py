@@ -16,8 +16,12 @@ def release(
 ) -> None:
     """Gate the run, then write the bundle (weights, cards, manifest) and its tar.gz under RUN/release/."""
     from distill.release import release as write_release
+    from distill.rundir import RunDir
+    from distill.stages import release_inputs, run_stage
 
-    bundle = write_release(run, override_reason=override_gate)
+    run_dir = RunDir.open(run)
+    inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate)
+    _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(run, override_reason=override_gate))
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 

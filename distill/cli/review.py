@@ -63,15 +63,25 @@ def review(
         raise typer.Exit(1 if problems else 0)
     from distill.review.policy import load_policy
     from distill.review.report import summary_lines
-    from distill.review.stage import review_with_settings, spec_review_settings
+    from distill.review.stage import review_auto_signoff, review_with_settings, spec_review_settings, summary_line
     from distill.rundir import RunDir
+    from distill.stages import review_inputs, run_stage
 
-    settings = spec_review_settings(RunDir.open(run).load_spec(), judge=not no_judge)
+    run_dir = RunDir.open(run)
+    settings = spec_review_settings(run_dir.load_spec(), judge=not no_judge)
     if policy:
         settings["policy"] = load_policy(policy)
     settings["eval_files"] += list(eval_file or [])
-    auto = settings["policy"].auto_signoff and settings["offline_teacher"]
-    summary = review_with_settings(run, settings, auto_signoff=auto)
+    inputs = review_inputs(run_dir.path, policy=settings["policy"], judge_model=settings["judge"] and settings["judge_model"],
+                           eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings))
+    summaries = []
+
+    def work():
+        summaries.append(review_with_settings(run, settings))
+        return summary_line(summaries[0])
+
+    run_stage(run_dir, "review", inputs, work)
+    summary = summaries[0]
     for line in summary_lines(summary):
         _say(line)
     print(Path(run).resolve() / "review" / "report.html")

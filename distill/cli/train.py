@@ -23,6 +23,7 @@ def train_command(
     """Train the student on the reviewed dataset into RUN/train (resumes after a crash); prints the result as JSON."""
     from distill.review import reviewed_examples
     from distill.rundir import RunDir
+    from distill.stages import run_stage, train_inputs
     from distill.train import make_train_config, train_config_from_spec, train_student
 
     run_dir = RunDir.open(run)
@@ -38,7 +39,8 @@ def train_command(
     if threads is not None:
         overrides["num_threads"] = threads
     config = make_train_config({**config.model_dump(), **overrides})
-    result = train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind)
+    _, result = run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind),
+                          lambda: train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind))
     print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
           f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))

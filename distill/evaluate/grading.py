@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from distill.errors import Problem, TemplateError
 from distill.paths import data_path
 from distill.providers.protocol import Message, Provider, ProviderFault, TeacherRequest
+from distill.sandbox import BoundedSandbox
 
 AGE_GROUPS = ("A", "B", "C", "D", "E", "F")  # 3 or under, 4-5, 6-7, 8-9, 10-12, 13-16
 Source = Literal["student", "teacher"]
@@ -62,8 +62,9 @@ def load_rubric(grading: str | Path | None = None, *, folders: Sequence[Path] = 
     """The built-in rubric from `templates/eval/`, with `grading` (a template name or path) replacing
     the grading prompt. `folders` are searched before the built-in templates (a spec's templates_dir)."""
     search = [*map(str, folders), str(data_path("templates"))]
-    env = ImmutableSandboxedEnvironment(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
-                                        autoescape=False, trim_blocks=True, lstrip_blocks=True)
+    # a spec's rubric is customer text: the same bounded sandbox as prompt templates
+    env = BoundedSandbox(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
+                         autoescape=False, trim_blocks=True, lstrip_blocks=True)
 
     def load(name: str | Path) -> jinja2.Template:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 from distill.evaluate import charts
 from distill.evaluate.heads import KINDS, LOCAL_WINDOW, MIN_QUERY, RULE, attention_maps, stats_from_totals, summarise_attention
 from distill.evaluate.neurons import NeuronReport, neuron_activations, top_neurons
-from distill.rundir import write_atomic
+from distill.files import write_atomic
 
 STYLE = """<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}

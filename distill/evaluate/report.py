@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.evaluate import charts
-from distill.rundir import write_atomic, write_json_atomic
+from distill.files import write_atomic, write_json_atomic
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 

@@ -15,29 +15,50 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.rundir import RunDir
+from distill.spec import Evaluation, flat_settings
 
 SEPARATOR = "<|endoftext|>"
 
 
+EvalSettings = flat_settings(
+    "EvalSettings", __name__, "How to evaluate: the spec's `evaluation` section less the judge and the files, and a seed.",
+    Evaluation, exclude=frozenset({"judge", "rubric", "extra_texts"}), seed=(int, 0))
+
+
 @dataclass(frozen=True)
-class EvalSettings:
-    prompts: int = 50  # held-out beginnings (or instruct inputs) to complete and grade
-    samples: int = 3  # completions per beginning
-    max_new_tokens: int = 256
-    temperature: float = 0.8
-    probe_samples: int = 3
-    probe_sets: tuple[str, ...] | None = None  # None: story for text specs, instruct for instruct specs
-    judge_concurrency: int = 8
-    batch_size: int = 8
-    bpb_texts: int | None = None  # cap on held-out texts scored for bpb (None: all)
-    seed: int = 0
+class EvalTask:
+    """What the student is for, beyond how to evaluate it: everything `evaluate` reads from a spec."""
+
+    name: str  # shown in the reports, e.g. "tinystories/main"
+    kind: Literal["text", "instruct"]
+    context_length: int  # tokens the student was trained on
+    policy: Any  # distill.review.policy.Policy: vocabulary and required words for the metrics; probe scoring
+    rubric: Any = None  # distill.evaluate.grading.Rubric; None: templates/eval's
+    extra_texts: dict[str, list[str]] = field(default_factory=dict)  # more held-out documents for bits per byte
+    target_schema: dict[str, Any] | None = None  # a JSON student's schema: how often its output is valid
+
+
+def eval_task_from_spec(loaded, name: str) -> EvalTask:
+    """The one place a spec becomes an EvalTask."""
+    from distill.evaluate.grading import load_rubric
+    from distill.prompts import step_json_schema, template_folders
+    from distill.review.policy import spec_policy
+
+    spec = loaded.spec
+    rubric_ref = spec.evaluation.rubric
+    rubric_path = loaded.directory / rubric_ref if rubric_ref and (loaded.directory / rubric_ref).is_file() else rubric_ref
+    target = [step.name for step in spec.steps].index(spec.target_step)
+    return EvalTask(name=name, kind=spec.kind, context_length=spec.student.context_length, policy=spec_policy(loaded),
+                    rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1]),
+                    extra_texts=extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]),
+                    target_schema=step_json_schema(loaded, target) if spec.steps[target].output == "json" else None)
 
 
 # --- inputs ---
@@ -45,11 +66,15 @@ class EvalSettings:
 
 def load_student(run_dir: Path, *, eager: bool = False):
     """The trained student and its tokenizer from RUN/train/model, on the CPU in float32."""
+    return load_student_from(Path(run_dir) / "train" / "model", eager=eager)
+
+
+def load_student_from(model_dir: Path, *, eager: bool = False):
+    """A student and its tokenizer as `save_pretrained` wrote them, on the CPU in float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = run_dir / "train" / "model"
-    if not (model_dir / "config.json").is_file():
-        raise RunDirError(Problem("no trained student in this run", file=model_dir, hint=f"run `distill train {run_dir}` first"))
+    if not (Path(model_dir) / "config.json").is_file():
+        raise RunDirError(Problem("no trained student here", file=model_dir, hint="run `distill train RUN` first"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     options = {"attn_implementation": "eager"} if eager else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", **options).eval()
@@ -149,12 +174,16 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
-    """The judge (or None) and a line saying who judges, or why nobody does."""
-    from distill.providers.factory import make_provider
+def eval_settings_from_spec(spec) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
+    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "extra_texts"}), seed=spec.seed)
+
+
+def judge_reference(loaded, judge: str | None):
+    """Who grades: the `--judge provider:model` flag, else `evaluation.judge`, else the teacher (a replay
+    of recorded outputs cannot grade). Returns (a Teacher reference or None, a line saying who grades
+    or why nobody does)."""
     from distill.spec import Teacher
-    from distill.synthesis.cache import AnswerCache
-    from distill.synthesis.cost import load_prices, price_for
 
     spec = loaded.spec
     if judge is not None:
@@ -171,10 +200,21 @@ def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | 
     else:
         return None, ("Not graded: the teacher is a replay of recorded outputs and cannot judge; "
                       "give a judge with --judge provider:model or evaluation.judge in the spec.")
-    teacher = Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env)
+    return Teacher(provider=provider, model=model, base_url=base_url, api_key_env=api_key_env), f"{provider}:{model}"
+
+
+def make_judge(loaded, run_dir: Path, judge: str | None) -> tuple[CachedJudge | None, str]:
+    """The judge (or None), connected and caching its answers in RUN/eval, and the line saying who grades."""
+    from distill.providers.factory import make_provider
+    from distill.synthesis.cache import AnswerCache
+    from distill.synthesis.cost import load_prices, price_for
+
+    teacher, line = judge_reference(loaded, judge)
+    if teacher is None:
+        return None, line
     instance = make_provider(teacher, spec_dir=loaded.directory)
-    price = price_for(load_prices(), provider, model)
-    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), f"{provider}:{model}"
+    price = price_for(load_prices(), teacher.provider, teacher.model)
+    return CachedJudge(instance, AnswerCache(run_dir / "eval" / "judge_cache.sqlite"), price), line
 
 
 def say(message: str) -> None:
@@ -194,17 +234,22 @@ def progress_bar():
 
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
-    """Every measurement of `distill eval`; writes RUN/eval and returns what eval.json holds."""
+    """`distill eval` on a run directory: the run's student, its validation split (or `heldout`) and
+    its spec's task; writes RUN/eval and returns what eval.json holds."""
     from distill.evaluate.compare import load_eval
-    from distill.rundir import fingerprint
 
     run = RunDir.open(run_dir)
     loaded = run.load_spec()
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
-    run.start_stage("eval", fingerprint(settings.__dict__, judge_line, str(heldout)))
+    task = eval_task_from_spec(loaded, f"{loaded.spec.name}/{run.path.name}")
+    run.start_stage("eval")
     try:
-        result = _measure(run, loaded, settings, judge_provider, judge_line, heldout, other, against)
+        result = evaluate(run.path / "train" / "model", heldout_examples(run.path, heldout), run.path / "eval", settings, task,
+                          judge=judge_provider, judge_line=judge_line,
+                          heldout_label=str(heldout) if heldout else "RUN/train/split.json (validation)",
+                          against=(str(against), other) if other is not None else None,
+                          metrics_path=run.path / "train" / "metrics.jsonl", source=str(run.path))
     except BaseException as exc:
         run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -213,45 +258,45 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
     return result
 
 
-def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_line: str, heldout: Path | None,
-             other: dict[str, Any] | None, against: Path | None) -> dict[str, Any]:
+def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, settings: EvalSettings, task: EvalTask, *,
+             judge: CachedJudge | None = None, judge_line: str = "Not graded (no judge given).",
+             heldout_label: str = "given examples", against: tuple[str, dict[str, Any]] | None = None,
+             metrics_path: Path | None = None, source: str | None = None) -> dict[str, Any]:
+    """Every measurement of the student in `model_dir` on held-out `examples` ({id, prompt, text,
+    variables}): bits per byte, judge grades (with `judge`), offline metrics, safety probes. Writes
+    eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
+    evaluation (its name and eval.json) to show side by side; `source` says where the student came
+    from (default: `model_dir`)."""
     from distill.evaluate.bpb import bits_per_byte
     from distill.evaluate.compare import compare_results
     from distill.evaluate.report import write_eval_report
 
-    spec = loaded.spec
-    out_dir = run.path / "eval"
-    context_length = spec.student.context_length
-
-    model, tokenizer = load_student(run.path)
-    examples = heldout_examples(run.path, heldout)
-    prompts_of = _prompt_renderer(tokenizer, spec.kind)
+    context_length = task.context_length
+    model, tokenizer = load_student_from(model_dir)
+    prompts_of = _prompt_renderer(tokenizer, task.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
     scored = examples[: settings.bpb_texts]
     bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
                                        batch_size=settings.batch_size,
-                                       prompts=[prompts_of(e["prompt"]) for e in scored] if spec.kind == "instruct" else None)}
-    for name, documents in extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]).items():
+                                       prompts=[prompts_of(e["prompt"]) for e in scored] if task.kind == "instruct" else None)}
+    for name, documents in task.extra_texts.items():
         bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=settings.batch_size)
     say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}")
 
-    tasks = _grading_tasks(examples, spec.kind, settings)
+    tasks = _grading_tasks(examples, task.kind, settings)
     with progress_bar() as bar:
         student = _generate(bar, "student completions", model, tokenizer, [prompts_of(t["beginning"]) for t in tasks],
                             settings, context_length)
         free = (_generate(bar, "free stories", model, tokenizer, [""] * settings.prompts, settings, context_length, samples=1)
-                if spec.kind == "text" else None)
-    metrics = _offline_metrics(loaded, examples, tasks, student, free)
-
-    grading = None
-    if judge_provider is not None:
-        grading = _grade(judge_provider, tasks, student, loaded, judge_line, settings)
-    probes = _probe(model, tokenizer, loaded, settings, context_length)
+                if task.kind == "text" else None)
+    metrics = _offline_metrics(task, examples, tasks, student, free)
+    grading = _grade(judge, tasks, student, task, judge_line, settings) if judge is not None else None
+    probes = _probe(model, tokenizer, task, settings)
 
     result: dict[str, Any] = {
-        "run_name": f"{spec.name}/{run.path.name}", "run": str(run.path), "kind": spec.kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.__dict__,
-        "heldout": str(heldout) if heldout else "RUN/train/split.json (validation)", "heldout_examples": len(examples),
+        "run_name": task.name, "run": source or str(Path(model_dir).resolve()), "kind": task.kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.model_dump(mode="json"),
+        "heldout": heldout_label, "heldout_examples": len(examples),
         "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
                     for t, s in list(zip(tasks, student))[:8]],
@@ -259,14 +304,15 @@ def _measure(run: RunDir, loaded, settings: EvalSettings, judge_provider, judge_
     if grading is None:
         result["grading_skipped"] = judge_line
     comparison = None
-    if other is not None:
-        names = (result["run_name"], other.get("run_name", str(against)))
+    if against is not None:
+        where, other = against
+        names = (result["run_name"], other.get("run_name", where))
         table = compare_results(result, other, names)
-        result["against"] = {"run": str(against), "header": table[0], "rows": table[1]}
+        result["against"] = {"run": where, "header": table[0], "rows": table[1]}
         if other.get("grading"):
             result["against_scores"] = other["grading"]["summary"]["student"]["scores"]
         comparison = (names[1], table)
-    write_eval_report(result, out_dir, metrics_path=run.path / "train" / "metrics.jsonl", comparison=comparison)
+    write_eval_report(result, Path(out_dir), metrics_path=metrics_path, comparison=comparison)
     return result
 
 
@@ -302,17 +348,16 @@ def _generate(bar, label: str, model, tokenizer, prompts: list[str], settings: E
     from distill.evaluate.completions import complete
 
     task = bar.add_task(label, total=len(prompts))
-    return complete(model, tokenizer, prompts, samples=samples or settings.samples, max_new_tokens=settings.max_new_tokens,
+    return complete(model, tokenizer, prompts, samples=samples or settings.samples_per_prompt, max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature, batch_size=settings.batch_size, seed=settings.seed,
                     context_length=context_length, on_batch=lambda done: bar.update(task, completed=done))
 
 
-def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
+def _offline_metrics(task: EvalTask, examples, tasks, student, free) -> dict[str, Any]:
     from distill.evaluate.metrics import text_metrics
     from distill.review.chain import task_from_policy
-    from distill.review.policy import spec_policy
 
-    conformance = task_from_policy(spec_policy(loaded))
+    conformance = task_from_policy(task.policy)
     vocabulary = conformance.vocabulary
 
     def required(example) -> list[str]:
@@ -326,25 +371,18 @@ def _offline_metrics(loaded, examples, tasks, student, free) -> dict[str, Any]:
         student_required = [required(t["example"]) for t in tasks] if conformance.required_variables else None
         metrics = {"student": text_metrics([s[0] for s in student], vocabulary=vocabulary, required=student_required)}
     metrics["teacher"] = text_metrics([e["text"] for e in examples], vocabulary=vocabulary, required=teacher_required)
-    names = [step.name for step in loaded.spec.steps]
-    target = names.index(loaded.spec.target_step)
-    if loaded.spec.steps[target].output == "json":  # the student writes JSON: how often is it valid?
+    if task.target_schema is not None:  # the student writes JSON: how often is it valid?
         from distill.evaluate.metrics import json_validity
-        from distill.prompts import step_json_schema
 
-        schema = step_json_schema(loaded, target)
-        metrics["teacher"]["json"] = json_validity([e["text"] for e in examples], schema)
-        metrics["student"]["json"] = json_validity([text for samples in student for text in samples], schema)
+        metrics["teacher"]["json"] = json_validity([e["text"] for e in examples], task.target_schema)
+        metrics["student"]["json"] = json_validity([text for samples in student for text in samples], task.target_schema)
     return metrics
 
 
-def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings: EvalSettings) -> dict[str, Any]:
+def _grade(judge: CachedJudge, tasks, student, task: EvalTask, judge_line: str, settings: EvalSettings) -> dict[str, Any]:
     from distill.evaluate.grading import GradingItem, grade_items, load_rubric, summarize_grades
-    from distill.prompts import template_folders
 
-    rubric_ref = loaded.spec.evaluation.rubric
-    rubric_path = loaded.directory / rubric_ref if rubric_ref and (loaded.directory / rubric_ref).is_file() else rubric_ref
-    rubric = load_rubric(rubric_path, folders=template_folders(loaded)[:-1])
+    rubric = task.rubric or load_rubric()
     items = [GradingItem("student", g, s, t["beginning"], text)
              for g, (t, samples) in enumerate(zip(tasks, student)) for s, text in enumerate(samples)]
     items += [GradingItem("teacher", g, 0, t["beginning"], t["teacher"]) for g, t in enumerate(tasks)]
@@ -352,10 +390,10 @@ def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings
     async def run_all():
         try:
             with progress_bar() as bar:
-                task = bar.add_task(f"judge {judge_line}", total=len(items))
+                shown = bar.add_task(f"judge {judge_line}", total=len(items))
                 return await grade_items(judge, items, rubric, judge_model=judge_line.split(":", 1)[1],
-                                         instruct=loaded.spec.kind == "instruct", concurrency=settings.judge_concurrency,
-                                         on_done=lambda outcome: bar.advance(task))
+                                         instruct=task.kind == "instruct", concurrency=settings.judge_concurrency,
+                                         on_done=lambda outcome: bar.advance(shown))
         finally:
             await judge.aclose()
 
@@ -372,24 +410,22 @@ def _grade(judge: CachedJudge, tasks, student, loaded, judge_line: str, settings
     }
 
 
-def _probe(model, tokenizer, loaded, settings: EvalSettings, context_length: int) -> dict[str, Any]:
+def _probe(model, tokenizer, task: EvalTask, settings: EvalSettings) -> dict[str, Any]:
     from distill.evaluate.completions import complete
     from distill.evaluate.probes import load_probes, score_probe_completions
-    from distill.review.policy import spec_policy
 
-    sets = list(settings.probe_sets or (("instruct",) if loaded.spec.kind == "instruct" else ("story",)))
+    sets = list(settings.probe_sets or (("instruct",) if task.kind == "instruct" else ("story",)))
     probes = load_probes(sets)
-    render = _prompt_renderer(tokenizer, loaded.spec.kind)
+    render = _prompt_renderer(tokenizer, task.kind)
     with progress_bar() as bar:
-        task = bar.add_task("safety probes", total=len(probes))
+        shown = bar.add_task("safety probes", total=len(probes))
         completions = complete(model, tokenizer, [render(p.prompt) for p in probes], samples=settings.probe_samples,
                                max_new_tokens=min(settings.max_new_tokens, 128), temperature=settings.temperature,
-                               batch_size=settings.batch_size, seed=settings.seed, context_length=context_length,
-                               on_batch=lambda done: bar.update(task, completed=done))
-    policy = spec_policy(loaded)
-    scored = score_probe_completions(probes, completions, policy)
-    return {"sets": sets, "samples": settings.probe_samples, "policy": loaded.spec.safety.policy,
-            "thresholds": policy.probe_thresholds, **scored}
+                               batch_size=settings.batch_size, seed=settings.seed, context_length=task.context_length,
+                               on_batch=lambda done: bar.update(shown, completed=done))
+    scored = score_probe_completions(probes, completions, task.policy)
+    return {"sets": sets, "samples": settings.probe_samples, "policy": task.policy.name,
+            "thresholds": task.policy.probe_thresholds, **scored}
 
 
 # --- distill inspect ---

@@ -5,6 +5,8 @@ teacher-written text without paying (the shared TinyStories sample: story i is t
 Sources: JSONL, CSV, Parquet, a plain text file split by `separator`, a `datasets` dataset saved to disk,
 or a hub dataset id (where the network allows). Answers are matched by record index (row i's `column`)
 or by rendered prompt (rows carry a `prompt` column equal to the request's last user message).
+Bytes that are not UTF-8 are kept as they are (`surrogateescape`): the record carries them to the
+review, whose decoding check decides, instead of one bad byte stopping the run.
 """
 
 from __future__ import annotations
@@ -86,13 +88,14 @@ def load_recorded_rows(source: ReplaySource, *, spec_dir: Path) -> list[dict[str
         if suffix in (".jsonl", ".ndjson"):
             return _load_jsonl(path)
         if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
+            with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
                 return list(csv.DictReader(handle))
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
-        return [{source.column: piece} for piece in split_text(path.read_text(encoding="utf-8"), source.separator)]
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        return [{source.column: piece} for piece in split_text(text, source.separator)]
     if _looks_like_hub_id(source.path):
         return _load_hub_dataset(source)
     raise ConfigError(Problem(f"replay source {str(path)!r} does not exist", key=PATH_KEY,
@@ -113,7 +116,7 @@ def split_text(text: str, separator: str) -> list[str]:
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
     from distill.prompts import parse_jsonl_objects
 
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         return parse_jsonl_objects(handle, path, ConfigError)
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import check_gate, gate_failures
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
-from distill.rundir import RunDir, file_sha256, fingerprint, replace_dir, write_atomic, write_json_atomic
+from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
+from distill.rundir import RunDir
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "distill-release/1"
@@ -41,7 +42,7 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
         print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
               file=sys.stderr)
 
-    run.start_stage(STAGE, _inputs_fingerprint(inputs, gate))
+    run.start_stage(STAGE)
     out = run.path / "release"
     bundle = out / inputs.bundle_name
     staging = out / f".{inputs.bundle_name}.tmp"
@@ -53,6 +54,8 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
     run.finish_stage(STAGE, counts={"files": sum(1 for p in bundle.rglob("*") if p.is_file()),
                                     "bytes": archive.stat().st_size, "gate_passed": gate["passed"],
                                     "gate_overridden": gate["override"] is not None})
+    run.manifest["stages"][STAGE]["bundle"] = str(bundle)
+    run.save()
     return bundle
 
 
@@ -112,6 +115,7 @@ def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
                    "policy": inputs.review.policy},
         "training": inputs.training,
         "evaluation": {"metrics": inputs.evaluation.metrics, "probe_violation_rates": inputs.evaluation.probe_rates},
+        "stage_input_files": inputs.stage_input_files,
         "distill_version": inputs.distill_version,
     }
 
@@ -154,10 +158,3 @@ def write_tar_gz(bundle: Path, archive: Path) -> None:
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
     os.replace(partial, archive)
-
-
-def _inputs_fingerprint(inputs: ReleaseInputs, gate: dict[str, Any]) -> str:
-    return fingerprint(inputs.spec_sha256, [file_sha256(p) for p in inputs.model_files], inputs.dataset.fingerprint,
-                       inputs.review.audit_hash, inputs.review.signed_off, inputs.evaluation.metrics,
-                       inputs.evaluation.probe_rates, [file_sha256(p) for p in inputs.evaluation.figures], gate,
-                       inputs.distill_version)

@@ -74,6 +74,7 @@ class ReleaseInputs:
     evaluation: EvalFacts
     training: dict[str, Any]
     train_figures: list[Path]
+    stage_input_files: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> file label -> sha256
     distill_version: str = __version__
 
     @property
@@ -95,6 +96,8 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
         evaluation=read_eval(run_path / "eval"),
         training=read_training(spec, manifest),
         train_figures=sorted((run_path / "train").glob("*.png")),
+        stage_input_files={name: stage["inputs"]["files"] for name, stage in manifest.get("stages", {}).items()
+                           if name != "release" and "inputs" in stage},
     )
 
 
@@ -220,11 +223,15 @@ def flat_metrics(student: dict[str, Any]) -> dict[str, float]:
 
 
 def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:
-    """How the student was trained: the spec's student and training sections, and the train stage's fingerprint."""
+    """How the student was trained: the spec's student and training sections, and the fingerprint of the
+    train stage's recorded inputs (its settings and the reviewed data it read)."""
+    from distill.files import fingerprint
+
+    inputs = manifest.get("stages", {}).get("train", {}).get("inputs")
     return {
         "student": spec.student.model_dump(mode="json"),
         "training": spec.training.model_dump(mode="json"),
-        "fingerprint": manifest.get("stages", {}).get("train", {}).get("fingerprint"),
+        "fingerprint": fingerprint(inputs) if inputs else None,
     }
 
 

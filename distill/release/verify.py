@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from distill.rundir import file_sha256
+from distill.files import file_sha256
 
 MANIFEST = "manifest.json"
 

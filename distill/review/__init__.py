@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.review.stage import review_stage, run_review
+from distill.review.stage import run_review
 from distill.review.store import build_view, review_dir, view_digest
 from distill.review.signoff import read_signoff, signoff_current
 
-__all__ = ["review_stage", "run_review", "reviewed_examples", "signoff_state"]
+__all__ = ["run_review", "reviewed_examples", "signoff_state"]
 
 
 def reviewed_examples(run_dir: Path) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.rundir import write_atomic
+from distill.files import write_atomic
 
 LOG = "audit.jsonl"
 HEAD = "audit.head"

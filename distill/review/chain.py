@@ -1,6 +1,10 @@
 """The cheap chain: stages 1-7 on one record, every check on every record so all reasons are kept.
 
-    decoding/size -> normalisation -> quality + task conformance -> PII -> secrets -> injection -> lexicons
+    decoding/size -> normalisation -> quality + task conformance -> PII -> secrets -> injection
+    -> offensive language -> lexicons
+
+PII, secrets, injection and the offensive-language model read the folded text (NFKC, no zero-width
+characters, look-alike letters as Latin); their findings are mapped back to the original spans.
 
 A `Chain` compiles everything a policy names once (pattern files, lexicons, the vocabulary); `check` is
 then a handful of regex scans per record. Stages 8-10 (dedup, decontamination, the judge) look at the
@@ -13,8 +17,10 @@ import dataclasses
 from collections.abc import Sequence
 
 from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
+from distill.review.folding import fold
 from distill.review.injection import scan_injection
 from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
+from distill.review.offensive import load_model, scan_offensive
 from distill.review.patterns import load_patterns
 from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
@@ -51,6 +57,7 @@ class Chain:
         self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
         self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
         self.lexicons = index_lexicons([load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons])
+        self.offensive = load_model() if policy.offensive.enabled else None
         self._actions: dict[tuple[str, str], str] = {}
 
     def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
@@ -90,9 +97,17 @@ class Chain:
             found += check_quality(scan, lowered, words, self.quality, self.refusals)
             conformance, stats = check_conformance(scan, tokens, words, self.task, list(required_words))
             found += conformance
-        found += scan_pii(scan, lowered, self.pii, self.national_ids)
-        found += scan_secrets(scan, lowered, self.secrets)
-        found += scan_injection(scan, lowered, self.injections)
+        folded = fold(scan)
+        folded_lower = lowered if folded.origin is None else folded.text.lower()
+        folded_words = words if folded.origin is None else " ".join(WORD.findall(folded.text)).lower().split()
+        on_folded = scan_pii(folded.text, folded_lower, self.pii, self.national_ids, folded_words)
+        on_folded += scan_secrets(folded.text, folded_lower, self.secrets)
+        on_folded += scan_injection(folded.text, folded_lower, self.injections)
+        if self.offensive is not None:
+            on_folded += scan_offensive(folded.text, folded_words, self.offensive, self.policy.offensive.threshold)
+        if folded.origin is not None:
+            on_folded = [dataclasses.replace(f, span=folded.original_span(f.span)) for f in on_folded]
+        found += on_folded
         found += scan_lexicons(scan, lowered, words, self.lexicons)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]

@@ -65,14 +65,18 @@ CODES: dict[str, tuple[str, str]] = {
     "conformance.too_short": ("CONFORMANCE", "fewer words than the task asks"),
     "conformance.too_long": ("CONFORMANCE", "more words than the task asks"),
     "pii.email": ("PII", "an email address"),
-    "pii.email_obfuscated": ("PII", "an obfuscated email address (name at domain dot com)"),
+    "pii.email_obfuscated": ("PII", "an obfuscated email address (name [at] domain [dot] com, spaced out)"),
     "pii.phone": ("PII", "a phone number"),
+    "pii.phone_obfuscated": ("PII", "a phone number written in words or with odd separators"),
+    "pii.street_address": ("PII", "a street address (house number, street name)"),
     "pii.card": ("PII", "a payment card number (Luhn-valid)"),
     "pii.iban": ("PII", "an IBAN (checksum-valid)"),
     "pii.national_id": ("PII", "a national identity number"),
     "pii.ip_address": ("PII", "an IP address"),
+    "offensive.insult": ("PROFANITY", "a sentence the offensive-language model scores as an insult or harassment"),
     "dedup.exact": ("DUPLICATE", "the same text as an earlier record"),
     "dedup.near": ("DUPLICATE", "nearly the same text as an earlier record (MinHash)"),
+    "dedup.semantic": ("DUPLICATE", "the same content as an earlier record in other words (TF-IDF cosine)"),
     "decontam.ngram_overlap": ("CONTAMINATION", "shares an n-gram with an evaluation text"),
     "judge.unparseable": ("JUDGE", "the judge's answer was not the JSON verdict asked for"),
     "judge.unknown_code": ("JUDGE", "the judge named a category the policy does not know"),
@@ -81,7 +85,7 @@ CODES: dict[str, tuple[str, str]] = {
 }
 
 STAGE_NAMES = (
-    "decoding", "normalisation", "quality", "conformance", "pii", "secrets", "injection", "lexicon",
+    "decoding", "normalisation", "quality", "conformance", "pii", "secrets", "injection", "offensive", "lexicon",
     "dedup", "decontam", "judge",
 )
 

@@ -15,7 +15,8 @@ from distill.errors import ConfigError, RunDirError
 from distill.review.audit import append_entry, read_log
 from distill.review.chain import Chain
 from distill.review.policy import Policy, load_policy
-from distill.review.store import STATE, ReviewedRecord, build_view, read_json, review_dir
+from distill.files import read_json
+from distill.review.store import STATE, ReviewedRecord, build_view, review_dir
 
 
 def reviewer_name(given: str | None) -> str:
@@ -29,7 +30,7 @@ def reviewer_name(given: str | None) -> str:
 
 def review_policy(run_dir: Path) -> Policy:
     """The policy the automatic review ran with (from `RUN/review/state.json`)."""
-    state = read_json(review_dir(run_dir) / STATE)
+    state = read_json(review_dir(run_dir) / STATE, missing=None)
     if state is None:
         raise RunDirError(f"{run_dir} has not been reviewed yet: run `distill review {run_dir}` first")
     return load_policy(state["policy_source"])

@@ -1,5 +1,8 @@
-"""Stage 4: personal data. Emails (also `name [at] domain [dot] com`), phone numbers (validated with
-`phonenumbers`), payment cards (Luhn), IBANs (mod-97), national ids (pattern file), public IP addresses.
+"""Stage 4: personal data. Emails (also `name [at] domain [dot] com`, `bob @ mail . org` and letter by
+letter), phone numbers (validated with `phonenumbers`, also dictated in words or split by odd separators
+next to a word like "call"), street addresses, payment cards (Luhn), IBANs (mod-97), national ids
+(pattern file), public IP addresses. The chain runs this on the folded text (NFKC, no zero-width
+characters, look-alike letters as Latin), so full-width and Cyrillic disguises do not hide anything.
 
 Every hit carries a placeholder (`[EMAIL]`, `[PHONE]`, ...) so a policy can redact instead of reject.
 Documentation placeholders are not personal data: example.com addresses, private and documentation IP
@@ -20,11 +23,24 @@ from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
-_AT = r"(?:\s*[\[({<]\s*at\s*[\])}>]\s*|\s+at\s+)"
-_DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
-_OBFUSCATED = re.compile(
-    rf"\b[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}(com|org|net|edu|gov|io|co|uk|de|fr|in|info|me)\b",
-    re.I,
+_AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*|\s+dot\s+)"
+_TLD = r"(?:com|org|net|edu|gov|io|co|uk|de|fr|in|info|me|us|ca|au)"
+_OBFUSCATED = re.compile(rf"\b[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}{_TLD}\b", re.I)
+# `bob @ mail . org`: an address with spaces around its @ and dots (a known domain ending keeps prose out)
+_SPACED = re.compile(rf"\b[A-Za-z0-9._%+-]+\s*@\s*[A-Za-z0-9-]+(?:\s*\.\s*[A-Za-z0-9-]+)*\s*\.\s*{_TLD}\b")
+# `b o b @ m a i l . o r g`: single characters separated by single spaces
+_LETTER_SPACED = re.compile(r"(?<!\S)(?:\S ){5,}\S(?!\S)")
+# phone numbers written with words or odd separators: `three one two dash four four eight ...`
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9"}
+_DIGIT_TOKEN = r"(?:\d|\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b)"
+_SPELLED_PHONE = re.compile(rf"\+?{_DIGIT_TOKEN}(?:(?:[\s().\-/_*]{{0,3}}|\s*\b(?:dash|hyphen|dot|space)\b\s*){_DIGIT_TOKEN}){{8,14}}", re.I)
+_PHONE_CONTEXT = frozenset("call calls calling phone phones text texting ring dial number numbers tel telephone mobile "
+                           "cell whatsapp contact reach".split())
+_STREET = re.compile(
+    r"\b\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][a-z]+\.?\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|"
+    r"Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|Square|Highway|Parkway|Row|Gardens)\b\.?"
 )
 _PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/]{0,2}\d){6,14}")
 _CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
@@ -65,18 +81,19 @@ def _placeholder_domain(domain: str, placeholders: frozenset[str]) -> bool:
     return any(domain == p or domain.endswith("." + p) for p in placeholders)
 
 
-def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[Pattern]) -> list[Finding]:
+def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[Pattern], words: list[str] = ()) -> list[Finding]:
+    """`text` is the folded text (see `distill.review.folding`); `words` its lower-cased words."""
     found: list[Finding] = []
     kinds = settings.kinds
-    if "email" in kinds and "@" in text:
-        for match in _EMAIL.finditer(text):
-            if not _placeholder_domain(match.group(1), settings.placeholder_domains):
-                found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
-    if "email" in kinds and "dot" in lowered and ("at" in lowered):
-        for match in _OBFUSCATED.finditer(text):
-            found.append(finding("pii", "pii.email_obfuscated", match.span(), match.group(), "[EMAIL]"))
+    if "email" in kinds:
+        found += _emails(text, lowered, settings.placeholder_domains)
+    if "phone" in kinds and not _PHONE_CONTEXT.isdisjoint(words):
+        found += _spelled_phones(text, settings.phone_regions)
     if not _DIGIT.search(text):
         return found  # every other kind has digits
+    if "street_address" in kinds:
+        for match in _STREET.finditer(text):
+            found.append(finding("pii", "pii.street_address", match.span(), match.group(), "[ADDRESS]"))
     if "card" in kinds:
         found += _cards(text)
     if "iban" in kinds:
@@ -91,6 +108,63 @@ def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[
         taken = [f.span for f in found]
         found += _phones(text, settings.phone_regions, taken)
     return found
+
+
+def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Finding]:
+    found = []
+    if "@" in text:
+        for match in _EMAIL.finditer(text):
+            if not _placeholder_domain(match.group(1), placeholders):
+                found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
+    claimed = [f.span for f in found]
+    hidden_dot = "dot" in lowered or "[.]" in text or "(.)" in text or "{.}" in text or "<.>" in text
+    regexes = ((_OBFUSCATED,) if hidden_dot and ("at" in lowered or "@" in text) else ()) + ((_SPACED,) if "@" in text else ())
+    if regexes:
+        for regex in regexes:
+            for match in regex.finditer(text):
+                plain = _EMAIL.fullmatch(re.sub(r"\s+", "", match.group()))
+                if regex is _SPACED and (plain is None or " " not in match.group()
+                                         or _placeholder_domain(plain.group(1), placeholders)):
+                    continue  # an ordinary address (reported above, or a placeholder)
+                if not any(s < match.end() and match.start() < e for s, e in claimed):
+                    claimed.append(match.span())
+                    found.append(finding("pii", "pii.email_obfuscated", match.span(), match.group(), "[EMAIL]"))
+    if "@" in text:
+        for run in _LETTER_SPACED.finditer(text):
+            collapsed = run.group().replace(" ", "")
+            email = _EMAIL.search(collapsed)
+            if email and not _placeholder_domain(email.group(1), placeholders) and not any(s < run.end() and run.start() < e for s, e in claimed):
+                found.append(finding("pii", "pii.email_obfuscated", run.span(), collapsed, "[EMAIL]"))
+    return found
+
+
+def _spelled_phones(text: str, regions: tuple[str, ...]) -> list[Finding]:
+    """Numbers dictated in words or with unusual separators, next to a word like "call" or "phone"."""
+    found = []
+    for match in _SPELLED_PHONE.finditer(text):
+        raw = match.group()
+        if _PHONE_CANDIDATE.fullmatch(raw.strip()):
+            continue  # an ordinary number: `_phones` validates it
+        digits = "".join(_DIGIT_WORDS.get(token.lower(), token) for token in re.findall(_DIGIT_TOKEN, raw, re.I))
+        candidates = ["+" + digits] if raw.startswith("+") else [digits, "+" + digits]
+        for candidate in candidates:
+            number = _parse_phone(candidate, regions)
+            if number is not None:
+                where = phonenumbers.region_code_for_number(number)
+                found.append(finding("pii", "pii.phone_obfuscated", match.span(), f"{raw.strip()} ({where})", "[PHONE]"))
+                break
+    return found
+
+
+def _parse_phone(digits: str, regions: tuple[str, ...]) -> phonenumbers.PhoneNumber | None:
+    for region in (None,) if digits.startswith("+") else regions:
+        try:
+            number = phonenumbers.parse(digits, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return number
+    return None
 
 
 def _cards(text: str) -> list[Finding]:

@@ -28,7 +28,7 @@ from distill.review.verdict import Decision
 from distill.spec import located_problems
 
 Share = Annotated[float, Field(ge=0, le=1)]
-PiiKind = Literal["email", "phone", "card", "iban", "national_id", "ip_address"]
+PiiKind = Literal["email", "phone", "street_address", "card", "iban", "national_id", "ip_address"]
 
 
 class Strict(BaseModel):
@@ -62,7 +62,8 @@ class Conformance(Strict):
 
 
 class Pii(Strict):
-    kinds: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "national_id", "ip_address"])
+    kinds: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "street_address", "card", "iban", "national_id",
+                                                          "ip_address"])
     phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"])
     placeholder_domains: list[str] = Field(
         default_factory=lambda: ["example.com", "example.org", "example.net", "example", "test", "invalid", "localhost"]
@@ -75,11 +76,20 @@ class PatternCheck(Strict):
     patterns: str  # a file under safety/patterns/
 
 
+class Offensive(Strict):
+    """Insults and harassment, scored per sentence by the model shipped in alt-profanity-check."""
+
+    enabled: bool = True
+    threshold: Share = 0.95  # a sentence at least this likely to be offensive is reported
+
+
 class Dedup(Strict):
     enabled: bool = True
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.8  # estimated Jaccard of word shingles
     num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
     shingle_words: Annotated[int, Field(ge=1, le=16)] = 5
+    semantic: bool = True  # also compare by meaning (TF-IDF cosine), which catches reworded copies
+    semantic_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
     opening_words: Annotated[int, Field(ge=1, le=20)] = 4
     max_opening_share: Share = 0.1  # openings used by more records than this are reported
 
@@ -116,6 +126,7 @@ class Policy(Strict):
     pii: Pii = Field(default_factory=Pii)
     secrets: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="secrets"))
     injection: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="injection"))
+    offensive: Offensive = Field(default_factory=Offensive)
     lexicons: list[str] = Field(default_factory=list)  # files under safety/lexicons/ (without .yaml)
     dedup: Dedup = Field(default_factory=Dedup)
     decontam: Decontam = Field(default_factory=Decontam)

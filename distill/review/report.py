@@ -34,6 +34,7 @@ def summarise(view: list[ReviewedRecord], policy: Policy, corpus: dict[str, Any]
         "categories": dict(categories.most_common()),
         "human_actions": sum(r.human is not None for r in view),
         "duplicates": len(corpus.get("duplicates", [])),
+        "duplicates_by_kind": dict(Counter(d["kind"] for d in corpus.get("duplicates", []))),
         "contaminated": len(corpus.get("overlaps", [])),
         "openings": corpus.get("openings", []),
     }
@@ -50,6 +51,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append("by category: " + ", ".join(f"{k} {v}" for k, v in summary["categories"].items()))
     for code, count in summary["reasons"].items():
         lines.append(f"  {count:6d}  {code:32s} {describe(code)}")
+    if summary.get("duplicates_by_kind"):
+        lines.append("duplicates by dedup: " + ", ".join(f"{kind} {count}" for kind, count in summary["duplicates_by_kind"].items())
+                     + " (exact text, MinHash near copies, TF-IDF reworded copies)")
     for item in summary["openings"]:
         if item["over"]:
             lines.append(f"opening {item['opening']!r} starts {item['share']:.0%} of records ({item['count']})")
@@ -143,6 +147,10 @@ def write_report(review: Path, view: list[ReviewedRecord], summary: dict[str, An
     for title, table in (("Stages", summary["stages"]), ("Categories", summary["categories"])):
         parts.append(f"<h2>{title}</h2><table>" + "".join(
             f"<tr><td>{e(k)}</td><td>{v}</td><td>{e(CATEGORIES.get(k, ''))}</td></tr>" for k, v in table.items()) + "</table>")
+    if summary.get("duplicates_by_kind"):
+        parts.append("<h2>Duplicates, by the dedup that found them</h2><table>" + "".join(
+            f"<tr><td>{e(kind)}</td><td>{count}</td><td>{e(describe('dedup.' + kind))}</td></tr>"
+            for kind, count in summary["duplicates_by_kind"].items()) + "</table>")
     if summary["openings"]:
         parts.append("<h2>Most common openings</h2><table>" + "".join(
             f"<tr><td>{e(o['opening'])}</td><td>{o['count']}</td><td>{o['share']:.1%}</td><td>{'over-represented' if o['over'] else ''}</td></tr>"

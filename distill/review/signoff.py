@@ -3,61 +3,33 @@
 A reviewer grades a random sample of the records the review keeps; distill computes an upper
 confidence bound on the share of defective records in the whole kept set and refuses sign-off when
 the bound is above the policy's `max_defect_rate`. The bound is the one-sided exact Clopper-Pearson
-bound, computed here from the binomial distribution (no scipy): the largest defect rate p for which
-seeing at most the observed number of defects still has probability >= 1 - confidence. With no
-defects it is 1 - (1 - confidence)^(1/n): 59 clean samples bound the rate below 5% at 95%.
+bound (`scipy.stats.beta`): the largest defect rate p for which seeing at most the observed number of
+defects still has probability >= 1 - confidence. With no defects it is 1 - (1 - confidence)^(1/n):
+59 clean samples bound the rate below 5% at 95%.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from distill.errors import RunDirError
+from distill.files import read_json, write_json_atomic
 from distill.review.audit import append_entry
 from distill.review.policy import Policy
-from distill.rundir import write_atomic
 
 METHOD = "one-sided Clopper-Pearson exact binomial upper bound"
 
 
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space so n in the thousands is fine."""
-    if p <= 0:
-        return 1.0
-    if p >= 1:
-        return 1.0 if k >= n else 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
-
-
 def upper_bound(defects: int, n: int, confidence: float = 0.95) -> float:
     """Clopper-Pearson one-sided upper bound on the defect rate after `defects` in `n` samples."""
-    if n <= 0:
-        return 1.0
-    if defects >= n:
-        return 1.0
-    alpha = 1.0 - confidence
-    if defects == 0:
-        return 1.0 - alpha ** (1.0 / n)
-    low, high = defects / n, 1.0
-    for _ in range(100):  # bisection: binomial_cdf falls as p rises
-        mid = (low + high) / 2
-        if binomial_cdf(defects, n, mid) > alpha:
-            low = mid
-        else:
-            high = mid
-    return high
+    from scipy.stats import beta
 
-
-def _write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if n <= 0 or defects >= n:
+        return 1.0
+    return float(beta.ppf(confidence, defects + 1, n - defects))
 
 
 def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: str, seed: int | None = None) -> dict:
@@ -65,7 +37,7 @@ def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: s
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     ids = sorted(random.Random(seed).sample(sorted(kept_ids), min(size, len(kept_ids))))
     sample = {"seed": seed, "ids": ids, "drawn_by": reviewer, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write_json(review_dir / "sample.json", sample)
+    write_json_atomic(review_dir / "sample.json", sample)
     append_entry(review_dir, reviewer=reviewer, action="sample", ids=ids, after={"seed": seed, "size": len(ids)})
     return sample
 
@@ -79,7 +51,7 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     if pending:
         raise RunDirError(f"{pending} records still wait for a human decision; accept or reject them "
                           "(`distill review RUN list --status pending`, `apply-reason CODE reject`) before signing off")
-    sample = json.loads(sample_path.read_text())
+    sample = read_json(sample_path)
     outside = sorted(set(defective) - set(sample["ids"]))
     if outside:
         raise RunDirError(f"records {outside} are not in the drawn sample; grade only sampled records ({sample_path})")
@@ -104,7 +76,7 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
                          ids=decision["defective"], after={k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")})
     if decision["accepted"]:
-        _write_json(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
+        write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
     return decision
 
 
@@ -122,7 +94,7 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
         "view_digest": view_digest,
     }
     entry = append_entry(review_dir, reviewer="auto", action="signoff", after={"auto": True, "policy": policy.name})
-    _write_json(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
+    write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
     return decision
 
 
@@ -133,8 +105,7 @@ def read_sample(review_dir: Path) -> dict[str, Any] | None:
 
 
 def read_signoff(review_dir: Path) -> dict[str, Any] | None:
-    path = review_dir / "signoff.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(review_dir / "signoff.json", missing=None)
 
 
 def signoff_current(signoff: dict[str, Any], view_digest: str) -> bool:

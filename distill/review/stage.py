@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError
+from distill.files import append_jsonl, read_json, write_json_atomic
 from distill.providers.protocol import Provider
 from distill.review.audit import append_entry
 from distill.review.chain import Chain
@@ -30,8 +31,8 @@ from distill.review.judge import Judge, judge_all
 from distill.review.policy import Policy
 from distill.review.signoff import auto_sign_off, read_signoff, signoff_current
 from distill.review.store import (
-    CORPUS, DERIVED, JUDGE, RECORDS, STATE, append_lines, build_view, load_rows, read_json, read_judge,
-    read_verdicts, review_dir, verdict_line, view_digest, write_json,
+    CORPUS, DERIVED, JUDGE, RECORDS, STATE, build_view, load_rows, read_judge, read_verdicts, review_dir, verdict_line,
+    view_digest,
 )
 from distill.review.text_checks import finding
 from distill.review.verdict import SEVERITY, Finding
@@ -63,7 +64,7 @@ def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, 
     if close_judge and judge is not None and not judged:
         asyncio.run(judge.aclose())
     view = build_view(run_dir, rows)
-    summary = summarise(view, policy, read_json(review / CORPUS) or {})
+    summary = summarise(view, policy, read_json(review / CORPUS, missing=None) or {})
     summary["judge"] = _judge_note(policy, judge, judge_model, review)
     if computed or judged:
         append_entry(review, reviewer=reviewer, action="auto_review",
@@ -75,7 +76,7 @@ def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, 
         print("review: signed off automatically (reviewer 'auto'): the policy allows it; no human graded a sample", file=sys.stderr)
     signoff = read_signoff(review)
     summary["signoff"] = {**signoff, "current": signoff_current(signoff, digest)} if signoff else None
-    write_json(review / "summary.json", summary)
+    write_json_atomic(review / "summary.json", summary)
     write_report(review, view, summary)
     return summary
 
@@ -99,7 +100,7 @@ def _fingerprint(policy: Policy, task: TaskConformance | None, eval_files: list[
 
 
 def _reset_if_changed(review: Path, policy: Policy, task, eval_files, rows, reviewer: str) -> None:
-    state = read_json(review / STATE)
+    state = read_json(review / STATE, missing=None)
     fingerprint = _fingerprint(policy, task, list(eval_files), rows)
     if state and state.get("fingerprint") != fingerprint:
         changed = [k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]]
@@ -108,7 +109,7 @@ def _reset_if_changed(review: Path, policy: Policy, task, eval_files, rows, revi
             (review / name).unlink(missing_ok=True)
         append_entry(review, reviewer=reviewer, action="reset_automatic", note=f"changed: {', '.join(changed)}")
     source = str(policy.source) if policy.source else policy.name
-    write_json(review / STATE, {"policy": policy.name, "policy_source": source, "fingerprint": fingerprint})
+    write_json_atomic(review / STATE, {"policy": policy.name, "policy_source": source, "fingerprint": fingerprint})
 
 
 def _required_words(row: dict, names: tuple[str, ...]) -> list[str]:
@@ -141,9 +142,9 @@ def _cheap_chain(review: Path, chain: Chain, rows: list[dict], progress: bool) -
             batch = todo[start : start + BATCH]
             lines = []
             for row in batch:
-                verdict = chain.check(row["text"], row["prompt"], _required_words(row, names))
+                verdict = chain.check(row.get("raw_text", row["text"]), row["prompt"], _required_words(row, names))
                 lines.append(verdict_line(row["id"], verdict, row["text"], row["prompt"]))
-            append_lines(review / RECORDS, lines)
+            append_jsonl(review / RECORDS, lines)
             bar.advance(task, len(batch))
     return len(todo)
 
@@ -165,10 +166,13 @@ def _corpus_stage(review: Path, policy: Policy, rows: list[dict], eval_files: li
     duplicates = []
     if policy.dedup.enabled:
         duplicates = find_duplicates(ids, texts, threshold=policy.dedup.threshold, num_perm=policy.dedup.num_perm,
-                                     shingle_words=policy.dedup.shingle_words)
+                                     shingle_words=policy.dedup.shingle_words,
+                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None)
         lengths = dict(zip(ids, map(len, texts)))
+        details = {"exact": "same text as record {of}", "near": "{similarity:.0%} similar to record {of} (MinHash)",
+                   "semantic": "says the same as record {of} in other words ({similarity:.0%} TF-IDF cosine)"}
         for dup in duplicates:
-            detail = f"same text as record {dup.of}" if dup.kind == "exact" else f"{dup.similarity:.0%} similar to record {dup.of}"
+            detail = details[dup.kind].format(of=dup.of, similarity=dup.similarity)
             add(dup.record, finding("dedup", f"dedup.{dup.kind}", (0, lengths[dup.record]), detail))
     overlaps = []
     if policy.decontam.enabled and eval_files:
@@ -179,7 +183,7 @@ def _corpus_stage(review: Path, policy: Policy, rows: list[dict], eval_files: li
                                         f"{policy.decontam.ngram}-gram shared with {overlap.source}: {overlap.ngram[:100]!r}"))
     openings = over_represented_openings([r["text"] for r in rows], words=policy.dedup.opening_words,
                                          max_share=policy.dedup.max_opening_share)
-    write_json(review / CORPUS, {
+    write_json_atomic(review / CORPUS, {
         "findings": findings,
         "duplicates": [d.__dict__ for d in duplicates],
         "overlaps": [{"record": o.record, "source": o.source, "ngram": o.ngram} for o in overlaps],
@@ -196,7 +200,7 @@ def _checked(line: dict, row: dict) -> str:
 def _judge_stage(review: Path, judge: Judge, rows: list[dict], concurrency: int, progress: bool, close: bool) -> int:
     """Judge every record the cheaper stages did not reject and the judge has not answered yet."""
     verdicts = read_verdicts(review)
-    corpus = read_json(review / CORPUS) or {}
+    corpus = read_json(review / CORPUS, missing=None) or {}
     rejected = {item["id"] for item in corpus.get("findings", []) if item["finding"]["action"] == "reject"}
     done = set(read_judge(review))
     todo = [
@@ -209,7 +213,7 @@ def _judge_stage(review: Path, judge: Judge, rows: list[dict], concurrency: int,
         task = bar.add_task("judge", total=len(todo))
 
         def store(record: int, result) -> None:
-            append_lines(review / JUDGE, [{
+            append_jsonl(review / JUDGE, [{
                 "id": record, "status": result.status, "rationale": result.rationale, "answer": result.answer[:2000],
                 "findings": [Finding(**{**f.__dict__, "action": judge.policy.action_for(f.code, f.category)}).to_json()
                              for f in result.findings],
@@ -245,8 +249,7 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
     """What a spec says about its review: the policy (a built-in name or a file beside the spec), the
     judge (`safety.judge`, else the teacher; none for replay and offline teachers, which are not
     models that can judge), and the files to decontaminate against (`safety.decontaminate` and
-    `evaluation.extra_texts`)."""
-    from distill.providers.factory import make_provider
+    `evaluation.extra_texts`). The judge is a `Teacher` reference; `review_with_settings` connects it."""
     from distill.review.policy import spec_policy
     from distill.spec import Teacher
 
@@ -258,25 +261,31 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
     use_judge = judge and policy.judge.enabled and teacher.provider not in ("replay", "offline")
     return {
         "policy": policy,
-        "judge": make_provider(teacher, spec_dir=loaded.directory) if use_judge else None,
+        "judge": teacher if use_judge else None,
         "judge_model": teacher.model,
+        "spec_dir": loaded.directory,
         "eval_files": [loaded.directory / p for p in [*spec.safety.decontaminate, *spec.evaluation.extra_texts]],
         "offline_teacher": spec.teacher.provider == "offline",
     }
 
 
-def review_with_settings(run_dir: Path, settings: dict[str, Any], *, auto_signoff: bool, progress: bool = True) -> dict[str, Any]:
-    return run_review(run_dir, policy=settings["policy"], judge=settings["judge"], judge_model=settings["judge_model"],
-                      eval_files=settings["eval_files"], auto_signoff=auto_signoff, progress=progress, close_judge=True)
+def review_with_settings(run_dir: Path, settings: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+    """Connect the judge (a missing key fails here) and review. Signs off automatically only when the
+    policy allows it and the data came from the offline stand-in (the quickstart)."""
+    from distill.providers.factory import make_provider
+
+    judge = settings["judge"] and make_provider(settings["judge"], spec_dir=settings["spec_dir"])
+    return run_review(run_dir, policy=settings["policy"], judge=judge, judge_model=settings["judge_model"],
+                      eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings), progress=progress,
+                      close_judge=True)
 
 
-def review_stage(run_dir: Path, loaded) -> str | None:
-    """`distill run`'s review step for a loaded spec. Signs off automatically only when the policy
-    allows it and the data came from the offline stand-in (the quickstart). Returns a one-line
-    summary, or None when the dataset now waits for a human sign-off."""
-    settings = spec_review_settings(loaded)
-    auto = settings["policy"].auto_signoff and settings["offline_teacher"]
-    summary = review_with_settings(run_dir, settings, auto_signoff=auto)
+def review_auto_signoff(settings: dict[str, Any]) -> bool:
+    return settings["policy"].auto_signoff and settings["offline_teacher"]
+
+
+def summary_line(summary: dict[str, Any]) -> str | None:
+    """`distill run`'s one line on a review, or None when the dataset now waits for a human sign-off."""
     status = summary["status"]
     line = f"{status['kept'] + status['redacted']} kept, {status['pending']} pending, {status['rejected']} rejected"
     signoff = summary.get("signoff")

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.errors import RunDirError
+from distill.files import read_json, read_jsonl
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
-from distill.rundir import write_atomic
 
 RECORDS = "records.jsonl"
 CORPUS = "corpus.json"
@@ -34,14 +34,6 @@ DERIVED = (RECORDS, CORPUS, JUDGE, "summary.json")
 
 def review_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "review"
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def load_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -63,33 +55,28 @@ def load_rows(run_dir: Path) -> list[dict[str, Any]]:
         row.setdefault("prompt", "")
         row["prompt"] = row["prompt"] or ""
         row["text"] = row["text"] or ""
+    _restore_undecodable(dataset, rows)
     return [r for r in rows if r.get("status", "ok") == "ok"]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _restore_undecodable(dataset: Any, rows: list[dict[str, Any]]) -> None:
+    """A record whose teacher answer had bytes that are not UTF-8 shows U+FFFD in `text`; its step marked
+    `invalid_utf8` keeps the answer exactly. The review checks that one (`raw_text`), so the decoding
+    check sees the bad bytes."""
+    suspects = [i for i, row in enumerate(rows) if "\ufffd" in row["text"]]
+    if not suspects or "steps" not in dataset.column_names:
+        return
+    for i, steps in zip(suspects, dataset.select(suspects)["steps"]):
+        for step in json.loads(steps or "[]"):
+            output = step.get("output")
+            if step.get("invalid_utf8") and isinstance(output, str) and _LONE_SURROGATE.sub("\ufffd", output) == rows[i]["text"]:
+                rows[i]["raw_text"] = output
+
+
 # --- append-only result files ---
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines; a half-written last line (the process died mid-write) is cut off."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    end = raw.rfind(b"\n") + 1
-    if end < len(raw):
-        with open(path, "r+b") as handle:
-            handle.truncate(end)
-    return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
-
-
-def append_lines(path: Path, items: list[dict[str, Any]], *, sync: bool = True) -> None:
-    """Append complete lines. Written lines survive the process being killed; `sync` also waits for
-    the disk (an OS crash), which costs milliseconds, so per-answer appends skip it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
-        handle.flush()
-        if sync:
-            os.fsync(handle.fileno())
 
 
 def verdict_line(record_id: int, verdict: RecordVerdict, text: str, prompt: str) -> dict[str, Any]:
@@ -102,11 +89,11 @@ def verdict_line(record_id: int, verdict: RecordVerdict, text: str, prompt: str)
 
 
 def read_verdicts(review: Path) -> dict[int, dict[str, Any]]:
-    return {line["id"]: line for line in read_lines(review / RECORDS)}
+    return {line["id"]: line for line in read_jsonl(review / RECORDS)}
 
 
 def read_judge(review: Path) -> dict[int, dict[str, Any]]:
-    return {line["id"]: line for line in read_lines(review / JUDGE)}
+    return {line["id"]: line for line in read_jsonl(review / JUDGE)}
 
 
 def corpus_findings(corpus: dict[str, Any] | None) -> dict[int, list[Finding]]:
@@ -150,7 +137,7 @@ def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[
     review = review_dir(run_dir)
     rows = load_rows(run_dir) if rows is None else rows
     verdicts = read_verdicts(review)
-    corpus = corpus_findings(read_json(review / CORPUS))
+    corpus = corpus_findings(read_json(review / CORPUS, missing=None))
     judged = read_judge(review)
     records: dict[int, ReviewedRecord] = {}
     for row in rows:

@@ -22,7 +22,7 @@ import ray
 
 from distill.errors import DistillError
 from distill.prompts import PromptRenderer
-from distill.rundir import RunDir, fingerprint
+from distill.rundir import RunDir
 from distill.scale.ray_budget import SharedLimiter, shared_limiter
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.cache import AnswerCache
@@ -65,7 +65,7 @@ def generate_on_ray(loaded: LoadedSpec, run: RunDir, *, address: str | None = No
     connect(address)
     count = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
     renderer = PromptRenderer(loaded)
-    run.start_stage("generate", fingerprint(loaded.fingerprint(), renderer.template_hashes))
+    run.start_stage("generate")
     limiter = shared_limiter(loaded.spec.teacher)
     options = {"max_cost_usd": max_cost_usd, "prices_path": prices_path, "backoff_base_s": backoff_base_s}
     task = generate_shard.options(**shard_resources(loaded.spec.teacher))

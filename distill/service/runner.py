@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from distill.rundir import stage_completed
 from distill.spec import LoadedSpec
 
 STATUS_OF_STAGE = {"generate": "generating", "review": "reviewing", "train": "training", "eval": "evaluating",
@@ -96,7 +97,7 @@ def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in STAGES:
         stage = manifest.get("stages", {}).get(name, {})
-        done = manifest.get("pipeline", {}).get(name) is not None
+        done = stage_completed(manifest, name)
         out[name] = {"state": "done" if done else stage.get("state", "pending"), "seconds": stage.get("seconds"),
                      "counts": stage.get("counts", {})}
     log = run_dir / "generate" / "records.jsonl"
@@ -110,7 +111,7 @@ def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
 def bundle_archive(run_dir: Path) -> Path | None:
     """The released bundle's tar.gz, once the release stage (and so the gate) has passed."""
     manifest = read_manifest(run_dir)
-    if manifest.get("pipeline", {}).get("release") is None:
+    if not stage_completed(manifest, "release"):
         return None
     bundle = Path(manifest["stages"]["release"]["bundle"])
     archive = bundle.parent / f"{bundle.name}.tar.gz"
@@ -140,7 +141,7 @@ def dataset_archive(run_dir: Path) -> Path | None:
     """The reviewed dataset as the student trained on it (the records the review kept), as JSONL."""
     from distill.review.store import build_view
 
-    if read_manifest(run_dir).get("pipeline", {}).get("train") is None:
+    if not stage_completed(read_manifest(run_dir), "train"):
         return None
     path = run_dir / "service-dataset.jsonl"
     if not path.is_file():

@@ -60,15 +60,14 @@ class Redactor:
         self.chain = Chain(load_policy(policy))
 
     def redact(self, text: str) -> tuple[str, list[str]]:
-        from distill.review.pii import scan_pii
-        from distill.review.secrets import scan_secrets
+        """(text with every personal-data and secret hit replaced by its placeholder, the hits' codes)."""
         from distill.review.verdict import apply_redactions
 
-        lowered = text.lower()
-        found = scan_pii(text, lowered, self.chain.pii, self.chain.national_ids)
-        found += scan_secrets(text, lowered, self.chain.secrets)
-        redacted = apply_redactions(text, [dataclasses.replace(f, action="redact", field="text") for f in found])
-        return (text if redacted is None else redacted), sorted({f.code for f in found})
+        verdict = self.chain.check(text)
+        hits = [dataclasses.replace(f, action="redact") for f in verdict.reasons
+                if f.category in ("PII", "SECRET") and f.field == "text"]
+        redacted = apply_redactions(verdict.checked_text, hits)
+        return (verdict.checked_text if redacted is None else redacted), sorted({f.code for f in hits})
 
 
 class CaptureLog:

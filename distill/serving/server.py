@@ -35,14 +35,39 @@ def open_bundle(bundle: str | Path, *, max_batch: int = 64):
     return ServedModel(f"{manifest['name']}-{manifest['version']}", engine, created)
 
 
+def open_deployment(path: Path, *, max_batch: int = 64):
+    """(models, choose) for a deployment file: each route's bundle, and a picker that sends a request
+    for the deployment's name to a route with probability percent/100 (a route's own id picks it)."""
+    import random
+
+    from distill.coldstart.promote import read_deployment
+
+    deployment = read_deployment(path)
+    models = [open_bundle(route["bundle"], max_batch=max_batch) for route in deployment["routes"]]
+    weights = [route["percent"] for route in deployment["routes"]]
+    by_id = {m.id: m for m in models}
+
+    def choose(requested: str):
+        if requested == deployment["name"]:
+            return random.choices(models, weights)[0]
+        return by_id.get(requested)
+
+    return models, choose, deployment["name"]
+
+
 def serve(bundle: Path, *, host: str, port: int, api_key: str | None, capture=None, max_batch: int = 64) -> None:
     import uvicorn
 
     from distill.serving.api import api_key_check, create_app
 
-    served = open_bundle(bundle, max_batch=max_batch)
-    app = create_app([served], authorize=api_key_check(api_key) if api_key else None, capture=capture)
+    if bundle.is_file() and bundle.suffix == ".json":
+        models, choose, name = open_deployment(bundle, max_batch=max_batch)
+    else:
+        models, choose = [open_bundle(bundle, max_batch=max_batch)], None
+        name = models[0].id
+    app = create_app(models, authorize=api_key_check(api_key) if api_key else None, capture=capture, choose=choose)
     auth = "Bearer key required" if api_key else "NO authentication (pass --api-key or set DISTILL_SERVE_API_KEY)"
     where = f"capturing {capture.rate:.0%} of requests to {capture.path}" if capture else "capture off"
-    print(f"serving {served.id} on http://{host}:{port}/v1 ({auth}; {where})", file=sys.stderr)
+    print(f"serving {name} ({', '.join(m.id for m in models)}) on http://{host}:{port}/v1 ({auth}; {where})",
+          file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.providers.protocol import ProviderFault, TeacherReply, TeacherRequest
-from distill.rundir import write_json_atomic
+from distill.files import write_json_atomic
 from distill.synthesis.engine import Engine
 from distill.synthesis.records import Pending
 

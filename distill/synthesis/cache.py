@@ -9,7 +9,8 @@ SQLite in WAL mode: several processes (shards) may write at once, and a `kill -9
 either the whole answer or nothing. Two tables: `answers` holds usable answers (the provider finished
 normally); `unusable` remembers answers that were paid for but cannot be used (truncated at max_tokens,
 refused) so a re-run records the same failure instead of paying for it again. Provider faults (5xx,
-timeouts) are never stored: a re-run tries those requests again.
+timeouts) are never stored: a re-run tries those requests again. An answer with lone surrogates (bytes
+that were not UTF-8) is stored as a BLOB of its `surrogatepass` encoding and read back unchanged.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def cache_key(provider: str, request: TeacherRequest) -> str:
         "json_schema": request.json_schema,
         "record_index": request.record_index,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: a prompt can quote an earlier answer that carried undecodable bytes
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,16 @@ class AnswerCache:
                                f"FROM {table} WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        return CachedAnswer(TeacherReply(row[0], row[1], row[2], row[3], row[4]), row[5], row[6])
+        text = row[0].decode("utf-8", "surrogatepass") if isinstance(row[0], bytes) else row[0]
+        return CachedAnswer(TeacherReply(text, row[1], row[2], row[3], row[4]), row[5], row[6])
 
     def _put(self, table: str, key: str, reply: TeacherReply, cost_usd: float, reason: str) -> None:
         # OR IGNORE: the first answer stored for a key wins, so concurrent shards agree on it.
         fields = asdict(reply)
+        try:
+            fields["text"].encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (undecodable bytes kept as they came): stored as bytes
+            fields["text"] = fields["text"].encode("utf-8", "surrogatepass")
         self._db.execute(
             f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, fields["text"], fields["finish_reason"], fields["input_tokens"], fields["output_tokens"],

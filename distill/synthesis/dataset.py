@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem
-from distill.rundir import replace_dir
+from distill.files import replace_dir
 
 COLUMNS = ("id", "variables", "steps", "prompt", "text", "status", "failure_reason", "teacher_provider",
            "teacher_model", "input_tokens", "output_tokens", "cost_usd", "cache_key", "template_hashes")

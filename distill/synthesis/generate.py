@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem
-from distill.rundir import RunDir, fingerprint
+from distill.rundir import RunDir
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
 from distill.synthesis.cache import AnswerCache
@@ -85,9 +84,8 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
     walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
     provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
     whole_run = shard == (0, 1)
-    inputs = fingerprint(loaded.fingerprint(), walker.renderer.template_hashes)
     if whole_run:
-        run.start_stage("generate", inputs)
+        run.start_stage("generate")
     indices = shard_indices(spec.records, shard)
     log = RecordLog(log_path(generate_dir, shard))
     spent_before = cache.total_cost()
@@ -145,8 +143,6 @@ def finish_generate(loaded: LoadedSpec, run: RunDir, tally: Tally, *, total: int
     if complete:
         if not whole_run:
             run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
-            run.manifest["stages"].setdefault("generate", {})["fingerprint"] = fingerprint(
-                loaded.fingerprint(), json.loads(template_hashes))
         run.finish_stage("generate", counts=counts)
     elif whole_run:
         reason = "the spending cap was reached" if tally.stopped_by_cap else "records are missing"

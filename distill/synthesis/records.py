@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,7 +57,11 @@ class RecordWalker:
     """Builds requests and rows for one spec against one cache. `faults` holds this run's provider
     faults by cache key (requests that kept failing); they fail the record but are not remembered."""
 
-    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str):
+    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str,
+                 given: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None):
+        """`given[i]` = (variables, step outputs) that record i takes as they are instead of sampling or
+        asking the teacher (real inputs captured from users, for `distill coldstart`)."""
+        self.given = given or {}
         self.spec = loaded.spec
         self.renderer = PromptRenderer(loaded)
         self.schemas = [step_json_schema(loaded, i) for i in range(len(self.spec.steps))]
@@ -74,11 +79,16 @@ class RecordWalker:
 
     def advance(self, index: int) -> dict[str, Any] | Pending:
         """Record `index`'s finished row, or the request it needs next."""
-        variables = self.renderer.sampler.sample(index)
+        given_variables, given_outputs = self.given.get(index, ({}, {}))
+        variables = {**self.renderer.sampler.sample(index), **given_variables}
         outputs: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         spent = _Spent()
         for k, step in enumerate(self.spec.steps):
+            if step.name in given_outputs:
+                outputs[step.name] = given_outputs[step.name]
+                steps.append({"name": step.name, "messages": [], "output": outputs[step.name], "given": True})
+                continue
             rendered = self.renderer.render_step(k, index, variables, outputs)
             request = TeacherRequest(rendered.messages, self.model, self.params[k], self.schemas[k],
                                      record_index=index, step=step.name, custom_id=f"r{index}-s{k}")
@@ -86,8 +96,10 @@ class RecordWalker:
             if isinstance(outcome, Pending):
                 return outcome
             output, failure = outcome
-            steps.append({"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages],
-                          "output": output})
+            entry = {"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages], "output": output}
+            if _LONE_SURROGATE.search(output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)):
+                entry["invalid_utf8"] = True  # kept as it came; the review's decoding check decides
+            steps.append(entry)
             if failure is not None:
                 return self._row(index, variables, steps, outputs, spent, failure=f"step {step.name!r}: {failure}")
             outputs[step.name] = output
@@ -133,12 +145,13 @@ class RecordWalker:
              spent: _Spent, *, failure: str | None = None) -> dict[str, Any]:
         target = outputs.get(self.spec.target_step)
         ok = failure is None
+        text = (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else ""
         return {
             "id": index,
             "variables": json.dumps(variables, ensure_ascii=False, sort_keys=True, default=str),
-            "steps": json.dumps(steps, ensure_ascii=False),
-            "prompt": self.renderer.render_student_input(index, variables, outputs) if ok else "",
-            "text": (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else "",
+            "steps": json_text(steps),
+            "prompt": valid_text(self.renderer.render_student_input(index, variables, outputs)) if ok else "",
+            "text": valid_text(text),
             "status": "ok" if ok else "failed",
             "failure_reason": failure or "",
             "teacher_provider": self.provider_name,
@@ -149,6 +162,24 @@ class RecordWalker:
             "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
             "template_hashes": self.template_hashes,
         }
+
+
+# Teacher answers can carry lone surrogates: bytes that were not UTF-8 in a replay file (kept by
+# `surrogateescape`) or a `\ud800` escape in a server's JSON. Rows must stay valid UTF-8 (the log and
+# the Arrow dataset refuse anything else), so `text` and `prompt` show U+FFFD there, and `steps` keeps
+# the answer exactly, escaped, on a step marked `invalid_utf8` (see `distill.review.store.load_rows`).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def json_text(value: Any) -> str:
+    """JSON that keeps non-ASCII text readable and writes lone surrogates as `\\udcXX` escapes, so the line
+    is valid UTF-8 and loads back to exactly the same strings."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:

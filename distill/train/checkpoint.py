@@ -17,7 +17,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from distill.rundir import replace_dir, write_json_atomic
+from distill.files import replace_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"

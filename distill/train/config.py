@@ -1,8 +1,9 @@
 """The training stage's settings: one flat, validated model.
 
-The task spec splits these over two sections, `student` (what to train) and `training` (how long and
-how); `train_config_from_spec` flattens them. Everything is checked before the first tokenizer merge or
-training step, and every problem is reported at once, named by its spec key.
+`TrainConfig` has the fields of the spec's `student` (what to train) and `training` (how long and how)
+sections side by side; they are declared, with their bounds, defaults and comments, in `distill.spec`
+only. Everything is checked before the first tokenizer merge or training step, and every problem is
+reported at once, named by its spec key.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from distill.errors import ConfigError, Problem
+from distill.spec import Student, Training, flat_settings
 
 # Fields that change nothing about the trained weights: they may differ between a run and its resume.
 RUNTIME_FIELDS = frozenset(
@@ -25,76 +27,11 @@ RUNTIME_FIELDS = frozenset(
 # The peak learning rate when the spec names none, by optimizer.
 DEFAULT_LEARNING_RATE = {"muon": 4e-3, "adamw": 2e-3}
 
-# Flat field -> where it lives in the spec (the rest are under `training:`).
-STUDENT_FIELDS = {
-    "preset": "student.preset",
-    "custom": "student.custom",
-    "base_model": "student.base_model",
-    "tokenizer_vocab": "student.tokenizer_vocab",
-    "context_length": "student.context_length",
-    "lora": "student.lora",
-    "lora_r": "student.lora.r",
-    "lora_alpha": "student.lora.alpha",
-    "lora_dropout": "student.lora.dropout",
-    "lora_target_modules": "student.lora.target_modules",
-}
 
-
-class TrainConfig(BaseModel):
-    """How to train the student. Defaults train the `small` preset from scratch for 10 minutes."""
+class _TrainRules(BaseModel):
+    """What TrainConfig checks and settles beyond each field's own bounds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # --- what to train ---
-    preset: str = "small"  # a name in distill.train.presets.PRESETS, or "custom"
-    custom: dict[str, Any] = Field(default_factory=dict)  # LlamaConfig fields, for preset "custom"
-    base_model: Path | None = None  # a local model directory to fine-tune instead of training from scratch
-    lora: bool = False  # with base_model: train LoRA adapters (True) or every weight (False)
-    lora_r: int = Field(8, gt=0)
-    lora_alpha: int = Field(16, gt=0)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | None = None  # None: every linear layer but the output head
-    tokenizer_vocab: int = Field(4096, ge=256, le=65536)  # from scratch only; a base model brings its own
-    context_length: int = Field(256, ge=16, le=8192)
-    chat_template: str | None = None  # instruct: Jinja chat template; None: the base model's, else ours
-    dropout: float = Field(0.0, ge=0, lt=1)  # attention dropout (a Llama block has no other); 0.1 on small data
-
-    # --- optimisation ---
-    batch_size: int = Field(16, gt=0)  # sequences per micro-batch per process
-    grad_accum: int = Field(1, gt=0)  # micro-batches per optimizer step
-    optimizer: Literal["auto", "adamw", "muon"] = "auto"  # auto: muon from scratch, adamw for a base model
-    learning_rate: float | None = Field(None, gt=0)  # peak; None: 4e-3 with Muon, 2e-3 with AdamW. Fine-tuning
-    #   a pretrained base wants ~1e-4 (full) to ~5e-4 (LoRA)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # the cosine decays to learning_rate * min_lr_ratio
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.1, ge=0)  # on matrices only, never on norms and biases
-    muon_momentum: float = Field(0.95, ge=0, lt=1)
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.95, ge=0, lt=1)
-    grad_clip: float = Field(1.0, gt=0)
-
-    # --- budget: training ends when the first one set runs out; none set means 10 minutes ---
-    max_steps: int | None = Field(None, gt=0)
-    max_tokens: int | None = Field(None, gt=0)
-    max_minutes: float | None = Field(None, gt=0)
-
-    # --- validation, checkpoints, logging ---
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    val_split: Literal["random", "tail"] = "random"  # tail: the last examples, in the order given
-    eval_every: int = Field(100, gt=0)  # optimizer steps
-    eval_max_texts: int | None = Field(None, gt=0)  # cap on validation texts for evals during training
-    early_stopping_patience: int | None = Field(None, gt=0)  # evals without improvement before stopping
-    checkpoint_every: int = Field(200, gt=0)  # optimizer steps
-    keep_checkpoints: int = Field(2, gt=0)
-    log_every: int = Field(10, gt=0)
-
-    # --- runtime ---
-    seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
-    compile: bool = False  # torch.compile the forward and loss
-    num_threads: int | None = Field(None, gt=0)  # CPU threads for torch; None: torch's default
-    peak_flops: float | None = Field(None, gt=0)  # for MFU; None: measure the matmul peak at start
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed
 
     @model_validator(mode="before")
     @classmethod
@@ -114,7 +51,7 @@ class TrainConfig(BaseModel):
         return fields
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> "_TrainRules":
         if self.lora and self.base_model is None:
             raise ValueError("lora needs base_model (a local model directory)")
         if self.custom and self.preset != "custom":
@@ -144,6 +81,12 @@ class TrainConfig(BaseModel):
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
 
 
+TrainConfig = flat_settings(
+    "TrainConfig", __name__, "How to train the student: the spec's `student` and `training` sections side by side.",
+    Student, Training, rules=_TrainRules)
+STUDENT_FIELDS = {name: f"student.{name}" for name in Student.model_fields}  # the rest are under `training:`
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What `train_student` produced. `model_dir` loads with plain transformers."""
@@ -163,20 +106,12 @@ class TrainResult:
 
 def train_config_from_spec(student: dict[str, Any], training: dict[str, Any], *, spec_dir: Path,
                            file: Path | None = None) -> TrainConfig:
-    """Flatten the spec's `student` and `training` sections into a TrainConfig.
-
-    `student.lora` is a mapping (r, alpha, dropout, target_modules) or null; `student.base_model` is
-    resolved against `spec_dir`. Problems are raised as one ConfigError, each named by its spec key.
-    """
-    flat: dict[str, Any] = {k: v for k, v in student.items() if k != "lora"}
-    lora = student.get("lora")
-    if lora is not None:
-        flat["lora"] = True
-        flat.update({f"lora_{k}": v for k, v in lora.items()})
-    if flat.get("base_model") is not None:
-        flat["base_model"] = (spec_dir / flat["base_model"]).resolve()
-    flat.update(training)
-    return make_train_config(flat, file=file)
+    """The spec's `student` and `training` sections as one TrainConfig; `student.base_model` is resolved
+    against `spec_dir`. Problems are raised as one ConfigError, each named by its spec key."""
+    student = dict(student)
+    if student.get("base_model") is not None:
+        student["base_model"] = (spec_dir / student["base_model"]).resolve()
+    return make_train_config({**student, **training}, file=file)
 
 
 def make_train_config(fields: dict[str, Any], *, file: Path | None = None) -> TrainConfig:
@@ -188,5 +123,6 @@ def make_train_config(fields: dict[str, Any], *, file: Path | None = None) -> Tr
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
             key = STUDENT_FIELDS.get(field, f"training.{field}" if field else "student")
+            key += "".join(f".{part}" for part in error["loc"][1:] if isinstance(part, str))
             problems.append(Problem(error["msg"], file=file, key=key))
         raise ConfigError(*problems) from None

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from distill.errors import ConfigError, Problem, RunDirError
-from distill.rundir import write_json_atomic
+from distill.files import write_json_atomic
 
 Kind = Literal["text", "instruct"]
 IGNORE = -100  # target id that cross_entropy skips

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -31,7 +32,7 @@ from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.bpb import bits_per_byte
-from distill.rundir import fingerprint as stable_fingerprint, write_json_atomic
+from distill.files import fingerprint as stable_fingerprint, write_json_atomic
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
 from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
@@ -42,8 +43,10 @@ from distill.train.presets import count_parameters, model_config
 from distill.train.tokenizer import load_or_train_tokenizer
 
 
-def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, kind: Kind) -> TrainResult:
-    """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`."""
+def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, kind: Kind,
+                  replace_other: bool = False) -> TrainResult:
+    """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`.
+    A folder that holds a training with other inputs is refused, or with `replace_other` cleared first."""
     out_dir = Path(out_dir)
     inputs_fingerprint = _check_inputs(examples, config, kind)
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
@@ -59,7 +62,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
-        _claim(out_dir, inputs_fingerprint, config, kind)
+        _claim(out_dir, inputs_fingerprint, config, kind, replace_other)
         split = load_or_make_split(out_dir / "split.json", examples, val_fraction=config.val_fraction,
                                    mode=config.val_split, seed=config.seed)
         train_examples = [examples[i] for i in split.train]
@@ -354,9 +357,11 @@ def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
     return TrainResult(**stored)
 
 
-def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str) -> None:
+def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str, replace_other: bool) -> None:
     """Record what this folder trains; refuse to resume a run that trained something else."""
     path = out_dir / "run.json"
+    if path.is_file() and replace_other and json.loads(path.read_text())["fingerprint"] != inputs_fingerprint:
+        shutil.rmtree(out_dir)
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored["fingerprint"] == inputs_fingerprint:

@@ -38,10 +38,10 @@ def load_base_model(config: TrainConfig):
 
 def lora_config(config: TrainConfig) -> LoraConfig:
     return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",  # peft leaves the output head out
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules or "all-linear",  # peft leaves the output head out
         task_type="CAUSAL_LM",
     )
 

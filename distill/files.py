@@ -1,0 +1,104 @@
+"""Reading, writing and hashing the files stages hand off through.
+
+Writes are atomic (readers see the old content or the new, never half of it); JSON is written sorted and
+indented so the same value gives the same bytes; files are hashed by content with `hashlib.file_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Swap a finished directory in under `target`: readers see the old one or the new one, and a crash
+    never leaves a half-written directory under the real name."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def json_text(value: Any) -> str:
+    """The one JSON layout distill writes: sorted keys, two-space indent, a final newline."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_atomic(path, json_text(value))
+
+
+def read_json(path: Path, *, missing: Any = ...) -> Any:
+    """A JSON file's value; `missing` is returned for a file that does not exist (default: raise)."""
+    path = Path(path)
+    if missing is not ... and not path.exists():
+        return missing
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The complete lines of an append-only JSONL file ([] when it is missing). A half-written last
+    line (the writer died mid-line) is cut off the file, so the next append starts on a clean line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    if end < len(raw):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, values: Iterable[Any], *, sync: bool = True) -> None:
+    """Append complete lines. Written lines survive the process being killed; `sync` also waits for
+    the disk (an OS crash), which costs milliseconds, so per-answer appends skip it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(value, ensure_ascii=False) + "\n" for value in values))
+        handle.flush()
+        if sync:
+            os.fsync(handle.fileno())
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable sha256 of JSON-serialisable values."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def tree_sha256(folder: Path) -> str | None:
+    """One sha256 over every file under `folder` (relative paths and contents); None when it is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\0".encode())
+    return digest.hexdigest()

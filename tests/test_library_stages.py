@@ -1,0 +1,41 @@
+"""The stages as library calls: explicit inputs, an output folder, flat settings; no spec object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distill.evaluate.stage import EvalSettings, EvalTask, evaluate
+from distill.review import reviewed_examples, run_review
+from distill.review.policy import load_policy
+from distill.synthesis.dataset import write_dataset
+from distill.train import TrainConfig, train_student
+from test_train_data import stories
+from test_train_loop import TINY
+
+
+def test_dataset_to_evaluated_student_through_library_calls(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    rows = [{"id": i, "variables": "{}", "steps": "[]", "prompt": "", "text": text, "status": "ok", "failure_reason": "",
+             "teacher_provider": "offline", "teacher_model": "offline-stand-in", "input_tokens": 1, "output_tokens": 1,
+             "cost_usd": 0.0, "cache_key": f"k{i}", "template_hashes": "{}"} for i, text in enumerate(stories(40))]
+    write_dataset(rows, run_dir / "dataset")  # the generate stage's hand-off
+
+    policy = load_policy("general")
+    summary = run_review(run_dir, policy=policy, progress=False)
+    kept = reviewed_examples(run_dir)
+    assert summary["status"]["kept"] == len(kept) > 20
+
+    config = TrainConfig(**{**TINY, "max_steps": 4, "eval_every": 2, "checkpoint_every": 4})
+    trained = train_student(kept, run_dir / "train", config, kind="text")
+    assert trained.steps == 4 and (trained.model_dir / "config.json").is_file()
+
+    val_ids = set(json.loads((run_dir / "train" / "split.json").read_text())["val"])
+    heldout = [{**e, "variables": {}} for e in kept if e["id"] in val_ids]
+    settings = EvalSettings(prompts=2, samples_per_prompt=1, max_new_tokens=8, probe_samples=1, batch_size=4)
+    task = EvalTask(name="library/run", kind="text", context_length=config.context_length, policy=policy)
+    result = evaluate(trained.model_dir, heldout, run_dir / "eval", settings, task)
+    assert result["heldout_examples"] == len(heldout) and result["bpb"]["validation"]["bits_per_byte"] > 0
+    assert result["grading"] is None and result["probes"]["summary"]["overall"]["completions"] > 0
+    assert json.loads((run_dir / "eval" / "eval.json").read_text())["run_name"] == "library/run"
+    assert (run_dir / "eval" / "report.html").is_file()
