@@ -100,8 +100,7 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
 
 def read_sample(review_dir: Path) -> dict[str, Any] | None:
     """The drawn sample (seed, ids, who drew it), or None before a draw."""
-    path = review_dir / "sample.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(review_dir / "sample.json", missing=None)
 
 
 def read_signoff(review_dir: Path) -> dict[str, Any] | None:
