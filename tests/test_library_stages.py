@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 
 from distill.evaluate.stage import EvalSettings, EvalTask, evaluate
+from distill.release import ReleaseInputs, release_gate, verify, write_release
+from distill.release.sources import read_dataset, read_eval, read_model_files, read_review
 from distill.review import reviewed_examples, run_review
 from distill.review.policy import load_policy
+from distill.spec import Release
 from distill.synthesis.dataset import write_dataset
 from distill.train import TrainConfig, train_student
 from test_train_data import stories
 from test_train_loop import TINY
 
 
-def test_dataset_to_evaluated_student_through_library_calls(tmp_path: Path) -> None:
+def test_dataset_to_released_bundle_through_library_calls(tmp_path: Path, monkeypatch) -> None:
     run_dir = tmp_path / "run"
     rows = [{"id": i, "variables": "{}", "steps": "[]", "prompt": "", "text": text, "status": "ok", "failure_reason": "",
              "teacher_provider": "offline", "teacher_model": "offline-stand-in", "input_tokens": 1, "output_tokens": 1,
@@ -39,3 +42,15 @@ def test_dataset_to_evaluated_student_through_library_calls(tmp_path: Path) -> N
     assert result["grading"] is None and result["probes"]["summary"]["overall"]["completions"] > 0
     assert json.loads((run_dir / "eval" / "eval.json").read_text())["run_name"] == "library/run"
     assert (run_dir / "eval" / "report.html").is_file()
+
+    # Nobody signed the review off: releasing anyway takes the development override, stamped in the bundle.
+    monkeypatch.setenv("DISTILL_ALLOW_GATE_OVERRIDE", "1")
+    inputs = ReleaseInputs(name="library", kind="text", release=Release(version="0.0.1"),
+                           model_files=read_model_files(trained.model_dir), dataset=read_dataset(run_dir / "dataset"),
+                           review=read_review(run_dir), evaluation=read_eval(run_dir / "eval"),
+                           training=config.model_dump(mode="json"))
+    gate = release_gate(inputs, "library test: no sign-off")
+    assert not gate["passed"] and gate["override"]["reason"] == "library test: no sign-off"
+    bundle = write_release(inputs, tmp_path / "out", gate=gate)
+    assert bundle.name == "library-0.0.1" and verify(bundle).ok
+    assert verify(tmp_path / "out" / "library-0.0.1.tar.gz").ok

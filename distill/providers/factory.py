@@ -51,8 +51,3 @@ def offline_teacher(teacher: Teacher) -> Teacher:
     return teacher.model_copy(update={"provider": "offline", "model": STAND_IN_MODEL, "base_url": None,
                                       "api_key_env": None, "replay": None, "max_cost_usd": None,
                                       "rate_limit": RateLimit()})  # a local stand-in has no provider limits
-
-
-def is_stand_in(provider: str, model: str) -> bool:
-    """Whether output came from the offline stand-in rather than a real teacher (labels cards)."""
-    return provider == "offline" or model == STAND_IN_MODEL

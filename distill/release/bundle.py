@@ -29,33 +29,43 @@ STAGE = "release"
 
 
 def release(run_dir: str | Path, *, override_reason: str | None = None) -> Path:
-    """Gate, then write the bundle directory and its tar.gz. Returns the bundle directory."""
+    """Gate, then write the bundle directory and its tar.gz under RUN/release. Returns the bundle directory."""
     run = RunDir.open(run_dir)
     return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)), override_reason=override_reason)
 
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None) -> Path:
-    """`release` once the stages' files are read."""
-    failures = gate_failures(inputs.review, inputs.evaluation, inputs.spec.release.min_scores)
-    gate = check_gate(failures, override_reason)  # raises when the gate fails and no override is allowed
-    if gate["override"]:
-        print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
-              file=sys.stderr)
-
+    """`release` once the stages' files are read: the bundle, recorded in the run's manifest."""
+    gate = release_gate(inputs, override_reason)  # before the stage starts: a refused release records nothing
     run.start_stage(STAGE)
-    out = run.path / "release"
-    bundle = out / inputs.bundle_name
-    staging = out / f".{inputs.bundle_name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_bundle(inputs, staging, gate=gate)
-    replace_dir(staging, bundle)
-    archive = out / f"{inputs.bundle_name}.tar.gz"
-    write_tar_gz(bundle, archive)
+    bundle = write_release(inputs, run.path / "release", gate=gate)
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
     run.finish_stage(STAGE, counts={"files": sum(1 for p in bundle.rglob("*") if p.is_file()),
                                     "bytes": archive.stat().st_size, "gate_passed": gate["passed"],
                                     "gate_overridden": gate["override"] is not None})
     run.manifest["stages"][STAGE]["bundle"] = str(bundle)
     run.save()
+    return bundle
+
+
+def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> dict[str, Any]:
+    """The gate's verdict; raises ReleaseGateError when it fails and no override is allowed."""
+    failures = gate_failures(inputs.review, inputs.evaluation, inputs.release.min_scores)
+    gate = check_gate(failures, override_reason)
+    if gate["override"]:
+        print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
+              file=sys.stderr)
+    return gate
+
+
+def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any]) -> Path:
+    """The bundle directory and its tar.gz in `out_dir`, swapped in whole. Returns the bundle directory."""
+    bundle = Path(out_dir) / inputs.bundle_name
+    staging = Path(out_dir) / f".{inputs.bundle_name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    write_bundle(inputs, staging, gate=gate)
+    replace_dir(staging, bundle)
+    write_tar_gz(bundle, Path(out_dir) / f"{inputs.bundle_name}.tar.gz")
     return bundle
 
 
@@ -74,8 +84,9 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any]) -
 
     import yaml
 
-    write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
-                 + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
+    if inputs.spec_resolved is not None:
+        write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
+                     + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
     context = card_context(inputs, gate=gate, figures=figures)
     write_atomic(bundle / "README.md", render_model_card(context))
     write_atomic(bundle / "DATASET_CARD.md", render_dataset_card(context))
@@ -83,8 +94,8 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any]) -
     exports = {"onnx": export_onnx(bundle)}
     write_json_atomic(bundle / MANIFEST, {
         "format": MANIFEST_FORMAT,
-        "name": inputs.spec.name,
-        "version": inputs.spec.release.version,
+        "name": inputs.name,
+        "version": inputs.release.version,
         "files": bundle_files(bundle),
         "lineage": lineage(inputs),
         "gate": gate,

@@ -34,12 +34,12 @@ def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[s
         return f"{low:.3f} to {high:.3f}" if low is not None and high is not None else ""
 
     return {
-        "name": inputs.spec.name,
-        "version": inputs.spec.release.version,
+        "name": inputs.name,
+        "version": inputs.release.version,
         "bundle_dir": inputs.bundle_name,
-        "description": inputs.spec.description,
-        "kind": inputs.spec.kind,
-        "license": inputs.spec.release.license,
+        "description": inputs.description,
+        "kind": inputs.kind,
+        "license": inputs.release.license,
         "spec_sha256": inputs.spec_sha256,
         "dataset": inputs.dataset,
         "review": inputs.review,

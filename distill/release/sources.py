@@ -17,7 +17,7 @@ from typing import Any
 
 from distill import __version__
 from distill.errors import Problem, RunDirError
-from distill.spec import Spec
+from distill.spec import Release, Spec
 
 OFFLINE_PROVIDER = "offline"
 # The model files a bundle ships. Weights only as safetensors: a pickle (`*.bin`, `*.pt`) can run code.
@@ -63,23 +63,26 @@ class EvalFacts:
 
 @dataclass(frozen=True)
 class ReleaseInputs:
-    """Everything a release needs, read from one run directory."""
+    """Everything a release needs: read from one run directory by `read_inputs`, or given by a library caller."""
 
-    spec: Spec
-    spec_resolved: dict[str, Any]
-    spec_sha256: str
+    name: str  # the bundle is <name>-<release.version>
+    kind: str  # text or instruct
+    release: Release  # version, license, minimum scores for the gate
     model_files: list[Path]
     dataset: DatasetFacts
     review: ReviewFacts
     evaluation: EvalFacts
     training: dict[str, Any]
-    train_figures: list[Path]
+    train_figures: list[Path] = field(default_factory=list)
+    description: str = ""
+    spec_resolved: dict[str, Any] | None = None  # the task spec, shipped as spec.yaml when given
+    spec_sha256: str | None = None
     stage_input_files: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> file label -> sha256
     distill_version: str = __version__
 
     @property
     def bundle_name(self) -> str:
-        return f"{self.spec.name}-{self.spec.release.version}"
+        return f"{self.name}-{self.release.version}"
 
 
 def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -> ReleaseInputs:
@@ -87,7 +90,10 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
     resolved = _read_json(run_path / "spec.resolved.json", made_by="distill generate")
     spec = Spec.model_validate(resolved)
     return ReleaseInputs(
-        spec=spec,
+        name=spec.name,
+        kind=spec.kind,
+        release=spec.release,
+        description=spec.description,
         spec_resolved=resolved,
         spec_sha256=manifest["spec_sha256"],
         model_files=read_model_files(run_path / "train" / "model"),

@@ -87,7 +87,7 @@ def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[
     kinds = settings.kinds
     if "email" in kinds:
         found += _emails(text, lowered, settings.placeholder_domains)
-    if "phone" in kinds and not _PHONE_CONTEXT.isdisjoint(words):
+    if "phone" in kinds and not _PHONE_CONTEXT.isdisjoint(words) and _enough_digits(text, words):
         found += _spelled_phones(text, settings.phone_regions)
     if not _DIGIT.search(text):
         return found  # every other kind has digits
@@ -136,6 +136,12 @@ def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Findi
             if email and not _placeholder_domain(email.group(1), placeholders) and not any(s < run.end() and run.start() < e for s, e in claimed):
                 found.append(finding("pii", "pii.email_obfuscated", run.span(), collapsed, "[EMAIL]"))
     return found
+
+
+def _enough_digits(text: str, words: list[str]) -> bool:
+    """Nine digits or digit words at least: the cheap test before the spelled-phone regex."""
+    digits = len(_DIGIT.findall(text))
+    return digits >= 9 or digits + sum(1 for word in words if word in _DIGIT_WORDS) >= 9
 
 
 def _spelled_phones(text: str, regions: tuple[str, ...]) -> list[Finding]:

@@ -80,6 +80,7 @@ class BatchEngine:
     def __init__(self, model, tokenizer, *, max_batch: int = 64):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch = max_batch
+        self.device = next(model.parameters()).device
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048))
         self.eos_ids = {tokenizer.eos_token_id} - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -147,6 +148,7 @@ class BatchEngine:
         for row, sequence in enumerate(arrivals):
             ids[row, width - len(sequence.prompt_ids):] = torch.tensor(sequence.prompt_ids)
             mask[row, width - len(sequence.prompt_ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=DynamicCache(),
                          use_cache=True, logits_to_keep=1)
@@ -158,9 +160,9 @@ class BatchEngine:
         self._advance(arrivals, out.logits[:, -1, :], first_row=len(self._running) - len(arrivals))
 
     def _decode(self) -> None:
-        last = torch.tensor([[s.generated[-1]] for s in self._running])
-        self._mask = torch.cat([self._mask, torch.ones((len(self._running), 1), dtype=torch.long)], dim=1)
-        positions = torch.tensor([[len(s.prompt_ids) + len(s.generated) - 1] for s in self._running])
+        last = torch.tensor([[s.generated[-1]] for s in self._running], device=self.device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._running), 1))], dim=1)
+        positions = torch.tensor([[len(s.prompt_ids) + len(s.generated) - 1] for s in self._running], device=self.device)
         out = self.model(input_ids=last, attention_mask=self._mask, position_ids=positions, cache=self._cache,
                          use_cache=True)
         self.steps += 1
@@ -169,7 +171,7 @@ class BatchEngine:
 
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor, *, first_row: int) -> None:
         """Sample one token for each of `sequences` (rows first_row.. of the batch), emit, retire."""
-        logits = logits.float()
+        logits = logits.float().cpu()  # sampling runs on the CPU, with each sequence's own generator
         for sequence, row_logits in zip(sequences, logits):
             token = sample(row_logits, sequence.params, sequence.generator, sequence.pending_logprobs, self.tokenizer)
             sequence.generated.append(token)
@@ -211,7 +213,7 @@ class BatchEngine:
         if not keep:
             self._cache, self._mask = None, None
             return
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.device)
         self._mask = self._mask[index]
         real = self._mask.any(dim=0).nonzero()
         start = int(real[0]) if len(real) else 0  # columns before `start` are padding in every row

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem
+from distill.providers.offline import STAND_IN_MODEL
 from distill.rundir import RunDir
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
@@ -19,7 +20,6 @@ from distill.synthesis.engine import Backoff, Engine, Limiter, RateLimiter, Tall
 from distill.synthesis.progress import GenerateProgress, summary
 from distill.synthesis.records import RecordWalker
 
-STAND_IN_MODEL = "offline-stand-in"
 BATCH_PROVIDERS = ("openai", "anthropic")
 
 
