@@ -6,9 +6,12 @@ and a 3,000 requests/minute limit, 3,000 single-step records:
 1. an uninterrupted run: achieved request rate / the limit (target >= 0.95) and requests sent / unique
    prompts (target 1.00);
 2. a run killed with SIGKILL midway and resumed: requests answered / unique prompts (target 1.00; the
-   only possible extra answers are the requests in flight at the moment of the kill).
+   only possible extra answers are the requests in flight at the moment of the kill);
+3. distributed: the same records over 4 shards as Ray tasks (`--executor ray`) on a two-node Ray
+   cluster on loopback, all pacing themselves through one shared rate budget: achieved rate / the limit
+   (target >= 0.95, with no 429) and requests sent / unique prompts (target 1.00). Needs distill[ray].
 
-    .venv/bin/python benchmarks/synthesis.py [--records 3000] [--rpm 3000] [--latency 0.3]
+    .venv/bin/python benchmarks/synthesis.py [--records 3000] [--rpm 3000] [--latency 0.3] [--parts local,killed,ray]
 """
 
 from __future__ import annotations
@@ -61,12 +64,28 @@ def uninterrupted(server: TeacherServerProcess, folder: Path, args: argparse.Nam
     loaded = load_spec(spec)
     started = time.monotonic()
     result = generate(loaded, RunDir.create(loaded, root=folder / "runs"), show_progress=False)
-    elapsed = time.monotonic() - started
-    stats = server.stats()
+    report("uninterrupted", result, time.monotonic() - started, server.stats(), args)
+
+
+def distributed(server: TeacherServerProcess, folder: Path, args: argparse.Namespace) -> None:
+    from distill.scale.ray_synthesis import generate_on_ray
+    from tests.ray_cluster import LoopbackRayCluster
+
+    spec = write_spec(folder, server.openai_base_url, args.records, args.rpm, args.concurrency)
+    loaded = load_spec(spec)
+    with LoopbackRayCluster(env={"PYTHONPATH": str(REPO), KEY_ENV: "benchmark"}) as cluster:
+        started = time.monotonic()
+        result = generate_on_ray(loaded, RunDir.create(loaded, root=folder / "runs"), address=cluster.address,
+                                 shards=4, show_progress=False)
+        elapsed = time.monotonic() - started
+    report("4 Ray shards on 2 nodes", result, elapsed, server.stats(), args)
+
+
+def report(title: str, result, elapsed: float, stats: dict, args: argparse.Namespace) -> None:
     # The limit is on sending: measure over the window from the first request to the last.
     window = stats["last_request_at"] - stats["first_request_at"]
     rate = (stats["answers"] - 1) / window * 60
-    print(f"uninterrupted: {result.tally.done:,} ok, {result.tally.failed:,} failed in {elapsed:.1f} s "
+    print(f"{title}: {result.tally.done:,} ok, {result.tally.failed:,} failed in {elapsed:.1f} s "
           f"(requests sent over {window:.1f} s); "
           f"{stats['rate_limited']:,} requests refused with 429")
     print(f"  achieved rate / limit: {rate:,.0f} / {args.rpm:,} rpm = {rate / args.rpm:.3f}  (target >= 0.95)")
@@ -101,13 +120,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--rpm", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.3)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=64, help="per process (per shard with Ray)")
+    parser.add_argument("--parts", default="local,killed,ray", help="which of local, killed, ray to run")
     args = parser.parse_args()
     os.environ[KEY_ENV] = "benchmark"
+    parts = {"local": uninterrupted, "killed": killed_and_resumed, "ray": distributed}
     with tempfile.TemporaryDirectory() as tmp, TeacherServerProcess(latency=args.latency, rpm=args.rpm) as server:
-        uninterrupted(server, Path(tmp) / "whole", args)
-        server.reset_stats()
-        killed_and_resumed(server, Path(tmp) / "killed", args)
+        for name in args.parts.split(","):
+            server.reset_stats()
+            parts[name](server, Path(tmp) / name, args)
 
 
 if __name__ == "__main__":

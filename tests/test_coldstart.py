@@ -222,3 +222,18 @@ def test_a_bundle_whose_gate_was_overridden_is_refused(bundles, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PromotionRefused, match="gate"):
         promote(tmp_path / "deployment.json", copy)
+
+
+def test_the_example_beta_traffic_parses_with_the_shipped_support_specs():
+    """examples/coldstart: every beta message, laid out as drive_beta.py sends it, reads back through
+    the support specs' coldstart pattern (the YAML escaping of the regex included)."""
+    repo = Path(__file__).resolve().parents[1]
+    lines = [json.loads(line) for line in (repo / "examples/coldstart/beta_traffic.jsonl").read_text().splitlines()]
+    assert len(lines) >= 40 and len({line["message"] for line in lines}) == len(lines)
+    for name in ("support.yaml", "support-beta.yaml"):
+        spec = load_spec(repo / "specs" / name).spec
+        channels = set(spec.variables["channel"].weights)
+        for line in lines:
+            assert line["channel"] in channels
+            parsed = parse_input(f"Channel: {line['channel']}\nCustomer: {line['message']}", spec.coldstart)
+            assert parsed == ({"channel": line["channel"]}, {"customer_message": line["message"].strip()})

@@ -121,3 +121,16 @@ def test_run_stage_skips_fresh_work_and_records_waiting(spec_folder: Path, capsy
     assert RunDir.open(run.path).stale_reasons("review", review) == ["it waits for a human sign-off"]
     run.start_stage("eval")  # a stage killed while running is not fresh
     assert RunDir.open(run.path).stale_reasons("eval", review) == ["it was interrupted"]
+
+
+def test_run_check_says_what_would_run_and_runs_nothing(spec_folder: Path) -> None:
+    from conftest import run_distill
+
+    checked = run_distill("run", spec_folder / "spec.yaml", "--runs-dir", spec_folder / "runs", "--check", timeout=300)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert checked.stdout.splitlines() == ["generate: it has not run yet", "review: generate runs before it; it has not run yet",
+                                           "train: review runs before it; it has not run yet",
+                                           "eval: train runs before it; it has not run yet",
+                                           "release: eval runs before it; it has not run yet"]
+    assert "5 stage(s) would run" in checked.stderr
+    assert not (spec_folder / "runs" / "fresh" / "main" / "dataset").exists()

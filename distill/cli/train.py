@@ -19,8 +19,20 @@ def train_command(
     tokens: Annotated[Optional[int], typer.Option("--tokens", min=1, help="Train on this many tokens (replaces the spec's budget).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the spec's training.compile).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine), or ray (one task on a Ray cluster node; needs distill[ray]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS, else the one started here).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=0, help="With --executor ray: GPUs for the task, on one node (default: 1 if the cluster has any, else 0).")] = None,
 ) -> None:
     """Train the student on the reviewed dataset into RUN/train (resumes after a crash); prints the result as JSON."""
+    if executor != "local":
+        _train_on_ray(run, executor, ray_address, gpus, minutes=minutes, steps=steps, tokens=tokens, compile=compile,
+                      threads=threads)
+        return
+    if ray_address is not None or gpus is not None:
+        from distill.errors import ConfigError, Problem
+
+        flag = "--ray-address" if ray_address is not None else "--gpus"
+        raise ConfigError(Problem(f"{flag} needs --executor ray", key=flag, hint="add --executor ray"))
     from distill.review import reviewed_examples
     from distill.rundir import RunDir
     from distill.stages import run_stage, train_inputs
@@ -44,6 +56,31 @@ def train_command(
     print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
           f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+
+
+def _train_on_ray(run: Path, executor: str, ray_address: str | None, gpus: int | None, **flags) -> None:
+    """`distill train` with the same flags as one task on a Ray cluster node."""
+    from distill.errors import ConfigError, Problem
+    from distill.rundir import RunDir
+
+    if executor != "ray":
+        raise ConfigError(Problem(f"--executor must be local or ray, not {executor!r}", key="--executor"))
+    RunDir.open(run)  # a run directory: checked here, before joining the cluster
+    args: list[str] = []
+    for name, value in flags.items():
+        if isinstance(value, bool):
+            args.append(f"--{name}" if value else f"--no-{name}")
+        elif value is not None:
+            args += [f"--{name}", str(value)]
+    from distill.scale import import_ray
+
+    import_ray()
+    from distill.scale.ray_training import train_on_ray
+
+    result = train_on_ray(run, args, address=ray_address, gpus=gpus)
+    print(f"trained on the Ray cluster: {result['steps']:,} steps on {result['tokens']:,} tokens "
+          f"({result['stopped_by']}); validation {result['val_bpb']:.3f} bits/byte -> {result['model_dir']}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
 
 
 def sample_command(

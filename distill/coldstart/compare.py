@@ -65,6 +65,8 @@ def compare(v1: Path, v2: Path, heldout: Path, judge, *, max_new_tokens: int = 1
     bpb2, answers2 = student_scores(v2, rows, max_new_tokens=max_new_tokens)
     grades1, grades2, wins = asyncio.run(judge_all(judge, rows, answers1, answers2))
     win_rate = mean_interval(wins)
+    if win_rate["low"] is not None:  # a rate: the t-interval is clipped to [0, 1]
+        win_rate.update(low=max(0.0, win_rate["low"]), high=min(1.0, win_rate["high"]))
     better = bpb2["bits_per_byte"] < bpb1["bits_per_byte"] and (
         win_rate["high"] is None or win_rate["high"] >= 0.5)
     return {

@@ -43,6 +43,9 @@ _STREET = re.compile(
     r"Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|Square|Highway|Parkway|Row|Gardens)\b\.?"
 )
 _PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/]{0,2}\d){6,14}")
+# what a written phone number looks like: international (+44 7700 900123) or with a trunk/area prefix
+# (07700 900123, (555) 123-4567), in two or more groups; bare digit runs (ids, amounts) are not phones
+_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}|\(\d{2,5}\)|0\d{1,5})(?:[ .\-]?\(?\d{2,5}\)?){1,4}(?:[ .\-]\d{2,5})*")
 _CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
@@ -210,6 +213,9 @@ def _phones(text: str, regions: tuple[str, ...], taken: list[tuple[int, int]]) -
         window = text[window_start : end + 4]
         for region in regions:
             matches = list(PhoneNumberMatcher(window, region, leniency=Leniency.VALID))
+            if not matches:  # a number in a range phonenumbers calls invalid (e.g. reserved for drama) still dials
+                matches = [m for m in PhoneNumberMatcher(window, region, leniency=Leniency.POSSIBLE)
+                           if _PHONE_SHAPE.fullmatch(m.raw_string)]
             if matches:
                 number = matches[0]
                 span = (window_start + number.start, window_start + number.end)

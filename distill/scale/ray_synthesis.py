@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 
@@ -37,12 +39,23 @@ API_SHARD_CPUS = 0.25
 SHARD_RETRIES = 3  # a shard whose worker process or node dies is run again this many times
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` (None: $RAY_ADDRESS, else the cluster started on this machine by
-    `ray start`, else a private one-machine cluster). Workers' output stays in Ray's logs."""
-    if not ray.is_initialized():
+@contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Joined to the cluster at `address` for the block (None: $RAY_ADDRESS, else the cluster started on
+    this machine by `ray start`, else a private one-machine cluster), and left after it.
+
+    Workers' output stays in Ray's logs; Ray's own notices to the driver (a worker died, a task is
+    retried), which it prints on stdout, go to stderr, so stdout keeps only distill's data."""
+    if ray.is_initialized():  # a caller that joined already (a benchmark, the service) stays joined
+        yield
+        return
+    with redirect_stdout(sys.stderr):
         ray.init(address=address, namespace="distill", log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)
@@ -62,7 +75,13 @@ def generate_on_ray(loaded: LoadedSpec, run: RunDir, *, address: str | None = No
                     max_cost_usd: float | None = None, prices_path: Path | None = None, show_progress: bool = True,
                     backoff_base_s: float = 1.0) -> GenerateResult:
     """Generate (or resume) every record over `shards` Ray tasks (default: one per CPU of the cluster)."""
-    connect(address)
+    with connected(address):
+        return _generate_on_ray(loaded, run, shards=shards, max_cost_usd=max_cost_usd, prices_path=prices_path,
+                                show_progress=show_progress, backoff_base_s=backoff_base_s)
+
+
+def _generate_on_ray(loaded: LoadedSpec, run: RunDir, *, shards: int | None, max_cost_usd: float | None,
+                     prices_path: Path | None, show_progress: bool, backoff_base_s: float) -> GenerateResult:
     count = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
     renderer = PromptRenderer(loaded)
     run.start_stage("generate")
@@ -90,13 +109,13 @@ def _wait_for_shards(pending: dict[Any, int], generate_dir: Path, count: int, re
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
             for ref in ready:
-                tallies[pending.pop(ref)] = _result(ref)
+                tallies[pending.pop(ref)] = task_result(ref)
             progress.show_finished(min(records, sum(log.count() for log in logs)))
     return [tallies[i] for i in range(count)]
 
 
-def _result(ref: Any) -> Tally:
-    """A shard's tally; a user mistake found on a worker (a missing API key there) is raised as itself."""
+def task_result(ref: Any) -> Any:
+    """A task's result; a user mistake found on a worker (a missing API key there) is raised as itself."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:

@@ -1,5 +1,5 @@
 """Beta users, simulated: send every message of beta_traffic.jsonl to a served student through the
-`openai` SDK, the way a product's backend would (chat completions, some streamed, 4 at a time).
+`openai` SDK, the way a product's backend would (chat completions, some streamed, 8 at a time).
 
     python examples/coldstart/drive_beta.py --base-url http://127.0.0.1:8000/v1 --model lumen-support-beta
 
@@ -27,7 +27,7 @@ async def main() -> None:
     args = parser.parse_args()
     client = openai.AsyncOpenAI(base_url=args.base_url, api_key=os.environ["DISTILL_SERVE_API_KEY"], max_retries=0)
     lines = [json.loads(line) for line in TRAFFIC.read_text().splitlines() if line.strip()]
-    gate = asyncio.Semaphore(4)
+    gate = asyncio.Semaphore(8)
     opted_out = []
 
     async def send(index: int, line: dict) -> None:
@@ -38,13 +38,13 @@ async def main() -> None:
         async with gate:
             if index % 2:
                 stream = await client.chat.completions.create(
-                    model=args.model, messages=[{"role": "user", "content": content}], max_tokens=120,
+                    model=args.model, messages=[{"role": "user", "content": content}], max_tokens=48,
                     temperature=0.7, seed=index, stream=True, extra_headers=headers)
                 async for _ in stream:
                     pass
             else:
                 await client.chat.completions.create(model=args.model, messages=[{"role": "user", "content": content}],
-                                                     max_tokens=120, temperature=0.7, seed=index, extra_headers=headers)
+                                                     max_tokens=48, temperature=0.7, seed=index, extra_headers=headers)
 
     await asyncio.gather(*[send(i, line) for i, line in enumerate(lines)])
     print(f"sent {len(lines)} requests ({len(opted_out)} opted out of capture)")
