@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_distill
-from service_live import LiveServer, small_spec, tar_folder, wait_status
+from service_live import LiveServer, small_spec, tar_folder, wait_for, wait_status
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded machine trains slowly
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,20 @@ def test_spec_naming_a_forbidden_key_variable_is_refused(live) -> None:
     assert problem["key"] == "teacher.api_key_env" and "SERVER_SECRET_KEY" in problem["message"]
 
 
+@pytest.mark.parametrize("teacher, key", [
+    ("provider: openai\n  base_url: http://attacker.example/v1", "teacher.base_url"),
+    ("provider: hf", "teacher.provider"),
+])
+def test_spec_cannot_send_the_servers_key_elsewhere_or_read_its_files(live, teacher, key) -> None:
+    server, tokens, _, spec = live
+    text = spec.read_text().replace("provider: offline", teacher).replace("model: offline-stand-in", "model: gpt-4o-mini")
+    (spec.parent / "hostile.yaml").write_text(text)
+    response = _upload(server, tokens["ann"], "spec.tar.gz", tar_folder(spec.parent), "hostile.yaml")
+    (spec.parent / "hostile.yaml").unlink()
+    assert response.status_code == 422, response.text
+    assert key in [p["key"] for p in response.json()["problems"]]
+
+
 def test_plan_over_the_tenant_spending_cap_is_refused(live) -> None:
     server, tokens, _, spec = live
     text = spec.read_text().replace("provider: offline", "provider: openai").replace("model: offline-stand-in", "model: gpt-4o")
@@ -273,3 +287,16 @@ def test_review_sign_off_download_verify_and_load(live, tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     out = model.generate(**tokenizer("Once upon a time", return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert out.shape[1] > 4
+
+
+def test_cancel_stops_a_running_job(live) -> None:
+    server, tokens, _, spec = live
+    with server.client(tokens["ann"]) as ann:
+        response = ann.post("/v1/jobs", files={"file": ("q.tar.gz", tar_folder(spec.parent))}, data={"spec_path": "quick.yaml"})
+        job_id = response.json()["id"]
+        wait_for(lambda: ann.get(f"/v1/jobs/{job_id}").json()["status"] != "queued", 300, "the job to start", every=0.05)
+        assert ann.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        job = wait_status(ann, job_id, "cancelled", timeout=120)
+        assert job["finished_at"] is not None
+        messages = [e["message"] for e in ann.get(f"/v1/jobs/{job_id}/events").json()["events"]]
+    assert messages[-1] == "job cancelled"

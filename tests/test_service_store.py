@@ -107,3 +107,11 @@ def test_a_lease_is_claimed_once(session, tmp_path: Path) -> None:
     session.execute(update(Job).where(Job.id == job.id).values(lease_until=utcnow() - timedelta(seconds=1)))
     session.commit()  # its executor died: the lease runs out and another takes the job over
     assert claim(session, job.id, "b")
+
+
+def test_cancel_of_a_queued_job_is_immediate(session, tmp_path: Path) -> None:
+    accounts.create_tenant(session, "acme")
+    ann = accounts.create_user(session, "ann", "customer", tenant="acme")
+    job = jobs.submit_job(session, ann, tar_folder(small_spec(tmp_path / "spec").parent), "q.tar.gz", "quick.yaml", tmp_path / "d")
+    jobs.cancel_job(session, job)
+    assert job.status == "cancelled" and job.finished_at is not None and not job.cancel_requested

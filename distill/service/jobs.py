@@ -21,7 +21,7 @@ from distill.errors import DistillError, Problem
 from distill.service import runner
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
-from distill.service.uploads import UploadError, extract_upload, find_spec_file, key_env_problems
+from distill.service.uploads import UploadError, extract_upload, find_spec_file, teacher_problems
 
 ACTIVE = ("generating", "reviewing", "training", "evaluating", "releasing")
 RUNNABLE = ("queued", *ACTIVE)  # what an executor picks up (a dead executor's jobs resume from their run dir)
@@ -67,7 +67,7 @@ def check_upload(session: Session, tenant: Tenant, data: bytes, filename: str, s
     if spec_text is not None:
         spec_file.write_text(spec_text, encoding="utf-8")
     checked = runner.check_and_plan(spec_file)
-    problems = key_env_problems(checked.loaded.spec, tenant.allowed_key_envs, str(spec_file))
+    problems = teacher_problems(checked.loaded.spec, tenant.allowed_key_envs, spec_file)
     if problems:
         raise UploadError(*problems)
     remaining = None

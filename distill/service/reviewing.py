@@ -38,9 +38,31 @@ def matches(record: ReviewedRecord, query: ReviewQuery) -> bool:
     return True
 
 
+VIEWS_KEPT = 16
+_VIEWS: dict[Path, tuple[tuple, list[ReviewedRecord]]] = {}
+VIEW_FILES = ("dataset/dataset_info.json", "dataset/state.json", "review/state.json", "review/records.jsonl",
+              "review/corpus.json", "review/judge.jsonl", "review/audit.jsonl")
+
+
+def current_view(run_dir: Path) -> list[ReviewedRecord]:
+    """The reviewed view, rebuilt only when one of the files it is made from changed (listing pages of
+    records must not reload the dataset each time). Callers must not modify the records."""
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                  for p in (run_dir / name for name in VIEW_FILES))
+    cached = _VIEWS.get(run_dir)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    view = build_view(run_dir)
+    _VIEWS.pop(run_dir, None)
+    _VIEWS[run_dir] = (stamp, view)
+    while len(_VIEWS) > VIEWS_KEPT:
+        del _VIEWS[next(iter(_VIEWS))]  # the least recently rebuilt
+    return view
+
+
 def find_records(run_dir: Path, query: ReviewQuery) -> list[ReviewedRecord]:
     require_review(run_dir)
-    return [r for r in build_view(run_dir) if matches(r, query)]
+    return [r for r in current_view(Path(run_dir)) if matches(r, query)]
 
 
 def record_out(record: ReviewedRecord) -> RecordOut:

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from distill.errors import DistillError, Problem
 from distill.spec import Spec
+from distill.validate import _is_hub_id as is_hub_id
 
 MAX_UPLOAD_BYTES = 20 << 20
 MAX_MEMBERS = 500
@@ -132,17 +133,31 @@ def find_spec_file(folder: Path, spec_path: str | None) -> Path:
     return tops[0]
 
 
-def key_env_problems(spec: Spec, allowed: list[str], spec_file: str) -> list[Problem]:
-    """A spec may only name API-key variables the admin allowed for its tenant (the keys live on the server)."""
+def teacher_problems(spec: Spec, allowed_key_envs: list[str], spec_file: Path) -> list[Problem]:
+    """What an uploaded spec may not ask of the server: API-key variables the admin did not allow for the
+    tenant (the keys live on the server), a `base_url` (it would send the server's key elsewhere), a
+    local `hf` model (a path on the server), or replay data outside the upload."""
     problems = []
-    references = [("teacher", spec.teacher.provider, spec.teacher.api_key_env)]
+    references = [("teacher", spec.teacher)]
     if spec.safety.judge is not None:
-        references.append(("safety.judge", spec.safety.judge.provider, spec.safety.judge.api_key_env))
-    for key, provider, env in references:
-        name = env or DEFAULT_KEY_ENVS.get(provider)
-        if name is not None and name not in allowed:
+        references.append(("safety.judge", spec.safety.judge))
+    for key, teacher in references:
+        name = teacher.api_key_env or DEFAULT_KEY_ENVS.get(teacher.provider)
+        if name is not None and name not in allowed_key_envs:
             problems.append(Problem(f"the API key variable {name!r} is not allowed for this tenant", file=spec_file,
                                     key=f"{key}.api_key_env", hint="ask the operator to allow it, or use another teacher"))
+        if teacher.base_url is not None:
+            problems.append(Problem("a submitted spec cannot set base_url: the server's teachers are the operator's",
+                                    file=spec_file, key=f"{key}.base_url", hint="remove base_url"))
+        if teacher.provider == "hf":
+            problems.append(Problem("a submitted spec cannot use a local hf model on the server", file=spec_file,
+                                    key=f"{key}.provider", hint="use openai, anthropic, replay or offline"))
+    replay = spec.teacher.replay
+    if replay is not None and not is_hub_id(replay.path):
+        folder = spec_file.parent.resolve()
+        if Path(replay.path).is_absolute() or not (folder / replay.path).resolve().is_relative_to(folder):
+            problems.append(Problem(f"replay data {replay.path!r} is outside the uploaded folder", file=spec_file,
+                                    key="teacher.replay.path", hint="upload the data with the spec"))
     return problems
 
 

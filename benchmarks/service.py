@@ -1,0 +1,138 @@
+"""The service's latency and overhead, measured in one run on this machine:
+
+1. `distill run SPEC` (the reference wall time),
+2. the same spec through `distill serve` (submit -> succeeded; the overhead is the ratio to 1),
+3. another job of it, with 50 concurrent clients polling job status and record listing while it
+   trains: p50/p99 latency of each route.
+
+Targets: status p99 under 100 ms, overhead under 5%.
+
+    .venv/bin/python benchmarks/service.py [--spec specs/tinystories-quickstart.yaml] [--records N --max-steps N] [--clients 50]
+
+`--records 300 --max-steps 60` runs the quickstart at a size that takes a few minutes in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from service_live import LiveServer, tar_folder, wait_for, wait_status  # noqa: E402  (the tests' live server)
+
+
+def prepare_spec(spec: Path, records: int | None, max_steps: int | None, folder: Path) -> Path:
+    """A copy of the spec's folder (so both runs read identical files), optionally made smaller."""
+    shutil.copytree(spec.parent, folder, ignore=shutil.ignore_patterns("runs", ".*"))
+    copy = folder / spec.name
+    text = copy.read_text()
+    if records:
+        text = re.sub(r"^records: \d+", f"records: {records}", text, flags=re.M)
+    if max_steps:
+        text = re.sub(r"^  max_minutes: [\d.]+", f"  max_steps: {max_steps}", text, flags=re.M)
+    copy.write_text(text)
+    return copy
+
+
+def reference_run(spec: Path, runs: Path) -> float:
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "distill", "run", str(spec), "--runs-dir", str(runs)], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        sys.exit(f"distill run failed:\n{done.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def submit(server: LiveServer, token: str, spec: Path) -> tuple[str, float]:
+    with server.client(token) as client:
+        started = time.monotonic()
+        response = client.post("/v1/jobs", files={"file": ("spec.tar.gz", tar_folder(spec.parent))}, data={"spec_path": spec.name})
+        response.raise_for_status()
+        return response.json()["id"], started
+
+
+async def hammer(url: str, token: str, job_id: str, clients: int, seconds: float) -> dict[str, list[float]]:
+    routes = {"status": f"/v1/jobs/{job_id}", "records": f"/v1/jobs/{job_id}/records?limit=50"}
+    latencies: dict[str, list[float]] = {name: [] for name in routes}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60) as client:
+        async def one(index: int) -> None:
+            name = "status" if index % 2 == 0 else "records"
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                response = await client.get(routes[name])
+                latencies[name].append(time.perf_counter() - started)
+                response.raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(clients)))
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=REPO / "specs" / "tinystories-quickstart.yaml")
+    parser.add_argument("--records", type=int, help="generate this many records instead of the spec's count")
+    parser.add_argument("--max-steps", type=int, help="train this many steps instead of the spec's time budget")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the clients poll during training")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="distill-bench-service-"))
+    try:
+        spec = prepare_spec(args.spec.resolve(), args.records, args.max_steps, work / "spec")
+        print(f"spec: {args.spec} (records {args.records or 'as given'}, steps {args.max_steps or 'as given'}); "
+              f"this machine: {os.cpu_count()} CPUs", file=sys.stderr)
+        direct = reference_run(spec, work / "runs")
+        print(f"distill run:           {direct:7.1f} s", file=sys.stderr)
+
+        (work / "data").mkdir()
+        server = LiveServer(work / "data")
+        server.admin("tenant", "bench")
+        token = server.admin("user", "customer", "--role", "customer", "--tenant", "bench")
+        server.start()
+        try:
+            job_id, started = submit(server, token, spec)
+            with server.client(token) as client:
+                wait_status(client, job_id, "succeeded", timeout=7200)
+            through = time.monotonic() - started
+            print(f"through the service:   {through:7.1f} s", file=sys.stderr)
+
+            job_id, _ = submit(server, token, spec)
+            with server.client(token) as client:
+                wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "training", 3600, "training", every=0.2)
+            latencies = asyncio.run(hammer(server.url, token, job_id, args.clients, args.seconds))
+            with server.client(token) as client:
+                still = client.get(f"/v1/jobs/{job_id}").json()["status"]
+        finally:
+            server.stop()
+        print(f"\n{'':24}{'value':>10}  target", flush=True)
+        print(f"{'overhead (service/run)':24}{through / direct:>10.3f}  < 1.05  ({through:.1f} s vs {direct:.1f} s)")
+        for name, values in latencies.items():
+            p50, p99 = percentile(values, 50) * 1000, percentile(values, 99) * 1000
+            target = "p99 < 100 ms" if name == "status" else "-"
+            print(f"{name + ' p50 / p99 (ms)':24}{p50:>5.0f} /{p99:>4.0f}  {target}  ({len(values)} requests, "
+                  f"{args.clients} clients, job {'training' if still == 'training' else 'was ' + still + ' at the end'})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
