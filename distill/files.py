@@ -55,7 +55,7 @@ def read_json(path: Path, *, missing: Any = ...) -> Any:
     path = Path(path)
     if missing is not ... and not path.exists():
         return missing
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_file(path, shape=object)
 
 
 def read_jsonl(path: Path) -> list[Any]:
@@ -69,7 +69,17 @@ def read_jsonl(path: Path) -> list[Any]:
     if end < len(raw):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    return [json.loads(line) for line in raw[:end].decode("utf-8").splitlines() if line.strip()]
+    values = []
+    for number, line in enumerate(raw[:end].decode("utf-8", errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                from distill.errors import Problem, RunDirError
+
+                raise RunDirError(Problem(f"corrupt line: {exc.msg}", file=path, line=number, column=exc.colno,
+                                          hint="restore the file from a copy, or delete it to recompute it")) from None
+    return values
 
 
 def append_jsonl(path: Path, values: Iterable[Any], *, sync: bool = True) -> None:
@@ -102,3 +112,23 @@ def tree_sha256(folder: Path) -> str | None:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\0".encode())
     return digest.hexdigest()
+
+
+def read_json_file(path: Path, *, made_by: str | None = None, shape: type = dict) -> Any:
+    """A JSON file a stage wrote; a missing, corrupt or wrong-shaped one is a located RunDirError."""
+    from distill.errors import Problem, RunDirError
+
+    fix = f"re-run `{made_by}` to rewrite it" if made_by else "restore it from a copy"
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(Problem("missing", file=path, hint=fix)) from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(Problem(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno,
+                                  hint=fix)) from None
+    except UnicodeDecodeError:
+        raise RunDirError(Problem("not UTF-8 text (binary or corrupt)", file=path, hint=fix)) from None
+    if not isinstance(value, shape):
+        raise RunDirError(Problem(f"wrong shape: expected a JSON {'object' if shape is dict else shape.__name__}, "
+                                  f"found {type(value).__name__}", file=path, hint=fix))
+    return value

@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 from distill import stages
 from distill.errors import Problem, RunDirError
-from distill.rundir import RunDir
+from distill.keys import check_spec_secrets
+from distill.rundir import RunDir, run_path
+from distill.runlock import run_lock
 from distill.spec import LoadedSpec
 
 STAGES = stages.STAGES
@@ -60,13 +62,22 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
                  override_reason: str | None = None, show_progress: bool = True,
                  on_stage: Callable[[str], None] | None = None) -> RunSummary:
     """Run every stage that is not fresh. `loaded` carries any command-line overrides already;
-    `on_stage(name)` is told before each stage that runs (the service turns it into the job's status)."""
-    run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
+    `on_stage(name)` is told before each stage that runs (the service turns it into the job's status).
+    Holds the run's lock throughout: a second command on the same run fails at once."""
+    check_spec_secrets(loaded)  # before anything is written under runs_dir
+    with run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id)):
+        return _run_stages(RunDir.create(loaded, root=runs_dir, run_id=run_id), loaded, override_reason,
+                           show_progress, on_stage)
+
+
+def _run_stages(run: RunDir, loaded: LoadedSpec, override_reason: str | None, show_progress: bool,
+                on_stage: Callable[[str], None] | None) -> RunSummary:
     summary = RunSummary(run.path)
     upstream_ran = None
     for name, inputs_of, work in _steps(loaded, run, override_reason, show_progress):
         started = time.monotonic()
-        ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=True, upstream_ran=upstream_ran,
+        intact = _output_intact(name, run)
+        ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=intact, upstream_ran=upstream_ran,
                                        on_start=(lambda name=name: on_stage(name)) if on_stage else None)
         if ran and detail is None:
             summary.waiting_for = _waiting_message(run)
@@ -77,6 +88,20 @@ def run_pipeline(loaded: LoadedSpec, *, runs_dir: Path = Path("runs"), run_id: s
     if summary.waiting_for is None:
         summary.bundle = Path(RunDir.open(run.path).stage("release").get("bundle", "")) or None
     return summary
+
+
+def _output_intact(name: str, run: RunDir) -> bool:
+    """A stage counts as done only while what it wrote is still whole: a release whose bundle no longer
+    verifies (deleted, or left without its weights) is written again even when its inputs are unchanged."""
+    if name != "release":
+        return True
+    from distill.release import verify
+
+    bundle = RunDir.open(run.path).stage("release").get("bundle")
+    intact = bool(bundle) and verify(Path(bundle)).ok
+    if not intact and bundle:
+        stages.say(f"[release] the bundle {bundle} does not verify: it is written again")
+    return intact
 
 
 def stale_stages(loaded: LoadedSpec, run: RunDir, *, override_reason: str | None = None) -> dict[str, list[str]]:
@@ -121,11 +146,15 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
 def _generate(loaded: LoadedSpec, run: RunDir, show_progress: bool) -> str:
     from distill.synthesis import generate
 
+    from distill.synthesis.progress import usd
+
     result = generate(loaded, run, show_progress=show_progress)
     if not result.complete:
-        raise RunDirError(Problem("generation stopped before every record was done", file=run.path,
-                                  hint="see the summary above (spending cap?); run again to resume"))
-    return f"{result.tally.done} records, ${result.spent_total_usd:.2f} spent"
+        why = result.tally.aborted or ("the spending cap was reached" if result.tally.stopped_by_cap else "records are missing")
+        stages.say(result.summary)
+        raise RunDirError(Problem(f"generation stopped before every record was done: {why}", file=run.path,
+                                  hint="fix the cause, then run again to resume"))
+    return f"{result.tally.done} records, {usd(result.spent_total_usd)} spent"
 
 
 def _review(run: RunDir, settings: dict[str, Any]) -> str | None:

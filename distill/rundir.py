@@ -9,6 +9,7 @@ re-run, inspected or resumed on its own. The manifest is only ever replaced atom
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -16,9 +17,11 @@ from typing import Any, Literal
 from distill import __version__
 from distill.errors import Problem, RunDirError
 from distill.files import file_sha256, write_atomic, write_json_atomic
+from distill.keys import check_spec_secrets
 from distill.spec import LoadedSpec, Spec, load_spec
 
 MANIFEST = "manifest.json"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one folder name: no '/', no '..', not absolute
 StageState = Literal["running", "done", "failed", "waiting"]
 
 
@@ -33,7 +36,8 @@ class RunDir:
     def create(cls, loaded: LoadedSpec, *, root: Path = Path("runs"), run_id: str = "main") -> "RunDir":
         """Create (or reopen) the run directory for a spec. Reopening with a changed spec is fine:
         stages notice through their fingerprints and redo only what changed."""
-        path = (root / loaded.spec.name / run_id).resolve()
+        path = run_path(loaded.spec.name, root=root, run_id=run_id)
+        check_spec_secrets(loaded)  # a key pasted into the spec must not be copied into the run
         existing = path / MANIFEST
         manifest = cls._read_manifest(existing) if existing.exists() else {"stages": {}, "created": _now()}
         if manifest.get("spec_name", loaded.spec.name) != loaded.spec.name:
@@ -62,13 +66,25 @@ class RunDir:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunDirError(Problem(f"manifest is corrupt: {exc}", file=path)) from None
+            raise RunDirError(Problem(f"manifest is corrupt: {exc}", file=path,
+                                      hint="restore it from a copy, or start a new run directory")) from None
+        stages = manifest.get("stages") if isinstance(manifest, dict) else None
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise RunDirError(Problem("manifest has the wrong shape: expected an object with a 'stages' object",
+                                      file=path, hint="restore it from a copy, or start a new run directory"))
+        for key in ("spec_path", "spec_file_sha256", "spec_sha256", "spec_name"):
+            if key in manifest and not isinstance(manifest[key], str):
+                raise RunDirError(Problem(f"manifest has the wrong shape: {key!r} is not a string", file=path, key=key))
+        return manifest
 
     def load_spec(self) -> LoadedSpec:
         """The run's resolved spec (with any command-line overrides such as `--teacher offline`), paired
         with its original file so relative paths (word lists, templates) still resolve."""
+        if "spec_path" not in self.manifest or "spec_file_sha256" not in self.manifest:
+            raise RunDirError(Problem("manifest does not say which spec made this run (no spec_path)",
+                                      file=self.path / MANIFEST, hint="run the spec again into a new run directory"))
         original = Path(self.manifest["spec_path"])
         if not original.is_file():
             raise RunDirError(Problem(f"the run's spec {original} is gone", file=self.path / MANIFEST,
@@ -77,7 +93,15 @@ class RunDir:
             raise RunDirError(Problem(f"the spec {original} changed since this run was created", file=self.path / MANIFEST,
                                       hint="re-run `distill generate` (or `distill run`) to bring the run up to date"))
         loaded = load_spec(original)
-        resolved = Spec.model_validate(json.loads((self.path / "spec.resolved.json").read_text()))
+        resolved_path = self.path / "spec.resolved.json"
+        try:
+            resolved = Spec.model_validate(json.loads(resolved_path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise RunDirError(Problem("missing", file=resolved_path, hint="re-run `distill generate` to rewrite it")) from None
+        except (ValueError, UnicodeDecodeError) as exc:  # JSON or schema (pydantic's ValidationError is a ValueError)
+            first = str(exc).splitlines()[0]
+            raise RunDirError(Problem(f"corrupt: {first}", file=resolved_path,
+                                      hint="re-run `distill generate` to rewrite it")) from None
         return loaded._replace(spec=resolved)
 
     def save(self) -> None:
@@ -157,6 +181,14 @@ def compare_inputs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]
     if old.get("upstream") != new.get("upstream"):
         reasons.append(f"the output of {new.get('upstream_stage') or 'the stage before'} changed")
     return reasons
+
+
+def run_path(spec_name: str, *, root: Path = Path("runs"), run_id: str = "main") -> Path:
+    """`root/<spec-name>/<run-id>`; the run id is one plain folder name, so a run never lands outside `root`."""
+    if not RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
+        raise RunDirError(Problem(f"--run-id {run_id!r} is not a plain folder name", key="--run-id",
+                                  hint="use letters, digits, '.', '_' and '-' (no '/', no '..', not an absolute path)"))
+    return (Path(root) / spec_name / run_id).resolve()
 
 
 def _now() -> str:

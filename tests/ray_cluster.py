@@ -11,7 +11,9 @@ loopback.) Each runs in its own session and is stopped, with everything it start
 
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,7 +48,7 @@ class LoopbackRayCluster:
                 log = self.folder / f"node-{index}.log"
                 with log.open("w") as handle:
                     self.nodes.append(subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env,
-                                                       start_new_session=True))
+                                                       start_new_session=True, preexec_fn=_stop_with_parent))
                 deadline = time.monotonic() + 120
                 while "Ray runtime started" not in log.read_text():
                     if self.nodes[-1].poll() is not None or time.monotonic() > deadline:
@@ -70,12 +72,19 @@ class LoopbackRayCluster:
                 pass
             node.wait()
         self.nodes.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)  # Ray's session files and logs
 
     def __enter__(self) -> LoopbackRayCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_with_parent() -> None:
+    """In a node's `ray start`: SIGTERM when the process that started it dies, so a test run that is
+    killed (a timeout, Ctrl-C twice) does not leave a cluster running."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:

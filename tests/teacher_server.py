@@ -544,7 +544,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "rate_limit":
                 return self._rate_limited(call.api, fault.retry_after, "Rate limit reached (scripted).")
             if fault is not None and fault.kind == "server_error":
-                return self._send(fault.status, error_json(call.api, fault.status, "The server had an error."))
+                # Like the real APIs, a 401 echoes the key it was sent.
+                sent = self.headers.get("Authorization", "").removeprefix("Bearer ").strip() or self.headers.get("x-api-key", "")
+                message = f"Incorrect API key provided: {sent}." if fault.status == 401 else "The server had an error."
+                return self._send(fault.status, error_json(call.api, fault.status, message))
             if fault is not None and fault.kind == "hang":
                 teacher.pause(teacher.hang_seconds)
                 self.close_connection = True  # drop it unanswered

@@ -18,6 +18,7 @@ from tiny_lm import STORIES, tiny_llama, tiny_tokenizer
 from typer.testing import CliRunner
 
 from distill.errors import ConfigError
+from distill.lineage import weights_digest
 from distill.release.bundle import release_inputs
 from distill.release.gate import OVERRIDE_ENV, ReleaseGateError
 from distill.release.sources import ReviewFacts, read_audit, read_inputs
@@ -46,7 +47,8 @@ release:
 """
 
 SIGNED = ReviewFacts(signed_off=True, signer="auto", signed_at="2026-01-02T03:04:05+0000", audit_hash="ab" * 32,
-                     summary={"kept": 4, "rejected": 1, "flagged": 0}, policy="children")
+                     summary={"kept": 4, "rejected": 1, "flagged": 0}, policy="general",
+                     dataset_fingerprint="cd" * 32, audit_count=3)
 
 EVAL = {  # as `distill eval` writes eval.json (the parts a release reads)
     "bpb": {"validation": {"bits_per_byte": 2.5, "perplexity": 9.1, "tokens": 400, "bytes": 1500, "texts": 5}},
@@ -104,8 +106,11 @@ def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = S
     write_dataset(rows, run.path / "dataset")
     shutil.copytree(model_dir, run.path / "train" / "model")
     (run.path / "train" / "loss_curve.png").write_bytes(png_bytes)
+    weights = weights_digest(run.path / "train" / "model")  # the chain, as train and eval record it
+    (run.path / "train" / "result.json").write_text(json.dumps({"dataset_fingerprint": SIGNED.dataset_fingerprint,
+                                                                "weights_sha256": weights}))
     (run.path / "eval").mkdir()
-    (run.path / "eval" / "eval.json").write_text(json.dumps(evaluation))
+    (run.path / "eval" / "eval.json").write_text(json.dumps({**evaluation, "weights_sha256": weights}))
     (run.path / "eval" / "scores.png").write_bytes(png_bytes)
     for stage in ("generate", "review", "train", "eval"):
         run.start_stage(stage)
@@ -345,6 +350,17 @@ def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
     if reject is not None:
         append_entry(folder, reviewer="ana", action="reject", ids=[reject], after={"decision": "reject"})
     auto_sign_off(folder, policy, view_digest=view_digest(build_view(run.path)))
+    record_training(run)
+
+
+def record_training(run: RunDir) -> None:
+    """What `distill train` records: the reviewed examples it consumed and the weights it saved."""
+    from distill.lineage import examples_digest
+    from distill.review import reviewed_examples
+
+    (run.path / "train" / "result.json").write_text(json.dumps({
+        "dataset_fingerprint": examples_digest(reviewed_examples(run.path)),
+        "weights_sha256": weights_digest(run.path / "train" / "model")}))
 
 
 def test_release_of_a_reviewed_run_end_to_end(tmp_path, model_dir, png_bytes, capsys):
@@ -399,3 +415,73 @@ def test_bundle_loads_and_generates_with_plain_transformers_without_distill(bund
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("GENERATED: Once upon a time")
+
+
+# --- what a bundle must hold, and archives that lie ---
+
+
+def test_a_bundle_without_weights_fails_even_when_its_manifest_agrees(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("model.safetensors", "tokenizer_config.json"):
+        (bundle / name).unlink()
+        del manifest["files"][name]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify(bundle).problems
+    assert any(p.startswith("tokenizer_config.json: a bundle must contain it") for p in problems)
+    assert any(p.startswith("model.safetensors: a bundle must contain the weights") for p in problems)
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ("[1, 2]", "wrong shape (expected a JSON object)"),
+    ('{"files": [], "name": "x", "version": "1"}', "wrong shape ('files'"),
+    ('{"files": {"a": 1}, "name": "x", "version": "1"}', "wrong shape ('files'"),
+    ('{"files": {}, "name": 3, "version": "1"}', "wrong shape ('name'"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_wrong_shape_manifest_is_one_clear_problem(bundle, manifest, expected):
+    (bundle / "manifest.json").write_text(manifest)
+    report = verify(bundle)
+    assert len(report.problems) == 1 and expected in report.problems[0]
+    result = run_verify(bundle)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_truncated_duplicate_and_oversized_archives_are_refused_without_extracting(bundle, tmp_path):
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
+    truncated = tmp_path / "cut.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    assert "not a readable tar.gz" in verify(truncated).problems[0]
+    result = run_verify(truncated)
+    assert result.exit_code == 1 and "not a readable tar.gz" in result.output and "Traceback" not in result.output
+
+    twice = tarfile.TarInfo(f"{bundle.name}/LICENSE")
+    duplicate = _archive_with(tmp_path, bundle, twice, b"another license")
+    assert any("appears twice" in p for p in verify(duplicate).problems)
+
+    # A member of 512 MiB of zeros in a tiny gzip: refused by its header size, never read or written out.
+    huge = tmp_path / "huge.tar.gz"
+    with tarfile.open(archive) as source, tarfile.open(huge, "w:gz", compresslevel=1) as tar:
+        for member in source.getmembers():
+            if member.name.endswith("/model.safetensors"):
+                member.size = 512 << 20
+                tar.addfile(member, _Zeros(member.size))
+            else:
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+    assert huge.stat().st_size < 20 << 20
+    assert verify(huge).problems == ["model.safetensors: tampered (sha256 differs from the manifest)"]
+
+
+class _Zeros(io.RawIOBase):
+    """A stream of n zero bytes, without holding them in memory."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"\0" * n
+        self.left -= n
+        return n

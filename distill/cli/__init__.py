@@ -6,6 +6,7 @@ datasets load inside the command that needs them, so `distill --help` is instant
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -40,6 +41,7 @@ app.command("eval")(evaluate_commands.eval_command)
 app.command("inspect")(evaluate_commands.inspect_command)
 app.command()(release_commands.release)
 app.command()(release_commands.verify)
+app.command()(release_commands.keygen)
 app.command()(run_command.run)
 app.command()(serve_commands.serve)
 app.add_typer(serve_commands.admin, name="admin")
@@ -51,6 +53,16 @@ for command in (coldstart_commands.coldstart, coldstart_commands.compare, coldst
     app.command()(command)
 
 
+# The machine's answer to a write or read that a user can fix (permissions, a full disk, a file-size limit):
+# a located one-line message, not a traceback. Other OSErrors stay bugs and keep theirs.
+ENVIRONMENT_ERRNOS = {errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
+                      errno.EROFS: "the file system is read-only; use a writable --runs-dir",
+                      errno.ENOSPC: "the disk is full; free space and run the same command again to resume",
+                      errno.EDQUOT: "the disk quota is used up; free space and run the same command again",
+                      errno.EFBIG: "a file-size limit was hit; raise it (ulimit -f) and run the command again",
+                      errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path"}
+
+
 def main() -> None:
     """Console entry point: user mistakes become a clean message and exit code 2, no traceback."""
     from distill.errors import DistillError
@@ -60,6 +72,12 @@ def main() -> None:
     except DistillError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror} ({ENVIRONMENT_ERRNOS[exc.errno]}; finished work is kept)", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""`distill release RUN` and `distill verify BUNDLE`."""
+"""`distill release RUN`, `distill verify BUNDLE` and `distill keygen PATH`."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,27 +14,55 @@ def release(
     override_gate: str = typer.Option(None, "--override-gate", metavar="REASON",
                                       help="Release although the gate fails (local development only: needs "
                                            "DISTILL_ALLOW_GATE_OVERRIDE=1). The reason is stamped into the bundle."),
+    signing_key: Annotated[Optional[Path], typer.Option(
+        "--signing-key", metavar="KEY", envvar="DISTILL_SIGNING_KEY", show_envvar=True,
+        help="Your Ed25519 private key (PEM, from `distill keygen`): signs the manifest. Read only; never "
+             "copied into the run or the bundle.")] = None,
 ) -> None:
-    """Gate the run, then write the bundle (weights, cards, manifest) and its tar.gz under RUN/release/."""
+    """Gate the run, then write the bundle (weights, cards, manifest, signature) and its tar.gz under RUN/release/."""
     from distill.release import release as write_release
     from distill.rundir import RunDir
     from distill.stages import release_inputs, run_stage
+    from distill.runlock import run_lock
 
     run_dir = RunDir.open(run)
-    inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate)
-    _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(run, override_reason=override_gate))
+    with run_lock(run_dir.path):
+        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate)
+        _, bundle = run_stage(run_dir, "release", inputs,
+                              lambda: write_release(run, override_reason=override_gate, signing_key=signing_key))
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 
 
-def verify(bundle: Path = typer.Argument(..., help="A bundle directory or its .tar.gz.")) -> None:
-    """Check every file of a bundle against its manifest: tampered, missing or extra files fail."""
+def verify(
+    bundle: Path = typer.Argument(..., help="A bundle directory or its .tar.gz."),
+    key: Annotated[Optional[Path], typer.Option("--key", metavar="PUB",
+                                                help="The publisher's public key: the manifest's signature must verify under it.")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", metavar="RUN",
+                                                help="Also check that RUN's audit log still holds the head the signed manifest names.")] = None,
+) -> None:
+    """Check every file of a bundle against its manifest (tampered, missing, extra or required files), and with
+    --key the manifest's signature; exit 1 when anything fails."""
     from distill.release import verify as verify_bundle
+    from distill.release.verify import check_audit_anchor
 
-    report = verify_bundle(bundle)
+    report = verify_bundle(bundle, public_key=key)
+    if run is not None and report.ok:
+        report.problems += check_audit_anchor(bundle, run)
     for problem in report.problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if not report.ok:
         print(f"{bundle}: {len(report.problems)} problem(s)", file=sys.stderr)
         raise typer.Exit(1)
-    print(f"OK {report.name} {report.version}: {report.files_checked} files match the manifest ({bundle})")
+    signed = f"; signature by {report.signed_by} verifies" if report.signed_by else "; unsigned"
+    origin = "" if key is not None or not report.signed_by else " (pass --key PUB to check who signed it)"
+    print(f"OK {report.name} {report.version}: {report.files_checked} files match the manifest{signed}{origin} ({bundle})")
+
+
+def keygen(path: Path = typer.Argument(..., help="Where to write the private key (PATH.pub gets the public key).")) -> None:
+    """Make an Ed25519 key pair for signing releases. Keep the private key out of runs and bundles."""
+    from distill.release.signing import generate_key_pair
+
+    public = generate_key_pair(path)
+    print(f"private key: {path} (mode 0600; keep it secret)", file=sys.stderr)
+    print(public)

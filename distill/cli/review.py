@@ -56,6 +56,11 @@ def review(
         from distill.review.audit import verify_log as verify
         from distill.review.store import review_dir
 
+        if not (Path(run) / "manifest.json").is_file():
+            from distill.errors import Problem, RunDirError
+
+            raise RunDirError(Problem("not a run directory (no manifest.json), so there is no audit log to check",
+                                      file=run, hint="pass the run directory, runs/<spec-name>/<run-id>"))
         problems = verify(review_dir(run))
         for problem in problems:
             print(problem)
@@ -67,20 +72,24 @@ def review(
     from distill.rundir import RunDir
     from distill.stages import review_inputs, run_stage
 
+    from distill.runlock import run_lock
+
     run_dir = RunDir.open(run)
-    settings = spec_review_settings(run_dir.load_spec(), judge=not no_judge)
-    if policy:
-        settings["policy"] = load_policy(policy)
-    settings["eval_files"] += list(eval_file or [])
-    inputs = review_inputs(run_dir.path, policy=settings["policy"], judge_model=settings["judge"] and settings["judge_model"],
-                           eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings))
-    summaries = []
+    with run_lock(run_dir.path):
+        settings = spec_review_settings(run_dir.load_spec(), judge=not no_judge)
+        if policy:
+            settings["policy"] = load_policy(policy)
+        settings["eval_files"] += list(eval_file or [])
+        inputs = review_inputs(run_dir.path, policy=settings["policy"],
+                               judge_model=settings["judge"] and settings["judge_model"],
+                               eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings))
+        summaries = []
 
-    def work():
-        summaries.append(review_with_settings(run, settings))
-        return summary_line(summaries[0])
+        def work():
+            summaries.append(review_with_settings(run, settings))
+            return summary_line(summaries[0])
 
-    run_stage(run_dir, "review", inputs, work)
+        run_stage(run_dir, "review", inputs, work)
     summary = summaries[0]
     for line in summary_lines(summary):
         _say(line)

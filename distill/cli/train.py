@@ -33,12 +33,23 @@ def train_command(
 
         flag = "--ray-address" if ray_address is not None else "--gpus"
         raise ConfigError(Problem(f"{flag} needs --executor ray", key=flag, hint="add --executor ray"))
-    from distill.review import reviewed_examples
     from distill.rundir import RunDir
+    from distill.runlock import run_lock
+
+    run_dir = RunDir.open(run)
+    with run_lock(run_dir.path):
+        result = _train(run_dir, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads)
+    print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
+          f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
+    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+
+
+def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | None, compile: bool | None,
+           threads: int | None):
+    from distill.review import reviewed_examples
     from distill.stages import run_stage, train_inputs
     from distill.train import make_train_config, train_config_from_spec, train_student
 
-    run_dir = RunDir.open(run)
     loaded = run_dir.load_spec()
     spec = loaded.spec
     config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
@@ -51,11 +62,8 @@ def train_command(
     if threads is not None:
         overrides["num_threads"] = threads
     config = make_train_config({**config.model_dump(), **overrides})
-    _, result = run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind),
-                          lambda: train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind))
-    print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
-          f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
-    print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
+    return run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind),
+                     lambda: train_student(reviewed_examples(run_dir.path), run_dir.path / "train", config, kind=spec.kind))[1]
 
 
 def _train_on_ray(run: Path, executor: str, ray_address: str | None, gpus: int | None, **flags) -> None:

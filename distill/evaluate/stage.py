@@ -21,7 +21,10 @@ from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
+from distill.files import read_json_file
+from distill.lineage import weights_digest
 from distill.rundir import RunDir
+from distill.runlock import run_lock
 from distill.spec import Evaluation, flat_settings
 
 SEPARATOR = "<|endoftext|>"
@@ -71,14 +74,12 @@ def load_student(run_dir: Path, *, eager: bool = False):
 
 def load_student_from(model_dir: Path, *, eager: bool = False):
     """A student and its tokenizer as `save_pretrained` wrote them, on the CPU in float32."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from distill.lineage import load_saved_model
 
     if not (Path(model_dir) / "config.json").is_file():
         raise RunDirError(Problem("no trained student here", file=model_dir, hint="run `distill train RUN` first"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     options = {"attn_implementation": "eager"} if eager else {}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", **options).eval()
-    return model, tokenizer
+    return load_saved_model(Path(model_dir), dtype="float32", **options)
 
 
 def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[str, Any]]:
@@ -90,7 +91,10 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
     if not split_path.is_file():
         raise RunDirError(Problem("no validation split in this run", file=split_path,
                                   hint=f"run `distill train {run_dir}` first, or pass --heldout FILE"))
-    val_ids = json.loads(split_path.read_text())["val"]
+    val_ids = read_json_file(split_path, made_by="distill train RUN").get("val")
+    if not isinstance(val_ids, list):
+        raise RunDirError(Problem("wrong shape: no 'val' list of record ids", file=split_path,
+                                  hint="delete it and train again"))
     dataset_dir = run_dir / "dataset"
     if not dataset_dir.is_dir():
         raise RunDirError(Problem("the run's dataset is missing", file=dataset_dir, hint="pass --heldout FILE"))
@@ -108,7 +112,11 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
 def _read_heldout_file(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(Problem("held-out file not found", file=path, key="--heldout"))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(Problem(f"not UTF-8 text (a binary file? undecodable byte at offset {exc.start})", file=path,
+                                  key="--heldout", hint="pass JSONL rows or plain text")) from None
     if path.suffix in (".jsonl", ".ndjson"):
         examples = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -236,9 +244,15 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
     """`distill eval` on a run directory: the run's student, its validation split (or `heldout`) and
     its spec's task; writes RUN/eval and returns what eval.json holds."""
+    run = RunDir.open(run_dir)
+    with run_lock(run.path):
+        return _evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
+
+
+def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
+                  against: Path | None) -> dict[str, Any]:
     from distill.evaluate.compare import load_eval
 
-    run = RunDir.open(run_dir)
     loaded = run.load_spec()
     other = load_eval(Path(against).resolve()) if against is not None else None  # fail before any work
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
@@ -272,7 +286,11 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     from distill.evaluate.report import write_eval_report
 
     context_length = task.context_length
+    weights = weights_digest(Path(model_dir))  # what this evaluation is of: a release checks it
     model, tokenizer = load_student_from(model_dir)
+    if weights_digest(Path(model_dir)) != weights:
+        raise RunDirError(Problem("the model changed while it was being loaded", file=model_dir,
+                                  hint="let training finish, then evaluate again"))
     prompts_of = _prompt_renderer(tokenizer, task.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
     scored = examples[: settings.bpb_texts]
@@ -297,7 +315,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
         "run_name": task.name, "run": source or str(Path(model_dir).resolve()), "kind": task.kind,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.model_dump(mode="json"),
         "heldout": heldout_label, "heldout_examples": len(examples),
-        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes,
+        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes, "weights_sha256": weights,
         "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
                     for t, s in list(zip(tasks, student))[:8]],
     }

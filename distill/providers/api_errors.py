@@ -15,11 +15,15 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from distill.errors import ConfigError, Problem
+from distill.keys import keys_in_use, redact_secrets
 from distill.providers.protocol import ProviderFault
 
 
 def read_api_key(env_var: str, provider: str) -> str:
     """The API key from the environment, or a ConfigError naming the variable (before any request)."""
+    from distill.keys import check_api_key_env
+
+    check_api_key_env(env_var, key="api_key_env")  # before the value is shown in any message
     key = os.environ.get(env_var, "").strip()
     if not key:
         raise ConfigError(
@@ -61,7 +65,8 @@ def sdk_faults(provider: str, sdk: ModuleType, timeout: float) -> Iterator[None]
         yield
     except sdk.APIStatusError as exc:
         retry_after = retry_after_seconds(exc.response.headers)
-        reason = f"{provider}: HTTP {exc.status_code}: {exc.message}"
+        # Error bodies sometimes echo the key that was sent: never store or show it.
+        reason = redact_secrets(f"{provider}: HTTP {exc.status_code}: {exc.message}", extra=keys_in_use())
         raise ProviderFault(reason, retryable=status_retryable(exc.status_code), retry_after=retry_after) from exc
     except sdk.APITimeoutError as exc:  # before APIConnectionError, its base class
         raise ProviderFault(f"{provider}: no answer within the {timeout:g} s timeout", retryable=True) from exc

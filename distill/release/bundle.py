@@ -17,40 +17,65 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
-from distill.release.gate import check_gate, gate_failures
-from distill.release.sources import ReleaseInputs, read_inputs, read_review
+from distill.errors import Problem, RunDirError
 from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
+from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
+from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
+from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
+from distill.release.sources import ReleaseInputs, read_inputs, read_review
+from distill.release.verify import verify
 from distill.rundir import RunDir
+from distill.runlock import run_lock
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "distill-release/1"
 STAGE = "release"
 
 
-def release(run_dir: str | Path, *, override_reason: str | None = None) -> Path:
-    """Gate, then write the bundle directory and its tar.gz under RUN/release. Returns the bundle directory."""
+def release(run_dir: str | Path, *, override_reason: str | None = None, signing_key: Path | None = None) -> Path:
+    """Gate, then write the bundle directory and its tar.gz under RUN/release, signed when the operator gives a
+    key (`signing_key`, else $DISTILL_SIGNING_KEY). Returns the bundle directory."""
+    key = signing_key_from(signing_key)  # a bad key fails before any work
     run = RunDir.open(run_dir)
-    return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)), override_reason=override_reason)
+    with run_lock(run.path):
+        run = RunDir.open(run.path)  # as it is now that no other command can change it
+        return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)),
+                              override_reason=override_reason, private_key=key)
 
 
-def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None) -> Path:
-    """`release` once the stages' files are read: the bundle, recorded in the run's manifest."""
+def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None,
+                   private_key: Any = None) -> Path:
+    """`release` once the stages' files are read: the bundle, recorded in the run's manifest once it verifies."""
     gate = release_gate(inputs, override_reason)  # before the stage starts: a refused release records nothing
     run.start_stage(STAGE)
-    bundle = write_release(inputs, run.path / "release", gate=gate)
+    bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key)
     archive = bundle.parent / f"{bundle.name}.tar.gz"
+    problems = verify(bundle).problems + verify(archive).problems  # done only when what was written is whole
+    if problems:
+        run.finish_stage(STAGE, state="failed", error="; ".join(problems[:5]))
+        raise RunDirError(*[Problem(p, file=bundle) for p in problems],
+                          Problem("the written bundle does not verify", file=bundle, hint="run `distill release` again"))
+    run.manifest["stages"][STAGE]["bundle"] = str(bundle)
     run.finish_stage(STAGE, counts={"files": sum(1 for p in bundle.rglob("*") if p.is_file()),
                                     "bytes": archive.stat().st_size, "gate_passed": gate["passed"],
-                                    "gate_overridden": gate["override"] is not None})
-    run.manifest["stages"][STAGE]["bundle"] = str(bundle)
-    run.save()
+                                    "gate_overridden": gate["override"] is not None,
+                                    "signed": private_key is not None})
+    if private_key is None:
+        print("warning: the bundle is unsigned: pass --signing-key KEY (or set DISTILL_SIGNING_KEY) so customers "
+              "can check its origin with `distill verify --key`", file=sys.stderr)
     return bundle
 
 
 def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> dict[str, Any]:
-    """The gate's verdict; raises ReleaseGateError when it fails and no override is allowed."""
-    failures = gate_failures(inputs.review, inputs.evaluation, inputs.release.min_scores)
+    """The gate's verdict; raises ReleaseGateError when it fails and no override is allowed. A run's release
+    also checks the chain sign-off -> training -> eval -> the model now, which no override can skip."""
+    if inputs.chain is not None:
+        broken = chain_failures(inputs.review, inputs.chain)
+        if broken:
+            raise ReleaseGateError(*broken, Problem("release refused: the model is not provably the evaluated model "
+                                                    "trained on the signed-off data (this cannot be overridden)"))
+    spec_policy = inputs.chain.spec_policy if inputs.chain is not None else None
+    failures = gate_failures(inputs.review, inputs.evaluation, inputs.release.min_scores, spec_policy)
     gate = check_gate(failures, override_reason)
     if gate["override"]:
         print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
@@ -58,19 +83,19 @@ def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> d
     return gate
 
 
-def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any]) -> Path:
+def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any], private_key: Any = None) -> Path:
     """The bundle directory and its tar.gz in `out_dir`, swapped in whole. Returns the bundle directory."""
     bundle = Path(out_dir) / inputs.bundle_name
     staging = Path(out_dir) / f".{inputs.bundle_name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    write_bundle(inputs, staging, gate=gate)
+    write_bundle(inputs, staging, gate=gate, private_key=private_key)
     replace_dir(staging, bundle)
     write_tar_gz(bundle, Path(out_dir) / f"{inputs.bundle_name}.tar.gz")
     return bundle
 
 
-def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any]) -> None:
-    """Every file of the bundle, then the manifest over them."""
+def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], private_key: Any = None) -> None:
+    """Every file of the bundle, then the manifest over them, then its signature."""
     bundle.mkdir(parents=True)
     for source in inputs.model_files:
         shutil.copyfile(source, bundle / source.name)
@@ -92,6 +117,8 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any]) -
     write_atomic(bundle / "DATASET_CARD.md", render_dataset_card(context))
     write_atomic(bundle / "LICENSE", license_text(context))
     exports = {"onnx": export_onnx(bundle)}
+    if private_key is not None:
+        write_atomic(bundle / PUBLIC_KEY, public_pem(private_key))  # listed and hashed like every other file
     write_json_atomic(bundle / MANIFEST, {
         "format": MANIFEST_FORMAT,
         "name": inputs.name,
@@ -100,7 +127,10 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any]) -
         "lineage": lineage(inputs),
         "gate": gate,
         "exports": exports,
+        "signed_by": key_fingerprint(private_key.public_key()) if private_key is not None else None,
     })
+    if private_key is not None:
+        write_atomic(bundle / SIGNATURE, sign((bundle / MANIFEST).read_bytes(), private_key))
 
 
 def bundle_files(bundle: Path) -> dict[str, dict[str, Any]]:
@@ -108,12 +138,13 @@ def bundle_files(bundle: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for path in sorted(bundle.rglob("*")):
         relative = path.relative_to(bundle).as_posix()
-        if path.is_file() and relative != MANIFEST:
+        if path.is_file() and relative not in (MANIFEST, SIGNATURE):
             files[relative] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
     return files
 
 
 def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
+    chain = inputs.chain
     return {
         "spec_sha256": inputs.spec_sha256,
         "prompt_template_sha256": inputs.dataset.template_hashes,
@@ -121,11 +152,15 @@ def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
         "teachers": inputs.dataset.teachers,
         "offline_stand_in": inputs.dataset.offline_stand_in,
         "dataset": {"fingerprint": inputs.dataset.fingerprint, "rows": inputs.dataset.rows, "ok": inputs.dataset.ok},
+        # The chain the gate checked: the signed-off data, trained into these weights, which were evaluated.
         "review": {"signed_off": inputs.review.signed_off, "signer": inputs.review.signer,
                    "signed_at": inputs.review.signed_at, "audit_log_final_hash": inputs.review.audit_hash,
-                   "policy": inputs.review.policy},
-        "training": inputs.training,
-        "evaluation": {"metrics": inputs.evaluation.metrics, "probe_violation_rates": inputs.evaluation.probe_rates},
+                   "audit_log_entries": inputs.review.audit_count, "policy": inputs.review.policy,
+                   "dataset_fingerprint": inputs.review.dataset_fingerprint},
+        "training": {**inputs.training, "dataset_fingerprint": chain.trained_on if chain else None,
+                     "weights_sha256": chain.trained_weights if chain else None},
+        "evaluation": {"metrics": inputs.evaluation.metrics, "probe_violation_rates": inputs.evaluation.probe_rates,
+                       "weights_sha256": chain.evaluated_weights if chain else None},
         "stage_input_files": inputs.stage_input_files,
         "distill_version": inputs.distill_version,
     }

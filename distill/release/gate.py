@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from distill.errors import ConfigError, DistillError, Problem
-from distill.release.sources import EvalFacts, ReviewFacts
+from distill.release.sources import ChainFacts, EvalFacts, ReviewFacts
 
 OVERRIDE_ENV = "DISTILL_ALLOW_GATE_OVERRIDE"
 UPPER_BOUND_SUFFIX = "_max"  # `bpb_max: 1.2` bounds `bpb` from above; a plain key bounds from below
@@ -20,9 +20,44 @@ class ReleaseGateError(DistillError):
     """The release gate refused: every failed condition is one problem."""
 
 
-def gate_failures(review: ReviewFacts, evaluation: EvalFacts, min_scores: dict[str, float]) -> list[Problem]:
+def gate_failures(review: ReviewFacts, evaluation: EvalFacts, min_scores: dict[str, float],
+                  spec_policy: str | None = None) -> list[Problem]:
     """Every condition the run fails, each naming what to do about it."""
-    return _review_failures(review) + _probe_failures(evaluation) + _score_failures(evaluation, min_scores)
+    problems = _review_failures(review) + _probe_failures(evaluation) + _score_failures(evaluation, min_scores)
+    if spec_policy is not None and review.signed_off and review.policy != spec_policy:
+        problems.append(Problem(f"the sign-off was given under the policy {review.policy!r}, but the spec names "
+                                f"{spec_policy!r}", key="review.policy",
+                                hint="review and sign off again under the spec's policy (or override with a written reason)"))
+    return problems
+
+
+def chain_failures(review: ReviewFacts, chain: ChainFacts) -> list[Problem]:
+    """Breaks in the chain sign-off -> training -> evaluation -> the model now. These cannot be overridden:
+    the release would not be the model that was trained on the signed-off data and then evaluated."""
+    problems = []
+    if chain.load_problem:
+        problems.append(Problem(f"train/model does not load: {chain.load_problem}", key="train.model",
+                                hint="run `distill train RUN` again"))
+    if chain.current_weights is None:
+        problems.append(Problem("train/model holds no weights (*.safetensors)", key="train.model",
+                                hint="run `distill train RUN`"))
+    if chain.trained_on is None or chain.trained_weights is None:
+        problems.append(Problem("training recorded no dataset fingerprint or weights hash (train/result.json)",
+                                key="train.lineage", hint="run `distill train RUN` so the model's lineage is recorded"))
+    elif review.signed_off and review.dataset_fingerprint != chain.trained_on:
+        problems.append(Problem("the model was trained on other data than the signed-off dataset "
+                                "(edited or re-reviewed after training)", key="train.dataset_fingerprint",
+                                hint="train again on the signed-off data, then evaluate"))
+    if chain.trained_weights and chain.current_weights and chain.current_weights != chain.trained_weights:
+        problems.append(Problem("train/model is not the model training produced (swapped, edited or truncated)",
+                                key="train.weights_sha256", hint="run `distill train RUN` again, then `distill eval RUN`"))
+    if chain.evaluated_weights is None:
+        problems.append(Problem("the evaluation does not name the weights it measured (eval/eval.json)",
+                                key="eval.weights_sha256", hint="run `distill eval RUN`"))
+    elif chain.current_weights != chain.evaluated_weights:
+        problems.append(Problem("the model was not evaluated: eval/eval.json measured other weights than train/model",
+                                key="eval.weights_sha256", hint="run `distill eval RUN` on this model"))
+    return problems
 
 
 def _review_failures(review: ReviewFacts) -> list[Problem]:

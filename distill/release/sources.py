@@ -49,6 +49,20 @@ class ReviewFacts:
     summary: dict[str, Any] = field(default_factory=dict)  # counts: kept, rejected, pending, ...
     policy: str | None = None
     note: str | None = None  # why it is not signed off
+    dataset_fingerprint: str | None = None  # the kept records the sign-off covers (lineage.examples_digest)
+    audit_count: int = 0  # entries in the audit log; with audit_hash, the head the release's signature covers
+
+
+@dataclass(frozen=True)
+class ChainFacts:
+    """The links from sign-off to release as the stages recorded them, and the model as it is now."""
+
+    trained_on: str | None  # train/result.json: the dataset fingerprint training consumed
+    trained_weights: str | None  # train/result.json: the weights' hash training produced
+    evaluated_weights: str | None  # eval/eval.json: the weights' hash eval measured
+    current_weights: str | None  # train/model as it is now
+    load_problem: str | None  # why train/model does not load, or None
+    spec_policy: str  # the safety policy the spec names
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class ReleaseInputs:
     description: str = ""
     spec_resolved: dict[str, Any] | None = None  # the task spec, shipped as spec.yaml when given
     spec_sha256: str | None = None
+    chain: "ChainFacts | None" = None  # a run's hash chain (read_chain); None for a library caller's inputs
     stage_input_files: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> file label -> sha256
     distill_version: str = __version__
 
@@ -88,7 +103,11 @@ class ReleaseInputs:
 def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -> ReleaseInputs:
     """Everything but the review, which `read_review` reads (the gate's first question)."""
     resolved = _read_json(run_path / "spec.resolved.json", made_by="distill generate")
-    spec = Spec.model_validate(resolved)
+    try:
+        spec = Spec.model_validate(resolved)
+    except ValueError as exc:
+        raise RunDirError(Problem(f"corrupt: {str(exc).splitlines()[0]}", file=run_path / "spec.resolved.json",
+                                  hint="re-run `distill generate` to rewrite it")) from None
     return ReleaseInputs(
         name=spec.name,
         kind=spec.kind,
@@ -102,9 +121,32 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
         evaluation=read_eval(run_path / "eval"),
         training=read_training(spec, manifest),
         train_figures=sorted((run_path / "train").glob("*.png")),
+        chain=read_chain(run_path, manifest),
         stage_input_files={name: stage["inputs"]["files"] for name, stage in manifest.get("stages", {}).items()
                            if name != "release" and "inputs" in stage},
     )
+
+
+def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
+    """What training and eval recorded about the data and weights, the model now, and whether it loads."""
+    from distill.lineage import load_saved_model, weights_digest
+    from distill.review.policy import spec_policy
+    from distill.files import read_json_file
+    from distill.rundir import RunDir
+
+    result_path = run_path / "train" / "result.json"
+    trained = read_json_file(result_path, made_by="distill train RUN") if result_path.is_file() else {}
+    evaluated = _read_json(run_path / "eval" / "eval.json", made_by="distill eval")
+    model_dir = run_path / "train" / "model"
+    try:
+        load_saved_model(model_dir)
+        load_problem = None
+    except RunDirError as exc:
+        load_problem = str(exc.problems[0])
+    return ChainFacts(
+        trained_on=trained.get("dataset_fingerprint") or None, trained_weights=trained.get("weights_sha256") or None,
+        evaluated_weights=evaluated.get("weights_sha256") or None, current_weights=weights_digest(model_dir),
+        load_problem=load_problem, spec_policy=spec_policy(RunDir(run_path, manifest).load_spec()).name)
 
 
 def read_model_files(model_dir: Path) -> list[Path]:
@@ -159,7 +201,8 @@ def read_review(run_path: Path) -> ReviewFacts:
                                "rejected": statuses["rejected"]}
     signoff = read_signoff(folder)
     if signoff is None or not signoff.get("accepted"):
-        return ReviewFacts(False, None, None, audit_hash, audit_problems, summary, note="no sign-off")
+        return ReviewFacts(False, None, None, audit_hash, audit_problems, summary, note="no sign-off",
+                           audit_count=audit_count(folder))
     if signoff["n"]:
         summary["sign-off sample"] = (f"{signoff['defects']} defects in {signoff['n']} sampled records; "
                                       f"{signoff['confidence']:.0%} upper bound on the defect rate "
@@ -174,6 +217,8 @@ def read_review(run_path: Path) -> ReviewFacts:
         summary=summary,
         policy=signoff.get("policy"),
         note=None if current else "the kept records changed after the sign-off",
+        dataset_fingerprint=signoff.get("view_digest"),
+        audit_count=audit_count(folder),
     )
 
 
@@ -185,10 +230,24 @@ def read_audit(review_dir: Path) -> tuple[str | None, list[str]]:
     return (None if final == GENESIS else final), verify_log(review_dir)
 
 
+def audit_count(review_dir: Path) -> int:
+    from distill.review.audit import read_log
+
+    return len(read_log(review_dir))
+
+
 def read_eval(eval_dir: Path) -> EvalFacts:
     """eval.json as `distill eval` writes it: bpb per held-out set, judge grades (or none), offline
     metrics of the student's completions, and the safety probe summary."""
     data = _read_json(eval_dir / "eval.json", made_by="distill eval")
+    try:
+        return _eval_facts(data, eval_dir)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a hand-edited or foreign eval.json
+        raise RunDirError(Problem(f"wrong shape: not an evaluation distill wrote ({type(exc).__name__}: {exc})",
+                                  file=eval_dir / "eval.json", hint="run `distill eval RUN` again")) from None
+
+
+def _eval_facts(data: dict[str, Any], eval_dir: Path) -> EvalFacts:
     summary = (data.get("grading") or {}).get("summary", {})
     student = summary.get("student", {}).get("scores", {})
     teacher = summary.get("teacher", {}).get("scores", {})
@@ -242,9 +301,6 @@ def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_json(path: Path, *, made_by: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirError(Problem("missing", file=path, hint=f"run `{made_by}` first"))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(Problem(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno, column=exc.colno)) from None
+    from distill.files import read_json_file
+
+    return read_json_file(path, made_by=made_by)

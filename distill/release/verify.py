@@ -1,22 +1,34 @@
-"""`distill verify BUNDLE`: is this bundle exactly what was released?
+"""`distill verify BUNDLE [--key PUB]`: is this bundle exactly what was released, and by whom?
 
 Works on a bundle directory or its tar.gz. Every file the manifest lists must be there with its sha256
-and size; any file it does not list is reported as extra. A tar.gz is checked member by member before
-anything is extracted (no absolute paths, no `..`, no links or devices, one top-level folder), then
-extracted into a temporary folder with tarfile's `data` filter as a second line of defence.
+and size; any file it does not list is reported as extra; and whatever the manifest says, a bundle must
+hold the weights, the config, the tokenizer, the cards, the spec and the license. A tar.gz is never
+extracted: its members are checked first (no absolute paths, no `..`, no links or devices, no
+duplicates, one top-level folder, each member's size equal to the manifest's) and then hashed as they
+stream out of the archive, so a small archive claiming a huge member costs nothing.
+
+With `--key PUB` the manifest's Ed25519 signature (`manifest.sig`) must verify under that public key:
+the manifest, and through it every file's hash and the review's audit-log head, come from the key holder.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import tarfile
-import tempfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
-from distill.files import file_sha256
+from distill.release.signing import SIGNATURE, check_signature
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists hashes: megabytes at most
+REQUIRED_FILES = {"config.json": "the model's config", "tokenizer_config.json": "the tokenizer",
+                  "README.md": "the model card", "DATASET_CARD.md": "the dataset card"}
 
 
 @dataclass
@@ -26,40 +38,68 @@ class VerifyReport:
     files_checked: int = 0
     name: str | None = None
     version: str | None = None
+    signed_by: str | None = None  # the fingerprint of the key whose signature verified
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify(bundle: str | Path) -> VerifyReport:
+@dataclass(frozen=True)
+class Entry:
+    """One file of a bundle, wherever it lives: its size and how to read it."""
+
+    size: int
+    open: Callable[[], IO[bytes]]
+    plain: bool = True  # False: a link, device or folder where a file is expected
+
+
+def verify(bundle: str | Path, *, public_key: Path | None = None) -> VerifyReport:
     bundle = Path(bundle)
     if bundle.is_dir():
-        return verify_dir(bundle)
-    if bundle.is_file() and tarfile.is_tarfile(bundle):
-        return verify_archive(bundle)
-    return VerifyReport(bundle, [f"{bundle}: not a bundle directory or a tar.gz of one"])
+        return check_entries(bundle, dir_entries(bundle), public_key)
+    if bundle.is_file():
+        return verify_archive(bundle, public_key)
+    return VerifyReport(bundle, [f"{bundle}: no such bundle directory or tar.gz"])
 
 
-def verify_archive(archive: Path) -> VerifyReport:
-    with tarfile.open(archive, "r:*") as tar:
-        members = tar.getmembers()
-        unsafe = unsafe_members(members)
-        if unsafe:
-            return VerifyReport(archive, unsafe)
-        tops = {PurePosixPath(m.name).parts[0] for m in members}
-        if len(tops) != 1:
-            return VerifyReport(archive, [f"{archive}: expected one top-level folder, found {', '.join(sorted(tops))}"])
-        with tempfile.TemporaryDirectory(prefix="distill-verify-") as scratch:
-            tar.extractall(scratch, filter="data")
-            report = verify_dir(Path(scratch) / tops.pop())
-    report.bundle = archive
+def dir_entries(bundle: Path) -> dict[str, Entry]:
+    entries = {}
+    for path in sorted(bundle.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        plain = path.is_file() and not path.is_symlink()
+        entries[path.relative_to(bundle).as_posix()] = Entry(path.lstat().st_size, lambda p=path: p.open("rb"), plain)
+    return entries
+
+
+def verify_archive(archive: Path, public_key: Path | None) -> VerifyReport:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()  # reads headers only (decompressing, not writing anything)
+            problems = unsafe_members(members)
+            tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+            if not problems and len(tops) != 1:
+                problems = [f"{archive}: expected one top-level folder, found {', '.join(sorted(tops)) or 'none'}"]
+            if problems:
+                return VerifyReport(archive, problems)
+            top = tops.pop()
+            entries = {PurePosixPath(m.name).relative_to(top).as_posix(): Entry(m.size, lambda m=m: tar.extractfile(m))
+                       for m in members if m.isfile()}
+            report = check_entries(archive, entries, public_key)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        return VerifyReport(archive, [f"{archive}: not a readable tar.gz ({_why(exc)}); download it again"])
     return report
 
 
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return "truncated" if isinstance(exc, EOFError) or "end of" in text.lower() else text
+
+
 def unsafe_members(members: list[tarfile.TarInfo]) -> list[str]:
-    """One line per member that could write outside the extraction folder or is not a plain file/folder."""
-    problems = []
+    """One line per member that could write outside a folder, is not a plain file/folder, or comes twice."""
+    problems, seen = [], set()
     for member in members:
         path = PurePosixPath(member.name)
         if path.is_absolute() or member.name.startswith(("/", "\\")):
@@ -70,37 +110,139 @@ def unsafe_members(members: list[tarfile.TarInfo]) -> list[str]:
             problems.append(f"{member.name}: link to {member.linkname!r} in the archive (refused)")
         elif not (member.isfile() or member.isdir()):
             problems.append(f"{member.name}: device, fifo or other special member in the archive (refused)")
+        elif path.as_posix() in seen:
+            problems.append(f"{member.name}: appears twice in the archive (refused: which copy is the release?)")
+        seen.add(path.as_posix())
     return problems
 
 
-def verify_dir(bundle: Path) -> VerifyReport:
+def check_entries(bundle: Path, entries: dict[str, Entry], public_key: Path | None) -> VerifyReport:
     report = VerifyReport(bundle)
-    manifest_path = bundle / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        listed = manifest["files"]
-        report.name, report.version = manifest["name"], manifest["version"]
-    except FileNotFoundError:
-        return VerifyReport(bundle, [f"{MANIFEST}: missing"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        return VerifyReport(bundle, [f"{MANIFEST}: unreadable or incomplete ({exc!r})"])
-
+    manifest_bytes, problem = _manifest_bytes(entries)
+    manifest = _parse_manifest(manifest_bytes) if problem is None else None
+    if problem is None and isinstance(manifest, str):
+        problem, manifest = manifest, None
+    if problem is not None or manifest is None:
+        return VerifyReport(bundle, [problem or f"{MANIFEST}: unreadable"])
+    listed = manifest["files"]
+    report.name, report.version = manifest["name"], manifest["version"]
     for relative, expected in sorted(listed.items()):
-        path = PurePosixPath(relative)
-        if path.is_absolute() or ".." in path.parts:
-            report.problems.append(f"{relative}: the manifest names a path outside the bundle")
-            continue
-        target = bundle / path
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            report.problems.append(f"{relative}: not a plain file")
-        elif not target.exists():
-            report.problems.append(f"{relative}: missing")
-        elif file_sha256(target) != expected.get("sha256") or target.stat().st_size != expected.get("bytes"):
-            report.problems.append(f"{relative}: tampered (sha256 differs from the manifest)")
         report.files_checked += 1
-
-    for path in sorted(bundle.rglob("*")):
-        relative = path.relative_to(bundle).as_posix()
-        if relative != MANIFEST and relative not in listed and (path.is_file() or path.is_symlink()):
+        report.problems += _check_file(relative, expected, entries.get(relative))
+    for relative in sorted(entries):
+        if relative not in (MANIFEST, SIGNATURE) and relative not in listed:
             report.problems.append(f"{relative}: extra file not in the manifest")
+    report.problems += missing_parts(listed)
+    report.problems += _check_signature(manifest_bytes, entries, listed, public_key, report)
     return report
+
+
+def _manifest_bytes(entries: dict[str, Entry]) -> tuple[bytes, str | None]:
+    entry = entries.get(MANIFEST)
+    if entry is None:
+        return b"", f"{MANIFEST}: missing"
+    if not entry.plain or entry.size > MAX_MANIFEST_BYTES:
+        return b"", f"{MANIFEST}: not a plain file of at most {MAX_MANIFEST_BYTES >> 20} MiB"
+    with entry.open() as handle:
+        return handle.read(MAX_MANIFEST_BYTES + 1), None
+
+
+def _parse_manifest(data: bytes) -> dict[str, Any] | str:
+    """The manifest, or one line saying what is wrong with it."""
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"{MANIFEST}: not valid JSON ({exc})"
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST}: wrong shape (expected a JSON object)"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return f"{MANIFEST}: wrong shape ('files' must map each path to {{sha256, bytes}})"
+    if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("version"), str):
+        return f"{MANIFEST}: wrong shape ('name' and 'version' must be strings)"
+    return manifest
+
+
+def _check_file(relative: str, expected: dict[str, Any], entry: Entry | None) -> list[str]:
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts or relative in (MANIFEST, SIGNATURE):
+        return [f"{relative}: the manifest names a path outside the bundle"]
+    if entry is None:
+        return [f"{relative}: missing"]
+    if not entry.plain:
+        return [f"{relative}: not a plain file"]
+    if entry.size != expected.get("bytes"):  # checked before reading a byte of it
+        return [f"{relative}: tampered (sha256 differs from the manifest)"]  # sizes differ: no need to read it
+    if _sha256(entry) != expected.get("sha256"):
+        return [f"{relative}: tampered (sha256 differs from the manifest)"]
+    return []
+
+
+def _sha256(entry: Entry) -> str:
+    digest = hashlib.sha256()
+    with entry.open() as handle:
+        for block in _blocks(handle):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
+    while block := handle.read(1 << 20):
+        yield block
+
+
+def missing_parts(listed: dict[str, object]) -> list[str]:
+    """What every bundle must hold, whatever its manifest lists: a bundle of cards without weights is no release."""
+    problems = [f"{name}: a bundle must contain it ({what}), and this manifest does not list it"
+                for name, what in REQUIRED_FILES.items() if name not in listed]
+    if not any(name.endswith(".safetensors") and "/" not in name for name in listed):
+        problems.append("model.safetensors: a bundle must contain the weights (*.safetensors), and this manifest lists none")
+    return problems
+
+
+def _check_signature(manifest_bytes: bytes, entries: dict[str, Entry], listed: dict[str, Any],
+                     public_key: Path | None, report: VerifyReport) -> list[str]:
+    """With a key: the signature must be there and verify. Without one: a signature present must still verify
+    under the public key the bundle ships (a self-consistency check; only --key proves who signed)."""
+    entry = entries.get(SIGNATURE)
+    if entry is None:
+        return [f"{SIGNATURE}: missing, so the bundle's origin cannot be checked (the release was not signed)"] \
+            if public_key is not None else []
+    with entry.open() as handle:
+        signature = handle.read(1024)
+    problem, report.signed_by = check_signature(manifest_bytes, signature, public_key, entries, listed)
+    return [problem] if problem else []
+
+
+def check_audit_anchor(bundle: Path, run: Path) -> list[str]:
+    """The signed manifest names the review's audit-log head (entries, final hash). The run's log must still
+    hold exactly that head at that position, and chain intact: a log rewritten and re-chained after release
+    (every hash recomputed, the head file too) no longer matches what was signed."""
+    from distill.review.audit import read_log, verify_log
+
+    manifest = _parse_manifest(_read_manifest_of(Path(bundle)))
+    if isinstance(manifest, str):
+        return [manifest]
+    review = (manifest.get("lineage") or {}).get("review") or {}
+    signed_hash, signed_count = review.get("audit_log_final_hash"), review.get("audit_log_entries")
+    log_dir = Path(run) / "review"
+    if not (Path(run) / "manifest.json").is_file():
+        return [f"{run}: not a run directory (no manifest.json)"]
+    problems = [f"audit log: {line}" for line in verify_log(log_dir)]
+    if signed_hash is None:
+        return problems
+    if not isinstance(signed_count, int):
+        return problems + [f"{MANIFEST}: names the audit log's final hash but not its entry count (an older bundle)"]
+    entries = read_log(log_dir)
+    if len(entries) < signed_count or entries[signed_count - 1].get("hash") != signed_hash:
+        problems.append(f"audit log: entry {signed_count} is not the head the release signed ({signed_hash[:12]}...): "
+                        "the review history was rewritten after the release")
+    return problems
+
+
+def _read_manifest_of(bundle: Path) -> bytes:
+    if bundle.is_dir():
+        return (bundle / MANIFEST).read_bytes()
+    with tarfile.open(bundle, "r:*") as tar:
+        member = next(m for m in tar.getmembers() if PurePosixPath(m.name).parts[1:] == (MANIFEST,))
+        return tar.extractfile(member).read(MAX_MANIFEST_BYTES + 1)

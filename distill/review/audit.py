@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distill.errors import Problem, RunDirError
 from distill.files import write_atomic
 
 LOG = "audit.jsonl"
@@ -43,20 +44,49 @@ def _locked(review_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _last_entry(path: Path) -> dict[str, Any] | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
+def _complete_size(path: Path) -> int:
+    """Bytes up to the end of the last complete line: a line cut by a crash or a full disk is not part
+    of the log (its entry never reached the head either)."""
     with open(path, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
+        position = size
+        while position > 0:
+            start = max(0, position - (1 << 16))
+            handle.seek(start)
+            block = handle.read(position - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            position = start
+        return 0
+
+
+def _last_entry(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    end = _complete_size(path)
+    if end == 0:
+        return None
+    with open(path, "rb") as handle:
         chunk = 1 << 16
         while True:
-            start = max(0, size - chunk)
+            start = max(0, end - chunk)
             handle.seek(start)
-            tail = handle.read(size - start)
-            lines = tail.rstrip(b"\n").split(b"\n")
+            lines = handle.read(end - start).rstrip(b"\n").split(b"\n")
             if len(lines) > 1 or start == 0:
-                return json.loads(lines[-1])
+                return _parse_line(lines[-1], path)
             chunk *= 4
+
+
+def _parse_line(line: bytes | str, path: Path, number: int | None = None) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        entry = None
+    if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int) or not isinstance(entry.get("hash"), str):
+        raise RunDirError(Problem("the audit log has a line that is not an audit entry", file=path, line=number,
+                                  hint="check it with `distill review RUN --verify-log` and restore the log from a copy"))
+    return entry
 
 
 def append_entry(review_dir: Path, *, reviewer: str, action: str, ids: list[int] | None = None,
@@ -65,6 +95,8 @@ def append_entry(review_dir: Path, *, reviewer: str, action: str, ids: list[int]
     log = review_dir / LOG
     with _locked(review_dir):
         last = _last_entry(log)
+        if log.exists() and _complete_size(log) < log.stat().st_size:
+            os.truncate(log, _complete_size(log))  # drop a line cut by a crash before appending after it
         entry = {
             "seq": last["seq"] + 1 if last else 0,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -89,7 +121,8 @@ def read_log(review_dir: Path) -> list[dict[str, Any]]:
     log = review_dir / LOG
     if not log.exists():
         return []
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = log.read_bytes()[:_complete_size(log)].decode("utf-8", errors="replace")
+    return [_parse_line(line, log, number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def head_hash(review_dir: Path) -> str:
@@ -101,18 +134,25 @@ def verify_log(review_dir: Path) -> list[str]:
     """Problems with the log, naming the line; an empty list means the chain is intact."""
     log = review_dir / LOG
     if not log.exists():
-        return [] if not (review_dir / HEAD).exists() else [f"{log} is missing but {HEAD} says entries were written"]
+        if (review_dir / HEAD).exists():
+            return [f"{log} is missing but {HEAD} says entries were written"]
+        reviewed = [name for name in ("records.jsonl", "signoff.json", "sample.json") if (review_dir / name).exists()]
+        return [f"{log} and {HEAD} are missing although the run was reviewed ({', '.join(reviewed)} exist)"] \
+            if reviewed else []
     problems = []
-    prev = GENESIS
+    prev: str | None = GENESIS
     count = 0
-    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), 1):
+    text = log.read_bytes()[:_complete_size(log)].decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             problems.append(f"{log}:{number}: blank line")
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            problems.append(f"{log}:{number}: not JSON")
+            entry = None
+        if not isinstance(entry, dict):
+            problems.append(f"{log}:{number}: not an audit entry (not a JSON object)")
             prev = None
             continue
         claimed = entry.pop("hash", None)
@@ -120,7 +160,7 @@ def verify_log(review_dir: Path) -> list[str]:
             problems.append(f"{log}:{number}: sequence number {entry.get('seq')} where {count} was expected (a line was deleted or moved)")
         if prev is not None and entry.get("prev") != prev:
             problems.append(f"{log}:{number}: does not chain to the line before it (edited, inserted or deleted)")
-        if _digest(entry.get("prev", ""), entry) != claimed:
+        if _digest(str(entry.get("prev", "")), entry) != claimed:
             problems.append(f"{log}:{number}: content does not match its hash (edited)")
         prev = claimed
         count += 1
@@ -128,8 +168,13 @@ def verify_log(review_dir: Path) -> list[str]:
     if not head_path.exists():
         problems.append(f"{head_path} is missing")
     else:
-        head = json.loads(head_path.read_text())
-        if head.get("count") != count or head.get("hash") != prev:
+        try:
+            head = json.loads(head_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        if not isinstance(head, dict):
+            problems.append(f"{head_path}: corrupt (not a JSON object with count and hash)")
+        elif head.get("count") != count or head.get("hash") != prev:
             problems.append(f"{head_path}: says {head.get('count')} entries ending {str(head.get('hash'))[:12]}, "
                             f"the log has {count} ending {str(prev)[:12]} (lines removed from the end, or the head edited)")
     return problems

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from distill.errors import ConfigError, RunDirError
+from distill.errors import ConfigError, Problem, RunDirError
 from distill.review.audit import append_entry, read_log
 from distill.review.chain import Chain
 from distill.review.policy import Policy, load_policy
@@ -30,9 +30,13 @@ def reviewer_name(given: str | None) -> str:
 
 def review_policy(run_dir: Path) -> Policy:
     """The policy the automatic review ran with (from `RUN/review/state.json`)."""
-    state = read_json(review_dir(run_dir) / STATE, missing=None)
+    path = review_dir(run_dir) / STATE
+    state = read_json(path, missing=None)
     if state is None:
         raise RunDirError(f"{run_dir} has not been reviewed yet: run `distill review {run_dir}` first")
+    if not isinstance(state, dict) or not isinstance(state.get("policy_source"), str):
+        raise RunDirError(Problem("wrong shape: no policy_source", file=path,
+                                  hint=f"run `distill review {run_dir}` again to rewrite it"))
     return load_policy(state["policy_source"])
 
 

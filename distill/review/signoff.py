@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunDirError
-from distill.files import read_json, write_json_atomic
+from distill.errors import Problem, RunDirError
+from distill.files import read_json_file, write_json_atomic
 from distill.review.audit import append_entry
 from distill.review.policy import Policy
 
@@ -51,7 +51,7 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     if pending:
         raise RunDirError(f"{pending} records still wait for a human decision; accept or reject them "
                           "(`distill review RUN list --status pending`, `apply-reason CODE reject`) before signing off")
-    sample = read_json(sample_path)
+    sample = read_json_file(sample_path, made_by="distill review RUN sample")
     outside = sorted(set(defective) - set(sample["ids"]))
     if outside:
         raise RunDirError(f"records {outside} are not in the drawn sample; grade only sampled records ({sample_path})")
@@ -72,6 +72,7 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
         "upper_bound": round(bound, 5),
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
+        "dataset_fingerprint": view_digest,  # what training must consume and the release traces back to
     }
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
                          ids=decision["defective"], after={k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")})
@@ -92,6 +93,7 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
         "confidence": policy.signoff.confidence, "upper_bound": None,
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
+        "dataset_fingerprint": view_digest,
     }
     entry = append_entry(review_dir, reviewer="auto", action="signoff", after={"auto": True, "policy": policy.name})
     write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
@@ -104,7 +106,14 @@ def read_sample(review_dir: Path) -> dict[str, Any] | None:
 
 
 def read_signoff(review_dir: Path) -> dict[str, Any] | None:
-    return read_json(review_dir / "signoff.json", missing=None)
+    path = review_dir / "signoff.json"
+    if not path.exists():
+        return None
+    signoff = read_json_file(path, made_by="distill review RUN signoff")
+    if not isinstance(signoff.get("accepted"), bool) or not isinstance(signoff.get("view_digest"), str):
+        raise RunDirError(Problem("wrong shape: a sign-off needs 'accepted' and 'view_digest'", file=path,
+                                  hint="sign off again with `distill review RUN signoff`"))
+    return signoff
 
 
 def signoff_current(signoff: dict[str, Any], view_digest: str) -> bool:

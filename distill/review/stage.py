@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, RunDirError
 from distill.files import append_jsonl, read_json, write_json_atomic
 from distill.providers.protocol import Provider
 from distill.review.audit import append_entry
@@ -100,7 +100,14 @@ def _fingerprint(policy: Policy, task: TaskConformance | None, eval_files: list[
 
 
 def _reset_if_changed(review: Path, policy: Policy, task, eval_files, rows, reviewer: str) -> None:
-    state = read_json(review / STATE, missing=None)
+    try:
+        state = read_json(review / STATE, missing=None)
+    except RunDirError:
+        state = "unreadable"
+    if state is not None and not (isinstance(state, dict) and isinstance(state.get("fingerprint"), dict)):
+        # Derived bookkeeping: a corrupt copy costs a recomputation of the automatic results, nothing more.
+        print(f"review: {review / STATE} is corrupt; recomputing the automatic results", file=sys.stderr)
+        state = {"fingerprint": {}}
     fingerprint = _fingerprint(policy, task, list(eval_files), rows)
     if state and state.get("fingerprint") != fingerprint:
         changed = [k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]]

@@ -13,15 +13,15 @@ kept with redactions, pending a human, or rejected, and what text the student wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunDirError
+from distill.errors import Problem, RunDirError
 from distill.files import read_json, read_jsonl
+from distill.lineage import examples_digest
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
 
@@ -89,11 +89,22 @@ def verdict_line(record_id: int, verdict: RecordVerdict, text: str, prompt: str)
 
 
 def read_verdicts(review: Path) -> dict[int, dict[str, Any]]:
-    return {line["id"]: line for line in read_jsonl(review / RECORDS)}
+    return _by_id(review / RECORDS)
 
 
 def read_judge(review: Path) -> dict[int, dict[str, Any]]:
-    return {line["id"]: line for line in read_jsonl(review / JUDGE)}
+    return _by_id(review / JUDGE)
+
+
+def _by_id(path: Path) -> dict[int, dict[str, Any]]:
+    """A review result file's lines by record id; a line of the wrong shape is a located error."""
+    lines = {}
+    for number, line in enumerate(read_jsonl(path), 1):
+        if not isinstance(line, dict) or not isinstance(line.get("id"), int):
+            raise RunDirError(Problem("corrupt line (not a JSON object with an id)", file=path, line=number,
+                                      hint=f"delete {path.name} and run `distill review RUN` again to recompute it"))
+        lines[line["id"]] = line
+    return lines
 
 
 def corpus_findings(corpus: dict[str, Any] | None) -> dict[int, list[Finding]]:
@@ -186,9 +197,6 @@ def _replay(entry: dict[str, Any], records: dict[int, ReviewedRecord]) -> None:
 
 def view_digest(records: list[ReviewedRecord]) -> str:
     """Identifies the reviewed dataset: the kept records' ids and the exact texts the student sees."""
-    digest = hashlib.sha256()
-    for record in records:
-        if record.status in ("kept", "redacted"):
-            digest.update(json.dumps([record.id, record.prompt, record.text], ensure_ascii=False).encode())
-    return digest.hexdigest()
+    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text} for r in records
+                           if r.status in ("kept", "redacted"))
 

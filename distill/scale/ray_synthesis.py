@@ -149,8 +149,8 @@ def merge_tallies(tallies: list[Tally]) -> Tally:
             if isinstance(mine, dict):
                 for kind, times in theirs.items():
                     mine[kind] = mine.get(kind, 0) + times
-            elif isinstance(mine, bool):
-                setattr(total, field.name, mine or theirs)
+            elif isinstance(mine, bool) or mine is None or isinstance(theirs, str):
+                setattr(total, field.name, mine or theirs)  # stopped by the cap / why a shard aborted
             else:
                 setattr(total, field.name, mine + theirs)
     return total

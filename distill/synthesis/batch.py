@@ -80,9 +80,21 @@ class BatchRunner:
                 self.engine.tally.stopped_by_cap = True
                 return
             self._give_up_on_repeats(pendings)
-            pendings = [p for p in pendings if p.key not in self.engine.walker.faults]
+            pendings = self._within_cap([p for p in pendings if p.key not in self.engine.walker.faults])
             submitted = [await self._submit(chunk) for chunk in self._chunks(pendings)]
             await self._collect(submitted)
+            self.engine.reserved_usd, self.engine.in_flight = 0.0, 0  # every batch is collected: its cost is spent
+            if self.engine.tally.stopped_by_cap:
+                return
+
+    def _within_cap(self, pendings: list[Pending]) -> list[Pending]:
+        """The pendings whose worst-case batch cost fits under the cap together (see Engine.reserve)."""
+        fits = []
+        for pending in pendings:
+            if not self.engine.try_reserve(self.engine.worst_case_usd(pending.request, batch=True)):
+                break
+            fits.append(pending)
+        return fits
 
     def _give_up_on_repeats(self, pendings: list[Pending]) -> None:
         """A request submitted max_retries + 1 times without a result fails its record."""

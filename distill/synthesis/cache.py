@@ -84,6 +84,11 @@ class AnswerCache:
                                " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
         return float(row[0])
 
+    def integrity_problem(self) -> str | None:
+        """None when SQLite finds the database sound (and it has our tables), else what it found."""
+        result = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        return None if result == "ok" else str(result)
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
 

@@ -5,7 +5,13 @@ the one request the record needs next, stores the answer, and walks again until 
 Every request passes the `RateLimiter` (requests and tokens per minute, client side, so the provider
 rarely has to say 429); a 429 pauses everyone for its Retry-After; 5xx, timeouts and connection errors
 are retried with jittered exponential backoff; a request that keeps failing fails its record with the
-reason and the run goes on. The spending cap stops new records from starting; records in flight finish.
+reason and the run goes on.
+
+The spending cap is hard: before a request is sent, its worst case (every prompt byte a token, and the
+whole max_tokens at the output price) is reserved against the cap, and a request whose reservation does
+not fit is not sent; its record stays unfinished for a resumed run. So concurrent requests can never
+overshoot the cap together. When the first requests all fail the same way and none has succeeded (a
+wrong key, a forbidden or unknown model), the engine stops after a few instead of sending all N.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from distill.keys import keys_in_use, redact_secrets
 from distill.providers.protocol import Provider, ProviderFault, TeacherReply
 from distill.synthesis.cache import AnswerCache
 from distill.synthesis.cost import CHARS_PER_TOKEN, Price
 from distill.synthesis.records import Pending, RecordWalker
 
 TPM_BURST_SECONDS = 10  # the token bucket holds this many seconds' worth of tokens per minute
+SAME_FAILURE_LIMIT = 3  # identical non-retryable failures, with no success yet, that stop the run
+MESSAGE_OVERHEAD_TOKENS = 8  # per message: role and framing tokens the provider adds
 
 
 class Limiter(Protocol):
@@ -110,6 +119,8 @@ class Tally:
     spent_usd: float = 0.0  # paid in this run
     stopped_by_cap: bool = False
     failures: dict[str, int] = field(default_factory=dict)  # reason kind -> count
+    answered: int = 0  # requests the provider answered (usable or not)
+    aborted: str | None = None  # why the run stopped early: every request failed the same way
 
 
 class Engine:
@@ -124,10 +135,51 @@ class Engine:
         self.backoff = backoff or Backoff()
         self.on_row = on_row
         self.tally = Tally()
+        self.reserved_usd = 0.0  # worst-case cost of the requests in flight
+        self.in_flight = 0  # requests holding a reservation
+        self.room = asyncio.Condition()  # signalled when a reservation is released
+        self.same_failures: dict[str, int] = {}  # non-retryable failure kind -> count, before any success
 
     @property
     def over_cap(self) -> bool:
         return self.max_cost_usd is not None and self.spent_before + self.tally.spent_usd >= self.max_cost_usd
+
+    @property
+    def stopped(self) -> bool:
+        return self.tally.stopped_by_cap or self.tally.aborted is not None
+
+    def worst_case_usd(self, request: Any, *, batch: bool = False) -> float:
+        """The most `request` can cost: every prompt byte a token, and all of max_tokens written."""
+        prompt = sum(len(m.content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
+        return self.price.cost(prompt, int(request.params.get("max_tokens") or 0), batch=batch)
+
+    def fits(self, usd: float) -> bool:
+        return self.max_cost_usd is None or \
+            self.spent_before + self.tally.spent_usd + self.reserved_usd + usd <= self.max_cost_usd
+
+    def try_reserve(self, usd: float) -> bool:
+        """Hold `usd` of the cap now, or say it does not fit (then the run stops at the cap)."""
+        if not self.fits(usd):
+            self.tally.stopped_by_cap = True
+            return False
+        self.reserved_usd += usd
+        self.in_flight += 1
+        return True
+
+    async def reserve(self, usd: float) -> bool:
+        """Hold `usd` of the cap for a request about to be sent. While other requests are in flight, wait for
+        them to settle (their real cost is usually below their worst case); with none in flight and still no
+        room, the cap is reached. Single-threaded asyncio: nothing runs between the check and the booking."""
+        async with self.room:
+            while not self.fits(usd) and self.in_flight and not self.stopped:
+                await self.room.wait()
+            return not self.stopped and self.try_reserve(usd)
+
+    async def release(self, usd: float) -> None:
+        async with self.room:
+            self.reserved_usd = max(0.0, self.reserved_usd - usd) if self.in_flight > 1 else 0.0
+            self.in_flight -= 1
+            self.room.notify_all()
 
     async def run(self, indices: list[int]) -> None:
         queue = iter(indices)
@@ -136,6 +188,7 @@ class Engine:
             for index in queue:  # a shared iterator: each index is taken by exactly one worker
                 if self.over_cap:
                     self.tally.stopped_by_cap = True
+                if self.stopped:
                     return
                 await self._finish_record(index)
 
@@ -145,7 +198,8 @@ class Engine:
         sent_any = False
         while isinstance(outcome := self.walker.advance(index), Pending):
             sent_any = True
-            await self._send(outcome)
+            if not await self._send(outcome):
+                return  # not sent (cap or abort): the record stays unfinished and a resumed run continues it
         self.finish_row(outcome, cached=not sent_any)
 
     def finish_row(self, row: dict[str, Any], *, cached: bool) -> None:
@@ -158,16 +212,21 @@ class Engine:
         self.tally.from_cache += cached
         self.on_row(row, cached)
 
-    async def _send(self, pending: Pending) -> None:
-        """Answer one request into the cache (usable or not), or record why it kept failing."""
+    async def _send(self, pending: Pending) -> bool:
+        """Answer one request into the cache (usable or not), or record why it kept failing. False: not
+        sent, because its worst case does not fit under the cap or the run was stopped."""
         request = pending.request
         estimate = sum(len(m.content) for m in request.messages) // CHARS_PER_TOKEN + int(request.params.get("max_tokens", 0))
+        worst = self.worst_case_usd(request)
         for attempt in range(self.max_retries + 1):
+            if self.stopped or not await self.reserve(worst):
+                return False
             await self.limiter.acquire(estimate)
             self.tally.requests += 1
             try:
                 reply = await asyncio.wait_for(self.provider.complete(request), self.timeout_s)
             except (ProviderFault, asyncio.TimeoutError) as exc:
+                await self.release(worst)  # a failed request is not billed
                 self.limiter.correct(estimate, 0)
                 fault = exc if isinstance(exc, ProviderFault) else ProviderFault(
                     f"timed out after {self.timeout_s:g} s", retryable=True)
@@ -176,14 +235,29 @@ class Engine:
                     self.limiter.pause(fault.retry_after)
                 if not fault.retryable or attempt == self.max_retries:
                     tries = f" (after {attempt + 1} attempts)" if fault.retryable else ""
-                    self.walker.faults[pending.key] = f"provider error: {fault.reason}{tries}"
-                    return
+                    reason = redact_secrets(f"provider error: {fault.reason}{tries}", extra=keys_in_use())
+                    self.walker.faults[pending.key] = reason
+                    return self._count_failure(fault, reason)
                 self.tally.retries += 1
                 await asyncio.sleep(fault.retry_after if fault.retry_after is not None else self.backoff.delay(attempt))
                 continue
+            self.tally.answered += 1
             self.limiter.correct(estimate, reply.input_tokens + reply.output_tokens)
             self.store(pending.key, reply, self.price.cost(reply.input_tokens, reply.output_tokens))
-            return
+            await self.release(worst)  # after the real cost is booked: the cap never sees neither
+            return True
+        return True
+
+    def _count_failure(self, fault: ProviderFault, reason: str) -> bool:
+        """Stop the run when the first requests all fail the same non-retryable way (a bad key, a forbidden or
+        unknown model): sending the rest would only fail the same way. True: the record may finish as failed."""
+        if fault.retryable or self.tally.answered:
+            return True
+        kind = reason.split(" (after", 1)[0]
+        self.same_failures[kind] = self.same_failures.get(kind, 0) + 1
+        if self.same_failures[kind] >= SAME_FAILURE_LIMIT and self.tally.aborted is None:
+            self.tally.aborted = f"the first {SAME_FAILURE_LIMIT} requests all failed the same way: {kind}"
+        return self.tally.aborted is None
 
     def store(self, key: str, reply: TeacherReply, cost: float) -> None:
         """Put a paid answer into the cache: usable, or remembered with why it cannot be used."""

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from distill.errors import ConfigError, Problem
 from distill.providers.offline import STAND_IN_MODEL
 from distill.rundir import RunDir
+from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
-from distill.synthesis.cache import AnswerCache
+from distill.synthesis.recovery import open_cache
 from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
 from distill.synthesis.engine import Backoff, Engine, Limiter, RateLimiter, Tally
@@ -68,7 +69,16 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
 
     `limiter` replaces the spec's one-process rate limiter (a distributed executor passes one shared by
     all its shards); with `build_dataset=False` only the shard's records are written, and whoever runs
-    the shards calls `finish_generate` once they are all done."""
+    the shards calls `finish_generate` once they are all done. Holds the run's lock (shared, for a shard)."""
+    with run_lock(run.path, shard=shard):
+        return _generate(loaded, run, shard=shard, mode=mode, max_cost_usd=max_cost_usd, prices_path=prices_path,
+                         show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s,
+                         limiter=limiter, build_dataset=build_dataset)
+
+
+def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: Literal["online", "batch"],
+              max_cost_usd: float | None, prices_path: Path | None, show_progress: bool, batch_poll_s: float,
+              backoff_base_s: float, limiter: Limiter | None, build_dataset: bool) -> GenerateResult:
     from distill.providers.factory import make_provider
 
     spec, teacher = loaded.spec, loaded.spec.teacher
@@ -76,11 +86,14 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
         raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
                                   file=loaded.path, key="teacher.provider", hint="use --mode online"))
     cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
+    if cap is not None and not cap > 0:  # also refuses NaN
+        raise ConfigError(Problem(f"the spending cap must be more than $0, not {cap!r}", key="--max-cost",
+                                  hint="e.g. --max-cost 5 for five dollars; leave it out for no cap"))
     prices = load_prices(prices_path)
     price = require_price(prices, teacher.provider, teacher.model, spec_file=loaded.path) if cap is not None \
         else (price_for(prices, teacher.provider, teacher.model) or FREE)
     generate_dir = run.path / "generate"
-    cache = AnswerCache(generate_dir / "cache.sqlite")
+    cache = open_cache(generate_dir)  # a corrupt or lost cache is rebuilt from the records log
     walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
     provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
     whole_run = shard == (0, 1)
@@ -145,7 +158,7 @@ def finish_generate(loaded: LoadedSpec, run: RunDir, tally: Tally, *, total: int
             run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
         run.finish_stage("generate", counts=counts)
     elif whole_run:
-        reason = "the spending cap was reached" if tally.stopped_by_cap else "records are missing"
+        reason = tally.aborted or ("the spending cap was reached" if tally.stopped_by_cap else "records are missing")
         run.finish_stage("generate", counts=counts, state="failed", error=reason)
     text = summary(tally, total=total, elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
     if not complete and not whole_run and not tally.stopped_by_cap:

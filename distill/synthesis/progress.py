@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -53,11 +54,28 @@ def summary(tally: Tally, *, total: int, elapsed_s: float, spent_total: float, m
         f"({tally.from_cache:,} entirely from the cache)",
         f"requests sent: {tally.requests:,} ({tally.retries:,} retries, {tally.rate_limited:,} rate-limited) "
         f"in {elapsed_s:.1f} s",
-        f"spent this run: ${tally.spent_usd:.4f}; run total: ${spent_total:.4f}",
+        f"spent this run: {usd(tally.spent_usd)}; run total: {usd(spent_total)}"
+        + (f" of a {usd(max_cost)} cap" if max_cost is not None else ""),
     ]
     if tally.failures:
         lines.append("failures: " + ", ".join(f"{kind} x{count}" for kind, count in sorted(tally.failures.items())))
-    if tally.stopped_by_cap:
-        lines.append(f"stopped: the spending cap of ${max_cost:.2f} was reached; resume with a higher cap "
-                     f"(--max-cost USD) to finish the remaining records")
+    if tally.aborted:
+        lines.append(f"stopped: {tally.aborted}; the remaining requests were not sent. Fix the cause (API key, "
+                     f"model name, access) and run the same command again to resume")
+    elif tally.stopped_by_cap:
+        lines.append(f"stopped: the next request could cost more than is left of the {usd(max_cost)} spending cap "
+                     f"(its worst case is reserved before sending); resume with a higher cap (--max-cost USD) to "
+                     f"finish the remaining records")
     return "\n".join(lines)
+
+
+def usd(value: float | None) -> str:
+    """Dollars with the digits that matter: $12.50, $0.0003, $0.000012 (a cap of $0.0003 is not "$0.00")."""
+    if value is None:
+        return "no cap"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    text = f"{value:.{2 - int(math.floor(math.log10(abs(value))))}f}"  # three significant digits
+    while len(text.split(".")[1]) > 2 and text.endswith("0"):
+        text = text[:-1]
+    return f"${text}"

@@ -45,9 +45,11 @@ class _Spent:
     output_tokens: int = 0
     cost_usd: float = 0.0
     keys: list[str] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # the cache entries, for rebuilding a lost cache
 
     def add(self, key: str, answer: CachedAnswer) -> None:
         self.keys.append(key)
+        self.answers.append(answer_record(key, answer))
         self.input_tokens += answer.reply.input_tokens
         self.output_tokens += answer.reply.output_tokens
         self.cost_usd += answer.cost_usd
@@ -161,7 +163,18 @@ class RecordWalker:
             "cost_usd": round(spent.cost_usd, 8),
             "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
             "template_hashes": self.template_hashes,
+            # In the records log only (not a dataset column): the cache's second copy, as JSON text so an
+            # answer with lone surrogates survives exactly (see json_text).
+            "answers": json_text(spent.answers),
         }
+
+
+def answer_record(key: str, answer: CachedAnswer) -> dict[str, Any]:
+    """One cache entry as the records log keeps it (see synthesis.recovery)."""
+    reply = answer.reply
+    return {"key": key, "text": reply.text, "finish_reason": reply.finish_reason, "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens, "model": reply.model, "cost_usd": answer.cost_usd,
+            "reason": answer.reason}
 
 
 # Teacher answers can carry lone surrogates: bytes that were not UTF-8 in a replay file (kept by

@@ -102,6 +102,8 @@ class TrainResult:
     trainable_params: int
     metrics_path: Path
     loss_curve_path: Path
+    dataset_fingerprint: str = ""  # the examples trained on (lineage.examples_digest): names the signed-off data
+    weights_sha256: str = ""  # the saved model (lineage.weights_digest): what eval and release must find
 
 
 def train_config_from_spec(student: dict[str, Any], training: dict[str, Any], *, spec_dir: Path,

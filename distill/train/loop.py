@@ -32,7 +32,8 @@ from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.bpb import bits_per_byte
-from distill.files import fingerprint as stable_fingerprint, write_json_atomic
+from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
+from distill.lineage import examples_digest, weights_digest
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
 from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
@@ -116,6 +117,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
             stopped_by=state.stopped_by, val_loss=final_eval["val_loss"], val_bpb=final_eval["val_bpb"],
             non_embedding_params=non_embedding, trainable_params=trainable,
             metrics_path=out_dir / "metrics.jsonl", loss_curve_path=out_dir / "loss_curve.png",
+            dataset_fingerprint=examples_digest(examples), weights_sha256=weights_digest(out_dir / "model") or "",
         )
         write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
     accelerator.wait_for_everyone()
@@ -349,12 +351,16 @@ def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
     path = out_dir / "result.json"
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
-    if stored.pop("fingerprint") != inputs_fingerprint:
+    stored = read_json_file(path, made_by="distill train RUN")
+    if stored.pop("fingerprint", None) != inputs_fingerprint:
         return None
-    for key in ("model_dir", "metrics_path", "loss_curve_path"):
-        stored[key] = Path(stored[key])
-    return TrainResult(**stored)
+    try:
+        for key in ("model_dir", "metrics_path", "loss_curve_path"):
+            stored[key] = Path(stored[key])
+        return TrainResult(**stored)
+    except (KeyError, TypeError):
+        raise RunDirError(Problem("wrong shape: not a training result distill wrote", file=path,
+                                  hint=f"delete {path} and run `distill train RUN` again (it resumes from the last checkpoint)")) from None
 
 
 def _claim(out_dir: Path, inputs_fingerprint: str, config: TrainConfig, kind: str, replace_other: bool) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from safetensors import SafetensorError
 
 from distill.errors import Problem, RunDirError
+from distill.files import read_json_file
 from distill.train.checkpoint import checkpoints
 from distill.train.config import TrainConfig
 from distill.train.data import render_prompt, start_token
@@ -23,7 +23,9 @@ def load_student(path: Path):
     """
     path = Path(path)
     if (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), path
+        from distill.lineage import load_saved_model
+
+        return (*load_saved_model(path), path)
     if (path / "model").is_dir():
         return load_student(path / "model")
     saved = checkpoints(path)
@@ -32,9 +34,18 @@ def load_student(path: Path):
                                   hint="run `distill train RUN` first (a checkpoint appears every checkpoint_every steps)"))
     from distill.train.loop import prepare_student  # the loop imports the whole training stack
 
-    config = TrainConfig.model_validate(json.loads((path / "run.json").read_text())["config"])
+    stored = read_json_file(path / "run.json", made_by="distill train RUN")
+    try:
+        config = TrainConfig.model_validate(stored.get("config"))
+    except ValueError as exc:
+        raise RunDirError(Problem(f"wrong shape: {str(exc).splitlines()[0]}", file=path / "run.json")) from None
     model, tokenizer = prepare_student(config, path)
-    load_model(model, saved[-1] / "model.safetensors")
+    try:
+        load_model(model, saved[-1] / "model.safetensors")
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise RunDirError(Problem(f"the checkpoint cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})",
+                                  file=saved[-1] / "model.safetensors",
+                                  hint="delete this checkpoint folder to fall back to the one before it")) from None
     return model, tokenizer, saved[-1]
 
 
