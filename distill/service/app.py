@@ -32,6 +32,7 @@ class Settings:
 
 def create_app(settings: Settings) -> FastAPI:
     from distill.service.executor import LocalExecutor
+    from distill.service import web
     from distill.service.gateway import DeploymentGateway
     from distill.service.routers import accounts, deployments, downloads, health, jobs, review
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/v1/deployments", app.state.gateway)  # after the routers: /v1/deployments/<id>/<openai path>
     app.add_exception_handler(DistillError, _problems)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    web.install(app)  # the browser app under /ui/
     return app
 
 
