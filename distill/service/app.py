@@ -30,6 +30,7 @@ class Settings:
 
 def create_app(settings: Settings) -> FastAPI:
     from distill.service.executor import LocalExecutor
+    from distill.service import web
     from distill.service.routers import accounts, downloads, health, jobs, review
 
     @asynccontextmanager
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.add_exception_handler(DistillError, _problems)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    web.install(app)  # the browser app under /ui/
     return app
 
 

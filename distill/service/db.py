@@ -1,5 +1,5 @@
 """The service's tables and engine. Tables hold only what the service knows (tenants, users, tokens,
-jobs, events, reviewer assignments); a job points at its run directory, which holds the stage state.
+jobs, events, reviewer assignments, browser sessions); a job points at its run directory, which holds the stage state.
 
 SQLite (the default) runs in WAL mode so the API and the worker processes read and write at once;
 `postgresql+psycopg://...` URLs work the same. The schema is created by Alembic (`migrate`).
@@ -59,6 +59,19 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebSession(Base):
+    """A browser login: the cookie's sha256 (the cookie itself is never stored) and its CSRF token."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # sent back in every form (synchronizer token)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Job(Base):
