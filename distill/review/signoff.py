@@ -100,6 +100,12 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
     return decision
 
 
+def read_sample(review_dir: Path) -> dict[str, Any] | None:
+    """The drawn sample (seed, ids, who drew it), or None before a draw."""
+    path = review_dir / "sample.json"
+    return read_json_file(path, made_by="distill review RUN sample") if path.exists() else None
+
+
 def read_signoff(review_dir: Path) -> dict[str, Any] | None:
     path = review_dir / "signoff.json"
     if not path.exists():

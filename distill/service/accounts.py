@@ -113,3 +113,21 @@ def visible_tenants(session: Session, user: User) -> list[str] | None:
 def can_see(session: Session, user: User, job: Job) -> bool:
     tenants = visible_tenants(session, user)
     return tenants is None or job.tenant_id in tenants
+
+
+def set_spending_cap(session: Session, tenant_id: str, cap_usd: float | None) -> Tenant:
+    """Change a tenant's spending cap (None: no cap); running jobs keep the cap they started with."""
+    if cap_usd is not None and cap_usd < 0:
+        raise ConfigError(Problem("a spending cap cannot be negative", key="spending_cap_usd"))
+    tenant = find_tenant(session, tenant_id)
+    tenant.spending_cap_usd = cap_usd
+    session.commit()
+    return tenant
+
+
+def list_accounts(session: Session) -> tuple[list[Tenant], list[User], list[Token], list[Assignment]]:
+    """Every tenant, user, token (hashes only) and reviewer assignment, for the admin's overview."""
+    return (list(session.scalars(select(Tenant).order_by(Tenant.name))),
+            list(session.scalars(select(User).order_by(User.name))),
+            list(session.scalars(select(Token).order_by(Token.created_at))),
+            list(session.scalars(select(Assignment))))

@@ -1,5 +1,5 @@
 """The service's tables and engine. Tables hold only what the service knows (tenants, users, tokens,
-jobs, events, reviewer assignments); a job points at its run directory, which holds the stage state.
+jobs, events, reviewer assignments, browser sessions); a job points at its run directory, which holds the stage state.
 
 SQLite (the default) runs in WAL mode so the API and the worker processes read and write at once;
 `postgresql+psycopg://...` URLs work the same. The schema is created by Alembic (`migrate`).
@@ -61,6 +61,19 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class WebSession(Base):
+    """A browser login: the cookie's sha256 (the cookie itself is never stored) and its CSRF token."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # sent back in every form (synchronizer token)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -88,6 +101,21 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(40))  # status | stage | review | error | info
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Deployment(Base):
+    """A released job served under /v1/deployments/<id>/; `file` is its routes (distill.coldstart.promote)."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)  # the job it was created from
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    file: Mapped[str] = mapped_column(Text)
+    capture_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    capture_rate: Mapped[float] = mapped_column(Float, default=1.0)
+    retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def default_url(data_dir: Path) -> str:

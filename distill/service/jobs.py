@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from distill.errors import DistillError, Problem
 from distill.service import runner
-from distill.service.accounts import new_id
+from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
 from distill.service.uploads import UploadError, extract_upload, find_spec_file, teacher_problems
 
@@ -56,31 +56,44 @@ def tenant_spent(session: Session, data_dir: Path, tenant_id: str) -> float:
     return sum(runner.spent_usd(Path(job.run_dir)) for job in jobs)
 
 
-def submit_job(session: Session, user: User, data: bytes, filename: str, spec_path: str | None, data_dir: Path) -> Job:
+def check_upload(session: Session, tenant: Tenant, data: bytes, filename: str, spec_path: str | None,
+                 folder: Path, data_dir: Path, spec_text: str | None = None) -> tuple[Path, runner.CheckedSpec, float | None]:
+    """Unpack an upload into `folder/spec` and run every check a submission gets (the spec's own checks,
+    the tenant's allowed key variables, its spending cap). Returns the spec file, the checked spec and
+    what is left of the cap (None: no cap); raises UploadError/SpecError/SpendingCapError, located.
+    `spec_text` (the web app's spec editor) replaces the spec file's text after unpacking."""
+    extract_upload(data, filename, folder / "spec")
+    spec_file = find_spec_file(folder / "spec", spec_path)
+    if spec_text is not None:
+        spec_file.write_text(spec_text, encoding="utf-8")
+    checked = runner.check_and_plan(spec_file)
+    problems = teacher_problems(checked.loaded.spec, tenant.allowed_key_envs, spec_file)
+    if problems:
+        raise UploadError(*problems)
+    remaining = None
+    if tenant.spending_cap_usd is not None:
+        remaining = tenant.spending_cap_usd - tenant_spent(session, data_dir, tenant.id)
+        if checked.estimate_usd is None or checked.estimate_usd > remaining:
+            estimate = "unknown (no price for the model)" if checked.estimate_usd is None else f"${checked.estimate_usd:,.2f}"
+            raise SpendingCapError(Problem(f"the plan's estimated cost {estimate} exceeds what is left of the tenant's "
+                                           f"spending cap (${remaining:,.2f})", file=str(spec_file), key="records",
+                                           hint="submit fewer records or ask the operator to raise the cap"))
+    return spec_file, checked, remaining
+
+
+def submit_job(session: Session, user: User, data: bytes, filename: str, spec_path: str | None, data_dir: Path,
+               spec_text: str | None = None) -> Job:
     """Unpack and validate an upload and queue its job; raises UploadError/SpecError/SpendingCapError with
     located problems (nothing is kept of a refused upload)."""
     tenant = session.get(Tenant, user.tenant_id)
     job_id = new_id("job")
     folder = job_folder(data_dir, job_id)
     try:
-        extract_upload(data, filename, folder / "spec")
-        spec_file = find_spec_file(folder / "spec", spec_path)
-        checked = runner.check_and_plan(spec_file)
-        spec = checked.loaded.spec
-        problems = teacher_problems(spec, tenant.allowed_key_envs, spec_file)
-        if problems:
-            raise UploadError(*problems)
-        remaining = None
-        if tenant.spending_cap_usd is not None:
-            remaining = tenant.spending_cap_usd - tenant_spent(session, data_dir, tenant.id)
-            if checked.estimate_usd is None or checked.estimate_usd > remaining:
-                estimate = "unknown (no price for the model)" if checked.estimate_usd is None else f"${checked.estimate_usd:,.2f}"
-                raise SpendingCapError(Problem(f"the plan's estimated cost {estimate} exceeds what is left of the tenant's "
-                                               f"spending cap (${remaining:,.2f})", file=str(spec_file), key="records",
-                                               hint="submit fewer records or ask the operator to raise the cap"))
+        spec_file, checked, remaining = check_upload(session, tenant, data, filename, spec_path, folder, data_dir, spec_text)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    spec = checked.loaded.spec
     job = Job(id=job_id, tenant_id=tenant.id, created_by=user.id, spec_name=spec.name, spec_file=str(spec_file),
               run_dir=str(runner.run_dir_for(folder / "runs", spec.name)), status="validating",
               estimate_usd=checked.estimate_usd, max_cost_usd=remaining)
@@ -91,6 +104,17 @@ def submit_job(session: Session, user: User, data: bytes, filename: str, spec_pa
               {"estimate_usd": checked.estimate_usd, "warnings": checked.warnings})
     set_status(session, job, "queued", "job queued")
     return job
+
+
+def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100) -> list[Job]:
+    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins)."""
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    tenants = visible_tenants(session, user)
+    if tenants is not None:
+        query = query.where(Job.tenant_id.in_(tenants))
+    if status:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query))
 
 
 def _usd(value: float | None) -> str:

@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from distill.service import jobs
-from distill.service.accounts import visible_tenants
 from distill.service.db import Event, Job, User
 from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
 from distill.service.schemas import EventOut, EventPage, JobOut, JobPage, ProblemsOut
@@ -36,13 +35,7 @@ def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, Fi
 @router.get("", response_model=JobPage)
 def list_jobs(session: SessionDep, user: UserDep, status: str | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JobPage:
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
-    tenants = visible_tenants(session, user)
-    if tenants is not None:
-        query = query.where(Job.tenant_id.in_(tenants))
-    if status:
-        query = query.where(Job.status == status)
-    return JobPage(jobs=[JobOut(**jobs.job_summary(job)) for job in session.scalars(query)])
+    return JobPage(jobs=[JobOut(**jobs.job_summary(job)) for job in jobs.list_jobs(session, user, status, limit)])
 
 
 @router.get("/{job_id}", response_model=JobOut)

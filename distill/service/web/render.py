@@ -1,0 +1,46 @@
+"""Rendering pages: one Jinja environment with autoescape on (record text is untrusted teacher output),
+and the context every page gets (the signed-in user, the CSRF token for its forms)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.autoescape = True  # every template, whatever its file name
+
+
+def csrf_field(request: Request) -> Markup:
+    return Markup('<input type="hidden" name="csrf" value="{}">').format(getattr(request.state, "csrf", ""))
+
+
+def highlight(text: str, spans: list[tuple[int, int, str, str]]) -> Markup:
+    """`text` escaped, with each (start, end, code, reason) span wrapped in <mark> labelled with its code
+    and titled with the whole reason; a span overlapping an earlier one is cut to what follows it."""
+    out, at = [], 0
+    for start, end, code, reason in sorted(spans):
+        start, end = max(start, at), min(end, len(text))
+        if start >= end:
+            continue
+        out.append(escape(text[at:start]))
+        out.append(Markup('<mark title="{0}">{1}<span class="why"> [{2}]</span></mark>').format(reason, text[start:end], code))
+        at = end
+    out.append(escape(text[at:]))
+    return Markup("").join(out)
+
+
+def money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+templates.env.globals.update(csrf_field=csrf_field)
+templates.env.filters.update(money=money, highlight=highlight)
+
+
+def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200, user=None):
+    context = {"user": user or getattr(request.state, "user", None), **context}
+    return templates.TemplateResponse(request, name, context, status_code=status_code)

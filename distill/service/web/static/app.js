@@ -1,0 +1,91 @@
+// distill's only script: small progressive enhancements; every page works without it.
+"use strict";
+(function () {
+  const csrf = () => (document.querySelector("input[name=csrf]") || {}).value || "";
+
+  // Submit page: "Check" runs the server's checks in place (the chosen archive stays selected).
+  const form = document.getElementById("submit-form");
+  if (form) {
+    document.getElementById("check").addEventListener("click", async (event) => {
+      event.preventDefault();
+      const out = document.getElementById("check-result");
+      out.textContent = "Checking…";
+      const reply = await fetch(form.dataset.check, {method: "POST", body: new FormData(form), headers: {"X-Partial": "1"}});
+      out.innerHTML = await reply.text();  // server-rendered, escaped HTML
+      const listing = out.querySelector(".listing");
+      const editor = document.getElementById("spec_text");
+      if (listing && !editor.value.trim()) editor.value = listing.dataset.text;  // the archive's spec, to fix in place
+      const bad = out.querySelector("li.bad") || out.querySelector("[role=alert], [role=status]");
+      if (bad) { bad.setAttribute("tabindex", "-1"); bad.focus(); }
+    });
+  }
+
+  // Job page: live events over Server-Sent Events; the status block is re-rendered on each event.
+  const live = document.getElementById("live");
+  if (live && window.EventSource) {
+    const list = document.getElementById("events");
+    const last = list.lastElementChild ? list.lastElementChild.dataset.id : "0";
+    const source = new EventSource(live.dataset.streamUrl + "?after=" + last);
+    let pending = null;
+    const refresh = async () => {
+      const reply = await fetch(live.dataset.statusUrl);
+      if (reply.ok) live.innerHTML = await reply.text();
+      const status = (live.querySelector("#status") || {}).dataset;
+      if (status && ["succeeded", "failed", "cancelled"].includes(status.status)) source.close();
+    };
+    source.onmessage = null;
+    const onEvent = (message) => {
+      const event = JSON.parse(message.data);
+      const item = document.createElement("li");
+      item.dataset.id = event.id;
+      const time = document.createElement("time"), type = document.createElement("span");
+      time.textContent = event.time;  // text nodes only: event messages are never parsed as HTML
+      type.className = "etype";
+      type.textContent = event.type;
+      item.append(time, " ", type, " ", event.message);
+      list.appendChild(item);
+      list.scrollTop = list.scrollHeight;
+      clearTimeout(pending);
+      pending = setTimeout(refresh, 150);
+    };
+    for (const type of ["status", "stage", "review", "error", "info", "message"]) source.addEventListener(type, onEvent);
+    source.onerror = () => { refresh(); };
+  }
+
+  // Review page: keyboard shortcuts (not while typing in a field, except Escape).
+  const review = document.getElementById("review");
+  if (review) {
+    const go = (id) => { const a = document.getElementById(id); if (a) window.location = a.href; };
+    let chosen = null;  // "accept" or "reject" after the a / r key: Enter in the reason field submits it
+    const decide = (decision) => {
+      const reason = document.getElementById("reason");
+      if (!reason) return;
+      chosen = decision;
+      document.getElementById("decision-label").textContent = ` to ${decision} (Enter)`;
+      reason.focus();
+      reason.select();
+    };
+    const reasonBox = document.getElementById("reason");
+    if (reasonBox) reasonBox.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && chosen) {
+        event.preventDefault();
+        reasonBox.form.requestSubmit(document.getElementById(chosen));
+      }
+    });
+    document.addEventListener("keydown", (event) => {
+      const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
+      if (event.key === "Escape" && typing) { event.target.blur(); return; }
+      if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+      const actions = {
+        j: () => go("next-record"), k: () => go("prev-record"),
+        a: () => decide("accept"), r: () => decide("reject"),
+        e: () => { const t = document.getElementById("edit-text"); if (t) { t.closest("details").open = true; t.focus(); } },
+        u: () => { const u = document.getElementById("undo-reason"); if (u) u.focus(); },
+        "/": () => document.getElementById("q").focus(),
+        b: () => { const b = document.getElementById("bulk-decision"); if (b) b.focus(); },
+        "?": () => document.getElementById("keys").scrollIntoView(),
+      };
+      if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
+    });
+  }
+})();
