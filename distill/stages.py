@@ -1,9 +1,11 @@
 """What each stage reads, so that one record says whether it is up to date.
 
     generate  the spec (less the later sections), word lists, rows files, templates, JSON schemas, replay data
-    review    the safety section, the policy file and every file it names, decontamination texts; the dataset
+    review    the safety section, the policy file and every file it names, decontamination texts, the report
+              template; the dataset
     train     the student and training settings; the signed-off review
-    eval      the evaluation settings, the policy and its files, probe sets, rubric templates, extra texts; the model
+    eval      the evaluation settings, the policy and its files, probe sets, rubric and report templates, extra
+              texts; the model
     release   the release section, the card and license templates; the evaluation
 
 Each `*_inputs` function turns a stage's settings into an input record: the settings (hashed per key),
@@ -166,11 +168,13 @@ def template_sources(env, references: list[str], is_file: Callable[[str], bool])
 def review_inputs(run_dir: Path, *, policy, judge_model: str | None, eval_files: list[Path],
                   auto_signoff: bool) -> dict[str, Any]:
     """`judge_model` None: no judge runs."""
+    from distill.reports import REVIEW, template_files
     from distill.review.policy import referenced_files
 
     files = [policy.source] if policy.source else []
     settings = {"policy": policy.name, "judge": judge_model, "auto_signoff": auto_signoff}
-    return input_record(run_dir, "review", settings, [*files, *referenced_files(policy), *eval_files])
+    return input_record(run_dir, "review", settings,
+                        [*files, *referenced_files(policy), *eval_files, *template_files(REVIEW)])
 
 
 def train_inputs(run_dir: Path, config, kind: str) -> dict[str, Any]:
@@ -182,13 +186,15 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
     """`judge` is the line saying who grades (or why nobody does)."""
     from distill.evaluate.probes import probe_set_path
     from distill.prompts import template_folders
+    from distill.reports import EVAL
+    from distill.reports import template_files as report_templates
     from distill.review.policy import referenced_files, spec_policy
 
     spec = loaded.spec
     policy = spec_policy(loaded)
     sets = settings.probe_sets or (("instruct",) if spec.kind == "instruct" else ("story",))
     files = [policy.source, *referenced_files(policy), *map(probe_set_path, sets)]
-    files += sorted((data_path("templates") / "eval").glob("*.jinja"))
+    files += sorted((data_path("templates") / "eval").glob("*.jinja")) + report_templates(EVAL)
     if spec.evaluation.rubric:
         rubric = next((f / spec.evaluation.rubric for f in [loaded.directory, *template_folders(loaded)]
                        if (f / spec.evaluation.rubric).is_file()), None)

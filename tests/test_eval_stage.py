@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
 from distill.evaluate.bpb import bits_per_byte
+from distill.evaluate.report import write_eval_report
 from distill.evaluate.stage import EvalSettings, evaluate_run, inspect_run
 from distill.rundir import RunDir
 from distill.spec import load_spec
@@ -105,6 +106,14 @@ def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe
     report = (run_dir / "eval" / "report.md").read_text()
     assert "Student t-intervals" in report and "| grammar |" in report and "Sample completions" in report
     assert RunDir.open(run_dir).stage("eval")["state"] == "done"
+    page = (run_dir / "eval" / "report.html").read_text()
+    assert "<th>student mean [95% CI]</th>" in page and "<img src='scores.png'>" in page and "Sample completions" in page
+
+    attack = "<script>alert(1)</script>"
+    write_eval_report({**result, "samples": [{"beginning": attack, "completion": attack, "teacher": attack}]},
+                      run_dir / "escaped")
+    page = (run_dir / "escaped" / "report.html").read_text()
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3 and "<script>" not in page
 
     again = evaluate_run(run_dir, settings=settings(probe_file))  # the judge's answers come from the cache
     assert len(server.calls) == 18

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -145,7 +146,7 @@ def test_inspect_report_pages_and_figures(tok, tmp_path):
 
     model = tiny_llama(len(tok), hidden=32, layers=2, heads=4)
     result = inspect_model(model, tok, LONG_TEXTS, tmp_path, context_length=64, neurons_per_layer=3, top_k=2,
-                           heatmap_samples=2, heatmap_tokens=20)
+                           heatmap_samples=2, heatmap_tokens=20, title="<script>alert(1)</script>")
 
     assert len(result["heads"]) == 8 and sum(result["kinds"].values()) == 8
     assert [len(layer) for layer in result["neurons"]] == [3, 3]
@@ -154,5 +155,17 @@ def test_inspect_report_pages_and_figures(tok, tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     index = (tmp_path / "index.html").read_text()
     assert "Rule." in index and "first-token if at least 50%" in index and "layer_1.html" in index
+    assert "Inside the student &lt;script&gt;alert(1)&lt;/script&gt;" in index and "<script>" not in index
+    assert len(re.findall(r"<tr><td>L\dH\d</td><td class='([a-z-]+)'>\1</td>", index)) == 8  # a row per head
     assert "<mark>" in (tmp_path / "layer_0.html").read_text()
     assert (tmp_path / "heads_grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_neuron_contexts_are_escaped_on_the_layer_page():
+    from distill.evaluate.inspect_report import _layer_page
+    from distill.evaluate.neurons import NeuronContext, NeuronReport
+
+    context = NeuronContext(activation=2.5, text=0, position=3, before="x <script>", token="alert(1)", after="</script>")
+    page = _layer_page(0, [NeuronReport(layer=0, neuron=7, variance=1.0, mean=0.5, top=[context])], total=64, layers=2)
+    assert "x &lt;script&gt;<mark>alert(1)</mark>&lt;/script&gt;" in page and "<script>" not in page
+    assert "<b>layer 0</b> · <a href='layer_1.html'>layer 1</a>" in page and "The 1 neurons (of 64)" in page

@@ -24,3 +24,13 @@ def test_summary_and_report(tmp_path):
     assert "<mark>lena.k@gmx.de</mark>" in html and "same text as record 1" in html
     for chart in ("status.png", "reasons.png"):
         assert (run / "review" / chart).stat().st_size > 1000 and chart in html
+
+
+def test_record_text_is_escaped_in_the_report(tmp_path):
+    texts = ["Mail me at lena.k@gmx.de <script>alert(1)</script> about the party on Friday evening, please.",
+             "A plain and pleasant sentence about a walk along the river in spring."]
+    run = make_run(tmp_path, texts)
+    run_review(run, policy=load_policy("general"), progress=False)
+    html = (run / "review" / "report.html").read_text()
+    assert "<mark>lena.k@gmx.de</mark> &lt;script&gt;alert(1)&lt;/script&gt; about the party" in html
+    assert "<script>" not in html

@@ -6,7 +6,6 @@ Both documents are built from the same tables, so they cannot disagree.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from distill.evaluate import charts
 from distill.files import write_atomic, write_json_atomic
+from distill.reports import EVAL, render
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 
@@ -146,7 +146,7 @@ def write_eval_report(result: dict[str, Any], out_dir: Path, *, metrics_path: Pa
     title = f"Evaluation of {result.get('run_name', '')}"
     write_json_atomic(out_dir / "eval.json", result)
     write_atomic(out_dir / "report.md", _markdown(title, sections, samples))
-    write_atomic(out_dir / "report.html", _html(title, sections, samples))
+    write_atomic(out_dir / "report.html", render(EVAL, title=title, sections=sections, samples=samples))
 
 
 def _markdown(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
@@ -170,27 +170,3 @@ def _markdown(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
             out.append("---")
     return "\n".join(out) + "\n"
 
-
-def _html(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    for heading, prose, table, images in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
-        if prose:
-            body.append(f"<p>{html.escape(prose)}</p>")
-        if table:
-            header, rows = table
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-                        + "</table>")
-        body += [f"<p><img src='{html.escape(i)}'></p>" for i in images]
-    if samples:
-        body.append("<h2>Sample completions</h2>")
-        for s in samples:
-            teacher = f"<p><b>Teacher:</b> {html.escape(s['teacher'])}</p>" if s.get("teacher") else ""
-            body.append(f"<div class=sample><p><b>Beginning:</b> {html.escape(s['beginning'])}</p>"
-                        f"<p><b>Student:</b> <span class=student>{html.escape(s['completion'])}</span></p>{teacher}</div>")
-    style = ("<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}"
-             "img{max-width:100%}.sample{border-top:1px solid #ddd;padding:.3em 0}.student{color:#1f4e9c}</style>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}</head><body>"
-            + "\n".join(body) + "</body></html>\n")

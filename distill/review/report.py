@@ -3,11 +3,12 @@ and examples per reason, spans highlighted."""
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from distill.files import write_atomic
+from distill.reports import REVIEW, render
 from distill.review.codes import CATEGORIES, STAGE_NAMES, describe
 from distill.review.policy import Policy
 from distill.review.store import ReviewedRecord
@@ -110,61 +111,42 @@ def _charts(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -
     return made
 
 
-def _highlight(text: str, finding: Finding, width: int = 160) -> str:
+def _highlight(text: str, finding: Finding, width: int = 160) -> dict[str, Any]:
+    """The text around the finding's span, cut to `width` characters either side, in parts the template
+    escapes: `marked` is the span (None when it covers the whole text), control characters spelled out."""
     start, end = finding.span
     if end - start >= len(text) or end <= start:
         snippet = text[: 2 * width]
-        return html.escape(snippet) + ("&hellip;" if len(text) > len(snippet) else "")
+        return {"cut_left": False, "before": snippet, "marked": None, "after": "", "cut_right": len(text) > len(snippet)}
     left = max(0, start - width)
     right = min(len(text), end + width)
-    marked = text[start:end]
-    visible = "".join(c if c.isprintable() or c in "\n\t" else f"<U+{ord(c):04X}>" for c in marked)
-    return (("&hellip;" if left else "") + html.escape(text[left:start]) + f"<mark>{html.escape(visible)}</mark>"
-            + html.escape(text[end:right]) + ("&hellip;" if right < len(text) else ""))
+    visible = "".join(c if c.isprintable() or c in "\n\t" else f"<U+{ord(c):04X}>" for c in text[start:end])
+    return {"cut_left": bool(left), "before": text[left:start], "marked": visible, "after": text[end:right],
+            "cut_right": right < len(text)}
+
+
+def _examples(view: list[ReviewedRecord]) -> dict[str, list[dict[str, Any]]]:
+    """Up to EXAMPLES_PER_REASON records per reason code, each with its text cut around the finding."""
+    chosen: dict[str, list[tuple[ReviewedRecord, Finding]]] = {}
+    for record in view:
+        for item in record.reasons:
+            bucket = chosen.setdefault(item.code, [])
+            if len(bucket) < EXAMPLES_PER_REASON and all(r.id != record.id for r, _ in bucket):
+                bucket.append((record, item))
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for code, bucket in chosen.items():
+        for record, item in bucket:
+            text = record.original_text if item.stage in ("decoding", "normalisation") else record.checked_text
+            text = record.original_prompt if item.field == "prompt" else text
+            examples.setdefault(code, []).append({"id": record.id, "status": record.status, "action": item.action,
+                                                  "detail": item.detail[:300], **_highlight(text, item)})
+    return examples
 
 
 def write_report(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -> Path:
     charts = _charts(review, view, summary)
-    examples: dict[str, list[tuple[ReviewedRecord, Finding]]] = {}
-    for record in view:
-        for item in record.reasons:
-            bucket = examples.setdefault(item.code, [])
-            if len(bucket) < EXAMPLES_PER_REASON and all(r.id != record.id for r, _ in bucket):
-                bucket.append((record, item))
-    e = html.escape
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>distill review</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{padding:2px 8px;text-align:left}"
-        "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px}mark{background:#ffd54f}</style>",
-        f"<h1>Safety review: policy {e(summary['policy'])}</h1>",
-        "<p>" + e(" | ".join(f"{summary['status'][s]} {s}" for s in STATUSES)) + f" of {summary['records']} records</p>",
-    ]
-    signoff = summary.get("signoff")
-    parts.append("<p><b>Sign-off:</b> " + (e(f"{signoff['reviewer']} at {signoff['time']}; {signoff['method']}; "
-                 f"upper bound {signoff.get('upper_bound')} vs limit {signoff['max_defect_rate']}"
-                 + ("" if signoff.get("current") else " (STALE)")) if signoff else "none yet") + "</p>")
-    parts += [f"<img src='{name}' alt='{name}'>" for name in charts]
-    for title, table in (("Stages", summary["stages"]), ("Categories", summary["categories"])):
-        parts.append(f"<h2>{title}</h2><table>" + "".join(
-            f"<tr><td>{e(k)}</td><td>{v}</td><td>{e(CATEGORIES.get(k, ''))}</td></tr>" for k, v in table.items()) + "</table>")
-    if summary.get("duplicates_by_kind"):
-        parts.append("<h2>Duplicates, by the dedup that found them</h2><table>" + "".join(
-            f"<tr><td>{e(kind)}</td><td>{count}</td><td>{e(describe('dedup.' + kind))}</td></tr>"
-            for kind, count in summary["duplicates_by_kind"].items()) + "</table>")
-    if summary["openings"]:
-        parts.append("<h2>Most common openings</h2><table>" + "".join(
-            f"<tr><td>{e(o['opening'])}</td><td>{o['count']}</td><td>{o['share']:.1%}</td><td>{'over-represented' if o['over'] else ''}</td></tr>"
-            for o in summary["openings"]) + "</table>")
-    parts.append("<h2>Reasons, with examples</h2>")
-    for code, count in summary["reasons"].items():
-        parts.append(f"<h3>{e(code)} &mdash; {count} records</h3><p>{e(describe(code))}</p>")
-        for record, item in examples.get(code, []):
-            text = record.original_text if item.stage in ("decoding", "normalisation") else record.checked_text
-            text = record.original_prompt if item.field == "prompt" else text
-            parts.append(f"<p>record {record.id} ({record.status}, {item.action}): {e(item.detail[:300])}</p>"
-                         f"<pre>{_highlight(text, item)}</pre>")
+    page = render(REVIEW, summary=summary, statuses=STATUSES, charts=charts, categories=CATEGORIES,
+                  describe=describe, examples=_examples(view))
     path = review / "report.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, page)
     return path
