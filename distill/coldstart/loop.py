@@ -88,8 +88,9 @@ def next_spec(loaded: LoadedSpec, v1: RunDir, run_id: str) -> LoadedSpec:
 
 
 def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str = "coldstart",
-                   show_progress: bool = True) -> ColdStartResult:
-    """Write the next run's dataset, held-out set and lineage; the caller then runs the usual stages."""
+                   root: str | Path | None = None, show_progress: bool = True) -> ColdStartResult:
+    """Write the next run's dataset, held-out set and lineage; the caller then runs the usual stages.
+    The new run is `<root>/<spec name>/<run_id>` (root: v1's runs folder by default)."""
     from distill.review.chain import Chain
     from distill.review.policy import spec_policy
 
@@ -124,7 +125,7 @@ def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str
     held_ids = {REAL_ID_BASE + i for i in order[:n_held]}
 
     loaded2 = next_spec(loaded, v1, run_id)
-    run = RunDir.create(loaded2, root=v1.path.parent.parent, run_id=run_id)
+    run = RunDir.create(loaded2, root=Path(root) if root is not None else v1.path.parent.parent, run_id=run_id)
     given_by_id = {REAL_ID_BASE + i: parsed for i, parsed in enumerate(given)}
     from distill.coldstart.relabel import relabel
 

@@ -1,6 +1,7 @@
 """Stage 4: personal data. Emails (also `name [at] domain [dot] com`, `bob @ mail . org` and letter by
-letter), phone numbers (validated with `phonenumbers`, also dictated in words or split by odd separators
-next to a word like "call"), street addresses, payment cards (Luhn), IBANs (mod-97), national ids
+letter), phone numbers (validated with `phonenumbers`; numbers it only calls possible, such as ranges
+reserved for drama, count when written like one: a + country code, an area code in brackets or a trunk 0;
+also dictated in words or split by odd separators next to a word like "call"), street addresses, payment cards (Luhn), IBANs (mod-97), national ids
 (pattern file), public IP addresses. The chain runs this on the folded text (NFKC, no zero-width
 characters, look-alike letters as Latin), so full-width and Cyrillic disguises do not hide anything.
 

@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from distill.coldstart.promote import PromotionRefused
 from distill.errors import DistillError
+from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.jobs import SpendingCapError
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
@@ -31,7 +33,8 @@ class Settings:
 def create_app(settings: Settings) -> FastAPI:
     from distill.service.executor import LocalExecutor
     from distill.service import web
-    from distill.service.routers import accounts, downloads, health, jobs, review
+    from distill.service.gateway import DeploymentGateway
+    from distill.service.routers import accounts, deployments, downloads, health, jobs, review
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.executor = LocalExecutor(app.state.sessions, settings.database_url, max_jobs=settings.max_jobs)
         app.state.executor.start()
         yield
+        app.state.gateway.close()
         app.state.executor.stop()
         engine.dispose()
 
@@ -50,6 +54,9 @@ def create_app(settings: Settings) -> FastAPI:
                   lifespan=lifespan)
     for module in (health, accounts, jobs, review, downloads):
         app.include_router(module.router)
+    app.include_router(deployments.router)
+    app.state.gateway = DeploymentGateway(app.state)
+    app.mount("/v1/deployments", app.state.gateway)  # after the routers: /v1/deployments/<id>/<openai path>
     app.add_exception_handler(DistillError, _problems)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     web.install(app)  # the browser app under /ui/
@@ -58,8 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _problems(request: Request, exc: DistillError) -> JSONResponse:
     root = request.app.state.data_dir
-    status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else 422
-    kind = "upload refused" if isinstance(exc, UploadError) else type(exc).__name__
+    status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else \
+        409 if isinstance(exc, PromotionRefused) else 422
+    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else type(exc).__name__
     return JSONResponse({"detail": f"{kind}: {exc.problems[0].message}",
                          "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status)
 

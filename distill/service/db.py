@@ -103,6 +103,21 @@ class Event(Base):
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class Deployment(Base):
+    """A released job served under /v1/deployments/<id>/; `file` is its routes (distill.coldstart.promote)."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)  # the job it was created from
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    file: Mapped[str] = mapped_column(Text)
+    capture_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    capture_rate: Mapped[float] = mapped_column(Float, default=1.0)
+    retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'distill.db'}"
 

@@ -41,7 +41,10 @@ def job_spec(spec_file: Path, max_cost_usd: float | None) -> LoadedSpec:
     """The spec a job runs: the upload, with the tenant's remaining budget as the teacher's spending cap."""
     from distill.validate import check_spec
 
-    loaded = check_spec(spec_file).loaded
+    return with_cap(check_spec(spec_file).loaded, max_cost_usd)
+
+
+def with_cap(loaded: LoadedSpec, max_cost_usd: float | None) -> LoadedSpec:
     if max_cost_usd is None:
         return loaded
     teacher = loaded.spec.teacher
@@ -59,7 +62,13 @@ def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stag
     dataset waits for a human sign-off."""
     from distill.pipeline import run_pipeline
 
-    summary = run_pipeline(job_spec(spec_file, max_cost_usd), runs_dir=runs_dir, run_id=RUN_ID,
+    loaded = job_spec(spec_file, max_cost_usd)
+    run_dir = run_dir_for(runs_dir, loaded.spec.name)
+    if (run_dir / "coldstart" / "lineage.json").is_file():  # a cold-start run: v2's own spec (version, start)
+        from distill.rundir import RunDir
+
+        loaded = with_cap(RunDir.open(run_dir).load_spec(), max_cost_usd)
+    summary = run_pipeline(loaded, runs_dir=runs_dir, run_id=RUN_ID,
                            show_progress=False, on_stage=on_stage)
     return None if summary.waiting_for else str(summary.bundle)
 
