@@ -83,7 +83,12 @@ def trigger_words(threshold: float) -> frozenset[str] | None:
     least = next((weight for lowest, weight in TRIGGER_WEIGHTS if threshold >= lowest), None)
     if least is None:
         return None
-    return frozenset(word for word, (_, weights) in load_model().table.items() if min(weights) >= least)
+    # Fragments under three letters ("sh", "ck", "ho") weigh heavily in the package's model but stand
+    # mostly in garbled text (an undertrained student's probe completions), where one of them alone
+    # scores a sentence 0.85; they never trigger a score by themselves. Masked swear words are the
+    # profanity lexicon's job.
+    return frozenset(word for word, (_, weights) in load_model().table.items()
+                     if min(weights) >= least and len(word) >= 3)
 
 
 def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float) -> list[Finding]:

@@ -82,7 +82,7 @@
         e: () => { const t = document.getElementById("edit-text"); if (t) { t.closest("details").open = true; t.focus(); } },
         u: () => { const u = document.getElementById("undo-reason"); if (u) u.focus(); },
         "/": () => document.getElementById("q").focus(),
-        b: () => { const b = document.getElementById("bulk-decision"); if (b) b.focus(); },
+        b: () => { const b = document.getElementById("bulk-accept"); if (b) b.focus(); },  // Tab reaches "Reject all"
         "?": () => document.getElementById("keys").scrollIntoView(),
       };
       if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
