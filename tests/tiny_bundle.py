@@ -20,6 +20,8 @@ def write_tiny_bundle(path: Path, *, name: str = "tiny-support", version: str = 
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     tiny_llama(len(tokenizer), seed=seed).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    (path / "README.md").write_text(f"# {name} {version}\n\nA tiny test student.\n")  # the cards verify requires
+    (path / "DATASET_CARD.md").write_text(f"# {name} dataset\n\nNo data: a test bundle.\n")
     (path / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "name": name, "version": version,
                                              "files": bundle_files(path), "lineage": {}, "gate": {"passed": True}}))
     return path
