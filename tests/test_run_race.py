@@ -64,7 +64,12 @@ def test_seven_commands_race_on_one_run(tmp_path):
     env = {**os.environ, KEY_ENV: "test-key-0123456789", "DISTILL_REVIEWER": "ana",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     policy = (REPO / "safety" / "general.yaml").read_text().replace("judge:\n  enabled: true", "judge:\n  enabled: false")
-    policy = re.sub(r"max_defect_rate: [0-9.]+", "max_defect_rate: 0.2", policy)  # 24 clean samples suffice
+    # The loopback teacher's stories are near copies, so the dedup leaves a handful of records to sample:
+    # 0 defects in 5 bound the rate at 45%.
+    policy = re.sub(r"max_defect_rate: [0-9.]+", "max_defect_rate: 0.6", policy)
+    # A 3-step student's probe completions are noise that detectors may flag ("Gay" scores 98% offensive);
+    # this test is about the race, not the probe gate, so every probe category may violate.
+    policy = re.sub(r"(?ms)^probe_thresholds:\n(  .*?\n)+", "probe_thresholds:\n  default: 1.0\n", policy)
     (tmp_path / "policy.yaml").write_text(policy)
     runs = tmp_path / "runs"
     run = runs / "race" / "main"
