@@ -205,10 +205,14 @@ async def test_a_client_that_hangs_up_is_not_answered(server, openai_sdk):
 async def test_rpm_limit_answers_429_with_the_wait_until_capacity(server, openai_sdk):
     # 600 rpm = 10 per second with a one-second bucket: 10 pass at once; each refused request is told
     # when the next slot frees up (~0.1 s), like a real API: it does not queue or reserve slots.
+    # On a busy machine the 25 requests spread out, and the bucket refills 10 slots a second meanwhile.
     prompts = [f"p{i}" for i in range(25)]
+    started = time.monotonic()
     outcomes = await asyncio.gather(*(ask_openai(openai_sdk, p) for p in prompts), return_exceptions=True)
+    refilled = int((time.monotonic() - started) * 10) + 1
     limited = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
-    assert len(limited) == 25 - 10 == server.stats()["rate_limited"]
+    assert len(limited) == server.stats()["rate_limited"]
+    assert 25 - 10 - refilled <= len(limited) <= 25 - 10
     waits = [float(o.response.headers["retry-after"]) for o in limited]
     assert all(0 < w <= 0.101 for w in waits)
     await asyncio.sleep(0.15)
