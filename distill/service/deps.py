@@ -43,11 +43,16 @@ def require(*roles: str):
     return Depends(check)
 
 
-def visible_job(job_id: str, user: UserDep, session: SessionDep) -> Job:
+def find_visible_job(session, user, job_id: str) -> Job:
+    """The job, or 404 when it does not exist or belongs to a tenant the user cannot see."""
     job = session.get(Job, job_id)
     if job is None or not can_see(session, user, job):
         raise HTTPException(404, f"no job {job_id}")
     return job
+
+
+def visible_job(job_id: str, user: UserDep, session: SessionDep) -> Job:
+    return find_visible_job(session, user, job_id)
 
 
 JobDep = Annotated[Job, Depends(visible_job)]

@@ -15,9 +15,9 @@ from fastapi import Depends, Form, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from distill.service.accounts import authenticate, can_see, new_id, token_hash
+from distill.service.accounts import authenticate, new_id, token_hash
 from distill.service.db import Job, User, WebSession, utcnow
-from distill.service.deps import SessionDep
+from distill.service.deps import SessionDep, find_visible_job
 
 COOKIE = "distill_session"
 LOGIN_COOKIE = "distill_login_csrf"  # double-submit token for the login form (there is no session yet)
@@ -96,11 +96,7 @@ Csrf = Depends(check_csrf)
 
 
 def page_job(job_id: str, user: PageUser, session: SessionDep) -> Job:
-    """The job, or 404 when it does not exist or belongs to a tenant the user cannot see."""
-    job = session.get(Job, job_id)
-    if job is None or not can_see(session, user, job):
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+    return find_visible_job(session, user, job_id)
 
 
 PageJob = Annotated[Job, Depends(page_job)]
