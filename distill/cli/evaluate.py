@@ -71,7 +71,10 @@ def inspect_command(
 
 
 def _summary(result: dict) -> str:
-    lines = [f"validation bits per byte: {result['bpb']['validation']['bits_per_byte']:.4f}"]
+    bpb = result["bpb"]
+    lines = [f"validation bits per byte: {bpb['validation']['bits_per_byte']:.4f}"
+             + (f" per document, {bpb['validation, concatenated']['bits_per_byte']:.4f} as one text"
+                if "validation, concatenated" in bpb else "")]
     if result.get("grading"):
         for source, summary in result["grading"]["summary"].items():
             scores = ", ".join(f"{d} {s['mean']:.2f}" for d, s in summary["scores"].items() if s["mean"] is not None)
