@@ -4,7 +4,8 @@
 optimizer, resume from the newest checkpoint, `_train` (forward, loss, backward, clip, step, log,
 evaluate, checkpoint), release the final model. The same code runs on a CPU, one GPU, or several
 GPUs and nodes under `accelerate launch`: Accelerate places the model and wraps it for data-parallel
-training, and every process reads its own slice of each global batch.
+(DDP) or sharded (FSDP, `distill.train.sharding`) training, and every process reads its own slice of
+each global batch.
 
 Everything lands in `out_dir` (RUN/train): `run.json` (what is being trained), `split.json`,
 `tokenizer/`, `checkpoints/`, `metrics.jsonl`, `loss_curve.png`, and at the end `model/` (plus
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
-from accelerate import Accelerator
 from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
@@ -42,6 +41,7 @@ from distill.train.flops import flops_per_token, measure_matmul_flops
 from distill.train.lora import load_base_model
 from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
 from distill.train.presets import count_parameters, model_config
+from distill.train.sharding import check_checkpoint_layout, is_sharded, make_accelerator, whole_model
 from distill.train.tokenizer import load_or_train_tokenizer
 
 
@@ -54,13 +54,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
         return done
 
-    # Mixed precision is the loop's own autocast (see _train), not Accelerate's: Accelerate fixes it once
-    # per process, and a library caller may train students in different precisions one after another.
-    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun on
-    # CPUs): Accelerate runs DDP over gloo only when told the device is the CPU.
-    several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="no", cpu=several_cpus, log_with=config.report_to or None,
-                              project_dir=out_dir / "trackers")
+    accelerator = make_accelerator(config, out_dir)  # one process, DDP or FSDP (distill.train.sharding)
+    if config.ema_decay is not None and is_sharded(accelerator):  # the average would be a whole copy per process
+        raise ConfigError(Problem("a weight average is not kept under FSDP sharding", key="training.ema_decay",
+                                  hint="drop training.ema_decay, or train with sharding: ddp"))
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
@@ -85,6 +82,8 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if average is not None:  # saved and restored with every checkpoint, on every process
         average.to(accelerator.device)
         accelerator.register_for_checkpointing(average)
+    if checkpoints(out_dir):
+        check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
     state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
     metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
     if config.report_to:
@@ -101,9 +100,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     def evaluate(limit: int | None) -> dict:
         """Validation loss and bits per byte on the first `limit` validation texts (all with None).
 
-        The main process scores and tells the others, so all take the same early-stopping decision."""
+        The main process scores and tells the others, so all take the same early-stopping decision. A
+        sharded model is run by every process (each gathers the blocks in turn); they score alike."""
         scores = [None]
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or is_sharded(accelerator):
             with torch.no_grad():  # in fp32, so the figure matches `distill eval` of the saved model
                 scored = bits_per_byte(released(), tokenizer, val_texts[:limit],
                                        prompts=val_prompts[:limit] if val_prompts else None,
@@ -116,8 +116,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average)
 
     result = None
+    unwrapped = whole_model(accelerator, model)  # every process takes part in gathering a sharded model
     if accelerator.is_main_process:
-        unwrapped = released()
+        if average is not None:
+            unwrapped = average.module
         non_embedding, trainable, _ = count_parameters(unwrapped)
         save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
         plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
