@@ -44,9 +44,6 @@ def load_saved_model(model_dir: Path, **options: Any):
     The files are untrusted input here (a copied, swapped or half-written model), and the loaders raise many
     kinds of errors (safetensors, tokenizers, JSON, OSError), so every failure to load becomes one message."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # only distill's own output reaches the terminal
 
     from distill.errors import Problem, RunDirError
 

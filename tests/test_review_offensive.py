@@ -101,3 +101,27 @@ def test_trigger_words_skip_only_sentences_that_cannot_reach_the_threshold() -> 
             words = " ".join(WORD.findall(text)).lower().split()
             every = max((model.probability(m.group()) for m in _SENTENCE.finditer(text)), default=0.0)
             assert bool(scan_offensive(text, words, model, threshold)) == (every >= threshold), text
+
+
+def test_a_mention_of_a_group_is_not_an_insult_but_an_insult_aimed_at_one_still_is() -> None:
+    mentions = ["Gay", "The gay couple adopted a dog.", "He is a homosexual.", "She is queer and proud."]
+    assert max(load_model().probability(text) for text in mentions) > 0.95  # what the model says on its own
+    insult = "You stupid gay idiot, go to hell."
+    for name in ("general", "children"):
+        chain = Chain(load_policy(name))
+        assert [text for text in mentions if any(f.code == "offensive.insult" for f in chain.check(text).reasons)] == []
+        assert any(f.code == "offensive.insult" for f in chain.check(insult).reasons)
+    raw = Policy.model_validate({**load_policy("general").model_dump(), "offensive": {"neutral_terms": None}})
+    assert any(f.code == "offensive.insult" for f in Chain(raw).check("Gay").reasons)
+
+
+def test_the_neutral_terms_are_a_policy_file_and_a_missing_one_is_located(tmp_path) -> None:
+    from distill.errors import SpecError
+    from distill.paths import data_path
+
+    shipped = (data_path("safety") / "general.yaml").read_text(encoding="utf-8")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(shipped.replace("offensive:\n", "offensive:\n  neutral_terms: no_such_list\n", 1), encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_policy(policy)
+    assert "no_such_list" in str(caught.value)

@@ -3,7 +3,8 @@
 Four shards against the loopback teacher server, which enforces the limit itself and counts what it
 answered: together the shards stay within the spec's requests per minute (the server refuses nothing),
 no prompt is paid twice, and the dataset is byte for byte the one a one-process run writes; the same
-holds when one shard's worker process is killed with SIGKILL midway.
+holds when one shard's worker process is killed with SIGKILL midway. The shards share one spending cap:
+together they stop at it, and a higher cap resumes without paying twice.
 """
 
 from __future__ import annotations
@@ -119,6 +120,46 @@ def test_a_shard_whose_worker_is_killed_is_run_again_without_paying_twice(ray_cl
         stats = server.stats()
     assert answered_at_kill < RECORDS, "the run finished before a worker could be killed"
     assert_within_limit_and_paid_once(stats, in_flight_at_kill=CONCURRENCY)
+    assert dataset_files(tmp_path / "runs") == one_process_dataset
+
+
+PRICES = "openai: {gpt-4o-mini: {input: 0.15, output: 0.60}}\n"
+CAP_USD = 0.0012  # about 40% of what the 80 records cost (0.003): each shard alone would fit under it
+
+
+def spent(run_root: Path) -> float:
+    from distill.synthesis.cache import AnswerCache
+
+    cache = AnswerCache(run_root / "synth-test" / "main" / "generate" / "cache.sqlite")
+    try:
+        return cache.total_cost()
+    finally:
+        cache.close()
+
+
+@ray_test
+@pytest.mark.slow
+def test_four_shards_share_one_spending_cap_and_a_higher_cap_resumes(ray_cluster, tmp_path, one_process_dataset):
+    (tmp_path / "prices.yaml").write_text(PRICES)
+    with TeacherServer(latency=0.1, rpm=RPM, burst_seconds=BURST_S) as server:
+        spec = ray_spec(tmp_path, server.openai_base_url)
+        command = generate_command(spec, tmp_path / "runs", ray_cluster) + ["--prices", str(tmp_path / "prices.yaml")]
+        capped = subprocess.run(command + ["--max-cost", str(CAP_USD)], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        answered_under_cap = server.stats()["answers"]
+        spent_under_cap = spent(tmp_path / "runs")
+        resumed = subprocess.run(command + ["--max-cost", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        stats = server.stats()
+    # The four shards together stop at the one cap (each checking its own spending would finish the run).
+    assert capped.returncode == 3, capped.stderr
+    assert "Traceback" not in capped.stderr and "spending cap" in capped.stderr and "--max-cost" in capped.stderr
+    assert 0 < spent_under_cap <= CAP_USD, spent_under_cap
+    assert 0 < answered_under_cap < RECORDS
+    # The raised cap finishes the rest; nothing answered under the first cap is bought again.
+    assert_within_limit_and_paid_once(stats)
+    assert stats["duplicate_answers"] == 0 and stats["answers"] == RECORDS
+    assert spent(tmp_path / "runs") > CAP_USD
     assert dataset_files(tmp_path / "runs") == one_process_dataset
 
 

@@ -20,8 +20,8 @@ from distill.review.conformance import WORD, TaskConformance, check_conformance,
 from distill.review.folding import fold
 from distill.review.injection import scan_injection
 from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
-from distill.review.offensive import load_model, scan_offensive
-from distill.review.patterns import load_patterns
+from distill.review.offensive import OffensiveModel, load_model, scan_offensive
+from distill.review.patterns import Triggers, load_patterns
 from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
 from distill.review.secrets import scan_secrets
@@ -57,7 +57,8 @@ class Chain:
         self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
         self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
         self.lexicons = index_lexicons([load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons])
-        self.offensive = load_model() if policy.offensive.enabled else None
+        self.offensive = _offensive_model(policy) if policy.offensive.enabled else None
+        self.triggers = Triggers((self.refusals, self.national_ids, self.secrets, self.injections), self.lexicons.phrases)
         self._actions: dict[tuple[str, str], str] = {}
 
     def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
@@ -93,22 +94,24 @@ class Chain:
         tokens = WORD.findall(scan)
         words = " ".join(tokens).lower().split()  # one lower() for all words
         stats: dict = {"words": len(tokens)}
+        present = self.triggers.present(lowered)
         if field == "text":
-            found += check_quality(scan, lowered, words, self.quality, self.refusals)
+            found += check_quality(scan, lowered, words, self.quality, self.refusals, present)
             conformance, stats = check_conformance(scan, tokens, words, self.task, list(required_words))
             found += conformance
         folded = fold(scan)
         folded_lower = lowered if folded.origin is None else folded.text.lower()
         folded_words = words if folded.origin is None else " ".join(WORD.findall(folded.text)).lower().split()
-        on_folded = scan_pii(folded.text, folded_lower, self.pii, self.national_ids, folded_words)
-        on_folded += scan_secrets(folded.text, folded_lower, self.secrets)
-        on_folded += scan_injection(folded.text, folded_lower, self.injections)
+        folded_present = present if folded.origin is None else self.triggers.present(folded_lower)
+        on_folded = scan_pii(folded.text, folded_lower, self.pii, self.national_ids, folded_words, folded_present)
+        on_folded += scan_secrets(folded.text, folded_lower, self.secrets, folded_present)
+        on_folded += scan_injection(folded.text, folded_lower, self.injections, folded_present)
         if self.offensive is not None:
             on_folded += scan_offensive(folded.text, folded_words, self.offensive, self.policy.offensive.threshold)
         if folded.origin is not None:
             on_folded = [dataclasses.replace(f, span=folded.original_span(f.span)) for f in on_folded]
         found += on_folded
-        found += scan_lexicons(scan, lowered, words, self.lexicons)
+        found += scan_lexicons(scan, lowered, words, self.lexicons, present)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]
         return found, checked, stats
@@ -118,6 +121,12 @@ class Chain:
         if key not in self._actions:
             self._actions[key] = self.policy.action_for(*key)
         return dataclasses.replace(finding, action=self._actions[key])
+
+
+def _offensive_model(policy: Policy) -> OffensiveModel:
+    neutral = policy.offensive.neutral_terms
+    model = load_model()
+    return model.without(load_vocabulary(safety_file("vocabulary", neutral, ".txt")).words) if neutral else model
 
 
 def check_texts(texts: list[str], policy: Policy, *, task: TaskConformance | None = None) -> list[RecordVerdict]:

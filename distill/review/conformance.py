@@ -34,10 +34,12 @@ class Vocabulary:
 
     def learn(self, words: set[str]) -> None:
         """Classify words not seen before; afterwards `word in self.known` answers for them."""
-        for word in words - self._seen:
-            if any(c in self.words for c in lemma_candidates(word)):
-                self.known.add(word)
-        self._seen |= words
+        new = words.difference(self._seen)
+        if new:
+            for word in new:
+                if any(c in self.words for c in lemma_candidates(word)):
+                    self.known.add(word)
+            self._seen |= new
 
     def knows(self, word: str) -> bool:
         self.learn({word})

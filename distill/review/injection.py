@@ -9,9 +9,11 @@ split by invisible characters is still seen.
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from distill.review.patterns import Pattern, scan
 from distill.review.verdict import Finding
 
 
-def scan_injection(text: str, lowered: str, patterns: list[Pattern]) -> list[Finding]:
-    return scan(text, lowered, patterns, "injection")
+def scan_injection(text: str, lowered: str, patterns: list[Pattern], present: Set[str] | None = None) -> list[Finding]:
+    return scan(text, lowered, patterns, "injection", present=present)

@@ -8,6 +8,7 @@ endings (`s`, `es`, `ed`, `ing`, `er`); the policy decides whether a hit flags, 
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,14 @@ def index_lexicons(lexicons: list[Lexicon]) -> LexiconIndex:
     return LexiconIndex(tuple(lexicons), regex, forms, phrases)
 
 
-def scan_lexicons(text: str, lowered: str, words: list[str], index: LexiconIndex) -> list[Finding]:
-    """`lowered` and `words` are the record lower-cased and split into words."""
+def scan_lexicons(text: str, lowered: str, words: list[str], index: LexiconIndex, present: Set[str] | None = None) -> list[Finding]:
+    """`lowered` and `words` are the record lower-cased and split into words; `present` the strings of
+    `index.phrases` in `lowered`, when the caller found them already."""
     if index.regex is None:
         return []
-    if index.word_forms.isdisjoint(words) and not any(phrase in lowered for phrase in index.phrases):
+    if present is None:
+        present = {phrase for phrase in index.phrases if phrase in lowered}
+    if index.word_forms.isdisjoint(words) and present.isdisjoint(index.phrases):
         return []
     found = []
     for match in index.regex.finditer(text):

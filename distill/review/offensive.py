@@ -14,6 +14,11 @@ words trigger depends on the threshold (`TRIGGER_WEIGHTS`): on the 2 MiB TinySto
 sentences) and a set of insults, every sentence scoring >= 0.95 holds a word weighing >= 1.5 in every
 fold (~200 words), and every one scoring >= 0.85 a word weighing >= 1.2 (~280 words, "mom" among them);
 below 0.85 every sentence is scored. Most records hold no trigger and cost one set intersection.
+
+Words that name a group of people ("gay", "jew", "black") weigh heavily in the model, which learned
+them from comments where they stood next to abuse: "Gay" alone scores 98%. The policy's neutral terms
+(`safety/vocabulary/identity_terms.txt`) are taken out of the tables, so a sentence is scored as if they
+were absent and an insult aimed at a group is still caught by its insulting words.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from distill.review.text_checks import finding
@@ -40,6 +45,17 @@ class OffensiveModel:
     intercepts: tuple[float, ...]
     calibration: tuple[tuple[float, float], ...]
     token: re.Pattern[str]
+    _triggers: dict[float, frozenset[str] | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def without(self, words: frozenset[str]) -> OffensiveModel:
+        """The same model scoring `words` as if they were not there."""
+        return replace(self, table={w: entry for w, entry in self.table.items() if w not in words}, _triggers={})
+
+    def triggers(self, threshold: float) -> frozenset[str] | None:
+        """Words at least one of which every sentence scoring `threshold` holds; None: score them all."""
+        if threshold not in self._triggers:
+            self._triggers[threshold] = _trigger_words(self.table, threshold)
+        return self._triggers[threshold]
 
     def probability(self, text: str) -> float:
         """P(offensive) for `text` scored as one document, as `profanity_check.predict_prob` gives it."""
@@ -77,9 +93,7 @@ def load_model() -> OffensiveModel:
     return OffensiveModel(table, intercepts, calibration, re.compile(vectorizer.token_pattern))
 
 
-@lru_cache(maxsize=8)
-def trigger_words(threshold: float) -> frozenset[str] | None:
-    """Words at least one of which every sentence scoring `threshold` holds; None: score them all."""
+def _trigger_words(table: dict[str, tuple[float, tuple[float, ...]]], threshold: float) -> frozenset[str] | None:
     least = next((weight for lowest, weight in TRIGGER_WEIGHTS if threshold >= lowest), None)
     if least is None:
         return None
@@ -87,14 +101,14 @@ def trigger_words(threshold: float) -> frozenset[str] | None:
     # mostly in garbled text (an undertrained student's probe completions), where one of them alone
     # scores a sentence 0.85; they never trigger a score by themselves. Masked swear words are the
     # profanity lexicon's job.
-    return frozenset(word for word, (_, weights) in load_model().table.items()
+    return frozenset(word for word, (_, weights) in table.items()
                      if min(weights) >= least and len(word) >= 3)
 
 
 def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float) -> list[Finding]:
     """One finding on the worst sentence scoring at least `threshold`, or none. `words` are the
     text's lower-cased words (the chain splits once for all stages)."""
-    triggers = trigger_words(threshold)
+    triggers = model.triggers(threshold)
     present = triggers.intersection(words) if triggers is not None else None
     if present is not None and not present:
         return []

@@ -3,15 +3,19 @@
 A pattern file is YAML: `patterns: [{code, category, regex, detail, flags?, triggers?}]`. `triggers`
 are lower-case literals of which at least one must occur in the lower-cased text for the regex to run:
 a substring test is ~50x cheaper than a regex scan, and most records trigger nothing, which is how
-the cheap chain stays well under a millisecond per record. Patterns are compiled once; a bad regex
+the cheap chain stays well under a millisecond per record. The chain finds every trigger of every
+pattern file in one Aho-Corasick pass (`Triggers`, on pyahocorasick) instead of one search per trigger. Patterns are compiled once; a bad regex
 is reported with the file, the line and the pattern's code.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from pathlib import Path
+
+import ahocorasick
 
 from distill.errors import Problem, SpecError
 from distill.located_yaml import load_located_yaml
@@ -56,11 +60,31 @@ def load_patterns(path: Path) -> list[Pattern]:
     return patterns
 
 
-def scan(text: str, lowered: str, patterns: list[Pattern], stage: str, replacement: str | None = None) -> list[Finding]:
+class Triggers:
+    """The trigger literals of several pattern files, found in one pass over a lower-cased text."""
+
+    def __init__(self, pattern_lists: Iterable[list[Pattern]], literals: Iterable[str] = ()):
+        """`literals`: other lower-case strings to look for in the same pass (lexicon phrases)."""
+        self._automaton = ahocorasick.Automaton()
+        for trigger in {t for patterns in pattern_lists for pattern in patterns for t in pattern.triggers} | set(literals):
+            self._automaton.add_word(trigger, trigger)
+        if len(self._automaton):
+            self._automaton.make_automaton()
+
+    def present(self, lowered: str) -> set[str]:
+        if not len(self._automaton):
+            return set()
+        return {trigger for _, trigger in self._automaton.iter(lowered)}
+
+
+def scan(text: str, lowered: str, patterns: list[Pattern], stage: str, replacement: str | None = None,
+         present: Set[str] | None = None) -> list[Finding]:
     """Every hit of every triggered pattern; a span already claimed by an earlier pattern in the file
-    is not reported again (so `sk-ant-...` is an Anthropic key, not also an OpenAI one)."""
+    is not reported again (so `sk-ant-...` is an Anthropic key, not also an OpenAI one). `present` are
+    the triggers in `lowered` when the caller found them already (see `Triggers`)."""
     found: list[Finding] = []
-    present = {t for pattern in patterns for t in pattern.triggers if t in lowered}
+    if present is None:
+        present = {t for pattern in patterns for t in pattern.triggers if t in lowered}
     for pattern in patterns:
         if pattern.triggers and present.isdisjoint(pattern.triggers):
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Set
 from dataclasses import dataclass
 
 import phonenumbers
@@ -85,8 +86,10 @@ def _placeholder_domain(domain: str, placeholders: frozenset[str]) -> bool:
     return any(domain == p or domain.endswith("." + p) for p in placeholders)
 
 
-def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[Pattern], words: list[str] = ()) -> list[Finding]:
-    """`text` is the folded text (see `distill.review.folding`); `words` its lower-cased words."""
+def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[Pattern], words: list[str] = (),
+             present: Set[str] | None = None) -> list[Finding]:
+    """`text` is the folded text (see `distill.review.folding`); `words` its lower-cased words;
+    `present` the pattern triggers in `lowered`, when the caller found them already."""
     found: list[Finding] = []
     kinds = settings.kinds
     if "email" in kinds:
@@ -107,7 +110,7 @@ def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[
     if "ip_address" in kinds:
         found += _ip_addresses(text)
     if "national_id" in kinds:
-        found += scan(text, lowered, national_ids, "pii", "[ID]")
+        found += scan(text, lowered, national_ids, "pii", "[ID]", present)
     if "phone" in kinds:
         taken = [f.span for f in found]
         found += _phones(text, settings.phone_regions, taken)

@@ -81,6 +81,9 @@ class Offensive(Strict):
 
     enabled: bool = True
     threshold: Share = 0.95  # a sentence at least this likely to be offensive is reported
+    # a file under safety/vocabulary/ (or a path): words naming groups of people, scored as absent so a
+    # mention of a group is not an insult by itself; none: score every word the model knows
+    neutral_terms: str | None = "identity_terms"
 
 
 class Dedup(Strict):
@@ -181,6 +184,8 @@ def referenced_files(policy: Policy) -> list[Path]:
         files.append(safety_file("patterns", policy.quality.refusal_patterns, ".yaml"))
     if policy.conformance.vocabulary:
         files.append(safety_file("vocabulary", policy.conformance.vocabulary, ".txt"))
+    if policy.offensive.enabled and policy.offensive.neutral_terms:
+        files.append(safety_file("vocabulary", policy.offensive.neutral_terms, ".txt"))
     files += [safety_file("lexicons", name, ".yaml") for name in policy.lexicons]
     if policy.judge.enabled:
         files += [safety_file("", policy.judge.system_template, ".jinja"), safety_file("", policy.judge.user_template, ".jinja")]

@@ -8,6 +8,7 @@ are not secrets and pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 
 from distill.review.patterns import Pattern, scan
 from distill.review.verdict import Finding
@@ -18,5 +19,5 @@ _PLACEHOLDER = re.compile(
 )
 
 
-def scan_secrets(text: str, lowered: str, patterns: list[Pattern]) -> list[Finding]:
-    return [f for f in scan(text, lowered, patterns, "secrets", "[SECRET]") if not _PLACEHOLDER.search(text, f.span[0], f.span[1])]
+def scan_secrets(text: str, lowered: str, patterns: list[Pattern], present: Set[str] | None = None) -> list[Finding]:
+    return [f for f in scan(text, lowered, patterns, "secrets", "[SECRET]", present) if not _PLACEHOLDER.search(text, f.span[0], f.span[1])]

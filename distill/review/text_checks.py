@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Set
 from dataclasses import dataclass
 
 import ftfy
@@ -73,6 +74,11 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _TAGS = re.compile("[\U000e0000-\U000e007f]+")
 _WORD = re.compile(r"\w+")
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Typography of plain prose. None of it hides or disguises text, and no mojibake is made of it alone
+# (a UTF-8 lead byte misread as Latin-1 or cp1252 is one of U+00C2..U+00F4), so text whose only
+# non-ASCII characters are these skips the Unicode checks like ASCII does.
+_PROSE_TYPOGRAPHY = frozenset("\u2018\u2019\u201c\u201d\u2013\u2014\u00ab\u00bb")
 
 
 def _is_emoji_part(char: str) -> bool:
@@ -96,7 +102,7 @@ def check_normalisation(text: str, *, repair_mojibake: bool) -> tuple[str, list[
     """Findings about invisible and deceptive characters, and the text with safe repairs made:
     mojibake fixed (ftfy's encoding fix only, which leaves quotes and other style alone), zero-width
     and tag characters removed so later stages see what a model would act on."""
-    if text.isascii():
+    if text.isascii() or _PROSE_TYPOGRAPHY.issuperset(_NON_ASCII.findall(text)):
         return text, []
     found: list[Finding] = []
     checked = text
@@ -149,6 +155,8 @@ FUNCTION_WORDS = frozenset(
 # Symbols: not letters, digits, space or prose punctuation. Joiners, variation selectors and tag
 # characters are parts of one emoji and do not count again.
 _SYMBOL = re.compile(r"[^\w\s.,!?;:'\"()\-\u2018\u2019\u201c\u201d\u2026\u2014\u2013\u200d\ufe0f\U000e0000-\U000e007f]")
+# The same test for ASCII text as one C-speed pass: delete what is not a symbol, count what is left.
+_NOT_ASCII_SYMBOLS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not _SYMBOL.match(chr(c))))
 _SENTENCE_END = frozenset(".!?\"')]}>*\u201d\u2019\u2026\u00bb`")
 _THE_END = re.compile(r"\bthe end\W*$", re.I)
 
@@ -162,8 +170,10 @@ class QualitySettings:
     check_truncation: bool
 
 
-def check_quality(text: str, lowered: str, words: list[str], settings: QualitySettings, refusals: list[Pattern]) -> list[Finding]:
-    """`words` are the text's lower-cased words (the chain splits once for all stages)."""
+def check_quality(text: str, lowered: str, words: list[str], settings: QualitySettings, refusals: list[Pattern],
+                  present: Set[str] | None = None) -> list[Finding]:
+    """`words` are the text's lower-cased words (the chain splits once for all stages); `present` the
+    refusal triggers in `lowered`, when the caller found them already."""
     found = []
     span = (0, len(text))
     if len(words) >= 12:
@@ -173,7 +183,7 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
             found.append(finding("quality", "quality.repetition", span, f"{repeated:.0%} of word 3-grams are repeats"))
     visible = len(text) - text.count(" ") - text.count("\n")
     if visible >= 20:
-        symbols = len(_SYMBOL.findall(text))
+        symbols = len(text.translate(_NOT_ASCII_SYMBOLS)) if text.isascii() else len(_SYMBOL.findall(text))
         if symbols / visible > settings.max_symbol_ratio:
             found.append(finding("quality", "quality.symbol_ratio", span, f"{symbols / visible:.0%} symbols"))
     if settings.language == "en" and len(words) >= 15:  # fewer words say little about the language
@@ -185,5 +195,5 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
         last = stripped[-1]
         if last not in _SENTENCE_END and not _is_emoji_part(last) and not _THE_END.search(stripped[-12:]):
             found.append(finding("quality", "quality.truncated", (len(stripped) - 1, len(stripped)), f"ends with {stripped[-12:]!r}"))
-    found += scan(text, lowered, refusals, "quality")[:1]
+    found += scan(text, lowered, refusals, "quality", present=present)[:1]
     return found

@@ -5,8 +5,10 @@ takes indices i, i+N, ...: the same `--shard i/N` split as on the command line),
 shard and shows their progress. Every shard runs the ordinary engine against the run directory on the
 shared folder: its answers land in the run's content-addressed cache, its rows in its own log. A shard
 whose worker or node dies is run again by Ray (`max_retries`); what it had already been answered comes
-from the cache, so nothing is paid for twice. When every shard is done, the driver builds the dataset
-from the logs exactly as a one-process run does, so the result is the same, byte for byte.
+from the cache, so nothing is paid for twice. All shards reserve their spending against one cap (a
+`SpendBudget` actor), so together they spend at most the spec's `max_cost_usd` (or `--max-cost`). When
+every shard is done, the driver builds the dataset from the logs exactly as a one-process run does, so
+the result is the same, byte for byte.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import ray
 from distill.errors import DistillError
 from distill.prompts import PromptRenderer
 from distill.rundir import RunDir
-from distill.scale.ray_budget import SharedLimiter, shared_limiter
+from distill.scale.ray_budget import SharedCap, SharedLimiter, shared_limiter, spend_budget
 from distill.spec import LoadedSpec, Teacher
-from distill.synthesis.cache import AnswerCache
 from distill.synthesis.dataset import log_path
 from distill.synthesis.engine import Tally
 from distill.synthesis.generate import GenerateResult, finish_generate, generate
 from distill.synthesis.progress import GenerateProgress
+from distill.synthesis.recovery import open_cache
 
 # A shard against an API mostly waits on the network: four share a core. A self-hosted teacher (hf)
 # runs the model in the shard, so it takes a whole GPU.
@@ -60,10 +62,11 @@ def connected(address: str | None) -> Iterator[None]:
 
 @ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)
 def generate_shard(loaded: LoadedSpec, run_path: str, shard: tuple[int, int], limiter: SharedLimiter | None,
-                   options: dict[str, Any]) -> Tally:
+                   budget: ray.actor.ActorHandle | None, options: dict[str, Any]) -> Tally:
     """One shard's records into the run's cache and its shard log (the dataset is the driver's job)."""
-    result = generate(loaded, RunDir.open(run_path), shard=shard, limiter=limiter, build_dataset=False,
-                      show_progress=False, **options)
+    spending = SharedCap(budget, shard[0]) if budget is not None else None
+    result = generate(loaded, RunDir.open(run_path), shard=shard, limiter=limiter, spending=spending,
+                      build_dataset=False, show_progress=False, **options)
     return result.tally
 
 
@@ -86,18 +89,26 @@ def _generate_on_ray(loaded: LoadedSpec, run: RunDir, *, shards: int | None, max
     renderer = PromptRenderer(loaded)
     run.start_stage("generate")
     limiter = shared_limiter(loaded.spec.teacher)
+    cap = max_cost_usd if max_cost_usd is not None else loaded.spec.teacher.max_cost_usd
+    budget = spend_budget(cap, spent_so_far(run)) if cap is not None else None  # one cap for all the shards
     options = {"max_cost_usd": max_cost_usd, "prices_path": prices_path, "backoff_base_s": backoff_base_s}
     task = generate_shard.options(**shard_resources(loaded.spec.teacher))
-    pending = {task.remote(loaded, str(run.path), (i, count), limiter, options): i for i in range(count)}
+    pending = {task.remote(loaded, str(run.path), (i, count), limiter, budget, options): i for i in range(count)}
     started = time.monotonic()
     tallies = _wait_for_shards(pending, run.path / "generate", count, loaded.spec.records, show_progress)
-    cache = AnswerCache(run.path / "generate" / "cache.sqlite")
-    spent_total = cache.total_cost()
-    cache.close()
-    cap = max_cost_usd if max_cost_usd is not None else loaded.spec.teacher.max_cost_usd
+    spent_total = spent_so_far(run)
     return finish_generate(loaded, run, merge_tallies(tallies), total=loaded.spec.records, whole_run=True,
                            template_hashes=json.dumps(renderer.template_hashes, sort_keys=True),
                            spent_total=spent_total, cap=cap, elapsed_s=time.monotonic() - started)
+
+
+def spent_so_far(run: RunDir) -> float:
+    """What the run's answers cost, across invocations (a lost cache is rebuilt from the logs first)."""
+    cache = open_cache(run.path / "generate")
+    try:
+        return cache.total_cost()
+    finally:
+        cache.close()
 
 
 def _wait_for_shards(pending: dict[Any, int], generate_dir: Path, count: int, records: int,

@@ -12,7 +12,6 @@ from distill.errors import ConfigError, Problem
 def open_bundle(bundle: str | Path, *, max_batch: int = 64):
     """A `ServedModel` for a bundle directory that matches its manifest (refused otherwise)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from distill.release.verify import verify
     from distill.serving.api import ServedModel
@@ -26,7 +25,6 @@ def open_bundle(bundle: str | Path, *, max_batch: int = 64):
     if not report.ok:
         raise ConfigError(*[Problem(f"refusing to serve: {p}", file=bundle) for p in report.problems])
     manifest = json.loads((bundle / "manifest.json").read_text())
-    hf_logging.disable_progress_bar()  # only distill's own messages reach the terminal
     model = AutoModelForCausalLM.from_pretrained(bundle).eval()
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     created = int((bundle / "manifest.json").stat().st_mtime)

@@ -19,6 +19,7 @@ from distill.providers.protocol import ProviderFault, TeacherReply, TeacherReque
 from distill.files import write_json_atomic
 from distill.synthesis.engine import Engine
 from distill.synthesis.records import Pending
+from distill.synthesis.spending import SpendingCap
 
 REQUEST_OVERHEAD_BYTES = 512  # per batch line beyond the messages: ids, method, parameters, JSON syntax
 
@@ -61,7 +62,9 @@ class BatchRunner:
         self.submissions: dict[str, int] = {}  # cache key -> times submitted in this process
 
     async def run(self, indices: list[int]) -> None:
-        await self._collect(self.book.open_batches())  # batches a previous process submitted
+        cap = self.engine.cap
+        assert isinstance(cap, SpendingCap), "batch mode runs in one process, with its own cap"
+        await self._collect(cap, self.book.open_batches())  # batches a previous process submitted
         remaining = list(indices)
         while remaining:
             pendings: list[Pending] = []
@@ -76,22 +79,22 @@ class BatchRunner:
             remaining = unfinished
             if not pendings:
                 return
-            if self.engine.over_cap:
+            if cap.exhausted:
                 self.engine.tally.stopped_by_cap = True
                 return
             self._give_up_on_repeats(pendings)
-            pendings = self._within_cap([p for p in pendings if p.key not in self.engine.walker.faults])
+            pendings = self._within_cap(cap, [p for p in pendings if p.key not in self.engine.walker.faults])
             submitted = [await self._submit(chunk) for chunk in self._chunks(pendings)]
-            await self._collect(submitted)
-            self.engine.reserved_usd, self.engine.in_flight = 0.0, 0  # every batch is collected: its cost is spent
+            await self._collect(cap, submitted)
             if self.engine.tally.stopped_by_cap:
                 return
 
-    def _within_cap(self, pendings: list[Pending]) -> list[Pending]:
-        """The pendings whose worst-case batch cost fits under the cap together (see Engine.reserve)."""
+    def _within_cap(self, cap: SpendingCap, pendings: list[Pending]) -> list[Pending]:
+        """The pendings whose worst-case batch cost fits under the cap together."""
         fits = []
         for pending in pendings:
-            if not self.engine.try_reserve(self.engine.worst_case_usd(pending.request, batch=True)):
+            if not cap.try_reserve(self.engine.worst_case_usd(pending.request, batch=True)):
+                self.engine.tally.stopped_by_cap = True
                 break
             fits.append(pending)
         return fits
@@ -127,8 +130,13 @@ class BatchRunner:
         self.on_status(f"submitted batch {batch_id} ({len(chunk):,} requests)")
         return self.book.batches[-1]
 
-    async def _collect(self, batches: list[dict[str, Any]]) -> None:
-        """Poll until each batch has finished, then store its results."""
+    async def _collect(self, cap: SpendingCap, batches: list[dict[str, Any]]) -> None:
+        """Poll until each batch has finished, then store its results; their cost is booked against the cap."""
+        spent_before = self.engine.tally.spent_usd
+        await self._poll(batches)
+        cap.settle_all(self.engine.tally.spent_usd - spent_before)
+
+    async def _poll(self, batches: list[dict[str, Any]]) -> None:
         waiting = list(batches)
         while waiting:
             still = []

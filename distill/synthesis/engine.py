@@ -7,10 +7,10 @@ rarely has to say 429); a 429 pauses everyone for its Retry-After; 5xx, timeouts
 are retried with jittered exponential backoff; a request that keeps failing fails its record with the
 reason and the run goes on.
 
-The spending cap is hard: before a request is sent, its worst case (every prompt byte a token, and the
-whole max_tokens at the output price) is reserved against the cap, and a request whose reservation does
-not fit is not sent; its record stays unfinished for a resumed run. So concurrent requests can never
-overshoot the cap together. When the first requests all fail the same way and none has succeeded (a
+The spending cap is hard (`distill.synthesis.spending`): before a request is sent, its worst case (every
+prompt byte a token, and the whole max_tokens at the output price) is reserved against the cap, and a
+request whose reservation does not fit is not sent; its record stays unfinished for a resumed run. So
+concurrent requests can never overshoot the cap together. When the first requests all fail the same way and none has succeeded (a
 wrong key, a forbidden or unknown model), the engine stops after a few instead of sending all N.
 """
 
@@ -27,6 +27,7 @@ from distill.providers.protocol import Provider, ProviderFault, TeacherReply
 from distill.synthesis.cache import AnswerCache
 from distill.synthesis.cost import CHARS_PER_TOKEN, Price
 from distill.synthesis.records import Pending, RecordWalker
+from distill.synthesis.spending import Cap, SpendingCap
 
 TPM_BURST_SECONDS = 10  # the token bucket holds this many seconds' worth of tokens per minute
 SAME_FAILURE_LIMIT = 3  # identical non-retryable failures, with no success yet, that stop the run
@@ -126,23 +127,18 @@ class Tally:
 class Engine:
     def __init__(self, walker: RecordWalker, provider: Provider, cache: AnswerCache, *, price: Price,
                  concurrency: int, limiter: Limiter, timeout_s: float, max_retries: int,
-                 spent_before: float = 0.0, max_cost_usd: float | None = None, backoff: Backoff | None = None,
-                 on_row: Callable[[dict[str, Any], bool], None] = lambda row, cached: None):
+                 spent_before: float = 0.0, max_cost_usd: float | None = None, cap: Cap | None = None,
+                 backoff: Backoff | None = None, on_row: Callable[[dict[str, Any], bool], None] = lambda row, cached: None):
         self.walker, self.provider, self.cache, self.price = walker, provider, cache, price
         self.concurrency, self.limiter = concurrency, limiter
         self.timeout_s, self.max_retries = timeout_s, max_retries
-        self.spent_before, self.max_cost_usd = spent_before, max_cost_usd
+        # Spending: the one-process cap on `max_cost_usd` (None: no cap), of which earlier runs of this run
+        # directory spent `spent_before`; or `cap`, shared with other processes.
+        self.cap: Cap = cap or SpendingCap(max_cost_usd, spent_before)
         self.backoff = backoff or Backoff()
         self.on_row = on_row
         self.tally = Tally()
-        self.reserved_usd = 0.0  # worst-case cost of the requests in flight
-        self.in_flight = 0  # requests holding a reservation
-        self.room = asyncio.Condition()  # signalled when a reservation is released
         self.same_failures: dict[str, int] = {}  # non-retryable failure kind -> count, before any success
-
-    @property
-    def over_cap(self) -> bool:
-        return self.max_cost_usd is not None and self.spent_before + self.tally.spent_usd >= self.max_cost_usd
 
     @property
     def stopped(self) -> bool:
@@ -153,41 +149,22 @@ class Engine:
         prompt = sum(len(m.content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
         return self.price.cost(prompt, int(request.params.get("max_tokens") or 0), batch=batch)
 
-    def fits(self, usd: float) -> bool:
-        return self.max_cost_usd is None or \
-            self.spent_before + self.tally.spent_usd + self.reserved_usd + usd <= self.max_cost_usd
-
-    def try_reserve(self, usd: float) -> bool:
-        """Hold `usd` of the cap now, or say it does not fit (then the run stops at the cap)."""
-        if not self.fits(usd):
+    async def reserve(self, usd: float) -> bool:
+        """Hold `usd` of the cap for a request about to be sent. False: not sent, because the cap is reached
+        (the run stops there) or the run was stopped while the request waited for room."""
+        if not await self.cap.reserve(usd):
             self.tally.stopped_by_cap = True
             return False
-        self.reserved_usd += usd
-        self.in_flight += 1
+        if self.stopped:
+            await self.cap.settle(usd, 0.0)
+            return False
         return True
-
-    async def reserve(self, usd: float) -> bool:
-        """Hold `usd` of the cap for a request about to be sent. While other requests are in flight, wait for
-        them to settle (their real cost is usually below their worst case); with none in flight and still no
-        room, the cap is reached. Single-threaded asyncio: nothing runs between the check and the booking."""
-        async with self.room:
-            while not self.fits(usd) and self.in_flight and not self.stopped:
-                await self.room.wait()
-            return not self.stopped and self.try_reserve(usd)
-
-    async def release(self, usd: float) -> None:
-        async with self.room:
-            self.reserved_usd = max(0.0, self.reserved_usd - usd) if self.in_flight > 1 else 0.0
-            self.in_flight -= 1
-            self.room.notify_all()
 
     async def run(self, indices: list[int]) -> None:
         queue = iter(indices)
 
         async def worker() -> None:
             for index in queue:  # a shared iterator: each index is taken by exactly one worker
-                if self.over_cap:
-                    self.tally.stopped_by_cap = True
                 if self.stopped:
                     return
                 await self._finish_record(index)
@@ -226,7 +203,7 @@ class Engine:
             try:
                 reply = await asyncio.wait_for(self.provider.complete(request), self.timeout_s)
             except (ProviderFault, asyncio.TimeoutError) as exc:
-                await self.release(worst)  # a failed request is not billed
+                await self.cap.settle(worst, 0.0)  # a failed request is not billed
                 self.limiter.correct(estimate, 0)
                 fault = exc if isinstance(exc, ProviderFault) else ProviderFault(
                     f"timed out after {self.timeout_s:g} s", retryable=True)
@@ -243,8 +220,9 @@ class Engine:
                 continue
             self.tally.answered += 1
             self.limiter.correct(estimate, reply.input_tokens + reply.output_tokens)
-            self.store(pending.key, reply, self.price.cost(reply.input_tokens, reply.output_tokens))
-            await self.release(worst)  # after the real cost is booked: the cap never sees neither
+            cost = self.price.cost(reply.input_tokens, reply.output_tokens)
+            self.store(pending.key, reply, cost)
+            await self.cap.settle(worst, cost)
             return True
         return True
 

@@ -20,6 +20,7 @@ from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_i
 from distill.synthesis.engine import Backoff, Engine, Limiter, RateLimiter, Tally
 from distill.synthesis.progress import GenerateProgress, summary
 from distill.synthesis.records import RecordWalker
+from distill.synthesis.spending import Cap
 
 BATCH_PROVIDERS = ("openai", "anthropic")
 
@@ -64,21 +65,23 @@ def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: in
 def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
              mode: Literal["online", "batch"] = "online", max_cost_usd: float | None = None,
              prices_path: Path | None = None, show_progress: bool = True, batch_poll_s: float = 30.0,
-             backoff_base_s: float = 1.0, limiter: Limiter | None = None, build_dataset: bool = True) -> GenerateResult:
+             backoff_base_s: float = 1.0, limiter: Limiter | None = None, spending: Cap | None = None,
+             build_dataset: bool = True) -> GenerateResult:
     """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished.
 
-    `limiter` replaces the spec's one-process rate limiter (a distributed executor passes one shared by
-    all its shards); with `build_dataset=False` only the shard's records are written, and whoever runs
+    `limiter` replaces the spec's one-process rate limiter and `spending` the one-process spending cap (a
+    distributed executor passes ones shared by all its shards); with `build_dataset=False` only the shard's records are written, and whoever runs
     the shards calls `finish_generate` once they are all done. Holds the run's lock (shared, for a shard)."""
     with run_lock(run.path, shard=shard):
         return _generate(loaded, run, shard=shard, mode=mode, max_cost_usd=max_cost_usd, prices_path=prices_path,
                          show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s,
-                         limiter=limiter, build_dataset=build_dataset)
+                         limiter=limiter, spending=spending, build_dataset=build_dataset)
 
 
 def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: Literal["online", "batch"],
               max_cost_usd: float | None, prices_path: Path | None, show_progress: bool, batch_poll_s: float,
-              backoff_base_s: float, limiter: Limiter | None, build_dataset: bool) -> GenerateResult:
+              backoff_base_s: float, limiter: Limiter | None, spending: Cap | None,
+              build_dataset: bool) -> GenerateResult:
     from distill.providers.factory import make_provider
 
     spec, teacher = loaded.spec, loaded.spec.teacher
@@ -111,7 +114,7 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
         engine = Engine(walker, provider, cache, price=price, concurrency=teacher.concurrency,
                         limiter=limiter or RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm),
                         timeout_s=teacher.timeout_s,
-                        max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=cap,
+                        max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=cap, cap=spending,
                         backoff=Backoff(base_s=backoff_base_s), on_row=on_row)
         try:
             asyncio.run(_drive(engine, provider, mode, BatchBook(generate_dir / "batches.json"), batch_poll_s,
