@@ -256,6 +256,8 @@ class Training(Strict):
     val_split: Literal["random", "tail"] = "random"  # tail: the last examples, in the order given
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
     compile: bool = False  # torch.compile the forward and loss
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"  # several processes: fsdp splits weights, gradients and
+    #   optimizer state across them; auto: fsdp for the large and xl presets with adamw, else ddp
     num_threads: PositiveInt | None = None  # CPU threads for torch; None: torch's default
     peak_flops: Annotated[float, Field(gt=0)] | None = None  # for MFU; None: measure the matmul peak at start
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed

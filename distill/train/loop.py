@@ -4,7 +4,8 @@
 optimizer, resume from the newest checkpoint, `_train` (forward, loss, backward, clip, step, log,
 evaluate, checkpoint), release the final model. The same code runs on a CPU, one GPU, or several
 GPUs and nodes under `accelerate launch`: Accelerate places the model and wraps it for data-parallel
-training, and every process reads its own slice of each global batch.
+(DDP) or sharded (FSDP, `distill.train.sharding`) training, and every process reads its own slice of
+each global batch.
 
 Everything lands in `out_dir` (RUN/train): `run.json` (what is being trained), `split.json`,
 `tokenizer/`, `checkpoints/`, `metrics.jsonl`, `loss_curve.png`, and at the end `model/` (plus
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
@@ -41,6 +40,7 @@ from distill.train.flops import flops_per_token, measure_matmul_flops
 from distill.train.lora import load_base_model
 from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
 from distill.train.presets import count_parameters, model_config
+from distill.train.sharding import check_checkpoint_layout, is_sharded, make_accelerator, whole_model
 from distill.train.tokenizer import load_or_train_tokenizer
 
 
@@ -53,13 +53,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
         return done
 
-    # Mixed precision is the loop's own autocast (see _train), not Accelerate's: Accelerate fixes it once
-    # per process, and a library caller may train students in different precisions one after another.
-    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun on
-    # CPUs): Accelerate runs DDP over gloo only when told the device is the CPU.
-    several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="no", cpu=several_cpus, log_with=config.report_to or None,
-                              project_dir=out_dir / "trackers")
+    accelerator = make_accelerator(config, out_dir)  # one process, DDP or FSDP (distill.train.sharding)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
@@ -80,6 +74,8 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
 
     optimizers = make_optimizers(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
     model, *optimizers = accelerator.prepare(model, *optimizers)
+    if checkpoints(out_dir):
+        check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
     state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
     metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
     if config.report_to:
@@ -92,9 +88,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     def evaluate(limit: int | None) -> dict:
         """Validation loss and bits per byte on the first `limit` validation texts (all with None).
 
-        The main process scores and tells the others, so all take the same early-stopping decision."""
+        The main process scores and tells the others, so all take the same early-stopping decision. A
+        sharded model is run by every process (each gathers the blocks in turn); they score alike."""
         scores = [None]
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or is_sharded(accelerator):
             with torch.no_grad():  # in fp32, so the figure matches `distill eval` of the saved model
                 scored = bits_per_byte(accelerator.unwrap_model(model), tokenizer, val_texts[:limit],
                                        prompts=val_prompts[:limit] if val_prompts else None,
@@ -107,8 +104,8 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log)
 
     result = None
+    unwrapped = whole_model(accelerator, model)  # every process takes part in gathering a sharded model
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
         non_embedding, trainable, _ = count_parameters(unwrapped)
         save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
         plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
