@@ -134,3 +134,28 @@ def test_run_check_says_what_would_run_and_runs_nothing(spec_folder: Path) -> No
                                            "release: eval runs before it; it has not run yet"]
     assert "5 stage(s) would run" in checked.stderr
     assert not (spec_folder / "runs" / "fresh" / "main" / "dataset").exists()
+
+
+def test_a_report_template_change_renders_the_report_again_without_running_the_stage(spec_folder: Path, capsys) -> None:
+    from distill.stages import input_record
+
+    loaded = load_spec(spec_folder / "spec.yaml")
+    run = RunDir.create(loaded, root=spec_folder / "runs")
+    review = record_review(run, loaded)
+    assert "templates/reports/review.html.j2" in review["presentation"]
+    assert not any(label.startswith("templates/reports/") for label in review["files"])  # not an input
+
+    template = spec_folder / "report.html.j2"
+    template.write_text("<h1>{{ title }}</h1>\n")
+    inputs_now = lambda: input_record(run.path, "generate", {"records": 4}, [spec_folder / "words.txt"], presentation=[template])
+    runs, renders = [], []
+    run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done")
+    template.write_text("<h1 class='big'>{{ title }}</h1>\n")
+    assert RunDir.open(run.path).stale_reasons("generate", inputs_now()) == []  # presentation: not stale
+    assert run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done", skip_if_fresh=True,
+                     rerender=lambda: renders.append(1)) == (False, None)
+    assert (len(runs), len(renders)) == (1, 1)
+    assert f"[generate] report rendered again: {file_label(template)} changed" in capsys.readouterr().err
+    run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done", skip_if_fresh=True,
+              rerender=lambda: renders.append(1))
+    assert (len(runs), len(renders)) == (1, 1)  # rendered once per change

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from distill.files import read_record, write_json_atomic
+from distill.review.codes import STAGE_NAMES
 from distill.review.store import STATE
 
 SUMMARY_JSON = "summary.json"
@@ -38,6 +39,16 @@ class ReviewSummary(BaseModel):
     openings: list[dict[str, Any]]  # the most common openings, {opening, count, share, over}
     judge: dict[str, Any] = {}  # {ran: false, why} or {ran: true, provider, model, answers}
     signoff: dict[str, Any] | None = None  # the sign-off record with `current`, or None
+
+    @model_validator(mode="after")
+    def _in_reading_order(self) -> ReviewSummary:
+        """Most common reasons and categories first, stages in chain order: the same order whether the
+        summary was just computed or read back from summary.json (written with sorted keys)."""
+        self.reasons = dict(sorted(self.reasons.items(), key=lambda item: (-item[1], item[0])))
+        self.categories = dict(sorted(self.categories.items(), key=lambda item: (-item[1], item[0])))
+        chain = {name: i for i, name in enumerate(STAGE_NAMES)}
+        self.stages = {s: self.stages[s] for s in sorted(self.stages, key=lambda s: (chain.get(s, len(chain)), s))}
+        return self
 
     @property
     def kept(self) -> int:
