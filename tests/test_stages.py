@@ -8,9 +8,9 @@ import pytest
 
 from conftest import REPO
 from distill.review.policy import spec_policy
-from distill.rundir import RunDir
+from distill.rundir import RunDir, compare_inputs
 from distill.spec import load_spec
-from distill.stages import file_label, generate_inputs, review_inputs, run_stage
+from distill.stages import file_label, generate_inputs, input_record, review_inputs, run_stage
 
 SPEC = """\
 name: fresh
@@ -137,8 +137,6 @@ def test_run_check_says_what_would_run_and_runs_nothing(spec_folder: Path) -> No
 
 
 def test_a_report_template_change_renders_the_report_again_without_running_the_stage(spec_folder: Path, capsys) -> None:
-    from distill.stages import input_record
-
     loaded = load_spec(spec_folder / "spec.yaml")
     run = RunDir.create(loaded, root=spec_folder / "runs")
     review = record_review(run, loaded)
@@ -159,3 +157,7 @@ def test_a_report_template_change_renders_the_report_again_without_running_the_s
     run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done", skip_if_fresh=True,
               rerender=lambda: renders.append(1))
     assert (len(runs), len(renders)) == (1, 1)  # rendered once per change
+
+    older = {**inputs_now(), "files": {**inputs_now()["files"], file_label(template): "0" * 64}}
+    older.pop("presentation")  # recorded when report templates still counted as inputs: not stale either
+    assert compare_inputs(older, inputs_now()) == []
