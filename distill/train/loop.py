@@ -297,8 +297,10 @@ def _out_of_budget(state: TrainState, config: TrainConfig) -> str | None:
 
 
 def _evaluate_and_log(evaluate, limit: int | None, state: TrainState, log) -> dict:
+    started = time.perf_counter()
     scores = evaluate(limit)
-    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores}
+    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores,
+           "eval_seconds": round(time.perf_counter() - started, 3)}  # what validation costs the run
     log(row)
     return row
 
