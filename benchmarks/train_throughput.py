@@ -131,7 +131,8 @@ def train_as_users_do(examples, out: Path, fields: dict) -> dict:
     result = train_student(examples, out, TrainConfig(**fields), kind="text")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["tokens_per_s"] for r in rows if "loss" in r][1:]  # the first window holds compilation, if any
-    return {"run": result.tokens / result.seconds, "steps": statistics.median(steps) if steps else float("nan"),
+    threads = [r["threads"] for r in rows if "loss" in r]
+    return {"threads": f"{threads.count(1)}/{len(threads)} windows on 1 thread","run": result.tokens / result.seconds, "steps": statistics.median(steps) if steps else float("nan"),
             "eval_seconds": sum(r.get("eval_seconds", 0.0) for r in rows), "seconds": result.seconds,
             "tokens": result.tokens}
 
@@ -153,7 +154,8 @@ def in_child(fields: dict, *, busy: bool = False) -> dict:
 
 def user_fields(args, **changes) -> dict:
     """A spec's training settings with only the preset, budget and validation cadence set."""
-    return {"preset": args.preset, "max_steps": args.steps, "eval_every": args.eval_every, **changes}
+    return {"preset": args.preset, "max_steps": args.steps, "eval_every": args.eval_every, "log_every": args.log_every,
+            **changes}
 
 
 def report_shared_machine(args) -> None:
@@ -164,7 +166,8 @@ def report_shared_machine(args) -> None:
             r = in_child(user_fields(args), busy=busy)
             into.append(r)
             print(f"  {'with one busy process' if busy else 'alone':22} run {r['run']:8,.0f} tok/s   "
-                  f"steps {r['steps']:8,.0f} tok/s   validation {r['eval_seconds']:5.1f} s of {r['seconds']:6.1f} s",
+                  f"steps {r['steps']:8,.0f} tok/s   validation {r['eval_seconds']:5.1f} s of {r['seconds']:6.1f} s; "
+                  f"{r['threads']}",
                   flush=True)
     for what in ("run", "steps"):
         quiet, busy = statistics.median(r[what] for r in alone), statistics.median(r[what] for r in shared)
@@ -187,6 +190,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="the preset trained as users do (sections 1-3)")
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps per training (sections 1-3)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between validations (the spec default)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps per logged window (the spec default)")
     parser.add_argument("--repeats", type=int, default=2, help="alone / with a busy process, this many times each")
     parser.add_argument("--variants", action="store_true", help="also with attention dropout, and with compile")
     parser.add_argument("--compare-trainer", action="store_true", help="also the per-preset table against Trainer")
