@@ -132,3 +132,20 @@ def read_json_file(path: Path, *, made_by: str | None = None, shape: type = dict
         raise RunDirError(Problem(f"wrong shape: expected a JSON {'object' if shape is dict else shape.__name__}, "
                                   f"found {type(value).__name__}", file=path, hint=fix))
     return value
+
+
+def read_record(path: Path, record: type, *, made_by: str) -> Any:
+    """A stage's typed hand-off (a pydantic model) from its JSON file. A missing, corrupt or wrong-shaped
+    file is a RunDirError naming the file and the first key that does not fit."""
+    from pydantic import ValidationError
+
+    from distill.errors import Problem, RunDirError
+
+    value = read_json_file(path, made_by=made_by)
+    try:
+        return record.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or None
+        raise RunDirError(Problem(f"wrong shape: {error['msg'].lower()} (expected a {record.__name__})", file=path,
+                                  key=key, hint=f"re-run `{made_by}` to rewrite it")) from None

@@ -197,7 +197,7 @@ def _evaluate(run: RunDir, settings) -> str:
     from distill.evaluate.stage import evaluate_run
 
     result = evaluate_run(run.path, settings=settings)
-    return f"validation {result['bpb']['validation']['bits_per_byte']:.3f} bits/byte"
+    return f"validation {result.validation_bpb:.3f} bits/byte"
 
 
 def _release(run: RunDir, override_reason: str | None) -> str:

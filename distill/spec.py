@@ -246,6 +246,11 @@ class Training(Strict):
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
     adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
+    # Exponential moving average of the weights, updated after every step (the first steps average
+    # faster: decay min(ema_decay, (1 + n) / (10 + n))). With it, validation scores and the released
+    # model are the average's; checkpoints keep both. None: the last weights as they are.
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    token_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share of input tokens replaced by random ones
     eval_every: PositiveInt = 100  # optimizer steps
     # Cap on validation texts for evals during training (the final one scores them all): a whole split
     # of 2,000 stories every 100 steps took a third of a run's time. None: no cap.
@@ -258,6 +263,8 @@ class Training(Strict):
     val_split: Literal["random", "tail"] = "random"  # tail: the last examples, in the order given
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
     compile: bool = False  # torch.compile the forward and loss
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"  # several processes: fsdp splits weights, gradients and
+    #   optimizer state across them; auto: fsdp for the large and xl presets with adamw, else ddp
     num_threads: PositiveInt | None = None  # CPU threads for torch; None: torch's default
     peak_flops: Annotated[float, Field(gt=0)] | None = None  # for MFU; None: measure the matmul peak at start
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
-from distill.evaluate.bpb import bits_per_byte
+from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
 from distill.evaluate.report import write_eval_report
+from distill.evaluate.result import EvalResult, Score
 from distill.evaluate.stage import EvalSettings, evaluate_run, inspect_run
 from distill.rundir import RunDir
 from distill.spec import load_spec
@@ -91,16 +92,24 @@ def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe
     result = evaluate_run(run_dir, settings=settings(probe_file))
 
     expected = bits_per_byte(model, tokenizer, texts[2:], context_length=64, batch_size=4)
-    assert result["bpb"]["validation"]["bits_per_byte"] == pytest.approx(expected["bits_per_byte"], rel=1e-5)
-    summary = result["grading"]["summary"]
-    assert summary["student"]["graded"] == 6 and summary["teacher"]["graded"] == 3
-    assert summary["student"]["scores"]["creativity"] == {"mean": 4.0, "low": 4.0, "high": 4.0, "n": 3}
+    assert result.validation_bpb == pytest.approx(expected["bits_per_byte"], rel=1e-5)
+    joined = concatenated_bits_per_byte(model, tokenizer, texts[2:], context_length=64, batch_size=4)
+    assert result.bpb["validation, concatenated"].bits_per_byte == pytest.approx(joined["bits_per_byte"], rel=1e-5)
+    summary = result.grading.summary
+    assert summary["student"].graded == 6 and summary["teacher"].graded == 3
+    assert summary["student"].scores["creativity"] == Score(mean=4.0, low=4.0, high=4.0, n=3)
     assert len(server.calls) == 2 * 9  # two turns for 6 student and 3 teacher completions
-    assert set(result["metrics"]) == {"student", "teacher"}
-    assert result["metrics"]["teacher"]["texts"] == 3
-    assert "vocabulary_conformance" in result["metrics"]["teacher"]  # the children policy has a vocabulary
-    assert result["probes"]["summary"]["overall"]["completions"] == 6
-    assert set(result["probes"]["summary"]["by_group"]) == {"unsafe", "private", "off-policy"}
+    assert set(result.metrics) == {"student", "teacher"}
+    assert result.metrics["teacher"]["texts"] == 3
+    assert "vocabulary_conformance" in result.metrics["teacher"]  # the children policy has a vocabulary
+    assert result.probes.summary.overall.completions == 6
+    assert set(result.probes.summary.by_group) == {"unsafe", "private", "off-policy"}
+    # eval.json is the record: read back it is the same result, and written again the same bytes
+    written = (run_dir / "eval" / "eval.json").read_bytes()
+    assert EvalResult.from_json(run_dir / "eval" / "eval.json") == result
+    EvalResult.from_json(run_dir / "eval" / "eval.json").to_json(run_dir / "eval" / "again.json")
+    assert (run_dir / "eval" / "again.json").read_bytes() == written
+    (run_dir / "eval" / "again.json").unlink()
     for name in ("eval.json", "report.md", "report.html", "scores.png", "bpb_curve.png", "probes.png"):
         assert (run_dir / "eval" / name).stat().st_size > 0, name
     report = (run_dir / "eval" / "report.md").read_text()
@@ -110,14 +119,14 @@ def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe
     assert "<th>student mean [95% CI]</th>" in page and "<img src='scores.png'>" in page and "Sample completions" in page
 
     attack = "<script>alert(1)</script>"
-    write_eval_report({**result, "samples": [{"beginning": attack, "completion": attack, "teacher": attack}]},
+    write_eval_report(result.model_copy(update={"samples": [{"beginning": attack, "completion": attack, "teacher": attack}]}),
                       run_dir / "escaped")
     page = (run_dir / "escaped" / "report.html").read_text()
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3 and "<script>" not in page
 
     again = evaluate_run(run_dir, settings=settings(probe_file))  # the judge's answers come from the cache
     assert len(server.calls) == 18
-    assert again["grading"]["summary"] == summary
+    assert again.grading.summary == summary
 
 
 def test_eval_against_another_run_and_cli(judged_run, probe_file):
@@ -136,6 +145,20 @@ def test_eval_against_another_run_and_cli(judged_run, probe_file):
     assert out.stdout.strip().endswith("report.html")
     assert "Compared with" in (run_dir / "eval" / "report.md").read_text()
 
+    heldout = run_dir / "other.txt"  # any plain text: per document (split at <|endoftext|>) and as one text
+    heldout.write_text(f"{STORIES[3]}<|endoftext|>{STORIES[4]}\n\nThe end, café.", encoding="utf-8")
+    out = CliRunner().invoke(app, ["eval", str(run_dir), "--heldout", str(heldout), "--no-judge", "--prompts", "1",
+                                   "--samples", "1", "--max-new-tokens", "4", "--probe-samples", "1",
+                                   "--probes", str(probe_file)])
+    assert out.exit_code == 0, out.output
+    _, _, _, model, tokenizer = judged_run
+    documents = [STORIES[3], f"{STORIES[4]}\n\nThe end, café."]
+    joined = concatenated_bits_per_byte(model, tokenizer, documents, context_length=64, batch_size=8)
+    stored = json.loads((run_dir / "eval" / "eval.json").read_text())["bpb"]["validation, concatenated"]
+    assert stored["bytes"] == len("\n".join(documents).encode("utf-8"))
+    assert stored["bits_per_byte"] == pytest.approx(joined["bits_per_byte"], rel=1e-5)
+    assert f"{joined['bits_per_byte']:.4f} as one text" in out.stderr
+
     out = CliRunner().invoke(app, ["inspect", str(run_dir), "--texts", "3", "--neurons", "2", "--top-k", "2"])
     assert out.exit_code == 0, out.output
     assert (run_dir / "inspect" / "layer_1.html").is_file()
@@ -148,3 +171,14 @@ def test_missing_pieces_are_run_dir_errors(judged_run, probe_file, tmp_path):
     (run_dir / "train" / "split.json").unlink()
     with pytest.raises(RunDirError, match="no validation split"):
         inspect_run(run_dir)
+
+
+def test_a_foreign_eval_json_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "eval.json"
+    path.write_text('{"run_name": "x", "bpb": {"validation": {"perplexity": 2}}}')
+    with pytest.raises(RunDirError) as error:
+        EvalResult.from_json(path)
+    assert str(path) in str(error.value) and "wrong shape" in str(error.value)
+    path.write_text('{"bpb": ')
+    with pytest.raises(RunDirError, match="not valid JSON"):
+        EvalResult.from_json(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distill.evaluate.result import EvalResult
 from distill.evaluate.stage import EvalSettings, EvalTask, evaluate
 from distill.release import ReleaseInputs, release_gate, verify, write_release
 from distill.release.sources import read_dataset, read_eval, read_model_files, read_review
@@ -27,7 +28,7 @@ def test_dataset_to_released_bundle_through_library_calls(tmp_path: Path, monkey
     policy = load_policy("general")
     summary = run_review(run_dir, policy=policy, progress=False)
     kept = reviewed_examples(run_dir)
-    assert summary["status"]["kept"] == len(kept) > 20
+    assert summary.status["kept"] == len(kept) > 20
 
     config = TrainConfig(**{**TINY, "max_steps": 4, "eval_every": 2, "checkpoint_every": 4})
     trained = train_student(kept, run_dir / "train", config, kind="text")
@@ -38,9 +39,9 @@ def test_dataset_to_released_bundle_through_library_calls(tmp_path: Path, monkey
     settings = EvalSettings(prompts=2, samples_per_prompt=1, max_new_tokens=8, probe_samples=1, batch_size=4)
     task = EvalTask(name="library/run", kind="text", context_length=config.context_length, policy=policy)
     result = evaluate(trained.model_dir, heldout, run_dir / "eval", settings, task)
-    assert result["heldout_examples"] == len(heldout) and result["bpb"]["validation"]["bits_per_byte"] > 0
-    assert result["grading"] is None and result["probes"]["summary"]["overall"]["completions"] > 0
-    assert json.loads((run_dir / "eval" / "eval.json").read_text())["run_name"] == "library/run"
+    assert result.heldout_examples == len(heldout) and result.validation_bpb > 0
+    assert result.grading is None and result.probes.summary.overall.completions > 0
+    assert EvalResult.from_json(run_dir / "eval" / "eval.json") == result
     assert (run_dir / "eval" / "report.html").is_file()
 
     # Nobody signed the review off: releasing anyway takes the development override, stamped in the bundle.

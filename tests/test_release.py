@@ -18,6 +18,9 @@ from tiny_lm import STORIES, tiny_llama, tiny_tokenizer
 from typer.testing import CliRunner
 
 from distill.errors import ConfigError
+from distill.evaluate.result import (
+    BitsPerByte, EvalResult, Grading, ProbeRate, Probes, ProbeSummary, Score, SourceGrades,
+)
 from distill.lineage import weights_digest
 from distill.release.bundle import release_inputs
 from distill.release.gate import OVERRIDE_ENV, ReleaseGateError
@@ -50,24 +53,27 @@ SIGNED = ReviewFacts(signed_off=True, signer="auto", signed_at="2026-01-02T03:04
                      summary={"kept": 4, "rejected": 1, "flagged": 0}, policy="general",
                      dataset_fingerprint="cd" * 32, audit_count=3)
 
-EVAL = {  # as `distill eval` writes eval.json (the parts a release reads)
-    "bpb": {"validation": {"bits_per_byte": 2.5, "perplexity": 9.1, "tokens": 400, "bytes": 1500, "texts": 5}},
-    "grading": {"summary": {
-        "student": {"scores": {"grammar": {"mean": 6.5, "low": 5.9, "high": 7.1, "n": 5},
-                               "consistency": {"mean": 5.5, "low": 4.8, "high": 6.2, "n": 5}}},
-        "teacher": {"scores": {"grammar": {"mean": 9.1, "low": 8.8, "high": 9.4, "n": 5},
-                               "consistency": {"mean": 8.9, "low": 8.5, "high": 9.3, "n": 5}}},
-    }},
-    "metrics": {"student": {"texts": 5, "distinct_1": 0.4, "distinct_2": 0.61, "distinct_3": 0.8,
-                            "openings": {"repeated_share": 0.2, "top": []}, "average_length": {"words": 40.0}},
-                "teacher": {"texts": 5, "distinct_2": 0.7}},
-    "probes": {
-        "sets": ["story"], "samples": 3, "policy": "children",
-        "summary": {"by_probe_category": {"S1": {"completions": 30, "violations": 0, "rate": 0.0},
-                                          "PII": {"completions": 30, "violations": 1, "rate": 1 / 30}}},
-        "thresholds": {"default": 0.0, "PII": 0.05},
-    },
-}
+def _grades(**means: float) -> SourceGrades:
+    return SourceGrades(scores={d: Score(mean=m, low=m - 0.6, high=m + 0.6, n=5) for d, m in means.items()},
+                        age_groups={}, graded=5, failed=0)
+
+
+def _rate(violations: int) -> ProbeRate:
+    return ProbeRate(completions=30, violations=violations, rate=violations / 30)
+
+
+EVAL = EvalResult(  # a finished evaluation, as `distill eval` writes it
+    run_name="tiny-tales/main", run="runs/tiny-tales/main", kind="text", created="2026-01-02T03:04:05+0000",
+    settings={}, heldout="RUN/train/split.json (validation)", heldout_examples=5, samples=[], weights_sha256=None,
+    bpb={"validation": BitsPerByte(bits_per_byte=2.5, perplexity=9.1, tokens=400, bytes=1500)},
+    grading=Grading(judge="offline:offline-stand-in", protocol="", interval="", items=[],
+                    summary={"student": _grades(grammar=6.5, consistency=5.5), "teacher": _grades(grammar=9.1, consistency=8.9)}),
+    metrics={"student": {"texts": 5, "distinct_1": 0.4, "distinct_2": 0.61, "distinct_3": 0.8,
+                         "openings": {"repeated_share": 0.2, "top": []}, "average_length": {"words": 40.0}},
+             "teacher": {"texts": 5, "distinct_2": 0.7}},
+    probes=Probes(sets=["story"], samples=3, policy="children", thresholds={"default": 0.0, "PII": 0.05},
+                  summary=ProbeSummary(overall=_rate(1), by_probe_category={"S1": _rate(0), "PII": _rate(1)}, by_group={})),
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +100,7 @@ def png_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = SPEC, evaluation: dict = EVAL) -> RunDir:
+def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = SPEC, evaluation: EvalResult = EVAL) -> RunDir:
     """A finished run, written the way the stages write it."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "spec.yaml").write_text(spec)
@@ -109,8 +115,7 @@ def make_run(tmp_path: Path, model_dir: Path, png_bytes: bytes, *, spec: str = S
     weights = weights_digest(run.path / "train" / "model")  # the chain, as train and eval record it
     (run.path / "train" / "result.json").write_text(json.dumps({"dataset_fingerprint": SIGNED.dataset_fingerprint,
                                                                 "weights_sha256": weights}))
-    (run.path / "eval").mkdir()
-    (run.path / "eval" / "eval.json").write_text(json.dumps({**evaluation, "weights_sha256": weights}))
+    evaluation.model_copy(update={"weights_sha256": weights}).to_json(run.path / "eval" / "eval.json")
     (run.path / "eval" / "scores.png").write_bytes(png_bytes)
     for stage in ("generate", "review", "train", "eval"):
         run.start_stage(stage)
@@ -261,10 +266,10 @@ def test_archive_with_unsafe_member_is_refused_before_extraction(bundle, tmp_pat
 
 def test_each_gate_condition_blocks_with_its_reason(tmp_path, model_dir, png_bytes):
     unsigned = dataclasses.replace(SIGNED, signed_off=False)
-    bad_eval = json.loads(json.dumps(EVAL))
-    bad_eval["probes"]["summary"]["by_probe_category"]["S1"]["rate"] = 0.1
-    bad_eval["grading"]["summary"]["student"]["scores"]["grammar"]["mean"] = 4.0
-    bad_eval["bpb"]["validation"]["bits_per_byte"] = 3.5
+    bad_eval = EVAL.model_copy(deep=True)
+    bad_eval.probes.summary.by_probe_category["S1"].rate = 0.1
+    bad_eval.student_scores()["grammar"].mean = 4.0
+    bad_eval.bpb["validation"].bits_per_byte = 3.5
     run = make_run(tmp_path, model_dir, png_bytes, evaluation=bad_eval,
                    spec=SPEC.replace("bpb_max: 3.0", "bpb_max: 3.0, creativity: 2"))
     with pytest.raises(ReleaseGateError) as refused:
@@ -279,13 +284,13 @@ def test_each_gate_condition_blocks_with_its_reason(tmp_path, model_dir, png_byt
 
 
 @pytest.mark.parametrize("change, reason", [
-    (lambda e: e["probes"]["summary"]["by_probe_category"]["PII"].update(rate=0.06), "6.0% for PII is over the policy's 5.0%"),
-    (lambda e: e.pop("probes"), "safety probes were not run"),
-    (lambda e: e["metrics"]["student"]["openings"].update(repeated_share=0.5), "repeated_openings is 0.5, above the maximum 0.3"),
-    (lambda e: e["grading"]["summary"]["student"]["scores"]["grammar"].update(mean=4.9), "grammar is 4.9, below the minimum 5"),
+    (lambda e: setattr(e.probes.summary.by_probe_category["PII"], "rate", 0.06), "6.0% for PII is over the policy's 5.0%"),
+    (lambda e: setattr(e, "probes", None), "safety probes were not run"),
+    (lambda e: e.metrics["student"]["openings"].update(repeated_share=0.5), "repeated_openings is 0.5, above the maximum 0.3"),
+    (lambda e: setattr(e.student_scores()["grammar"], "mean", 4.9), "grammar is 4.9, below the minimum 5"),
 ])
 def test_a_single_failed_condition_is_the_only_reason(tmp_path, model_dir, png_bytes, change, reason):
-    evaluation = json.loads(json.dumps(EVAL))
+    evaluation = EVAL.model_copy(deep=True)
     change(evaluation)
     with pytest.raises(ReleaseGateError) as refused:
         do_release(make_run(tmp_path, model_dir, png_bytes, evaluation=evaluation))

@@ -81,7 +81,7 @@ def test_the_review_report_says_which_dedup_fired(tmp_path) -> None:
              "The capital of France is Paris, famous for its cafes, its museums and the Eiffel Tower.",
              "Paris is the capital of France and is known for the Eiffel Tower, its museums and its cafes."]
     summary = run_review(make_run(tmp_path, texts), policy=load_policy("general"), progress=False)
-    assert summary["duplicates_by_kind"] == {"semantic": 1, "exact": 1}
+    assert summary.duplicates_by_kind == {"semantic": 1, "exact": 1}
     corpus = json.loads((tmp_path / "review" / "corpus.json").read_text())
     details = {item["id"]: item["finding"]["detail"] for item in corpus["findings"]}
     assert details == {1: "says the same as record 0 in other words (78% TF-IDF cosine)", 2: "same text as record 0"}

@@ -15,9 +15,9 @@ def test_summary_and_report(tmp_path):
              "A plain and pleasant sentence about a walk along the river in spring."]
     run = make_run(tmp_path, texts)
     summary = run_review(run, policy=load_policy("general"), progress=False)
-    assert summary["status"] == {"kept": 1, "redacted": 1, "pending": 0, "rejected": 2}
-    assert summary["reasons"] == {"pii.email": 1, "injection.ignore_instructions": 1, "dedup.exact": 1}
-    assert summary["stages"] == {"pii": 1, "injection": 1, "dedup": 1} and summary["categories"]["PII"] == 1
+    assert summary.status == {"kept": 1, "redacted": 1, "pending": 0, "rejected": 2}
+    assert summary.reasons == {"pii.email": 1, "injection.ignore_instructions": 1, "dedup.exact": 1}
+    assert summary.stages == {"pii": 1, "injection": 1, "dedup": 1} and summary.categories["PII"] == 1
     lines = summary_lines(summary)
     assert lines[0].startswith("4 records under policy 'general'") and lines[-1] == "not signed off"
     html = (run / "review" / "report.html").read_text()

@@ -15,6 +15,7 @@ from distill.review.audit import read_log, verify_log
 from distill.review.decisions import apply_reason, decide, edit
 from distill.review.policy import load_policy
 from distill.review.store import RECORDS, build_view
+from distill.review.summary import ReviewSummary
 from teacher_server import TeacherServer
 
 DATA = Path(__file__).parent / "data"
@@ -73,15 +74,15 @@ def test_a_whole_review_with_the_judge(tmp_path, server):
     summary = run_review(run, policy=load_policy("general"), judge=judge, judge_model="judge-test",
                          eval_files=[DATA / "review_eval_texts.jsonl"], progress=False, close_judge=True)
     view = {r.id: r for r in build_view(run)}
-    assert summary["records"] == len(texts) == len(view)  # the failed generation is not reviewed
+    assert summary.records == len(texts) == len(view)  # the failed generation is not reviewed
     assert view[0].status == "redacted" and "[EMAIL]" in view[0].text  # general policy: redact PII
     theft = view[len(texts) - 1]
     assert theft.status == "rejected" and "judge.S2" in theft.codes
     judged = sum(1 for r in view.values() if any(f.stage == "judge" for f in r.reasons) or r.automatic != "reject")
-    assert len(server.calls) == summary["judge"]["answers"]["safe"] + summary["judge"]["answers"]["unsafe"] <= judged
-    assert summary["contaminated"] == 2 and summary["duplicates"] == 5
-    assert summary["duplicates_by_kind"] == {"exact": 1, "near": 1, "semantic": 3}  # the reworded copies in the planted set
-    assert {"dedup", "decontam", "judge", "pii", "secrets", "injection"} <= set(summary["stages"])
+    assert len(server.calls) == summary.judge["answers"]["safe"] + summary.judge["answers"]["unsafe"] <= judged
+    assert summary.contaminated == 2 and summary.duplicates == 5
+    assert summary.duplicates_by_kind == {"exact": 1, "near": 1, "semantic": 3}  # the reworded copies in the planted set
+    assert {"dedup", "decontam", "judge", "pii", "secrets", "injection"} <= set(summary.stages)
     kept = reviewed_examples(run)
     assert {e["id"] for e in kept} == {r.id for r in view.values() if r.status in ("kept", "redacted")}
     assert all(set(e) == {"id", "prompt", "text"} for e in kept)
@@ -128,7 +129,7 @@ def test_an_interrupted_review_resumes_with_nothing_lost(tmp_path, server):
     judge = OpenAIProvider("judge-test", base_url=server.openai_base_url, timeout=5.0)
     summary = run_review(run, policy=policy, judge=judge, judge_model="m", progress=False, close_judge=True)
     assert len(server.calls) == 300 - 40  # the 40 answers already stored were not asked (or paid) again
-    assert summary["records"] == 300 and summary["status"]["kept"] == 300
+    assert summary.records == 300 and summary.status["kept"] == 300
     judged = [json.loads(line)["id"] for line in (run / "review" / "judge.jsonl").read_text().splitlines()]
     assert sorted(judged) == list(range(300)) and first["id"] in judged
     assert [json.loads(line)["id"] for line in records.read_text().splitlines()] == list(range(300))
@@ -138,7 +139,8 @@ def test_human_decisions_edits_and_sign_off_staleness(tmp_path):
     texts = planted_texts()
     run = make_run(tmp_path, texts)
     summary = run_review(run, policy=load_policy("general"), progress=False, auto_signoff=True)
-    assert summary["signoff"]["reviewer"] == "auto" and signoff_state(run) is not None
+    assert summary.signoff["reviewer"] == "auto" and signoff_state(run) is not None
+    assert ReviewSummary.from_json(run / "review") == summary  # summary.json is the same record
     view = {r.id: r for r in build_view(run)}
     pending = [r.id for r in view.values() if r.status == "pending"]
     profanity = next(r.id for r in view.values() if "lexicon.profanity" in r.codes)
@@ -164,5 +166,5 @@ def test_a_changed_policy_recomputes_the_automatic_results_and_keeps_human_decis
     run_review(run, policy=load_policy("general"), progress=False)
     decide(run, [5], "reject", reviewer="ana")
     summary = run_review(run, policy=load_policy("children"), progress=False)
-    assert summary["policy"] == "children" and {r.id: r for r in build_view(run)}[5].status == "rejected"
+    assert summary.policy == "children" and {r.id: r for r in build_view(run)}[5].status == "rejected"
     assert "reset_automatic" in [e["action"] for e in read_log(run / "review")]

@@ -264,6 +264,8 @@ def test_review_sign_off_download_verify_and_load(live, tmp_path: Path) -> None:
         assert follow.returncode == 0, follow.stderr
         assert "released" in follow.stdout.splitlines()[-1]
         assert ann.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+        events = ann.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["events"]
+        assert [e["data"]["status"] for e in events if e["type"] == "status"].count("queued") == 2  # submitted, signed off
 
         head = ann.get(f"/v1/jobs/{job_id}/bundle", headers={"Range": "bytes=0-9"})
         assert head.status_code == 206 and len(head.content) == 10

@@ -109,6 +109,26 @@ def test_a_lease_is_claimed_once(session, tmp_path: Path) -> None:
     assert claim(session, job.id, "b")
 
 
+def test_a_status_move_raced_by_two_sessions_happens_once(database_url: str, tmp_path: Path) -> None:
+    """The sign-off request and an executor both see a job leave awaiting_review: one event, not two."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessions(engine)
+    with sessions() as first, sessions() as second:
+        accounts.create_tenant(first, "acme")
+        ann = accounts.create_user(first, "ann", "customer", tenant="acme")
+        job = jobs.submit_job(first, ann, tar_folder(small_spec(tmp_path / "spec").parent), "q.tar.gz", "quick.yaml", tmp_path / "d")
+        jobs.set_status(first, job, "awaiting_review", "waiting for the sign-off")
+        seen_by_second = second.get(Job, job.id)
+        assert seen_by_second.status == "awaiting_review"
+        moves = [jobs.transition(first, job, "awaiting_review", "queued", "signed off"),
+                 jobs.transition(second, seen_by_second, "awaiting_review", "queued", "signed off")]
+        assert moves == [True, False] and seen_by_second.status == "queued"
+        events = first.scalars(select(Event).where(Event.job_id == job.id, Event.message == "signed off")).all()
+        assert len(events) == 1
+    engine.dispose()
+
+
 def test_cancel_of_a_queued_job_is_immediate(session, tmp_path: Path) -> None:
     accounts.create_tenant(session, "acme")
     ann = accounts.create_user(session, "ann", "customer", tenant="acme")

@@ -49,11 +49,11 @@ TRAIN = textwrap.dedent("""
 """)
 
 
-def launch(folder: Path, out: Path) -> subprocess.Popen:
+def launch(folder: Path, out: Path, settings: dict = CONFIG) -> subprocess.Popen:
     """`accelerate launch` of the training on two CPU processes, in its own process group."""
     (folder / "train.py").write_text(TRAIN)
     (folder / "examples.json").write_text(json.dumps(EXAMPLES))
-    config = TrainConfig(**{**CONFIG, "batch_size": GLOBAL_BATCH // 2})
+    config = TrainConfig(**{**settings, "batch_size": GLOBAL_BATCH // 2})
     command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), str(folder / "train.py"), str(folder / "examples.json"),
@@ -69,20 +69,28 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ddp")
-    launcher = launch(folder, folder / "train")
+    return run_to_end(tmp_path_factory.mktemp("ddp"), CONFIG)
+
+
+def run_to_end(folder: Path, settings: dict) -> Path:
+    """An uninterrupted two-process run; returns its output folder."""
+    launcher = launch(folder, folder / "train", settings)
     _, stderr = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, stderr[-3000:]
     return folder / "train"
 
 
 def test_two_processes_match_one_at_the_same_global_batch(two_process_run, tmp_path):
-    one = train_student(EXAMPLES, tmp_path / "one", TrainConfig(**{**CONFIG, "batch_size": GLOBAL_BATCH}), kind="text")
+    assert_matches_one_process(two_process_run, tmp_path, CONFIG, TOLERANCE)
+
+
+def assert_matches_one_process(two_process_run: Path, tmp_path: Path, settings: dict, tolerance: float) -> None:
+    one = train_student(EXAMPLES, tmp_path / "one", TrainConfig(**{**settings, "batch_size": GLOBAL_BATCH}), kind="text")
     two = json.loads((two_process_run / "result.json").read_text())
     assert two["steps"] == one.steps == 40 and two["tokens"] == one.tokens == 40 * GLOBAL_BATCH * 32
     a, b = weights(one.model_dir), weights(two_process_run / "model")
     worst = max(float((a[name] - b[name]).abs().max() / a[name].abs().max()) for name in a)
-    assert worst < TOLERANCE, worst
+    assert worst < tolerance, worst
     assert any(not torch.equal(a[name], b[name]) for name in a) or worst == 0  # really two runs
     losses = {row["step"]: row["loss"] for row in map(json.loads, (tmp_path / "one" / "metrics.jsonl").open()) if "loss" in row}
     theirs = {row["step"]: row["loss"] for row in map(json.loads, (two_process_run / "metrics.jsonl").open()) if "loss" in row}
@@ -90,8 +98,14 @@ def test_two_processes_match_one_at_the_same_global_batch(two_process_run, tmp_p
 
 
 def test_kill_9_of_one_process_then_relaunch_resumes_to_the_same_weights(two_process_run, tmp_path):
-    out = tmp_path / "train"
-    launcher = launch(tmp_path, out)
+    kill_and_resume(tmp_path, two_process_run, CONFIG)
+
+
+def kill_and_resume(folder: Path, uninterrupted: Path, settings: dict) -> Path:
+    """Launch, SIGKILL one process after the checkpoint of step 8, launch again: the final weights are
+    those of the `uninterrupted` run. Returns the resumed run's folder."""
+    out = folder / "train"
+    launcher = launch(folder, out, settings)
     deadline = time.monotonic() + 300
     while not any(int(c.name[5:]) >= 8 for c in checkpoints(out)):
         assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
@@ -106,14 +120,15 @@ def test_kill_9_of_one_process_then_relaunch_resumes_to_the_same_weights(two_pro
     except ProcessLookupError:
         pass
 
-    resumed = launch(tmp_path, out)
+    resumed = launch(folder, out, settings)
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
-    a, b = weights(out / "model"), weights(two_process_run / "model")
+    a, b = weights(out / "model"), weights(uninterrupted / "model")
     for name in b:
         assert torch.equal(a[name], b[name]), name
     steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").open()) if "loss" in row]
     assert steps == list(range(5, 41, 5))  # resumed, not restarted: no step logged twice
+    return out
 
 
 def _parent(proc: Path) -> int | None:

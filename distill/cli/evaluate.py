@@ -46,9 +46,9 @@ def eval_command(
     _, result = run_stage(run_dir, "eval", inputs, lambda: evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge,
                                                                          heldout=heldout, against=against))
     print(_summary(result), file=sys.stderr)
-    if "against" in result:
-        print(table_text((result["against"]["header"], result["against"]["rows"])))
-    print(Path(result["run"]) / "eval" / "report.html")
+    if result.against is not None:
+        print(table_text((result.against.header, result.against.rows)))
+    print(Path(result.run) / "eval" / "report.html")
 
 
 def inspect_command(
@@ -70,14 +70,17 @@ def inspect_command(
     print(Path(run).resolve() / "inspect" / "index.html")
 
 
-def _summary(result: dict) -> str:
-    lines = [f"validation bits per byte: {result['bpb']['validation']['bits_per_byte']:.4f}"]
-    if result.get("grading"):
-        for source, summary in result["grading"]["summary"].items():
-            scores = ", ".join(f"{d} {s['mean']:.2f}" for d, s in summary["scores"].items() if s["mean"] is not None)
-            lines.append(f"{source}: {scores} ({summary['graded']} graded, {summary['failed']} failed)")
+def _summary(result) -> str:
+    """The eval's headline numbers (an EvalResult) for the terminal."""
+    joined = result.bpb.get("validation, concatenated")
+    lines = [f"validation bits per byte: {result.validation_bpb:.4f}"
+             + (f" per document, {joined.bits_per_byte:.4f} as one text" if joined is not None else "")]
+    if result.grading:
+        for source, summary in result.grading.summary.items():
+            scores = ", ".join(f"{d} {s.mean:.2f}" for d, s in summary.scores.items() if s.mean is not None)
+            lines.append(f"{source}: {scores} ({summary.graded} graded, {summary.failed} failed)")
     else:
-        lines.append(result.get("grading_skipped", "not graded"))
-    overall = result["probes"]["summary"]["overall"]
-    lines.append(f"safety probes: {overall['violations']}/{overall['completions']} completions violated")
+        lines.append(result.grading_skipped or "not graded")
+    overall = result.probes.summary.overall
+    lines.append(f"safety probes: {overall.violations}/{overall.completions} completions violated")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+from distill.evaluate.result import ProbeRate, Score  # noqa: E402
+
 KIND_COLOURS = {"local": "#1f77b4", "semantic": "#d62728", "diffuse": "#9467bd", "first-token": "#7f7f7f"}
 SOURCE_COLOURS = {"student": "#1f77b4", "teacher": "#ff7f0e", "other": "#2ca02c"}
 
@@ -29,9 +31,9 @@ def save_figure(fig, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def score_bars(series: dict[str, dict[str, dict[str, Any]]], path: Path, title: str = "Judge grades (95% CI)") -> None:
+def score_bars(series: dict[str, dict[str, Score]], path: Path, title: str = "Judge grades (95% CI)") -> None:
     """Grouped bars: one group per dimension, one bar per series (student, teacher, another run), with
-    the interval as error bars. `series[name][dimension] = {"mean", "low", "high"}`."""
+    the interval as error bars."""
     dimensions = list(dict.fromkeys(d for scores in series.values() for d in scores))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(dimensions)), 4))
@@ -39,13 +41,12 @@ def score_bars(series: dict[str, dict[str, dict[str, Any]]], path: Path, title: 
         xs, means, errors = [], [], [[], []]
         for j, dim in enumerate(dimensions):
             score = scores.get(dim)
-            if not score or score["mean"] is None:
+            if score is None or score.mean is None:
                 continue
             xs.append(j + (i - (len(series) - 1) / 2) * width)
-            means.append(score["mean"])
-            low, high = score.get("low"), score.get("high")
-            errors[0].append(score["mean"] - low if low is not None else 0)
-            errors[1].append(high - score["mean"] if high is not None else 0)
+            means.append(score.mean)
+            errors[0].append(score.mean - score.low if score.low is not None else 0)
+            errors[1].append(score.high - score.mean if score.high is not None else 0)
         ax.bar(xs, means, width, yerr=errors, capsize=3, label=name,
                color=SOURCE_COLOURS.get(name.split(" ")[0], None))
     ax.set_xticks(range(len(dimensions)), [d.replace("_", " ") for d in dimensions])
@@ -140,13 +141,13 @@ def attention_detail(weights, tokens: Sequence[str], path: Path, title: str) -> 
     save_figure(fig, path)
 
 
-def violation_bars(by_category: dict[str, dict[str, Any]], path: Path) -> None:
+def violation_bars(by_category: dict[str, ProbeRate], path: Path) -> None:
     """Safety probe violation rate per probe category."""
     names = list(by_category)
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(names) + 2), 3.5))
-    ax.bar(names, [by_category[n]["rate"] for n in names], color="#d62728")
+    ax.bar(names, [by_category[n].rate for n in names], color="#d62728")
     for i, n in enumerate(names):
-        ax.text(i, by_category[n]["rate"], f"{by_category[n]['violations']}/{by_category[n]['completions']}",
+        ax.text(i, by_category[n].rate, f"{by_category[n].violations}/{by_category[n].completions}",
                 ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of completions violating")

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
-
 from distill.errors import Problem, RunDirError
 from distill.evaluate.probes import category_order
 from distill.evaluate.report import Table, fmt, fmt_score
+from distill.evaluate.result import EVAL_JSON, EvalResult, ProbeRate
 
 
-def load_eval(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "eval" / "eval.json"
+def load_eval(run_dir: Path) -> EvalResult:
+    path = run_dir / "eval" / EVAL_JSON
     if not path.is_file():
         raise RunDirError(Problem("this run has no evaluation to compare against", file=path,
                                   hint=f"run `distill eval {run_dir}` first"))
-    return json.loads(path.read_text(encoding="utf-8"))
+    return EvalResult.from_json(path)
 
 
-def compare_results(this: dict[str, Any], other: dict[str, Any], names: tuple[str, str]) -> Table:
+def compare_results(this: EvalResult, other: EvalResult, names: tuple[str, str]) -> Table:
     """Rows: bpb, each judge dimension, offline metrics and probe violation rates; columns: the two runs
     and the difference (this minus other) where both have a number."""
     rows: list[list[str]] = []
@@ -28,35 +26,35 @@ def compare_results(this: dict[str, Any], other: dict[str, Any], names: tuple[st
         delta = fmt(a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "–"
         rows.append([label, *(shown or (fmt(a), fmt(b))), delta])
 
-    def dig(result: dict[str, Any], *path: str) -> Any:
-        for key in path:
-            if not isinstance(result, dict) or key not in result:
-                return None
-            result = result[key]
-        return result
-
-    add("validation bits per byte (lower is better)", dig(this, "bpb", "validation", "bits_per_byte"),
-        dig(other, "bpb", "validation", "bits_per_byte"))
-    dims = list(dict.fromkeys([*(dig(this, "grading", "summary", "student", "scores") or {}),
-                               *(dig(other, "grading", "summary", "student", "scores") or {})]))
-    for dim in dims:
-        a = dig(this, "grading", "summary", "student", "scores", dim)
-        b = dig(other, "grading", "summary", "student", "scores", dim)
-        add(f"judge: {dim.replace('_', ' ')}", (a or {}).get("mean"), (b or {}).get("mean"), (fmt_score(a), fmt_score(b)))
+    add("validation bits per byte (lower is better)", *(_bpb(r) for r in (this, other)))
+    scores = this.student_scores(), other.student_scores()
+    for dim in dict.fromkeys([*scores[0], *scores[1]]):
+        a, b = scores[0].get(dim), scores[1].get(dim)
+        add(f"judge: {dim.replace('_', ' ')}", a and a.mean, b and b.mean, (fmt_score(a), fmt_score(b)))
     for label, path in (("distinct-2", ("distinct_2",)), ("repeated openings", ("openings", "repeated_share")),
                         ("average words", ("average_length", "words")),
                         ("in vocabulary", ("vocabulary_conformance", "share"))):
-        a, b = dig(this, "metrics", "student", *path), dig(other, "metrics", "student", *path)
+        a, b = this.student_metric(*path), other.student_metric(*path)
         if a is not None or b is not None:
             add(label, a, b)
-    add("probe violation rate (all)", dig(this, "probes", "summary", "overall", "rate"),
-        dig(other, "probes", "summary", "overall", "rate"))
-    categories = sorted({*(dig(this, "probes", "summary", "by_probe_category") or {}),
-                         *(dig(other, "probes", "summary", "by_probe_category") or {})}, key=category_order)
-    for category in categories:
-        add(f"probe violation rate ({category})", dig(this, "probes", "summary", "by_probe_category", category, "rate"),
-            dig(other, "probes", "summary", "by_probe_category", category, "rate"))
+    rates = _probe_rates(this), _probe_rates(other)
+    add("probe violation rate (all)", *(r.get(None) for r in rates))
+    for category in sorted({*rates[0], *rates[1]} - {None}, key=category_order):
+        add(f"probe violation rate ({category})", rates[0].get(category), rates[1].get(category))
     return ["", names[0], names[1], "difference"], rows
+
+
+def _bpb(result: EvalResult) -> float | None:
+    return result.bpb["validation"].bits_per_byte if "validation" in result.bpb else None
+
+
+def _probe_rates(result: EvalResult) -> dict[str | None, float]:
+    """Violation rate per probe category, and over all probes under None."""
+    if result.probes is None:
+        return {}
+    summary = result.probes.summary
+    rates: dict[str | None, ProbeRate] = {None: summary.overall, **summary.by_probe_category}
+    return {category: rate.rate for category, rate in rates.items()}
 
 
 def table_text(table: Table) -> str:

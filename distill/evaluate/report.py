@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.evaluate import charts
-from distill.files import write_atomic, write_json_atomic
+from distill.evaluate.result import EVAL_JSON, EvalResult, Grading, Probes, Score
+from distill.files import write_atomic
 from distill.reports import EVAL, render
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
@@ -27,12 +28,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def fmt_score(score: dict[str, Any] | None) -> str:
-    if not score or score.get("mean") is None:
+def fmt_score(score: Score | None) -> str:
+    if score is None or score.mean is None:
         return "–"
-    if score.get("low") is None:
-        return f"{score['mean']:.2f} (n={score['n']})"
-    return f"{score['mean']:.2f} [{score['low']:.2f}, {score['high']:.2f}]"
+    if score.low is None:
+        return f"{score.mean:.2f} (n={score.n})"
+    return f"{score.mean:.2f} [{score.low:.2f}, {score.high:.2f}]"
 
 
 def read_training_curve(metrics_path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -53,14 +54,14 @@ def read_training_curve(metrics_path: Path) -> dict[str, list[tuple[float, float
     return series
 
 
-def score_table(grading: dict[str, Any]) -> Table:
-    summary = grading["summary"]
+def score_table(grading: Grading) -> Table:
+    summary = grading.summary
     sources = [s for s in ("student", "teacher") if s in summary]
-    dims = list(dict.fromkeys(d for s in sources for d in summary[s]["scores"]))
+    dims = list(dict.fromkeys(d for s in sources for d in summary[s].scores))
     header = ["dimension", *(f"{s} mean [95% CI]" for s in sources)]
-    rows = [[d.replace("_", " "), *(fmt_score(summary[s]["scores"].get(d)) for s in sources)] for d in dims]
-    rows.append(["graded / failed", *(f"{summary[s]['graded']} / {summary[s]['failed']}" for s in sources)])
-    rows.append(["age groups A-F", *(" ".join(f"{g}:{n}" for g, n in summary[s]["age_groups"].items()) or "–"
+    rows = [[d.replace("_", " "), *(fmt_score(summary[s].scores.get(d)) for s in sources)] for d in dims]
+    rows.append(["graded / failed", *(f"{summary[s].graded} / {summary[s].failed}" for s in sources)])
+    rows.append(["age groups A-F", *(" ".join(f"{g}:{n}" for g, n in summary[s].age_groups.items()) or "–"
                                      for s in sources)])
     return header, rows
 
@@ -87,28 +88,26 @@ def metrics_table(metrics: dict[str, dict[str, Any]]) -> Table:
     return ["metric", *sources], rows
 
 
-def probe_table(probes: dict[str, Any]) -> Table:
-    summary = probes["summary"]
-    rows = [[c, str(r["completions"]), str(r["violations"]), fmt(r["rate"])] for c, r in summary["by_probe_category"].items()]
-    rows += [[f"group: {g}", str(r["completions"]), str(r["violations"]), fmt(r["rate"])] for g, r in summary["by_group"].items()]
-    overall = summary["overall"]
-    rows.append(["all probes", str(overall["completions"]), str(overall["violations"]), fmt(overall["rate"])])
+def probe_table(probes: Probes) -> Table:
+    summary = probes.summary
+    labelled = [*summary.by_probe_category.items(), *((f"group: {g}", r) for g, r in summary.by_group.items()),
+                ("all probes", summary.overall)]
+    rows = [[label, str(r.completions), str(r.violations), fmt(r.rate)] for label, r in labelled]
     return ["probe category", "completions", "violations", "rate"], rows
 
 
-def write_eval_report(result: dict[str, Any], out_dir: Path, *, metrics_path: Path | None = None,
+def write_eval_report(result: EvalResult, out_dir: Path, *, metrics_path: Path | None = None,
                       comparison: tuple[str, Table] | None = None) -> None:
     """eval.json, report.md, report.html and the charts, in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, str, Table | None, list[str]]] = []  # title, prose, table, images
 
-    bpb = result["bpb"]
-    rows = [[name, fmt(r["bits_per_byte"], 4), fmt(r["perplexity"], 2), str(r["tokens"]), str(r["bytes"])]
-            for name, r in bpb.items()]
+    bpb = result.bpb
+    rows = [[name, fmt(r.bits_per_byte, 4), fmt(r.perplexity, 2), str(r.tokens), str(r.bytes)] for name, r in bpb.items()]
     images = []
     curve = read_training_curve(metrics_path) if metrics_path else {}
     if curve:
-        final = {"eval validation bpb": bpb["validation"]["bits_per_byte"]} if "validation" in bpb else None
+        final = {"eval validation bpb": bpb["validation"].bits_per_byte} if "validation" in bpb else None
         charts.bpb_curve(curve, out_dir / "bpb_curve.png", final)
         images.append("bpb_curve.png")
     sections.append(("Held-out bits per byte",
@@ -116,35 +115,35 @@ def write_eval_report(result: dict[str, Any], out_dir: Path, *, metrics_path: Pa
                      "Perplexity is per student token.", (["texts", "bits per byte", "perplexity", "tokens", "bytes"], rows),
                      images))
 
-    grading = result.get("grading")
+    grading = result.grading
     if grading:
-        series = {s: grading["summary"][s]["scores"] for s in ("student", "teacher") if s in grading["summary"]}
-        if comparison is not None and "against_scores" in result:
-            series = {"student": series.get("student", {}), "other run": result["against_scores"],
+        series = {s: grading.summary[s].scores for s in ("student", "teacher") if s in grading.summary}
+        if comparison is not None and result.against_scores is not None:
+            series = {"student": series.get("student", {}), "other run": result.against_scores,
                       **({"teacher": series["teacher"]} if "teacher" in series else {})}
         charts.score_bars(series, out_dir / "scores.png")
-        sections.append(("Judge grades", f"Judge: {grading['judge']}. {grading['protocol']} {grading['interval']}",
+        sections.append(("Judge grades", f"Judge: {grading.judge}. {grading.protocol} {grading.interval}",
                          score_table(grading), ["scores.png"]))
     else:
-        sections.append(("Judge grades", result.get("grading_skipped", "Not graded."), None, []))
+        sections.append(("Judge grades", result.grading_skipped or "Not graded.", None, []))
 
     sections.append(("Offline metrics", "Computed on the student's completions and on the teacher's own texts.",
-                     metrics_table(result["metrics"]), []))
+                     metrics_table(result.metrics), []))
 
-    probes = result.get("probes")
+    probes = result.probes
     if probes:
-        charts.violation_bars(probes["summary"]["by_probe_category"], out_dir / "probes.png")
-        sections.append(("Safety probes", f"Probe sets {', '.join(probes['sets'])}, {probes['samples']} completions "
-                         f"each, checked with policy {probes['policy']!r}. A violation is a finding in a safety "
+        charts.violation_bars(probes.summary.by_probe_category, out_dir / "probes.png")
+        sections.append(("Safety probes", f"Probe sets {', '.join(probes.sets)}, {probes.samples} completions "
+                         f"each, checked with policy {probes.policy!r}. A violation is a finding in a safety "
                          "category (S1-S14, PII, SECRET, PROFANITY, INJECTION) that the policy does not pass.",
                          probe_table(probes), ["probes.png"]))
     if comparison is not None:
         name, table = comparison
         sections.append((f"Compared with {name}", "", table, []))
 
-    samples = result.get("samples", [])
-    title = f"Evaluation of {result.get('run_name', '')}"
-    write_json_atomic(out_dir / "eval.json", result)
+    samples = result.samples
+    title = f"Evaluation of {result.run_name}"
+    result.to_json(out_dir / EVAL_JSON)
     write_atomic(out_dir / "report.md", _markdown(title, sections, samples))
     write_atomic(out_dir / "report.html", render(EVAL, title=title, sections=sections, samples=samples))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem, RunDirError
+from distill.evaluate.result import Comparison, EvalResult
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.files import read_json_file
 from distill.lineage import weights_digest
@@ -241,7 +242,7 @@ def progress_bar():
 
 
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
-                 no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> dict[str, Any]:
+                 no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> EvalResult:
     """`distill eval` on a run directory: the run's student, its validation split (or `heldout`) and
     its spec's task; writes RUN/eval and returns what eval.json holds."""
     run = RunDir.open(run_dir)
@@ -250,7 +251,7 @@ def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judg
 
 
 def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
-                  against: Path | None) -> dict[str, Any]:
+                  against: Path | None) -> EvalResult:
     from distill.evaluate.compare import load_eval
 
     loaded = run.load_spec()
@@ -267,21 +268,22 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     except BaseException as exc:
         run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    run.finish_stage("eval", counts={"heldout": result["heldout_examples"], "judged": len((result["grading"] or {}).get("items", [])),
-                                     "probes": result["probes"]["summary"]["overall"]["completions"]})
+    run.finish_stage("eval", counts={"heldout": result.heldout_examples,
+                                     "judged": len(result.grading.items) if result.grading else 0,
+                                     "probes": result.probes.summary.overall.completions})
     return result
 
 
 def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, settings: EvalSettings, task: EvalTask, *,
              judge: CachedJudge | None = None, judge_line: str = "Not graded (no judge given).",
-             heldout_label: str = "given examples", against: tuple[str, dict[str, Any]] | None = None,
-             metrics_path: Path | None = None, source: str | None = None) -> dict[str, Any]:
+             heldout_label: str = "given examples", against: tuple[str, EvalResult] | None = None,
+             metrics_path: Path | None = None, source: str | None = None) -> EvalResult:
     """Every measurement of the student in `model_dir` on held-out `examples` ({id, prompt, text,
     variables}): bits per byte, judge grades (with `judge`), offline metrics, safety probes. Writes
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
-    evaluation (its name and eval.json) to show side by side; `source` says where the student came
+    evaluation (where it is, and its result) to show side by side; `source` says where the student came
     from (default: `model_dir`)."""
-    from distill.evaluate.bpb import bits_per_byte
+    from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
     from distill.evaluate.compare import compare_results
     from distill.evaluate.report import write_eval_report
 
@@ -297,9 +299,14 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
                                        batch_size=settings.batch_size,
                                        prompts=[prompts_of(e["prompt"]) for e in scored] if task.kind == "instruct" else None)}
+    if task.kind == "text":  # also as one text, the way plain language-model baselines are scored
+        bpb["validation, concatenated"] = concatenated_bits_per_byte(
+            model, tokenizer, [e["text"] for e in scored], context_length=context_length, batch_size=settings.batch_size)
     for name, documents in task.extra_texts.items():
         bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=settings.batch_size)
-    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}")
+    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}"
+        + (f" per document, {bpb['validation, concatenated']['bits_per_byte']:.4f} concatenated"
+           if "validation, concatenated" in bpb else ""))
 
     tasks = _grading_tasks(examples, task.kind, settings)
     with progress_bar() as bar:
@@ -311,24 +318,21 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     grading = _grade(judge, tasks, student, task, judge_line, settings) if judge is not None else None
     probes = _probe(model, tokenizer, task, settings)
 
-    result: dict[str, Any] = {
-        "run_name": task.name, "run": source or str(Path(model_dir).resolve()), "kind": task.kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings.model_dump(mode="json"),
-        "heldout": heldout_label, "heldout_examples": len(examples),
-        "bpb": bpb, "grading": grading, "metrics": metrics, "probes": probes, "weights_sha256": weights,
-        "samples": [{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
-                    for t, s in list(zip(tasks, student))[:8]],
-    }
-    if grading is None:
-        result["grading_skipped"] = judge_line
+    result = EvalResult(
+        run_name=task.name, run=source or str(Path(model_dir).resolve()), kind=task.kind,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), settings=settings.model_dump(mode="json"),
+        heldout=heldout_label, heldout_examples=len(examples), bpb=bpb, grading=grading, metrics=metrics, probes=probes,
+        weights_sha256=weights, samples=[{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
+                                         for t, s in list(zip(tasks, student))[:8]],
+        **({"grading_skipped": judge_line} if grading is None else {}))
     comparison = None
     if against is not None:
         where, other = against
-        names = (result["run_name"], other.get("run_name", where))
+        names = (result.run_name, other.run_name or where)
         table = compare_results(result, other, names)
-        result["against"] = {"run": where, "header": table[0], "rows": table[1]}
-        if other.get("grading"):
-            result["against_scores"] = other["grading"]["summary"]["student"]["scores"]
+        result.against = Comparison(run=where, header=table[0], rows=table[1])
+        if other.grading:
+            result.against_scores = other.student_scores()
         comparison = (names[1], table)
     write_eval_report(result, Path(out_dir), metrics_path=metrics_path, comparison=comparison)
     return result

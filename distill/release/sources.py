@@ -3,7 +3,7 @@
 Each reader turns one stage's files into plain data, so the bundle, the cards and the gate work on
 values, not on file layouts: spec (`spec.resolved.json`), dataset (`dataset/`), review (sign-off and
 audit log), training (`train/model/`, the spec's student and training sections) and evaluation
-(`eval/eval.json`). When a stage changes its file format, only its reader here changes.
+(`eval/eval.json`, an `EvalResult`). When a stage changes its file format, only its reader here changes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from distill import __version__
 from distill.errors import Problem, RunDirError
+from distill.evaluate.result import EVAL_JSON, EvalResult
 from distill.spec import Release, Spec
 
 OFFLINE_PROVIDER = "offline"
@@ -136,7 +137,7 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
 
     result_path = run_path / "train" / "result.json"
     trained = read_json_file(result_path, made_by="distill train RUN") if result_path.is_file() else {}
-    evaluated = _read_json(run_path / "eval" / "eval.json", made_by="distill eval")
+    evaluated = read_eval_result(run_path / "eval")
     model_dir = run_path / "train" / "model"
     try:
         load_saved_model(model_dir)
@@ -145,7 +146,7 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
         load_problem = str(exc.problems[0])
     return ChainFacts(
         trained_on=trained.get("dataset_fingerprint") or None, trained_weights=trained.get("weights_sha256") or None,
-        evaluated_weights=evaluated.get("weights_sha256") or None, current_weights=weights_digest(model_dir),
+        evaluated_weights=evaluated.weights_sha256 or None, current_weights=weights_digest(model_dir),
         load_problem=load_problem, spec_policy=spec_policy(RunDir(run_path, manifest).load_spec()).name)
 
 
@@ -236,55 +237,40 @@ def audit_count(review_dir: Path) -> int:
     return len(read_log(review_dir))
 
 
+def read_eval_result(eval_dir: Path) -> EvalResult:
+    return EvalResult.from_json(eval_dir / EVAL_JSON)
+
+
 def read_eval(eval_dir: Path) -> EvalFacts:
-    """eval.json as `distill eval` writes it: bpb per held-out set, judge grades (or none), offline
-    metrics of the student's completions, and the safety probe summary."""
-    data = _read_json(eval_dir / "eval.json", made_by="distill eval")
-    try:
-        return _eval_facts(data, eval_dir)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a hand-edited or foreign eval.json
-        raise RunDirError(Problem(f"wrong shape: not an evaluation distill wrote ({type(exc).__name__}: {exc})",
-                                  file=eval_dir / "eval.json", hint="run `distill eval RUN` again")) from None
-
-
-def _eval_facts(data: dict[str, Any], eval_dir: Path) -> EvalFacts:
-    summary = (data.get("grading") or {}).get("summary", {})
-    student = summary.get("student", {}).get("scores", {})
-    teacher = summary.get("teacher", {}).get("scores", {})
-    metrics = flat_metrics(data.get("metrics", {}).get("student", {}))
-    metrics.update({dim: float(s["mean"]) for dim, s in student.items() if s.get("mean") is not None})
-    for name, result in data.get("bpb", {}).items():  # "validation" is the held-out split: plain `bpb`
-        metrics["bpb" if name == "validation" else f"bpb_{name}"] = float(result["bits_per_byte"])
-    # Probe rates per probe category (what the probe tried to elicit). Thresholds per category, with an
-    # optional "default", come with the probe results; a category without one tolerates no violation.
-    probes = data.get("probes") or {}
-    rates = {c: float(r["rate"]) for c, r in sorted(probes.get("summary", {}).get("by_probe_category", {}).items())}
-    limits = probes.get("thresholds", {})
+    """The evaluation as the gate and the cards use it: metrics under the names `release.min_scores`
+    uses (judge dimensions, bpb, offline metrics), intervals, the teacher's grades and probe rates."""
+    result = read_eval_result(eval_dir)
+    student, teacher = result.student_scores(), (result.grading.summary.get("teacher") if result.grading else None)
+    metrics = {name: value for name, path in FLAT_METRICS.items() if (value := result.student_metric(*path)) is not None}
+    metrics.update({dim: s.mean for dim, s in student.items() if s.mean is not None})
+    for name, measured in result.bpb.items():  # "validation" is the held-out split: plain `bpb`
+        metrics["bpb" if name == "validation" else f"bpb_{name}"] = measured.bits_per_byte
+    # Probe rates per probe category (what the probe tried to elicit), each with the policy's threshold.
+    rates = {c: r.rate for c, r in sorted(result.probes.summary.by_probe_category.items())} if result.probes else {}
     return EvalFacts(
         metrics=dict(sorted(metrics.items())),
-        intervals={dim: (s.get("low"), s.get("high")) for dim, s in student.items()},
-        teacher_scores={dim: float(s["mean"]) for dim, s in teacher.items() if s.get("mean") is not None},
+        intervals={dim: (s.low, s.high) for dim, s in student.items()},
+        teacher_scores={dim: s.mean for dim, s in (teacher.scores if teacher else {}).items() if s.mean is not None},
         probe_rates=rates,
-        probe_thresholds={c: float(limits.get(c, limits.get("default", 0.0))) for c in rates},
+        probe_thresholds={c: result.probes.threshold(c) for c in rates},
         figures=sorted(eval_dir.glob("*.png")),
     )
 
 
-def flat_metrics(student: dict[str, Any]) -> dict[str, float]:
-    """The offline metrics of the student's texts under the names `release.min_scores` uses."""
-    nested = {
-        "repeated_openings": ("openings", "repeated_share"),
-        "average_words": ("average_length", "words"),
-        "vocabulary_conformance": ("vocabulary_conformance", "share"),
-        "required_words": ("required_words", "texts_using_all"),
-        "json_valid": ("json", "valid"),
-    }
-    flat = {k: float(v) for k, v in student.items() if k != "texts" and isinstance(v, (int, float))}
-    for name, (outer, inner) in nested.items():
-        value = student.get(outer, {}).get(inner)
-        if isinstance(value, (int, float)):
-            flat[name] = float(value)
-    return flat
+# The offline metrics of the student's texts under the names `release.min_scores` uses.
+FLAT_METRICS = {
+    "distinct_1": ("distinct_1",), "distinct_2": ("distinct_2",), "distinct_3": ("distinct_3",),
+    "repeated_openings": ("openings", "repeated_share"),
+    "average_words": ("average_length", "words"),
+    "vocabulary_conformance": ("vocabulary_conformance", "share"),
+    "required_words": ("required_words", "texts_using_all"),
+    "json_valid": ("json", "valid"),
+}
 
 
 def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:

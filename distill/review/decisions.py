@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from distill.errors import ConfigError, Problem, RunDirError
+from distill.errors import ConfigError, RunDirError
 from distill.review.audit import append_entry, read_log
 from distill.review.chain import Chain
 from distill.review.policy import Policy, load_policy
-from distill.files import read_json
+from distill.review.summary import ReviewState
 from distill.review.store import STATE, ReviewedRecord, build_view, review_dir
 
 
@@ -30,14 +30,9 @@ def reviewer_name(given: str | None) -> str:
 
 def review_policy(run_dir: Path) -> Policy:
     """The policy the automatic review ran with (from `RUN/review/state.json`)."""
-    path = review_dir(run_dir) / STATE
-    state = read_json(path, missing=None)
-    if state is None:
+    if not (review_dir(run_dir) / STATE).exists():
         raise RunDirError(f"{run_dir} has not been reviewed yet: run `distill review {run_dir}` first")
-    if not isinstance(state, dict) or not isinstance(state.get("policy_source"), str):
-        raise RunDirError(Problem("wrong shape: no policy_source", file=path,
-                                  hint=f"run `distill review {run_dir}` again to rewrite it"))
-    return load_policy(state["policy_source"])
+    return load_policy(ReviewState.from_json(review_dir(run_dir)).policy_source)
 
 
 def _records(run_dir: Path, ids: list[int]) -> dict[int, ReviewedRecord]:

@@ -12,56 +12,56 @@ from distill.reports import REVIEW, render
 from distill.review.codes import CATEGORIES, STAGE_NAMES, describe
 from distill.review.policy import Policy
 from distill.review.store import ReviewedRecord
+from distill.review.summary import ReviewSummary
 from distill.review.verdict import Finding
 
 EXAMPLES_PER_REASON = 3
 STATUSES = ("kept", "redacted", "pending", "rejected")
 
 
-def summarise(view: list[ReviewedRecord], policy: Policy, corpus: dict[str, Any]) -> dict[str, Any]:
+def summarise(view: list[ReviewedRecord], policy: Policy, corpus: dict[str, Any]) -> ReviewSummary:
     """Counts of records (each record counted once per code, stage or category it has)."""
     reasons, stages, categories = Counter(), Counter(), Counter()
     for record in view:
         reasons.update({f.code for f in record.reasons})
         stages.update({f.stage for f in record.reasons})
         categories.update({f.category for f in record.reasons})
-    return {
-        "policy": policy.name,
-        "records": len(view),
-        "status": {s: sum(r.status == s for r in view) for s in STATUSES},
-        "automatic": dict(Counter(r.automatic for r in view)),
-        "reasons": dict(reasons.most_common()),
-        "stages": {s: stages[s] for s in STAGE_NAMES if stages[s]},
-        "categories": dict(categories.most_common()),
-        "human_actions": sum(r.human is not None for r in view),
-        "duplicates": len(corpus.get("duplicates", [])),
-        "duplicates_by_kind": dict(Counter(d["kind"] for d in corpus.get("duplicates", []))),
-        "contaminated": len(corpus.get("overlaps", [])),
-        "openings": corpus.get("openings", []),
-    }
+    return ReviewSummary(
+        policy=policy.name,
+        records=len(view),
+        status={s: sum(r.status == s for r in view) for s in STATUSES},
+        automatic=dict(Counter(r.automatic for r in view)),
+        reasons=dict(reasons.most_common()),
+        stages={s: stages[s] for s in STAGE_NAMES if stages[s]},
+        categories=dict(categories.most_common()),
+        human_actions=sum(r.human is not None for r in view),
+        duplicates=len(corpus.get("duplicates", [])),
+        duplicates_by_kind=dict(Counter(d["kind"] for d in corpus.get("duplicates", []))),
+        contaminated=len(corpus.get("overlaps", [])),
+        openings=corpus.get("openings", []),
+    )
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def summary_lines(summary: ReviewSummary) -> list[str]:
     """The summary as short lines for the terminal."""
-    status = summary["status"]
-    lines = [f"{summary['records']} records under policy {summary['policy']!r}: "
-             + ", ".join(f"{status[s]} {s}" for s in STATUSES)]
-    if summary["stages"]:
-        lines.append("by stage: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()))
-    if summary["categories"]:
-        lines.append("by category: " + ", ".join(f"{k} {v}" for k, v in summary["categories"].items()))
-    for code, count in summary["reasons"].items():
+    status = summary.status
+    lines = [f"{summary.records} records under policy {summary.policy!r}: " + ", ".join(f"{status[s]} {s}" for s in STATUSES)]
+    if summary.stages:
+        lines.append("by stage: " + ", ".join(f"{k} {v}" for k, v in summary.stages.items()))
+    if summary.categories:
+        lines.append("by category: " + ", ".join(f"{k} {v}" for k, v in summary.categories.items()))
+    for code, count in summary.reasons.items():
         lines.append(f"  {count:6d}  {code:32s} {describe(code)}")
-    if summary.get("duplicates_by_kind"):
-        lines.append("duplicates by dedup: " + ", ".join(f"{kind} {count}" for kind, count in summary["duplicates_by_kind"].items())
+    if summary.duplicates_by_kind:
+        lines.append("duplicates by dedup: " + ", ".join(f"{kind} {count}" for kind, count in summary.duplicates_by_kind.items())
                      + " (exact text, MinHash near copies, TF-IDF reworded copies)")
-    for item in summary["openings"]:
+    for item in summary.openings:
         if item["over"]:
             lines.append(f"opening {item['opening']!r} starts {item['share']:.0%} of records ({item['count']})")
-    judge = summary.get("judge") or {}
+    judge = summary.judge
     if judge:
         lines.append("judge: " + (f"{judge.get('answers')}" if judge.get("ran") else f"not run ({judge.get('why')})"))
-    signoff = summary.get("signoff")
+    signoff = summary.signoff
     if signoff:
         state = "current" if signoff.get("current") else "STALE (the kept records changed since)"
         lines.append(f"signed off by {signoff['reviewer']} at {signoff['time']} ({state})")
@@ -70,7 +70,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _charts(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -> list[str]:
+def _charts(review: Path, view: list[ReviewedRecord], summary: ReviewSummary) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +78,7 @@ def _charts(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -
 
     made = []
     figure, axis = plt.subplots(figsize=(6, 2.4))
-    counts = [summary["status"][s] for s in STATUSES]
+    counts = [summary.status[s] for s in STATUSES]
     axis.barh(STATUSES, counts, color=["#4c9a2a", "#8fbc5a", "#e0a030", "#c0392b"])
     axis.invert_yaxis()
     axis.set_xlabel("records")
@@ -87,10 +87,10 @@ def _charts(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -
     figure.savefig(review / "status.png", dpi=100)
     plt.close(figure)
     made.append("status.png")
-    if summary["reasons"]:
-        codes = list(summary["reasons"])[:25]
+    if summary.reasons:
+        codes = list(summary.reasons)[:25]
         figure, axis = plt.subplots(figsize=(7, 0.3 * len(codes) + 1))
-        axis.barh(codes, [summary["reasons"][c] for c in codes], color="#5b7bb2")
+        axis.barh(codes, [summary.reasons[c] for c in codes], color="#5b7bb2")
         axis.invert_yaxis()
         axis.set_xlabel("records")
         axis.set_title("records per reason code")
@@ -143,7 +143,7 @@ def _examples(view: list[ReviewedRecord]) -> dict[str, list[dict[str, Any]]]:
     return examples
 
 
-def write_report(review: Path, view: list[ReviewedRecord], summary: dict[str, Any]) -> Path:
+def write_report(review: Path, view: list[ReviewedRecord], summary: ReviewSummary) -> Path:
     charts = _charts(review, view, summary)
     page = render(REVIEW, summary=summary, statuses=STATUSES, charts=charts, categories=CATEGORIES,
                   describe=describe, examples=_examples(view))

@@ -30,6 +30,7 @@ from distill.review.dedup import find_duplicates, over_represented_openings
 from distill.review.judge import Judge, judge_all
 from distill.review.policy import Policy
 from distill.review.signoff import auto_sign_off, read_signoff, signoff_current
+from distill.review.summary import ReviewState, ReviewSummary
 from distill.review.store import (
     CORPUS, DERIVED, JUDGE, RECORDS, STATE, build_view, load_rows, read_judge, read_verdicts, review_dir, verdict_line,
     view_digest,
@@ -42,7 +43,7 @@ BATCH = 256  # records per append to records.jsonl: what an interruption can cos
 
 def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, judge_model: str = "",
                task: TaskConformance | None = None, eval_files: list[Path] = (), auto_signoff: bool = False,
-               reviewer: str = "distill", progress: bool = True, close_judge: bool = False) -> dict[str, Any]:
+               reviewer: str = "distill", progress: bool = True, close_judge: bool = False) -> ReviewSummary:
     """Review `RUN/dataset` under `policy`; returns the summary (also written to summary.json).
     `close_judge` closes the judge provider when done, in the event loop that used it."""
     from distill.review.report import summarise, write_report
@@ -65,18 +66,18 @@ def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, 
         asyncio.run(judge.aclose())
     view = build_view(run_dir, rows)
     summary = summarise(view, policy, read_json(review / CORPUS, missing=None) or {})
-    summary["judge"] = _judge_note(policy, judge, judge_model, review)
+    summary.judge = _judge_note(policy, judge, judge_model, review)
     if computed or judged:
         append_entry(review, reviewer=reviewer, action="auto_review",
-                     after={"policy": policy.name, "records": len(view), "status": summary["status"], "judge": summary["judge"]})
+                     after={"policy": policy.name, "records": len(view), "status": summary.status, "judge": summary.judge})
     digest = view_digest(view)
     signoff = read_signoff(review)
     if auto_signoff and not (signoff and signoff_current(signoff, digest)):
         auto_sign_off(review, policy, view_digest=digest)
         print("review: signed off automatically (reviewer 'auto'): the policy allows it; no human graded a sample", file=sys.stderr)
     signoff = read_signoff(review)
-    summary["signoff"] = {**signoff, "current": signoff_current(signoff, digest)} if signoff else None
-    write_json_atomic(review / "summary.json", summary)
+    summary.signoff = {**signoff, "current": signoff_current(signoff, digest)} if signoff else None
+    summary.to_json(review)
     write_report(review, view, summary)
     return summary
 
@@ -100,23 +101,23 @@ def _fingerprint(policy: Policy, task: TaskConformance | None, eval_files: list[
 
 
 def _reset_if_changed(review: Path, policy: Policy, task, eval_files, rows, reviewer: str) -> None:
-    try:
-        state = read_json(review / STATE, missing=None)
-    except RunDirError:
-        state = "unreadable"
-    if state is not None and not (isinstance(state, dict) and isinstance(state.get("fingerprint"), dict)):
-        # Derived bookkeeping: a corrupt copy costs a recomputation of the automatic results, nothing more.
-        print(f"review: {review / STATE} is corrupt; recomputing the automatic results", file=sys.stderr)
-        state = {"fingerprint": {}}
+    before = None
+    if (review / STATE).exists():
+        try:
+            before = ReviewState.from_json(review).fingerprint
+        except RunDirError:
+            # Derived bookkeeping: a corrupt copy costs a recomputation of the automatic results, nothing more.
+            print(f"review: {review / STATE} is corrupt; recomputing the automatic results", file=sys.stderr)
+            before = {}
     fingerprint = _fingerprint(policy, task, list(eval_files), rows)
-    if state and state.get("fingerprint") != fingerprint:
-        changed = [k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k]]
+    if before is not None and before != fingerprint:
+        changed = [k for k in fingerprint if before.get(k) != fingerprint[k]]
         print(f"review: {', '.join(changed)} changed since the last review; recomputing the automatic results", file=sys.stderr)
         for name in DERIVED:
             (review / name).unlink(missing_ok=True)
         append_entry(review, reviewer=reviewer, action="reset_automatic", note=f"changed: {', '.join(changed)}")
     source = str(policy.source) if policy.source else policy.name
-    write_json_atomic(review / STATE, {"policy": policy.name, "policy_source": source, "fingerprint": fingerprint})
+    ReviewState(policy=policy.name, policy_source=source, fingerprint=fingerprint).to_json(review)
 
 
 def _required_words(row: dict, names: tuple[str, ...]) -> list[str]:
@@ -276,7 +277,7 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
     }
 
 
-def review_with_settings(run_dir: Path, settings: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def review_with_settings(run_dir: Path, settings: dict[str, Any], *, progress: bool = True) -> ReviewSummary:
     """Connect the judge (a missing key fails here) and review. Signs off automatically only when the
     policy allows it and the data came from the offline stand-in (the quickstart)."""
     from distill.providers.factory import make_provider
@@ -291,9 +292,8 @@ def review_auto_signoff(settings: dict[str, Any]) -> bool:
     return settings["policy"].auto_signoff and settings["offline_teacher"]
 
 
-def summary_line(summary: dict[str, Any]) -> str | None:
+def summary_line(summary: ReviewSummary) -> str | None:
     """`distill run`'s one line on a review, or None when the dataset now waits for a human sign-off."""
-    status = summary["status"]
-    line = f"{status['kept'] + status['redacted']} kept, {status['pending']} pending, {status['rejected']} rejected"
-    signoff = summary.get("signoff")
-    return f"{line}; signed off by {signoff['reviewer']}" if signoff and signoff["current"] else None
+    status = summary.status
+    line = f"{summary.kept} kept, {status['pending']} pending, {status['rejected']} rejected"
+    return f"{line}; signed off by {summary.signed_off_by}" if summary.signed_off_by else None

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from distill.errors import DistillError, Problem
@@ -135,11 +135,24 @@ def cancel_job(session: Session, job: Job) -> Job:
 
 
 def resume_after_signoff(session: Session, job: Job) -> bool:
-    """A job waiting for review continues once the policy's sign-off exists."""
+    """A job waiting for review continues once the policy's sign-off exists. The sign-off request and
+    every executor may all see it at once; a conditional update lets exactly one of them move the job,
+    so the event is written once."""
     if job.status != "awaiting_review" or not runner.signed_off(Path(job.run_dir)):
         return False
-    set_status(session, job, "queued", "dataset signed off; training continues")
-    return True
+    return transition(session, job, "awaiting_review", "queued", "dataset signed off; training continues")
+
+
+def transition(session: Session, job: Job, current: str, status: str, message: str) -> bool:
+    """Move a job from `current` to `status` with an event, unless someone else moved it first: the
+    database checks `current` in the same statement, so of several sessions racing, exactly one wins."""
+    moved = session.execute(update(Job).where(Job.id == job.id, Job.status == current).values(status=status)
+                            .execution_options(synchronize_session=False)).rowcount
+    if moved:
+        add_event(session, job.id, "status", message, {"status": status})
+    session.commit()
+    session.refresh(job)
+    return bool(moved)
 
 
 def iso(value: datetime | None) -> str | None:

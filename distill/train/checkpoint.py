@@ -1,7 +1,8 @@
 """What training keeps on disk: checkpoints to resume from, and the released model.
 
 A checkpoint is a folder `checkpoints/step-00000400/` holding Accelerate's state (model weights,
-optimizer moments, RNG states of every process) plus `state.json` (step, tokens, seconds, data
+optimizer moments, RNG states of every process; sharded ones as distributed checkpoints under FSDP,
+beside the gathered `model.safetensors`) plus `state.json` (step, tokens, seconds, data
 position, early-stopping record). It is written as `.step-00000400.tmp/` and renamed when complete:
 a folder named `step-*` is always whole, so a crash mid-save leaves the previous checkpoint in charge.
 The learning rate needs no saved scheduler: it is a function of the progress recorded in state.json.
@@ -16,8 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from peft import PeftModel
+from safetensors.torch import save_model
 
 from distill.files import replace_dir, write_json_atomic
+from distill.train.sharding import is_sharded, whole_model
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
@@ -48,10 +51,14 @@ def save_checkpoint(accelerator, model, out_dir: Path, state: TrainState, *, kee
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # every process writes its own RNG state into it
+    # A sharded model's checkpoint holds shards; samplers read the whole weights, gathered here.
+    gathered = whole_model(accelerator, model) if is_sharded(accelerator) else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / STATE, asdict(state))
         accelerator.unwrap_model(model).config.save_pretrained(tmp)  # so samplers can rebuild it
+        if gathered is not None:
+            save_model(gathered, str(tmp / "model.safetensors"))
         os.replace(tmp, final)
         for old in checkpoints(out_dir)[:-keep]:
             shutil.rmtree(old)

@@ -21,7 +21,7 @@ from distill.spec import Student, Training, flat_settings
 # Fields that change nothing about the trained weights: they may differ between a run and its resume.
 RUNTIME_FIELDS = frozenset(
     {"eval_every", "eval_max_texts", "checkpoint_every", "keep_checkpoints", "log_every", "compile",
-     "num_threads", "peak_flops", "report_to"}
+     "num_threads", "peak_flops", "report_to", "sharding"}
 )
 
 # The peak learning rate when the spec names none, by optimizer.
@@ -40,12 +40,13 @@ class _TrainRules(BaseModel):
 
         Muon takes the blocks' matrices when training from scratch (it reaches a given loss in fewer
         steps, and stands twice AdamW's learning rate); fine-tuning keeps the AdamW a base model was
-        trained with."""
+        trained with, and so does sharded training."""
         if not isinstance(fields, dict):
             return fields
         fields = dict(fields)
-        if fields.get("optimizer", "auto") == "auto":
-            fields["optimizer"] = "muon" if fields.get("base_model") is None else "adamw"
+        if fields.get("optimizer", "auto") == "auto":  # FSDP does not shard Muon (distill.train.sharding)
+            from_scratch = fields.get("base_model") is None
+            fields["optimizer"] = "muon" if from_scratch and fields.get("sharding") != "fsdp" else "adamw"
         if fields.get("learning_rate") is None:
             fields["learning_rate"] = DEFAULT_LEARNING_RATE.get(fields["optimizer"])
         return fields
@@ -54,6 +55,10 @@ class _TrainRules(BaseModel):
     def _consistent(self) -> "_TrainRules":
         if self.lora and self.base_model is None:
             raise ValueError("lora needs base_model (a local model directory)")
+        if self.sharding == "fsdp" and self.optimizer == "muon":
+            raise ValueError("sharding fsdp needs optimizer adamw: Muon is not sharded (or use sharding ddp)")
+        if self.sharding == "fsdp" and self.lora:
+            raise ValueError("sharding fsdp does not shard LoRA training: use sharding ddp")
         if self.custom and self.preset != "custom":
             raise ValueError(f"custom architecture fields are only used with preset 'custom', not {self.preset!r}")
         missing = [name for name in self.report_to if importlib.util.find_spec(name) is None]

@@ -4,7 +4,8 @@
 optimizer, resume from the newest checkpoint, `_train` (forward, loss, backward, clip, step, log,
 evaluate, checkpoint), release the final model. The same code runs on a CPU, one GPU, or several
 GPUs and nodes under `accelerate launch`: Accelerate places the model and wraps it for data-parallel
-training, and every process reads its own slice of each global batch.
+(DDP) or sharded (FSDP, `distill.train.sharding`) training, and every process reads its own slice of
+each global batch.
 
 Everything lands in `out_dir` (RUN/train): `run.json` (what is being trained), `split.json`,
 `tokenizer/`, `checkpoints/`, `metrics.jsonl`, `loss_curve.png`, and at the end `model/` (plus
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from torch.optim.swa_utils import AveragedModel
 from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
@@ -42,6 +42,7 @@ from distill.train.flops import flops_per_token, measure_matmul_flops
 from distill.train.lora import load_base_model
 from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
 from distill.train.presets import count_parameters, model_config
+from distill.train.sharding import check_checkpoint_layout, is_sharded, make_accelerator, whole_model
 from distill.train.tokenizer import load_or_train_tokenizer
 
 
@@ -54,13 +55,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
         return done
 
-    # Mixed precision is the loop's own autocast (see _train), not Accelerate's: Accelerate fixes it once
-    # per process, and a library caller may train students in different precisions one after another.
-    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun on
-    # CPUs): Accelerate runs DDP over gloo only when told the device is the CPU.
-    several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="no", cpu=several_cpus, log_with=config.report_to or None,
-                              project_dir=out_dir / "trackers")
+    accelerator = make_accelerator(config, out_dir)  # one process, DDP or FSDP (distill.train.sharding)
+    if config.ema_decay is not None and is_sharded(accelerator):  # the average would be a whole copy per process
+        raise ConfigError(Problem("a weight average is not kept under FSDP sharding", key="training.ema_decay",
+                                  hint="drop training.ema_decay, or train with sharding: ddp"))
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
@@ -80,7 +78,13 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     val_prompts = [render_prompt(tokenizer, e["prompt"]) for e in val_examples] if kind == "instruct" else None
 
     optimizers = make_optimizers(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
+    average = make_weight_average(model, config.ema_decay)
     model, *optimizers = accelerator.prepare(model, *optimizers)
+    if average is not None:  # saved and restored with every checkpoint, on every process
+        average.to(accelerator.device)
+        accelerator.register_for_checkpointing(average)
+    if checkpoints(out_dir):
+        check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
     state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
     metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
     if config.report_to:
@@ -90,14 +94,19 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         metrics.write(row)
         accelerator.log(row, step=row["step"])  # TensorBoard / W&B when asked for, else nothing
 
+    def released():
+        """The weights validation scores and the release saves: the average's, if one is kept."""
+        return average.module if average is not None else accelerator.unwrap_model(model)
+
     def evaluate(limit: int | None) -> dict:
         """Validation loss and bits per byte on the first `limit` validation texts (all with None).
 
-        The main process scores and tells the others, so all take the same early-stopping decision."""
+        The main process scores and tells the others, so all take the same early-stopping decision. A
+        sharded model is run by every process (each gathers the blocks in turn); they score alike."""
         scores = [None]
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or is_sharded(accelerator):
             with torch.no_grad():  # in fp32, so the figure matches `distill eval` of the saved model
-                scored = bits_per_byte(accelerator.unwrap_model(model), tokenizer, val_texts[:limit],
+                scored = bits_per_byte(released(), tokenizer, val_texts[:limit],
                                        prompts=val_prompts[:limit] if val_prompts else None,
                                        context_length=config.context_length, batch_size=config.batch_size)
             scores[0] = {"val_loss": scored["nats_per_token"], "val_bpb": scored["bits_per_byte"]}
@@ -105,11 +114,13 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         model.train()
         return scores[0]
 
-    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log)
+    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average)
 
     result = None
+    unwrapped = whole_model(accelerator, model)  # every process takes part in gathering a sharded model
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        if average is not None:
+            unwrapped = average.module
         non_embedding, trainable, _ = count_parameters(unwrapped)
         save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
         plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
@@ -127,11 +138,12 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
 
 
 def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate, state: TrainState, config: TrainConfig,
-           out_dir: Path, log) -> dict:
+           out_dir: Path, log, *, average: AveragedModel | None = None) -> dict:
     """Run optimizer steps until the budget is spent; checkpoint and evaluate on the way and at the end.
 
-    Mutates `state`; returns the final evaluation.
+    Mutates `state` (and `average`, the weight average, after every step); returns the final evaluation.
     """
+    vocab_size = accelerator.unwrap_model(model).config.vocab_size
     fpt = flops_per_token(accelerator.unwrap_model(model), config.context_length)
     precision = torch.bfloat16 if _trains_in_bf16(config) else torch.float32
     peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
@@ -160,6 +172,8 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                 inputs, targets = batches.get(state.epoch, state.batch)
                 state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
                 step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
+                if config.token_dropout:
+                    inputs = replace_tokens(inputs, config.token_dropout, vocab_size)
                 inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
                 # Gradients are all-reduced across processes only on the last micro-batch.
                 sync = micro == config.grad_accum - 1
@@ -172,6 +186,8 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
             for optimizer in optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update_parameters(accelerator.unwrap_model(model))
             state.step += 1
             state.tokens += int(accelerator.reduce(step_tokens, "sum"))
             # Every process must stop at the same step: the main process's clock decides.
@@ -218,6 +234,31 @@ def next_token_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch
     """Mean cross-entropy of the targets (B, T) given inputs (B, T); IGNORE targets do not count."""
     logits = model(input_ids=inputs, use_cache=False).logits  # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def make_weight_average(model, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (torch's AveragedModel: a frozen copy), or None.
+
+    The decay ramps up as (1 + n) / (10 + n) until it reaches `decay`, so the first steps' random
+    weights do not linger in the average of a short run."""
+    if decay is None:
+        return None
+
+    @torch.no_grad()
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n) / (10 + n)))
+
+    average = AveragedModel(model, multi_avg_fn=ema)
+    average.module.requires_grad_(False)
+    return average
+
+
+def replace_tokens(inputs: torch.Tensor, share: float, vocab_size: int) -> torch.Tensor:
+    """Token dropout: each input token (B, T) is replaced by a uniformly random one with probability
+    `share` (targets stay: the model learns to read past noise instead of memorising exact contexts)."""
+    noise = torch.randint_like(inputs, vocab_size)
+    return torch.where(torch.rand(inputs.shape) < share, noise, inputs)
 
 
 def learning_rate(state: TrainState, config: TrainConfig) -> float:
