@@ -88,3 +88,32 @@ def test_windows_overlap_by_one_token(model, tok):
     result = bits_per_byte(model, tok, [text], context_length=4, batch_size=4)
 
     assert result["bits_per_byte"] == pytest.approx(expected / math.log(2) / len(text), rel=1e-5)
+
+
+def test_concatenated_bpb_matches_hand_computation(model, tok):
+    from distill.evaluate.bpb import concatenated_bits_per_byte
+
+    texts = ["Tom liked the big red ball.", "Lily saw a dög in the park é!", "", "The sun was warm ☀."]
+    joined = "Tom liked the big red ball.\nLily saw a dög in the park é!\nThe sun was warm ☀."
+    ids = [tok.bos_token_id, *tok.encode(joined, add_special_tokens=False)]
+    expected = 0.0
+    for start in range(0, len(ids) - 1, 5):  # context 5: 5 inputs predict the next 5 ids, no overlap
+        expected += hand_nats(model, ids[start : start + 6], 1)
+
+    result = concatenated_bits_per_byte(model, tok, texts, context_length=5, batch_size=3)
+
+    assert result["tokens"] == len(ids) - 1  # every token once
+    n_bytes = len(joined.encode("utf-8"))
+    assert result["bytes"] == n_bytes == len(joined) + 1 + 1 + 2  # ö and é are two bytes, ☀ three
+    assert result["texts"] == 3
+    assert result["bits_per_byte"] == pytest.approx(expected / math.log(2) / n_bytes, rel=1e-5)
+    # One window holding the whole text scores it with full context.
+    whole = concatenated_bits_per_byte(model, tok, texts, context_length=len(ids), batch_size=1)
+    assert whole["bits_per_byte"] == pytest.approx(hand_nats(model, ids, 1) / math.log(2) / n_bytes, rel=1e-5)
+
+
+def test_concatenated_rejects_empty_input(model, tok):
+    from distill.evaluate.bpb import concatenated_bits_per_byte
+
+    with pytest.raises(ValueError, match="no text"):
+        concatenated_bits_per_byte(model, tok, ["", ""], context_length=16, batch_size=1)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
-from distill.evaluate.bpb import bits_per_byte
+from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
 from distill.evaluate.report import rerender_eval_report, write_eval_report
 from distill.evaluate.result import EvalResult, Score
 from distill.evaluate.stage import EvalSettings, evaluate_run, inspect_run
@@ -93,6 +93,8 @@ def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe
 
     expected = bits_per_byte(model, tokenizer, texts[2:], context_length=64, batch_size=4)
     assert result.validation_bpb == pytest.approx(expected["bits_per_byte"], rel=1e-5)
+    joined = concatenated_bits_per_byte(model, tokenizer, texts[2:], context_length=64, batch_size=4)
+    assert result.bpb["validation, concatenated"].bits_per_byte == pytest.approx(joined["bits_per_byte"], rel=1e-5)
     summary = result.grading.summary
     assert summary["student"].graded == 6 and summary["teacher"].graded == 3
     assert summary["student"].scores["creativity"] == Score(mean=4.0, low=4.0, high=4.0, n=3)
@@ -147,6 +149,20 @@ def test_eval_against_another_run_and_cli(judged_run, probe_file):
     assert re.search(r"validation bits per byte \(lower is better\)\s+\d\.\d+\s+\d\.\d+\s+0\.000", out.stdout)
     assert out.stdout.strip().endswith("report.html")
     assert "Compared with" in (run_dir / "eval" / "report.md").read_text()
+
+    heldout = run_dir / "other.txt"  # any plain text: per document (split at <|endoftext|>) and as one text
+    heldout.write_text(f"{STORIES[3]}<|endoftext|>{STORIES[4]}\n\nThe end, café.", encoding="utf-8")
+    out = CliRunner().invoke(app, ["eval", str(run_dir), "--heldout", str(heldout), "--no-judge", "--prompts", "1",
+                                   "--samples", "1", "--max-new-tokens", "4", "--probe-samples", "1",
+                                   "--probes", str(probe_file)])
+    assert out.exit_code == 0, out.output
+    _, _, _, model, tokenizer = judged_run
+    documents = [STORIES[3], f"{STORIES[4]}\n\nThe end, café."]
+    joined = concatenated_bits_per_byte(model, tokenizer, documents, context_length=64, batch_size=8)
+    stored = json.loads((run_dir / "eval" / "eval.json").read_text())["bpb"]["validation, concatenated"]
+    assert stored["bytes"] == len("\n".join(documents).encode("utf-8"))
+    assert stored["bits_per_byte"] == pytest.approx(joined["bits_per_byte"], rel=1e-5)
+    assert f"{joined['bits_per_byte']:.4f} as one text" in out.stderr
 
     out = CliRunner().invoke(app, ["inspect", str(run_dir), "--texts", "3", "--neurons", "2", "--top-k", "2"])
     assert out.exit_code == 0, out.output

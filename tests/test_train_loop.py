@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from distill.errors import RunDirError
 from distill.train import TrainConfig, train_student
 from distill.train.checkpoint import checkpoints
-from distill.train.loop import make_optimizers, prepare_student
+from distill.train.loop import make_optimizers, make_weight_average, prepare_student, replace_tokens
 from test_train_data import stories
 
 TINY = dict(
@@ -145,7 +145,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     # Bit-for-bit: with one thread, fixed seeds and the same shapes, CPU kernels repeat exactly, and a
     # resume restores the exact bits of weights, Adam moments, RNG and data position; so the
     # tolerance is zero. (On GPUs, atomics in some kernels make runs differ in the last bits anyway.)
-    config = TrainConfig(**{**TINY, "max_steps": 40, "checkpoint_every": 4, "dropout": 0.1})  # dropout: the RNG state must be restored too
+    # dropout and token dropout: the RNG state must be restored too; the weight average (which is what
+    # is released) must be saved in the checkpoint and restored with it.
+    config = TrainConfig(**{**TINY, "max_steps": 40, "checkpoint_every": 4, "dropout": 0.1, "token_dropout": 0.1,
+                            "ema_decay": 0.9})
     (tmp_path / "examples.json").write_text(json.dumps(EXAMPLES))
     killed = tmp_path / "killed"
     child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path / "examples.json"),
@@ -179,3 +182,33 @@ def test_gradient_accumulation_counts_every_micro_batch(tmp_path):
     assert result.steps == 4 and result.tokens == 4 * 3 * 4 * 32
     state = json.loads((checkpoints(tmp_path / "train")[-1] / "state.json").read_text())
     assert state["epoch"] * 1000 + state["batch"] > 0 and state["stopped_by"] == "max_steps"
+
+
+def test_weight_average_ramps_up_to_its_decay_and_is_released(tmp_path):
+    layer = torch.nn.Linear(2, 1, bias=False)
+    average = make_weight_average(layer, 0.5)
+    for value in (1.0, 3.0, 7.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update_parameters(layer)
+    # first update copies; then decay min(0.5, 2/11) = 2/11, then min(0.5, 3/12) = 1/4
+    second = 2 / 11 * 1.0 + 9 / 11 * 3.0
+    assert average.module.weight[0, 0].item() == pytest.approx(1 / 4 * second + 3 / 4 * 7.0)
+    assert not average.module.weight.requires_grad
+
+    config = TrainConfig(**{**TINY, "max_steps": 12, "checkpoint_every": 12, "eval_every": 12, "ema_decay": 0.8})
+    result = train_student(EXAMPLES, tmp_path / "train", config, kind="text")
+    released = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
+    from safetensors.torch import load_file
+    last = load_file(checkpoints(tmp_path / "train")[-1] / "model.safetensors")  # the raw weights, to resume from
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(released[name], last[name])  # the release is the average, not the last step
+
+
+def test_token_dropout_replaces_about_its_share():
+    torch.manual_seed(0)
+    inputs = torch.randint(5, 100, (8, 64))
+    assert torch.equal(replace_tokens(inputs, 0.0, 100), inputs)
+    noisy = replace_tokens(inputs, 0.25, 100)
+    assert 0.15 < (noisy != inputs).float().mean().item() < 0.3
+    assert noisy.min() >= 0 and noisy.max() < 100

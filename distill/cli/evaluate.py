@@ -72,7 +72,9 @@ def inspect_command(
 
 def _summary(result) -> str:
     """The eval's headline numbers (an EvalResult) for the terminal."""
-    lines = [f"validation bits per byte: {result.validation_bpb:.4f}"]
+    joined = result.bpb.get("validation, concatenated")
+    lines = [f"validation bits per byte: {result.validation_bpb:.4f}"
+             + (f" per document, {joined.bits_per_byte:.4f} as one text" if joined is not None else "")]
     if result.grading:
         for source, summary in result.grading.summary.items():
             scores = ", ".join(f"{d} {s.mean:.2f}" for d, s in summary.scores.items() if s.mean is not None)

@@ -11,6 +11,12 @@ produce). The end-of-text token is not scored, so the bits measure exactly the t
 longer than `context_length` is cut into windows that overlap by one token, so every text token is
 scored exactly once; tokens at the start of a later window see less context than they would with a
 sliding window, which makes long documents score slightly worse (never better) than the model can.
+
+`concatenated_bits_per_byte` scores held-out text the way plain language-model baselines do: the
+documents joined by newlines into one text, cut into non-overlapping windows of `context_length`
+inputs, every token scored once (after a single document-start token at the very beginning). No
+document starts fresh, and story boundaries are only newlines, so the model must find them itself;
+it is the stricter and more comparable of the two figures.
 """
 
 from __future__ import annotations
@@ -76,6 +82,37 @@ def bits_per_byte(
     }
 
 
+def concatenated_bits_per_byte(model, tokenizer, texts: Sequence[str], *, context_length: int,
+                               batch_size: int) -> dict[str, float | int]:
+    """Score `texts` joined by newlines as one text: bits over the joined text's UTF-8 bytes.
+
+    Windows of `context_length` input tokens follow each other without overlap: window k reads tokens
+    [k*T, (k+1)*T) and predicts [k*T + 1, (k+1)*T + 1). Returns the same keys as `bits_per_byte`.
+    """
+    if context_length < 1:
+        raise ValueError(f"context_length must be >= 1, got {context_length}")
+    from distill.train.data import start_token  # here, not at the top: the trainer imports this module
+
+    text = "\n".join(t for t in texts if t)
+    if not text:
+        raise ValueError("no text to score: every text is empty")
+    start = start_token(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
+    ids = [start, *tokenizer.encode(text, add_special_tokens=False)]
+    # A window of T + 1 ids is T inputs and their T targets; the next window starts at its last id.
+    windows = _windows(ids, 1, context_length + 1)
+    nats, n_tokens = _score_windows(model, windows, batch_size=batch_size, pad_id=pad_id)
+    n_bytes = len(text.encode("utf-8"))
+    return {
+        "bits_per_byte": nats / math.log(2) / n_bytes,
+        "perplexity": math.exp(nats / n_tokens),
+        "nats_per_token": nats / n_tokens,
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+        "texts": sum(1 for t in texts if t),
+    }
+
+
 def _windows(ids: list[int], first_scored: int, context_length: int) -> list[_Window]:
     """Cut one document into windows; target position t is scored iff t >= first_scored."""
     windows = []
@@ -110,8 +147,9 @@ def _score_windows(model, windows: list[_Window], *, batch_size: int, pad_id: in
             attention[row, : len(w.ids)] = 1
             scored[row, : len(w.ids)] = torch.tensor(w.scored)
         ids, attention, scored = ids.to(device), attention.to(device), scored.to(device)
-        logits = model(input_ids=ids, attention_mask=attention).logits.float()  # (B, T, V)
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        # The last id of a window is only a target: the inputs are all but it (causal, so the same logits).
+        logits = model(input_ids=ids[:, :-1], attention_mask=attention[:, :-1]).logits.float()  # (B, T-1, V)
+        logprobs = torch.log_softmax(logits, dim=-1)
         target_logprobs = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
         mask = scored[:, :-1]
         total_nats -= target_logprobs[mask].sum().item()

@@ -113,7 +113,8 @@ class EvalResult(_Part):
     settings: dict[str, Any]  # EvalSettings as used
     heldout: str  # where the held-out examples came from
     heldout_examples: int
-    bpb: dict[str, BitsPerByte]  # "validation" (the held-out split) and any extra text sets
+    bpb: dict[str, BitsPerByte]  # "validation" (the held-out split, per document), for text students also
+    #   "validation, concatenated" (the split joined into one text), and any extra text sets
     grading: Grading | None  # None: not graded, `grading_skipped` says why
     metrics: dict[str, dict[str, Any]]  # offline text metrics, "student" and "teacher"
     probes: Probes | None

@@ -283,7 +283,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
     evaluation (where it is, and its result) to show side by side; `source` says where the student came
     from (default: `model_dir`)."""
-    from distill.evaluate.bpb import bits_per_byte
+    from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
     from distill.evaluate.compare import compare_results
     from distill.evaluate.report import write_eval_report
 
@@ -299,9 +299,14 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
                                        batch_size=settings.batch_size,
                                        prompts=[prompts_of(e["prompt"]) for e in scored] if task.kind == "instruct" else None)}
+    if task.kind == "text":  # also as one text, the way plain language-model baselines are scored
+        bpb["validation, concatenated"] = concatenated_bits_per_byte(
+            model, tokenizer, [e["text"] for e in scored], context_length=context_length, batch_size=settings.batch_size)
     for name, documents in task.extra_texts.items():
         bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=settings.batch_size)
-    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}")
+    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}"
+        + (f" per document, {bpb['validation, concatenated']['bits_per_byte']:.4f} concatenated"
+           if "validation, concatenated" in bpb else ""))
 
     tasks = _grading_tasks(examples, task.kind, settings)
     with progress_bar() as bar:

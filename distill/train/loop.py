@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
@@ -33,6 +34,7 @@ from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.bpb import bits_per_byte
 from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.lineage import examples_digest, weights_digest
+from distill.threads import ThreadTuner
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
 from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
@@ -54,6 +56,9 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         return done
 
     accelerator = make_accelerator(config, out_dir)  # one process, DDP or FSDP (distill.train.sharding)
+    if config.ema_decay is not None and is_sharded(accelerator):  # the average would be a whole copy per process
+        raise ConfigError(Problem("a weight average is not kept under FSDP sharding", key="training.ema_decay",
+                                  hint="drop training.ema_decay, or train with sharding: ddp"))
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
@@ -73,7 +78,11 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     val_prompts = [render_prompt(tokenizer, e["prompt"]) for e in val_examples] if kind == "instruct" else None
 
     optimizers = make_optimizers(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
+    average = make_weight_average(model, config.ema_decay)
     model, *optimizers = accelerator.prepare(model, *optimizers)
+    if average is not None:  # saved and restored with every checkpoint, on every process
+        average.to(accelerator.device)
+        accelerator.register_for_checkpointing(average)
     if checkpoints(out_dir):
         check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
     state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
@@ -85,6 +94,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         metrics.write(row)
         accelerator.log(row, step=row["step"])  # TensorBoard / W&B when asked for, else nothing
 
+    def released():
+        """The weights validation scores and the release saves: the average's, if one is kept."""
+        return average.module if average is not None else accelerator.unwrap_model(model)
+
     def evaluate(limit: int | None) -> dict:
         """Validation loss and bits per byte on the first `limit` validation texts (all with None).
 
@@ -93,7 +106,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         scores = [None]
         if accelerator.is_main_process or is_sharded(accelerator):
             with torch.no_grad():  # in fp32, so the figure matches `distill eval` of the saved model
-                scored = bits_per_byte(accelerator.unwrap_model(model), tokenizer, val_texts[:limit],
+                scored = bits_per_byte(released(), tokenizer, val_texts[:limit],
                                        prompts=val_prompts[:limit] if val_prompts else None,
                                        context_length=config.context_length, batch_size=config.batch_size)
             scores[0] = {"val_loss": scored["nats_per_token"], "val_bpb": scored["bits_per_byte"]}
@@ -101,11 +114,13 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         model.train()
         return scores[0]
 
-    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log)
+    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average)
 
     result = None
     unwrapped = whole_model(accelerator, model)  # every process takes part in gathering a sharded model
     if accelerator.is_main_process:
+        if average is not None:
+            unwrapped = average.module
         non_embedding, trainable, _ = count_parameters(unwrapped)
         save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
         plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
@@ -123,15 +138,21 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
 
 
 def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate, state: TrainState, config: TrainConfig,
-           out_dir: Path, log) -> dict:
+           out_dir: Path, log, *, average: AveragedModel | None = None) -> dict:
     """Run optimizer steps until the budget is spent; checkpoint and evaluate on the way and at the end.
 
-    Mutates `state`; returns the final evaluation.
+    Mutates `state` (and `average`, the weight average, after every step); returns the final evaluation.
     """
+    vocab_size = accelerator.unwrap_model(model).config.vocab_size
     fpt = flops_per_token(accelerator.unwrap_model(model), config.context_length)
     precision = torch.bfloat16 if _trains_in_bf16(config) else torch.float32
     peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
     loss_of = torch.compile(next_token_loss) if config.compile else next_token_loss
+    # On a CPU shared with other processes fewer threads can train faster; the tuner tries them. Not with a
+    # count the user pinned (bit-for-bit resumes), compiled kernels (their thread count is fixed when
+    # compiled) or several processes (each would decide alone).
+    tuner = (ThreadTuner(torch.get_num_threads()) if accelerator.device.type == "cpu" and not config.num_threads
+             and not config.compile and accelerator.num_processes == 1 else None)
     model.train()
     clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
     window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
@@ -151,6 +172,8 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                 inputs, targets = batches.get(state.epoch, state.batch)
                 state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
                 step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
+                if config.token_dropout:
+                    inputs = replace_tokens(inputs, config.token_dropout, vocab_size)
                 inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
                 # Gradients are all-reduced across processes only on the last micro-batch.
                 sync = micro == config.grad_accum - 1
@@ -163,6 +186,8 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
             for optimizer in optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update_parameters(accelerator.unwrap_model(model))
             state.step += 1
             state.tokens += int(accelerator.reduce(step_tokens, "sum"))
             # Every process must stop at the same step: the main process's clock decides.
@@ -174,8 +199,11 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                 row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3),
                        "loss": accelerator.reduce(loss_sum, "mean").item() / config.grad_accum, "lr": lr,
                        "grad_norm": float(grad_norm), "tokens_per_s": round(tokens_per_s, 1),
-                       "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4)}
+                       "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4),
+                       "threads": torch.get_num_threads()}
                 log(row)
+                if tuner is not None and (threads := tuner.observe(tokens_per_s)) is not None:
+                    torch.set_num_threads(threads)
                 bar.update(task, completed=_progress(state, config), stats=(
                     f"step {state.step} loss {row['loss']:.3f} {tokens_per_s / 1e3:.1f}k tok/s MFU {row['mfu']:.2f}"))
             if state.step % config.eval_every == 0:
@@ -206,6 +234,31 @@ def next_token_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch
     """Mean cross-entropy of the targets (B, T) given inputs (B, T); IGNORE targets do not count."""
     logits = model(input_ids=inputs, use_cache=False).logits  # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def make_weight_average(model, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (torch's AveragedModel: a frozen copy), or None.
+
+    The decay ramps up as (1 + n) / (10 + n) until it reaches `decay`, so the first steps' random
+    weights do not linger in the average of a short run."""
+    if decay is None:
+        return None
+
+    @torch.no_grad()
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n) / (10 + n)))
+
+    average = AveragedModel(model, multi_avg_fn=ema)
+    average.module.requires_grad_(False)
+    return average
+
+
+def replace_tokens(inputs: torch.Tensor, share: float, vocab_size: int) -> torch.Tensor:
+    """Token dropout: each input token (B, T) is replaced by a uniformly random one with probability
+    `share` (targets stay: the model learns to read past noise instead of memorising exact contexts)."""
+    noise = torch.randint_like(inputs, vocab_size)
+    return torch.where(torch.rand(inputs.shape) < share, noise, inputs)
 
 
 def learning_rate(state: TrainState, config: TrainConfig) -> float:
@@ -294,8 +347,10 @@ def _out_of_budget(state: TrainState, config: TrainConfig) -> str | None:
 
 
 def _evaluate_and_log(evaluate, limit: int | None, state: TrainState, log) -> dict:
+    started = time.perf_counter()
     scores = evaluate(limit)
-    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores}
+    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores,
+           "eval_seconds": round(time.perf_counter() - started, 3)}  # what validation costs the run
     log(row)
     return row
 
