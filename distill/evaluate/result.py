@@ -118,8 +118,10 @@ class EvalResult(_Part):
     grading: Grading | None  # None: not graded, `grading_skipped` says why
     metrics: dict[str, dict[str, Any]]  # offline text metrics, "student" and "teacher"
     probes: Probes | None
-    weights_sha256: str | None  # the weights measured: the release checks it is the model it ships
     samples: list[dict[str, Any]]  # a few {beginning, completion, teacher}
+    # The weights measured: the release checks it is the model it ships. None in an evaluation written
+    # before evaluations named their weights (such a run loads, and the release gate asks for a new eval).
+    weights_sha256: str | None = None
     grading_skipped: str | None = None
     against: Comparison | None = None
     against_scores: dict[str, Score] | None = None  # the other run's student scores, for the chart

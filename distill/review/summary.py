@@ -34,7 +34,7 @@ class ReviewSummary(BaseModel):
     categories: dict[str, int]
     human_actions: int
     duplicates: int
-    duplicates_by_kind: dict[str, int]  # exact, near (MinHash), semantic (TF-IDF)
+    duplicates_by_kind: dict[str, int] = {}  # exact, near (MinHash), semantic (TF-IDF); {} in older summaries
     contaminated: int  # records sharing an n-gram with the evaluation files
     openings: list[dict[str, Any]]  # the most common openings, {opening, count, share, over}
     judge: dict[str, Any] = {}  # {ran: false, why} or {ran: true, provider, model, answers}
@@ -61,7 +61,7 @@ class ReviewSummary(BaseModel):
         return self.signoff["reviewer"] if self.signoff and self.signoff.get("current") else None
 
     def to_json(self, review_dir: Path) -> None:
-        write_json_atomic(Path(review_dir) / SUMMARY_JSON, self.model_dump())
+        write_json_atomic(Path(review_dir) / SUMMARY_JSON, self.model_dump(exclude_unset=True))
 
     @classmethod
     def from_json(cls, review_dir: Path) -> ReviewSummary:
@@ -77,7 +77,7 @@ class ReviewState(BaseModel):
     fingerprint: dict[str, str]  # policy, task, eval_files, dataset -> short sha256
 
     def to_json(self, review_dir: Path) -> None:
-        write_json_atomic(Path(review_dir) / STATE, self.model_dump())
+        write_json_atomic(Path(review_dir) / STATE, self.model_dump(exclude_unset=True))
 
     @classmethod
     def from_json(cls, review_dir: Path) -> ReviewState:
