@@ -152,12 +152,11 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
     """Each stage's inputs (computed when its turn comes: they include the upstream output) and work."""
     from distill.evaluate.stage import eval_settings_from_spec, judge_reference
     from distill.review.stage import review_auto_signoff, spec_review_settings
-    from distill.train import train_config_from_spec
+    from distill.train import spec_train_config
 
     spec, path = loaded.spec, run.path
     review = spec_review_settings(loaded)
-    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
-                                    spec_dir=loaded.directory, file=loaded.path)
+    config = spec_train_config(loaded)
     evaluation = eval_settings_from_spec(spec)
     judge_line = judge_reference(loaded, None)[1]
     return [
