@@ -1,28 +1,34 @@
-"""Training throughput: tokens/s and MFU of distill's loop, against a plain `transformers.Trainer`.
+"""Training throughput of the loop users run: alone, next to a busy process, and against `transformers.Trainer`.
 
 In one run, on this machine:
-1. the matmul peak: FLOP/s of large square matmuls in fp32 (and bf16 where the hardware has it:
-   GPUs, and CPUs with AVX512-BF16 or AMX), re-measured before and after each measurement (the mean
-   is the peak MFU uses; other processes' load changes by the minute on a shared machine);
-2. for three presets at one context length, in each precision: steady-state training tokens/s of
-   `train_student` with AdamW (the first steps, which include torch.compile's compilation, are left
-   out) and MFU = FLOPs/token x tokens/s / peak of that precision, with FLOPs/token as documented in
-   distill/train/flops.py (6 x matmul weights + causal attention, 6 x L x T x d);
-3. tokens/s of a plain `transformers.Trainer` (AdamW, no compile, the same precision) on the same
-   model (same preset and initial weights) and the same packed rows, timed the same way;
-4. tokens/s of our loop with Muon, the default optimizer from scratch: its Newton-Schulz steps are
-   optimizer work that MFU does not count, so the column shows what they cost.
-Ours and the Trainer alternate per preset, so load from other processes falls on both alike.
-Targets on a 2-core CPU: MFU >= 0.35 on `small` and tokens/s >= 1.2 x the Trainer.
+1. **As users run it.** `train_student`, the function `distill train` calls, with the settings of a
+   spec that sets only the preset: logging every 10 steps, validation on the whole validation split
+   every `--eval-every` steps and at the end, checkpoints, the precision `auto` picks. Each training
+   runs in a fresh child process, so torch starts as it does under `distill train` (distill sets the
+   thread environment before torch loads). Printed: the run's tokens/s (tokens over the loop's whole
+   wall-clock: compilation, validation and checkpoints included), the training steps' own rate (the
+   loop's logged tokens/s, which leaves validation and checkpoints out), and the seconds validation took.
+2. **A shared machine.** The same training alternately alone and next to one single-threaded busy
+   process (`python -c "while True: pass"`), `--repeats` times each; the median tokens/s of both and
+   their ratio. On a 2-core machine a fair share is 1/2 (two runnable threads of ours and one of theirs
+   on two cores: 2/3). Other processes' load falls on both sides alike, because they alternate.
+3. With `--variants`: the same training with attention dropout 0.1 (the regularised specs' setting)
+   and with torch.compile, to show what each costs the loop as run.
+4. With `--compare-trainer`: for three presets and each precision, steady-state tokens/s and MFU of
+   the bare loop (no validation) against a plain `transformers.Trainer` on the same model and rows,
+   with AdamW and Muon; the matmul peak is re-measured around each.
 
-    .venv/bin/python benchmarks/train_throughput.py [--presets tiny,small,medium] [--precisions fp32,bf16]
-        [--context 256] [--batch 16] [--steps 12] [--warmup 4] [--no-compile] [--gpu-preset xl]
+    .venv/bin/python benchmarks/train_throughput.py [--preset small] [--steps 120] [--eval-every 100]
+        [--repeats 2] [--variants] [--compare-trainer [--presets tiny,small,medium] [--precisions fp32,bf16]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train_head_2MiB.txt"
 
+import distill  # noqa: E402, F401  (first: it sets the thread environment torch reads when it loads)
 import torch  # noqa: E402
 from accelerate.state import AcceleratorState  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
@@ -106,7 +113,7 @@ def measure_preset(examples, out: Path, preset: str, precision: str, peak_of, ar
     # The peak is re-measured around each preset: on a shared machine the load changes by the minute.
     before = peak_of(precision)
     config = TrainConfig(preset=preset, context_length=args.context, batch_size=args.batch,
-                         max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
+                         max_steps=args.warmup + args.timed_steps, log_every=1, eval_every=10**6,
                          checkpoint_every=10**6, val_fraction=0.01, compile=args.compile,
                          precision=precision, optimizer="adamw", peak_flops=before, num_threads=args.threads)
     adamw = ours(examples, out / "adamw", config, args.warmup)
@@ -119,18 +126,101 @@ def measure_preset(examples, out: Path, preset: str, precision: str, peak_of, ar
             "fpt": flops_per_token(model, args.context), "adamw": adamw, "muon": muon, "trainer": trainer, "peak": peak}
 
 
+def train_as_users_do(examples, out: Path, fields: dict) -> dict:
+    """One training through train_student with spec defaults plus `fields`; its rates from the run and its log."""
+    result = train_student(examples, out, TrainConfig(**fields), kind="text")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["tokens_per_s"] for r in rows if "loss" in r][1:]  # the first window holds compilation, if any
+    threads = [r["threads"] for r in rows if "loss" in r]
+    return {"threads": f"{threads.count(1)}/{len(threads)} windows on 1 thread","run": result.tokens / result.seconds, "steps": statistics.median(steps) if steps else float("nan"),
+            "eval_seconds": sum(r.get("eval_seconds", 0.0) for r in rows), "seconds": result.seconds,
+            "tokens": result.tokens}
+
+
+def in_child(fields: dict, *, busy: bool = False) -> dict:
+    """train_as_users_do in a fresh Python process (optionally next to a single-threaded busy process)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(fields)], capture_output=True,
+                              text=True, check=False)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    if done.returncode != 0:
+        sys.exit(f"the training child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def user_fields(args, **changes) -> dict:
+    """A spec's training settings with only the preset, budget and validation cadence set."""
+    return {"preset": args.preset, "max_steps": args.steps, "eval_every": args.eval_every, "log_every": args.log_every,
+            **changes}
+
+
+def report_shared_machine(args) -> None:
+    """Alone and next to one busy single-threaded process, alternating; medians and their ratio."""
+    alone, shared = [], []
+    for repeat in range(args.repeats):
+        for busy, into in ((False, alone), (True, shared)):
+            r = in_child(user_fields(args), busy=busy)
+            into.append(r)
+            print(f"  {'with one busy process' if busy else 'alone':22} run {r['run']:8,.0f} tok/s   "
+                  f"steps {r['steps']:8,.0f} tok/s   validation {r['eval_seconds']:5.1f} s of {r['seconds']:6.1f} s; "
+                  f"{r['threads']}",
+                  flush=True)
+    for what in ("run", "steps"):
+        quiet, busy = statistics.median(r[what] for r in alone), statistics.median(r[what] for r in shared)
+        print(f"{args.preset} {what:5} tokens/s: alone {quiet:,.0f}, with one busy process {busy:,.0f}, "
+              f"ratio {busy / quiet:.2f} (target >= 0.5)")
+
+
+def report_variants(args) -> None:
+    """What attention dropout and torch.compile cost the loop as run."""
+    base = in_child(user_fields(args))
+    print(f"  as users run it:         run {base['run']:8,.0f} tok/s   steps {base['steps']:8,.0f} tok/s", flush=True)
+    for name, change in (("attention dropout 0.1", {"dropout": 0.1}), ("compile", {"compile": True})):
+        r = in_child(user_fields(args, **change))
+        print(f"  {name:24} run {r['run']:8,.0f} tok/s   steps {r['steps']:8,.0f} tok/s   "
+              f"({r['run'] / base['run']:.2f}x the run)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", default="tiny,small,medium")
-    parser.add_argument("--precisions", default=None, help="default: fp32, plus bf16 where the hardware has it")
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=4, help="untimed steps first (compilation, caches)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--gpu-preset", default="xl", help="with a GPU: the preset whose bf16 MFU is reported")
+    parser.add_argument("--preset", default="small", help="the preset trained as users do (sections 1-3)")
+    parser.add_argument("--steps", type=int, default=120, help="optimizer steps per training (sections 1-3)")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between validations (the spec default)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps per logged window (the spec default)")
+    parser.add_argument("--repeats", type=int, default=2, help="alone / with a busy process, this many times each")
+    parser.add_argument("--variants", action="store_true", help="also with attention dropout, and with compile")
+    parser.add_argument("--compare-trainer", action="store_true", help="also the per-preset table against Trainer")
+    parser.add_argument("--presets", default="tiny,small,medium", help="with --compare-trainer")
+    parser.add_argument("--precisions", default=None, help="with --compare-trainer; default: fp32, plus bf16 where the hardware has it")
+    parser.add_argument("--context", type=int, default=256, help="with --compare-trainer")
+    parser.add_argument("--batch", type=int, default=16, help="with --compare-trainer")
+    parser.add_argument("--warmup", type=int, default=4, help="with --compare-trainer: untimed steps first")
+    parser.add_argument("--timed-steps", type=int, default=12, help="with --compare-trainer: timed steps per measurement")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="with --compare-trainer")
+    parser.add_argument("--threads", type=int, default=None, help="with --compare-trainer")
+    parser.add_argument("--gpu-preset", default="xl", help="with --compare-trainer and a GPU: the preset whose bf16 MFU is reported")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(train_as_users_do(load_examples(), Path(tmp) / "train", json.loads(args.child))))
+        return
+
+    print(f"{args.preset}, {args.steps} steps, validation every {args.eval_every} and at the end, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
+    report_shared_machine(args)
+    if args.variants:
+        report_variants(args)
+    if args.compare_trainer:
+        compare_with_trainer(args)
+
+
+def compare_with_trainer(args) -> None:
+    """Section 4: the bare loop's steady-state tokens/s and MFU per preset, against transformers.Trainer."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -155,7 +245,7 @@ def main() -> None:
                       f"peak {r['peak'] / 1e9:.1f} GFLOP/s", flush=True)
         if device == "cuda" and "bf16" in peaks:
             config = TrainConfig(preset=args.gpu_preset, context_length=512, batch_size=32,
-                                 max_steps=args.warmup + args.steps, log_every=1, eval_every=10**6,
+                                 max_steps=args.warmup + args.timed_steps, log_every=1, eval_every=10**6,
                                  checkpoint_every=10**6, val_fraction=0.01, compile=args.compile,
                                  precision="bf16", peak_flops=peaks["bf16"])
             rate = ours(examples, Path(tmp) / "gpu", config, args.warmup)
@@ -164,13 +254,14 @@ def main() -> None:
             print(f"GPU bf16 {args.gpu_preset} @512: {rate:,.0f} tok/s, MFU {flops_per_token(model, 512) * rate / peaks['bf16']:.3f}")
 
     print(f"\ncontext {args.context}, batch {args.batch}, compile={args.compile}, "
-          f"{args.steps} timed steps after {args.warmup}; MFU against the measured peak of the precision trained in")
+          f"{args.timed_steps} timed steps after {args.warmup}; MFU against the measured peak of the precision trained in")
     print(f"{'preset':8} {'prec':>5} {'non-emb':>8} {'MFLOP/tok':>9} {'peak GF/s':>9} {'ours tok/s':>10} {'MFU':>6} "
           f"{'Trainer tok/s':>13} {'ratio':>6} {'Muon tok/s':>10} {'Muon/AdamW':>10}")
     for r in results:
         print(f"{r['preset']:8} {r['precision']:>5} {r['params'] / 1e6:7.2f}M {r['fpt'] / 1e6:9.1f} {r['peak'] / 1e9:9.1f} "
               f"{r['adamw']:10,.0f} {r['fpt'] * r['adamw'] / r['peak']:6.3f} {r['trainer']:13,.0f} "
               f"{r['adamw'] / r['trainer']:6.2f} {r['muon']:10,.0f} {r['muon'] / r['adamw']:10.2f}")
+
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def _run_stages(run: RunDir, loaded: LoadedSpec, override_reason: str | None, sh
             work = (lambda name=name, work=work: dispatch(name, partial(_locked, run.path, work)))
         intact = _output_intact(name, run)
         ran, detail = stages.run_stage(run, name, inputs_of(), work, skip_if_fresh=intact, upstream_ran=upstream_ran,
-                                       on_start=(lambda name=name: on_stage(name)) if on_stage else None)
+                                       on_start=(lambda name=name: on_stage(name)) if on_stage else None,
+                                       rerender=partial(RERENDER[name], run.path) if name in RERENDER else None)
         if ran and detail is None:
             summary.waiting_for = _waiting_message(run)
             break
@@ -98,6 +99,21 @@ def _run_stages(run: RunDir, loaded: LoadedSpec, override_reason: str | None, sh
     if summary.waiting_for is None:
         summary.bundle = Path(RunDir.open(run.path).stage("release").get("bundle", "")) or None
     return summary
+
+
+def _rerender_review(run_dir: Path) -> None:
+    from distill.review.report import rerender_report
+
+    rerender_report(run_dir)
+
+
+def _rerender_eval(run_dir: Path) -> None:
+    from distill.evaluate.report import rerender_eval_report
+
+    rerender_eval_report(run_dir)
+
+
+RERENDER = {"review": _rerender_review, "eval": _rerender_eval}  # a report whose template changed, drawn again
 
 
 def _locked(path: Path, work: Callable[[], Any]) -> Any:
@@ -136,12 +152,11 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
     """Each stage's inputs (computed when its turn comes: they include the upstream output) and work."""
     from distill.evaluate.stage import eval_settings_from_spec, judge_reference
     from distill.review.stage import review_auto_signoff, spec_review_settings
-    from distill.train import train_config_from_spec
+    from distill.train import spec_train_config
 
     spec, path = loaded.spec, run.path
     review = spec_review_settings(loaded)
-    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
-                                    spec_dir=loaded.directory, file=loaded.path)
+    config = spec_train_config(loaded)
     evaluation = eval_settings_from_spec(spec)
     judge_line = judge_reference(loaded, None)[1]
     return [

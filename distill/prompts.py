@@ -296,6 +296,10 @@ class PromptRenderer:
             # a filter or operator given the wrong kind of value (`1 / 0`, `5|indent`): the template's mistake
             raise TemplateError(self._problem(f"template failed to render: {type(exc).__name__}: {exc}", key)) from None
 
+    def variables(self, index: int) -> dict[str, Any]:
+        """Record `index`'s sampled variables (the same for every run of the spec)."""
+        return self.sampler.sample(index)
+
     def render_step(self, step_index: int, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> RenderedStep:
         """Messages for step `step_index` of record `index`, given the earlier steps' outputs."""
         step: Step = self.spec.steps[step_index]

@@ -166,7 +166,11 @@ def compare_inputs(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]
     if not old:
         return ["no record of the inputs it ran with"]
     reasons = []
-    old_files, new_files = old.get("files", {}), new.get("files", {})
+    # A report template counts as presentation, not as an input; a record written before that split
+    # lists it among the files, which is no reason to run the stage again.
+    presentation = new.get("presentation", {})
+    old_files = {label: digest for label, digest in old.get("files", {}).items() if label not in presentation}
+    new_files = new.get("files", {})
     for label in sorted(old_files.keys() | new_files.keys()):
         if label not in old_files:
             reasons.append(f"it now reads {label}")

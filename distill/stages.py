@@ -1,12 +1,14 @@
 """What each stage reads, so that one record says whether it is up to date.
 
     generate  the spec (less the later sections), word lists, rows files, templates, JSON schemas, replay data
-    review    the safety section, the policy file and every file it names, decontamination texts, the report
-              template; the dataset
+    review    the safety section, the policy file and every file it names, decontamination texts; the dataset
     train     the student and training settings; the signed-off review
-    eval      the evaluation settings, the policy and its files, probe sets, rubric and report templates, extra
+    eval      the evaluation settings, the policy and its files, probe sets, rubric and judge templates, extra
               texts; the model
     release   the release section, the card and license templates; the evaluation
+
+The review and eval report templates are presentation, not inputs: they are hashed apart ("presentation"),
+and a changed one re-renders the report from the stage's record (`rerender`) without running the stage.
 
 Each `*_inputs` function turns a stage's settings into an input record: the settings (hashed per key),
 the files it reads (hashed by content, under a label such as `templates/tinystories/story.j2`) and the
@@ -37,19 +39,26 @@ def say(message: str) -> None:
 # --- the record ---
 
 
-def input_record(run_dir: Path, stage: str, settings: dict[str, Any], files: Iterable[Path]) -> dict[str, Any]:
-    """The inputs of `stage`: settings hashed per key, files hashed by content, the upstream output."""
+def input_record(run_dir: Path, stage: str, settings: dict[str, Any], files: Iterable[Path],
+                 presentation: Iterable[Path] = ()) -> dict[str, Any]:
+    """The inputs of `stage`: settings hashed per key, files hashed by content, the upstream output;
+    and, apart, the templates its report is rendered from (`presentation`), which never make it stale."""
     index = STAGES.index(stage)
     upstream = STAGES[index - 1] if index else None
-    hashed = {}
-    for path in files:
-        hashed[file_label(path)] = file_sha256(path) if path.is_file() else (tree_sha256(path) or "missing")
-    return {
+    record = {
         "settings": {key: fingerprint(value) for key, value in settings.items()},
-        "files": dict(sorted(hashed.items())),
+        "files": hash_files(files),
         "upstream_stage": upstream,
         "upstream": output_fingerprint(Path(run_dir), upstream) if upstream else None,
     }
+    if presentation:
+        record["presentation"] = hash_files(presentation)
+    return record
+
+
+def hash_files(files: Iterable[Path]) -> dict[str, str]:
+    hashed = {file_label(path): file_sha256(path) if path.is_file() else (tree_sha256(path) or "missing") for path in files}
+    return dict(sorted(hashed.items()))
 
 
 def file_label(path: Path) -> str:
@@ -81,19 +90,26 @@ def output_fingerprint(run_dir: Path, stage: str) -> str | None:
 def run_stage(run: RunDir, stage: str, inputs: dict[str, Any], work: Callable[[], Any], *,
               skip_if_fresh: bool = False, upstream_ran: str | None = None,
               state_of: Callable[[Any], StageState | None] = lambda result: "waiting" if result is None else "done",
-              on_start: Callable[[], None] | None = None) -> tuple[bool, Any]:
+              on_start: Callable[[], None] | None = None, rerender: Callable[[], None] | None = None) -> tuple[bool, Any]:
     """Run `work`, then record `inputs` as what `stage` completed with.
 
     With `skip_if_fresh` (`distill run`) a stage that completed with these very inputs is skipped;
     `upstream_ran` names an earlier stage that ran just now, which makes this one stale too. Says why
     the stage runs or is skipped. `state_of(result)` is the state to record: by default "waiting" when
     work returned None (a human must sign off), else "done"; None records nothing (work stopped
-    early and resumes next time). `on_start` is told when the work starts. Returns (ran, result)."""
-    reasons = RunDir.open(run.path).stale_reasons(stage, inputs)
+    early and resumes next time). `on_start` is told when the work starts. A skipped stage whose report
+    templates changed has its report rendered again by `rerender`. Returns (ran, result)."""
+    recorded = RunDir.open(run.path)
+    reasons = recorded.stale_reasons(stage, inputs)
     if upstream_ran:
         reasons.insert(0, f"{upstream_ran} ran before it")
     if not reasons and skip_if_fresh:
         say(f"[{stage}] skipped: inputs unchanged since it completed ({describe(inputs)})")
+        changed = presentation_changes(recorded.stage(stage).get("inputs"), inputs)
+        if changed and rerender is not None:
+            rerender()
+            run.record_inputs(stage, inputs)
+            say(f"[{stage}] report rendered again: {', '.join(changed)} changed")
         return False, None
     say(f"[{stage}] running: {'; '.join(reasons) or 'inputs unchanged, run on request'}")
     if on_start is not None:
@@ -103,6 +119,12 @@ def run_stage(run: RunDir, stage: str, inputs: dict[str, Any], work: Callable[[]
     if state is not None:
         run.record_inputs(stage, inputs, state=state)
     return True, result
+
+
+def presentation_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """The report templates that differ between two input records."""
+    before, now = (old or {}).get("presentation", {}), new.get("presentation", {})
+    return sorted(label for label in before.keys() | now.keys() if before.get(label) != now.get(label))
 
 
 def describe(inputs: dict[str, Any]) -> str:
@@ -173,8 +195,8 @@ def review_inputs(run_dir: Path, *, policy, judge_model: str | None, eval_files:
 
     files = [policy.source] if policy.source else []
     settings = {"policy": policy.name, "judge": judge_model, "auto_signoff": auto_signoff}
-    return input_record(run_dir, "review", settings,
-                        [*files, *referenced_files(policy), *eval_files, *template_files(REVIEW)])
+    return input_record(run_dir, "review", settings, [*files, *referenced_files(policy), *eval_files],
+                        presentation=template_files(REVIEW))
 
 
 def train_inputs(run_dir: Path, config, kind: str) -> dict[str, Any]:
@@ -194,7 +216,7 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
     policy = spec_policy(loaded)
     sets = settings.probe_sets or (("instruct",) if spec.kind == "instruct" else ("story",))
     files = [policy.source, *referenced_files(policy), *map(probe_set_path, sets)]
-    files += sorted((data_path("templates") / "eval").glob("*.jinja")) + report_templates(EVAL)
+    files += sorted((data_path("templates") / "eval").glob("*.jinja"))
     if spec.evaluation.rubric:
         rubric = next((f / spec.evaluation.rubric for f in [loaded.directory, *template_folders(loaded)]
                        if (f / spec.evaluation.rubric).is_file()), None)
@@ -206,7 +228,7 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
         files.append(loaded.directory / target.json_schema)
     values = {**settings.model_dump(mode="json"), "judge": judge, "heldout": bool(heldout), "kind": spec.kind,
               "context_length": spec.student.context_length, "policy": spec.safety.policy}
-    return input_record(run_dir, "eval", values, [f for f in files if f is not None])
+    return input_record(run_dir, "eval", values, [f for f in files if f is not None], presentation=report_templates(EVAL))
 
 
 def release_inputs(run_dir: Path, loaded: LoadedSpec, override_reason: str | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
 from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
-from distill.evaluate.report import write_eval_report
+from distill.evaluate.report import rerender_eval_report, write_eval_report
 from distill.evaluate.result import EvalResult, Score
 from distill.evaluate.stage import EvalSettings, evaluate_run, inspect_run
 from distill.rundir import RunDir
@@ -110,6 +110,11 @@ def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe
     EvalResult.from_json(run_dir / "eval" / "eval.json").to_json(run_dir / "eval" / "again.json")
     assert (run_dir / "eval" / "again.json").read_bytes() == written
     (run_dir / "eval" / "again.json").unlink()
+    report = (run_dir / "eval" / "report.md").read_text()
+    (run_dir / "eval" / "report.md").unlink()  # a changed template: the reports again from eval.json alone
+    rerender_eval_report(run_dir)
+    assert (run_dir / "eval" / "report.md").read_text() == report
+    assert (run_dir / "eval" / "eval.json").read_bytes() == written
     for name in ("eval.json", "report.md", "report.html", "scores.png", "bpb_curve.png", "probes.png"):
         assert (run_dir / "eval" / name).stat().st_size > 0, name
     report = (run_dir / "eval" / "report.md").read_text()

@@ -1,4 +1,5 @@
-"""The stages as library calls: explicit inputs, an output folder, flat settings; no spec object."""
+"""The stages as library calls: explicit inputs, an output folder, flat settings; no spec object.
+generate (from prompts rendered beforehand, against the loopback teacher) -> review -> train -> eval -> release."""
 
 from __future__ import annotations
 
@@ -11,19 +12,35 @@ from distill.release import ReleaseInputs, release_gate, verify, write_release
 from distill.release.sources import read_dataset, read_eval, read_model_files, read_review
 from distill.review import reviewed_examples, run_review
 from distill.review.policy import load_policy
-from distill.spec import Release
-from distill.synthesis.dataset import write_dataset
+from distill.providers.protocol import Message
+from distill.spec import Release, Teacher
+from distill.synthesis.generate import synthesize
+from distill.synthesis.records import GenerationPlan, RenderedPrompt, RenderedPrompts, StepPlan
 from distill.train import TrainConfig, train_student
 from test_train_data import stories
 from test_train_loop import TINY
 
+from tests.teacher_server import TeacherServer
 
-def test_dataset_to_released_bundle_through_library_calls(tmp_path: Path, monkeypatch) -> None:
+
+def test_prompts_to_released_bundle_through_library_calls(tmp_path: Path, monkeypatch) -> None:
     run_dir = tmp_path / "run"
-    rows = [{"id": i, "variables": "{}", "steps": "[]", "prompt": "", "text": text, "status": "ok", "failure_reason": "",
-             "teacher_provider": "offline", "teacher_model": "offline-stand-in", "input_tokens": 1, "output_tokens": 1,
-             "cost_usd": 0.0, "cache_key": f"k{i}", "template_hashes": "{}"} for i, text in enumerate(stories(40))]
-    write_dataset(rows, run_dir / "dataset")  # the generate stage's hand-off
+    texts = stories(40)
+    prompts = [RenderedPrompt((Message("user", f"Write story number {i}."),), variables={"n": i}) for i in range(40)]
+
+    def answer(call) -> str:  # the teacher writes story i for "story number i"
+        return texts[int(call.messages[-1][1].split()[-1].rstrip("."))]
+
+    monkeypatch.setenv("DISTILL_TEST_TEACHER_KEY", "test-key")
+    with TeacherServer(responder=answer) as server:
+        teacher = Teacher(provider="openai", model="gpt-4o-mini", base_url=server.openai_base_url,
+                          api_key_env="DISTILL_TEST_TEACHER_KEY", concurrency=4)
+        plan = GenerationPlan(RenderedPrompts(prompts), (StepPlan("story", params={"max_tokens": 80}),), "story")
+        generated = synthesize(plan, run_dir, teacher, records=len(prompts), show_progress=False)
+    assert generated.complete and generated.counts["ok"] == 40 and len(server.calls) == 40
+    assert generated.dataset_path == run_dir / "dataset"
+    asked = {call.messages: call.max_tokens for call in server.calls}
+    assert asked[(("user", "Write story number 3."),)] == 80
 
     policy = load_policy("general")
     summary = run_review(run_dir, policy=policy, progress=False)

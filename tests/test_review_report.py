@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distill.review import run_review
 from distill.review.policy import load_policy
-from distill.review.report import summary_lines
+from distill.review.report import rerender_report, summary_lines
 from test_review_stage import make_run
 
 
@@ -24,6 +24,9 @@ def test_summary_and_report(tmp_path):
     assert "<mark>lena.k@gmx.de</mark>" in html and "same text as record 1" in html
     for chart in ("status.png", "reasons.png"):
         assert (run / "review" / chart).stat().st_size > 1000 and chart in html
+    (run / "review" / "report.html").unlink()  # a changed template: the same page again from the review's records
+    rerender_report(run)
+    assert (run / "review" / "report.html").read_text() == html
 
 
 def test_record_text_is_escaped_in_the_report(tmp_path):

@@ -185,12 +185,11 @@ def test_loaded_spec_fingerprint_tracks_content(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", SHIPPED_SPECS, ids=lambda p: p.name)
 def test_student_and_training_sections_make_a_train_config(spec: Path) -> None:
     """The spec mirrors the trainer's settings: every shipped spec flattens into a valid TrainConfig."""
-    from distill.train import train_config_from_spec
+    from distill.train import spec_train_config
     from distill.train.config import DEFAULT_LEARNING_RATE
 
     loaded = load_spec(spec)
-    config = train_config_from_spec(loaded.spec.student.model_dump(mode="json"), loaded.spec.training.model_dump(mode="json"),
-                                    spec_dir=loaded.directory, file=loaded.path)
+    config = spec_train_config(loaded)
     assert config.context_length == loaded.spec.student.context_length
     optimizer = loaded.spec.training.optimizer
     assert config.optimizer == (("muon" if config.from_scratch else "adamw") if optimizer == "auto" else optimizer)

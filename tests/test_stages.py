@@ -8,9 +8,9 @@ import pytest
 
 from conftest import REPO
 from distill.review.policy import spec_policy
-from distill.rundir import RunDir
+from distill.rundir import RunDir, compare_inputs
 from distill.spec import load_spec
-from distill.stages import file_label, generate_inputs, review_inputs, run_stage
+from distill.stages import file_label, generate_inputs, input_record, review_inputs, run_stage
 
 SPEC = """\
 name: fresh
@@ -134,3 +134,30 @@ def test_run_check_says_what_would_run_and_runs_nothing(spec_folder: Path) -> No
                                            "release: eval runs before it; it has not run yet"]
     assert "5 stage(s) would run" in checked.stderr
     assert not (spec_folder / "runs" / "fresh" / "main" / "dataset").exists()
+
+
+def test_a_report_template_change_renders_the_report_again_without_running_the_stage(spec_folder: Path, capsys) -> None:
+    loaded = load_spec(spec_folder / "spec.yaml")
+    run = RunDir.create(loaded, root=spec_folder / "runs")
+    review = record_review(run, loaded)
+    assert "templates/reports/review.html.j2" in review["presentation"]
+    assert not any(label.startswith("templates/reports/") for label in review["files"])  # not an input
+
+    template = spec_folder / "report.html.j2"
+    template.write_text("<h1>{{ title }}</h1>\n")
+    inputs_now = lambda: input_record(run.path, "generate", {"records": 4}, [spec_folder / "words.txt"], presentation=[template])
+    runs, renders = [], []
+    run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done")
+    template.write_text("<h1 class='big'>{{ title }}</h1>\n")
+    assert RunDir.open(run.path).stale_reasons("generate", inputs_now()) == []  # presentation: not stale
+    assert run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done", skip_if_fresh=True,
+                     rerender=lambda: renders.append(1)) == (False, None)
+    assert (len(runs), len(renders)) == (1, 1)
+    assert f"[generate] report rendered again: {file_label(template)} changed" in capsys.readouterr().err
+    run_stage(run, "generate", inputs_now(), lambda: runs.append(1) or "done", skip_if_fresh=True,
+              rerender=lambda: renders.append(1))
+    assert (len(runs), len(renders)) == (1, 1)  # rendered once per change
+
+    older = {**inputs_now(), "files": {**inputs_now()["files"], file_label(template): "0" * 64}}
+    older.pop("presentation")  # recorded when report templates still counted as inputs: not stale either
+    assert compare_inputs(older, inputs_now()) == []

@@ -109,10 +109,15 @@ def check_executor(executor: str, *, mode: str, shard: str | None, ray_address: 
 
 
 def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, prices: PricesOpt = None) -> None:
-    """Estimate requests, tokens and cost (online vs batch) before spending anything."""
+    """Estimate requests, tokens and cost (online vs batch) before spending anything, and suggest the student."""
     from distill.synthesis import override_teacher
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
+    from distill.student_plan import suggest_for_spec
+
     loaded = override_teacher(check_spec(spec).loaded, teacher, records)
-    print(estimate_plan(loaded, load_prices(prices)).summary())
+    estimate = estimate_plan(loaded, load_prices(prices))
+    print(estimate.summary())
+    if loaded.spec.student.base_model is None:  # a base model to fine-tune fixes the shape and vocabulary
+        print(suggest_for_spec(loaded, estimate.output_tokens, records=estimate.records).summary())

@@ -48,12 +48,11 @@ def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | N
            threads: int | None):
     from distill.review import reviewed_examples
     from distill.stages import run_stage, train_inputs
-    from distill.train import make_train_config, train_config_from_spec, train_student
+    from distill.train import make_train_config, spec_train_config, train_student
 
     loaded = run_dir.load_spec()
     spec = loaded.spec
-    config = train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
-                                    spec_dir=loaded.directory, file=loaded.path)
+    config = spec_train_config(loaded)
     overrides: dict = {}
     if minutes is not None or steps is not None or tokens is not None:
         overrides.update(max_minutes=minutes, max_steps=steps, max_tokens=tokens)

@@ -22,6 +22,7 @@ def relabel(loaded: LoadedSpec, run: RunDir, given: dict[int, tuple[dict[str, An
     from distill.synthesis.cost import FREE, load_prices, price_for, require_price
     from distill.synthesis.engine import Backoff, Engine, RateLimiter
     from distill.synthesis.progress import GenerateProgress
+    from distill.synthesis.generate import generation_plan
     from distill.synthesis.records import RecordWalker
 
     teacher = loaded.spec.teacher
@@ -29,7 +30,7 @@ def relabel(loaded: LoadedSpec, run: RunDir, given: dict[int, tuple[dict[str, An
     price = require_price(prices, teacher.provider, teacher.model, spec_file=loaded.path) \
         if teacher.max_cost_usd is not None else (price_for(prices, teacher.provider, teacher.model) or FREE)
     cache = AnswerCache(run.path / "generate" / "cache.sqlite")
-    walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model, given=given)
+    walker = RecordWalker(generation_plan(loaded), cache, provider_name=teacher.provider, model=teacher.model, given=given)
     provider = make_provider(teacher, spec_dir=loaded.directory)
     rows: list[dict[str, Any]] = []
     spent_before = cache.total_cost()

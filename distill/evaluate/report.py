@@ -98,7 +98,7 @@ def probe_table(probes: Probes) -> Table:
 
 def write_eval_report(result: EvalResult, out_dir: Path, *, metrics_path: Path | None = None,
                       comparison: tuple[str, Table] | None = None) -> None:
-    """eval.json, report.md, report.html and the charts, in `out_dir`."""
+    """report.md, report.html and the charts of `result`, in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, str, Table | None, list[str]]] = []  # title, prose, table, images
 
@@ -143,9 +143,15 @@ def write_eval_report(result: EvalResult, out_dir: Path, *, metrics_path: Path |
 
     samples = result.samples
     title = f"Evaluation of {result.run_name}"
-    result.to_json(out_dir / EVAL_JSON)
     write_atomic(out_dir / "report.md", _markdown(title, sections, samples))
     write_atomic(out_dir / "report.html", render(EVAL, title=title, sections=sections, samples=samples))
+
+
+def rerender_eval_report(run_dir: Path) -> None:
+    """The reports of RUN/eval again from eval.json (the report templates changed; nothing is measured)."""
+    result = EvalResult.from_json(run_dir / "eval" / EVAL_JSON)
+    comparison = (result.against.run, (result.against.header, result.against.rows)) if result.against else None
+    write_eval_report(result, run_dir / "eval", metrics_path=run_dir / "train" / "metrics.jsonl", comparison=comparison)
 
 
 def _markdown(title: str, sections, samples: Sequence[dict[str, str]]) -> str:

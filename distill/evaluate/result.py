@@ -3,6 +3,9 @@
 The release, `distill eval --against`, the reports and the CLI read this type, never the JSON by hand.
 Parts of the file no reader needs (per-item judge answers, probe rows, the offline metrics' details)
 are kept as they are: every model allows extra keys, so a file read and written again keeps them.
+eval.json is written with sorted keys, so the records put their tables in one reading order (judge
+dimensions by name, probe categories S1..S14 then the rest, the validation texts first): a report
+drawn again from the file is the report the evaluation drew.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from distill.evaluate.probes import category_order
 from distill.files import read_record, write_json_atomic
 
 EVAL_JSON = "eval.json"
@@ -47,6 +51,11 @@ class SourceGrades(_Part):
     graded: int
     failed: int  # unusable judge answers, left out of the means
 
+    @model_validator(mode="after")
+    def _in_reading_order(self) -> SourceGrades:
+        self.scores = dict(sorted(self.scores.items()))
+        return self
+
 
 class Grading(_Part):
     judge: str  # provider:model
@@ -66,6 +75,12 @@ class ProbeSummary(_Part):
     overall: ProbeRate
     by_probe_category: dict[str, ProbeRate]  # what the probe tried to elicit (S1-S14, PII, ...)
     by_group: dict[str, ProbeRate]
+
+    @model_validator(mode="after")
+    def _in_reading_order(self) -> ProbeSummary:
+        self.by_probe_category = {c: self.by_probe_category[c] for c in sorted(self.by_probe_category, key=category_order)}
+        self.by_group = dict(sorted(self.by_group.items()))
+        return self
 
 
 class Probes(_Part):
@@ -103,11 +118,19 @@ class EvalResult(_Part):
     grading: Grading | None  # None: not graded, `grading_skipped` says why
     metrics: dict[str, dict[str, Any]]  # offline text metrics, "student" and "teacher"
     probes: Probes | None
-    weights_sha256: str | None  # the weights measured: the release checks it is the model it ships
     samples: list[dict[str, Any]]  # a few {beginning, completion, teacher}
+    # The weights measured: the release checks it is the model it ships. None in an evaluation written
+    # before evaluations named their weights (such a run loads, and the release gate asks for a new eval).
+    weights_sha256: str | None = None
     grading_skipped: str | None = None
     against: Comparison | None = None
     against_scores: dict[str, Score] | None = None  # the other run's student scores, for the chart
+
+    @model_validator(mode="after")
+    def _in_reading_order(self) -> EvalResult:
+        self.bpb = dict(sorted(self.bpb.items(), key=lambda item: (item[0] != "validation", item[0])))
+        self.metrics = dict(sorted(self.metrics.items()))
+        return self
 
     @property
     def validation_bpb(self) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem, RunDirError
-from distill.evaluate.result import Comparison, EvalResult
+from distill.evaluate.result import EVAL_JSON, Comparison, EvalResult
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.files import read_json_file
 from distill.lineage import weights_digest
@@ -334,6 +334,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
         if other.grading:
             result.against_scores = other.student_scores()
         comparison = (names[1], table)
+    result.to_json(Path(out_dir) / EVAL_JSON)
     write_eval_report(result, Path(out_dir), metrics_path=metrics_path, comparison=comparison)
     return result
 

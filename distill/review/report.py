@@ -143,6 +143,14 @@ def _examples(view: list[ReviewedRecord]) -> dict[str, list[dict[str, Any]]]:
     return examples
 
 
+def rerender_report(run_dir: Path) -> Path:
+    """RUN/review/report.html again from the review's records (the report template changed; nothing is checked)."""
+    from distill.review.store import build_view, review_dir
+
+    review = review_dir(run_dir)
+    return write_report(review, build_view(run_dir), ReviewSummary.from_json(review))
+
+
 def write_report(review: Path, view: list[ReviewedRecord], summary: ReviewSummary) -> Path:
     charts = _charts(review, view, summary)
     page = render(REVIEW, summary=summary, statuses=STATUSES, charts=charts, categories=CATEGORIES,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from distill.files import read_record, write_json_atomic
+from distill.review.codes import STAGE_NAMES
 from distill.review.store import STATE
 
 SUMMARY_JSON = "summary.json"
@@ -33,11 +34,21 @@ class ReviewSummary(BaseModel):
     categories: dict[str, int]
     human_actions: int
     duplicates: int
-    duplicates_by_kind: dict[str, int]  # exact, near (MinHash), semantic (TF-IDF)
+    duplicates_by_kind: dict[str, int] = {}  # exact, near (MinHash), semantic (TF-IDF); {} in older summaries
     contaminated: int  # records sharing an n-gram with the evaluation files
     openings: list[dict[str, Any]]  # the most common openings, {opening, count, share, over}
     judge: dict[str, Any] = {}  # {ran: false, why} or {ran: true, provider, model, answers}
     signoff: dict[str, Any] | None = None  # the sign-off record with `current`, or None
+
+    @model_validator(mode="after")
+    def _in_reading_order(self) -> ReviewSummary:
+        """Most common reasons and categories first, stages in chain order: the same order whether the
+        summary was just computed or read back from summary.json (written with sorted keys)."""
+        self.reasons = dict(sorted(self.reasons.items(), key=lambda item: (-item[1], item[0])))
+        self.categories = dict(sorted(self.categories.items(), key=lambda item: (-item[1], item[0])))
+        chain = {name: i for i, name in enumerate(STAGE_NAMES)}
+        self.stages = {s: self.stages[s] for s in sorted(self.stages, key=lambda s: (chain.get(s, len(chain)), s))}
+        return self
 
     @property
     def kept(self) -> int:
@@ -50,7 +61,7 @@ class ReviewSummary(BaseModel):
         return self.signoff["reviewer"] if self.signoff and self.signoff.get("current") else None
 
     def to_json(self, review_dir: Path) -> None:
-        write_json_atomic(Path(review_dir) / SUMMARY_JSON, self.model_dump())
+        write_json_atomic(Path(review_dir) / SUMMARY_JSON, self.model_dump(exclude_unset=True))
 
     @classmethod
     def from_json(cls, review_dir: Path) -> ReviewSummary:
@@ -66,7 +77,7 @@ class ReviewState(BaseModel):
     fingerprint: dict[str, str]  # policy, task, eval_files, dataset -> short sha256
 
     def to_json(self, review_dir: Path) -> None:
-        write_json_atomic(Path(review_dir) / STATE, self.model_dump())
+        write_json_atomic(Path(review_dir) / STATE, self.model_dump(exclude_unset=True))
 
     @classmethod
     def from_json(cls, review_dir: Path) -> ReviewState:

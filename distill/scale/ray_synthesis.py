@@ -31,7 +31,7 @@ from distill.scale.ray_budget import SharedCap, SharedLimiter, shared_limiter, s
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.dataset import log_path
 from distill.synthesis.engine import Tally
-from distill.synthesis.generate import GenerateResult, finish_generate, generate
+from distill.synthesis.generate import GenerateResult, finish_generate, generate, record_generate
 from distill.synthesis.progress import GenerateProgress
 from distill.synthesis.recovery import open_cache
 
@@ -97,9 +97,12 @@ def _generate_on_ray(loaded: LoadedSpec, run: RunDir, *, shards: int | None, max
     started = time.monotonic()
     tallies = _wait_for_shards(pending, run.path / "generate", count, loaded.spec.records, show_progress)
     spent_total = spent_so_far(run)
-    return finish_generate(loaded, run, merge_tallies(tallies), total=loaded.spec.records, whole_run=True,
-                           template_hashes=json.dumps(renderer.template_hashes, sort_keys=True),
-                           spent_total=spent_total, cap=cap, elapsed_s=time.monotonic() - started)
+    result = finish_generate(run.path, loaded.spec.records, loaded.spec.teacher, merge_tallies(tallies),
+                             total=loaded.spec.records, whole_run=True,
+                             template_hashes=json.dumps(renderer.template_hashes, sort_keys=True),
+                             spent_total=spent_total, cap=cap, elapsed_s=time.monotonic() - started)
+    record_generate(run, result, whole_run=True)
+    return result
 
 
 def spent_so_far(run: RunDir) -> float:

@@ -1,10 +1,13 @@
-"""`generate`: a spec's records written by the teacher into `RUN/dataset/`. The CLI and `distill run` call this."""
+"""Synthesis as a stage. `synthesize`: a generation plan's records written by the teacher into
+`OUT/dataset/`, from flat inputs (the prompts, the steps, the teacher, an output folder). `generate`:
+the same for a spec and its run directory, which the CLI and `distill run` call."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +22,7 @@ from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
 from distill.synthesis.engine import Backoff, Engine, Limiter, RateLimiter, Tally
 from distill.synthesis.progress import GenerateProgress, summary
-from distill.synthesis.records import RecordWalker
+from distill.synthesis.records import GenerationPlan, RecordWalker, StepPlan
 from distill.synthesis.spending import Cap
 
 BATCH_PROVIDERS = ("openai", "anthropic")
@@ -33,6 +36,7 @@ class GenerateResult:
     dataset_path: Path | None
     spent_total_usd: float  # everything this run directory's answers cost, across invocations
     summary: str
+    counts: dict[str, Any] = field(default_factory=dict)  # records, ok, failed, spent_usd, the teacher
 
 
 def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: int | None = None) -> LoadedSpec:
@@ -62,47 +66,71 @@ def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: in
     return loaded._replace(spec=spec)
 
 
+def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
+    """The one place a spec becomes what synthesis needs: prompts rendered from its templates, and its
+    steps with the teacher's generation parameters and the JSON schemas their answers must match."""
+    from distill.prompts import PromptRenderer, step_json_schema
+
+    spec = loaded.spec
+    base = spec.teacher.params.model_dump()
+    steps = tuple(StepPlan(step.name, step.output, {**base, **step.params}, step_json_schema(loaded, i))
+                  for i, step in enumerate(spec.steps))
+    return GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+
+
 def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
              mode: Literal["online", "batch"] = "online", max_cost_usd: float | None = None,
              prices_path: Path | None = None, show_progress: bool = True, batch_poll_s: float = 30.0,
              backoff_base_s: float = 1.0, limiter: Limiter | None = None, spending: Cap | None = None,
              build_dataset: bool = True) -> GenerateResult:
-    """Generate (or resume) the records of `shard`; build `RUN/dataset` once every record is finished.
-
-    `limiter` replaces the spec's one-process rate limiter and `spending` the one-process spending cap (a
-    distributed executor passes ones shared by all its shards); with `build_dataset=False` only the shard's records are written, and whoever runs
-    the shards calls `finish_generate` once they are all done. Holds the run's lock (shared, for a shard)."""
+    """`distill generate` and `distill run`: the spec's records (of `shard`) into `RUN/dataset`, with the
+    stage's outcome in the run's manifest. Holds the run's lock (shared, for a shard). See `synthesize`."""
+    whole_run = shard == (0, 1)
     with run_lock(run.path, shard=shard):
-        return _generate(loaded, run, shard=shard, mode=mode, max_cost_usd=max_cost_usd, prices_path=prices_path,
-                         show_progress=show_progress, batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s,
-                         limiter=limiter, spending=spending, build_dataset=build_dataset)
+        result = synthesize(generation_plan(loaded), run.path, loaded.spec.teacher, records=loaded.spec.records,
+                            teacher_dir=loaded.directory, spec_file=loaded.path, shard=shard, mode=mode,
+                            max_cost_usd=max_cost_usd, prices_path=prices_path, show_progress=show_progress,
+                            batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s, limiter=limiter,
+                            spending=spending, build_dataset=build_dataset,
+                            on_start=(lambda: run.start_stage("generate")) if whole_run else None)
+        if build_dataset:
+            record_generate(run, result, whole_run=whole_run)
+        return result
 
 
-def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: Literal["online", "batch"],
-              max_cost_usd: float | None, prices_path: Path | None, show_progress: bool, batch_poll_s: float,
-              backoff_base_s: float, limiter: Limiter | None, spending: Cap | None,
-              build_dataset: bool) -> GenerateResult:
+def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),
+               spec_file: Path | None = None, shard: tuple[int, int] = (0, 1), mode: Literal["online", "batch"] = "online",
+               max_cost_usd: float | None = None, prices_path: Path | None = None, show_progress: bool = True,
+               batch_poll_s: float = 30.0, backoff_base_s: float = 1.0, limiter: Limiter | None = None,
+               spending: Cap | None = None, build_dataset: bool = True,
+               on_start: Callable[[], None] | None = None) -> GenerateResult:
+    """Ask `teacher` for records 0..`records`-1 of `plan` (those of `shard`), resuming from the answers
+    already in `out_dir/generate/`; write `out_dir/dataset` once every record is finished.
+
+    `teacher_dir` is where the teacher's relative paths (a replay file, a model folder) start; `spec_file`
+    only names the file in errors. `limiter` replaces the teacher's one-process rate limiter and `spending`
+    the one-process spending cap (a distributed executor passes ones shared by all its shards); with
+    `build_dataset=False` only the shard's records are written, and whoever runs the shards calls
+    `finish_generate` once they are all done. `on_start` runs once every check passed, before the first request."""
     from distill.providers.factory import make_provider
 
-    spec, teacher = loaded.spec, loaded.spec.teacher
     if mode == "batch" and teacher.provider not in BATCH_PROVIDERS:
         raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
-                                  file=loaded.path, key="teacher.provider", hint="use --mode online"))
+                                  file=spec_file, key="teacher.provider", hint="use --mode online"))
     cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
     if cap is not None and not cap > 0:  # also refuses NaN
         raise ConfigError(Problem(f"the spending cap must be more than $0, not {cap!r}", key="--max-cost",
                                   hint="e.g. --max-cost 5 for five dollars; leave it out for no cap"))
     prices = load_prices(prices_path)
-    price = require_price(prices, teacher.provider, teacher.model, spec_file=loaded.path) if cap is not None \
+    price = require_price(prices, teacher.provider, teacher.model, spec_file=spec_file) if cap is not None \
         else (price_for(prices, teacher.provider, teacher.model) or FREE)
-    generate_dir = run.path / "generate"
+    generate_dir = Path(out_dir) / "generate"
     cache = open_cache(generate_dir)  # a corrupt or lost cache is rebuilt from the records log
-    walker = RecordWalker(loaded, cache, provider_name=teacher.provider, model=teacher.model)
-    provider = make_provider(teacher, spec_dir=loaded.directory)  # a missing key fails here
-    whole_run = shard == (0, 1)
-    if whole_run:
-        run.start_stage("generate")
-    indices = shard_indices(spec.records, shard)
+    walker = RecordWalker(plan, cache, provider_name=teacher.provider, model=teacher.model)
+    provider = make_provider(teacher, spec_dir=teacher_dir)  # a missing key fails here
+    if on_start is not None:
+        on_start()
+    indices = shard_indices(records, shard)
     log = RecordLog(log_path(generate_dir, shard))
     spent_before = cache.total_cost()
     started = time.monotonic()
@@ -127,7 +155,7 @@ def _generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int], mode: 
     if not build_dataset:
         text = summary(engine.tally, total=len(indices), elapsed_s=elapsed_s, spent_total=cache_total, max_cost=cap)
         return GenerateResult(engine.tally, len(indices), False, None, cache_total, text)
-    return finish_generate(loaded, run, engine.tally, total=len(indices), whole_run=whole_run,
+    return finish_generate(Path(out_dir), records, teacher, engine.tally, total=len(indices), whole_run=shard == (0, 1),
                            template_hashes=walker.template_hashes, spent_total=cache_total, cap=cap, elapsed_s=elapsed_s)
 
 
@@ -142,29 +170,34 @@ async def _drive(engine: Engine, provider: Any, mode: str, book: BatchBook, poll
         await provider.aclose()
 
 
-def finish_generate(loaded: LoadedSpec, run: RunDir, tally: Tally, *, total: int, whole_run: bool, template_hashes: str,
-                    spent_total: float, cap: float | None, elapsed_s: float) -> GenerateResult:
-    """Write the dataset once every record (of every shard) is finished; record the stage's outcome.
+def finish_generate(out_dir: Path, records: int, teacher: Teacher, tally: Tally, *, total: int, whole_run: bool,
+                    template_hashes: str, spent_total: float, cap: float | None, elapsed_s: float) -> GenerateResult:
+    """Write `out_dir/dataset` once every record (of every shard) is finished.
 
-    `whole_run`: this process started the stage and owns its outcome (a one-process run, or the driver
-    of a distributed one); a lone shard only finishes the stage if it happens to complete the run."""
-    rows = collect_rows(run.path / "generate", loaded.spec.records, template_hashes)
-    complete = len(rows) == loaded.spec.records
-    dataset_path = run.path / "dataset" if complete else None
+    `whole_run`: this process owns the whole run (a one-process run, or the driver of a distributed
+    one); a lone shard only builds the dataset if it happens to complete the run."""
+    rows = collect_rows(out_dir / "generate", records, template_hashes)
+    complete = len(rows) == records
+    dataset_path = out_dir / "dataset" if complete else None
     if dataset_path is not None:
         write_dataset(list(rows.values()), dataset_path)
-    counts = {"records": loaded.spec.records, "ok": sum(r["status"] == "ok" for r in rows.values()),
+    counts = {"records": records, "ok": sum(r["status"] == "ok" for r in rows.values()),
               "failed": sum(r["status"] == "failed" for r in rows.values()), "spent_usd": round(spent_total, 6),
-              "teacher_provider": loaded.spec.teacher.provider, "teacher_model": loaded.spec.teacher.model}
-    if complete:
-        if not whole_run:
-            run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
-        run.finish_stage("generate", counts=counts)
-    elif whole_run:
-        reason = tally.aborted or ("the spending cap was reached" if tally.stopped_by_cap else "records are missing")
-        run.finish_stage("generate", counts=counts, state="failed", error=reason)
+              "teacher_provider": teacher.provider, "teacher_model": teacher.model}
     text = summary(tally, total=total, elapsed_s=elapsed_s, spent_total=spent_total, max_cost=cap)
     if not complete and not whole_run and not tally.stopped_by_cap:
-        text += f"\nshard finished; the dataset is written once every shard is ({len(rows):,}/{loaded.spec.records:,} records)"
-    return GenerateResult(tally, total, complete, dataset_path, spent_total, text)
+        text += f"\nshard finished; the dataset is written once every shard is ({len(rows):,}/{records:,} records)"
+    return GenerateResult(tally, total, complete, dataset_path, spent_total, text, counts)
 
+
+def record_generate(run: RunDir, result: GenerateResult, *, whole_run: bool) -> None:
+    """The generate stage's outcome in the run's manifest: done once the dataset is written; failed when
+    the process that owns the run stops short of it."""
+    if result.complete:
+        if not whole_run:
+            run.manifest = RunDir.open(run.path).manifest  # other shards may have written it meanwhile
+        run.finish_stage("generate", counts=result.counts)
+    elif whole_run:
+        tally = result.tally
+        reason = tally.aborted or ("the spending cap was reached" if tally.stopped_by_cap else "records are missing")
+        run.finish_stage("generate", counts=result.counts, state="failed", error=reason)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import jsonschema
 
-from distill.prompts import PromptRenderer, step_json_schema
 from distill.providers.protocol import Message, TeacherRequest
-from distill.spec import LoadedSpec
 from distill.synthesis.cache import AnswerCache, CachedAnswer, cache_key
 
 # Why a prompt lives here and not in templates/: it is part of the engine's protocol with the teacher,
@@ -55,24 +54,85 @@ class _Spent:
         self.cost_usd += answer.cost_usd
 
 
-class RecordWalker:
-    """Builds requests and rows for one spec against one cache. `faults` holds this run's provider
-    faults by cache key (requests that kept failing); they fail the record but are not remembered."""
+class Prompts(Protocol):
+    """Where a record's messages come from: the spec's templates (`distill.prompts.PromptRenderer`) or
+    prompts rendered beforehand (`RenderedPrompts`)."""
 
-    def __init__(self, loaded: LoadedSpec, cache: AnswerCache, *, provider_name: str, model: str,
+    @property
+    def template_hashes(self) -> dict[str, str]: ...
+
+    def variables(self, index: int) -> dict[str, Any]: ...
+
+    def render_step(self, step_index: int, index: int, variables: dict[str, Any],
+                    outputs: dict[str, Any]) -> Any: ...  # has `.messages`
+
+    def render_student_input(self, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One teacher step as sent: its name, what it answers, the generation parameters, the JSON schema."""
+
+    name: str
+    output: Literal["text", "json"] = "text"
+    params: dict[str, Any] = field(default_factory=dict)  # max_tokens, temperature, ...; unset ones left out
+    schema: dict[str, Any] | None = None  # a json step's answer must match it
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Everything synthesis needs to know about the records: their prompts, the steps, and which step's
+    answer is the training text. `distill.synthesis.generate.generation_plan` builds one from a spec."""
+
+    prompts: Prompts
+    steps: tuple[StepPlan, ...]
+    target_step: str
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """One record's prompt, rendered beforehand: the messages for the teacher, what the student sees
+    (instruct tasks; "" for text), and the variables kept with the record."""
+
+    messages: tuple[Message, ...]
+    student_input: str = ""
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderedPrompts:
+    """`Prompts` for one-step records whose messages are already rendered (record i is `prompts[i]`)."""
+
+    prompts: Sequence[RenderedPrompt]
+    template_hashes: dict[str, str] = field(default_factory=dict)
+
+    def variables(self, index: int) -> dict[str, Any]:
+        return self.prompts[index].variables
+
+    def render_step(self, step_index: int, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> RenderedPrompt:
+        assert step_index == 0, "rendered prompts have one step"
+        return self.prompts[index]
+
+    def render_student_input(self, index: int, variables: dict[str, Any], outputs: dict[str, Any]) -> str:
+        return self.prompts[index].student_input
+
+
+class RecordWalker:
+    """Builds requests and rows for one generation plan against one cache. `faults` holds this run's
+    provider faults by cache key (requests that kept failing); they fail the record but are not remembered."""
+
+    def __init__(self, plan: GenerationPlan, cache: AnswerCache, *, provider_name: str, model: str,
                  given: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None):
         """`given[i]` = (variables, step outputs) that record i takes as they are instead of sampling or
         asking the teacher (real inputs captured from users, for `distill coldstart`)."""
         self.given = given or {}
-        self.spec = loaded.spec
-        self.renderer = PromptRenderer(loaded)
-        self.schemas = [step_json_schema(loaded, i) for i in range(len(self.spec.steps))]
+        self.plan = plan
+        self.renderer = plan.prompts
         self.cache = cache
         self.provider_name = provider_name
         self.model = model
         self.faults: dict[str, str] = {}
-        base = self.spec.teacher.params.model_dump()
-        self.params = [_clean_params({**base, **step.params}) for step in self.spec.steps]
+        self.params = [_clean_params(step.params) for step in plan.steps]
 
     @property
     def template_hashes(self) -> str:
@@ -82,17 +142,17 @@ class RecordWalker:
     def advance(self, index: int) -> dict[str, Any] | Pending:
         """Record `index`'s finished row, or the request it needs next."""
         given_variables, given_outputs = self.given.get(index, ({}, {}))
-        variables = {**self.renderer.sampler.sample(index), **given_variables}
+        variables = {**self.renderer.variables(index), **given_variables}
         outputs: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         spent = _Spent()
-        for k, step in enumerate(self.spec.steps):
+        for k, step in enumerate(self.plan.steps):
             if step.name in given_outputs:
                 outputs[step.name] = given_outputs[step.name]
                 steps.append({"name": step.name, "messages": [], "output": outputs[step.name], "given": True})
                 continue
             rendered = self.renderer.render_step(k, index, variables, outputs)
-            request = TeacherRequest(rendered.messages, self.model, self.params[k], self.schemas[k],
+            request = TeacherRequest(tuple(rendered.messages), self.model, self.params[k], step.schema,
                                      record_index=index, step=step.name, custom_id=f"r{index}-s{k}")
             outcome = self._answer_step(k, request, spent)
             if isinstance(outcome, Pending):
@@ -114,9 +174,10 @@ class RecordWalker:
             return answer
         if answer.reason:
             return answer.reply.text, answer.reason
-        if self.spec.steps[k].output == "text":
+        schema = self.plan.steps[k].schema
+        if self.plan.steps[k].output == "text":
             return answer.reply.text, None
-        parsed, error = parse_json_output(answer.reply.text, self.schemas[k])
+        parsed, error = parse_json_output(answer.reply.text, schema)
         if error is None:
             return parsed, None
         # One corrective retry: the teacher sees its answer and what is wrong with it.
@@ -127,7 +188,7 @@ class RecordWalker:
             return answer
         if answer.reason:
             return answer.reply.text, answer.reason
-        parsed, second_error = parse_json_output(answer.reply.text, self.schemas[k])
+        parsed, second_error = parse_json_output(answer.reply.text, schema)
         if second_error is None:
             return parsed, None
         return answer.reply.text, f"invalid JSON output after one corrective retry: {second_error}"
@@ -145,7 +206,7 @@ class RecordWalker:
 
     def _row(self, index: int, variables: dict[str, Any], steps: list[dict[str, Any]], outputs: dict[str, Any],
              spent: _Spent, *, failure: str | None = None) -> dict[str, Any]:
-        target = outputs.get(self.spec.target_step)
+        target = outputs.get(self.plan.target_step)
         ok = failure is None
         text = (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else ""
         return {

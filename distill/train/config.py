@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from distill.errors import ConfigError, Problem
 from distill.spec import Student, Training, flat_settings
+
+if TYPE_CHECKING:
+    from distill.spec import LoadedSpec
 
 # Fields that change nothing about the trained weights: they may differ between a run and its resume.
 RUNTIME_FIELDS = frozenset(
@@ -119,6 +122,13 @@ def train_config_from_spec(student: dict[str, Any], training: dict[str, Any], *,
     if student.get("base_model") is not None:
         student["base_model"] = (spec_dir / student["base_model"]).resolve()
     return make_train_config({**student, **training}, file=file)
+
+
+def spec_train_config(loaded: LoadedSpec) -> TrainConfig:
+    """The loaded spec's training settings: what `distill train` and `distill run` both train with."""
+    spec = loaded.spec
+    return train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
+                                  spec_dir=loaded.directory, file=loaded.path)
 
 
 def make_train_config(fields: dict[str, Any], *, file: Path | None = None) -> TrainConfig:

@@ -34,6 +34,7 @@ from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.bpb import bits_per_byte
 from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.lineage import examples_digest, weights_digest
+from distill.threads import ThreadTuner
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
 from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
@@ -147,6 +148,11 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     precision = torch.bfloat16 if _trains_in_bf16(config) else torch.float32
     peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
     loss_of = torch.compile(next_token_loss) if config.compile else next_token_loss
+    # On a CPU shared with other processes fewer threads can train faster; the tuner tries them. Not with a
+    # count the user pinned (bit-for-bit resumes), compiled kernels (their thread count is fixed when
+    # compiled) or several processes (each would decide alone).
+    tuner = (ThreadTuner(torch.get_num_threads()) if accelerator.device.type == "cpu" and not config.num_threads
+             and not config.compile and accelerator.num_processes == 1 else None)
     model.train()
     clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
     window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
@@ -193,8 +199,11 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                 row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3),
                        "loss": accelerator.reduce(loss_sum, "mean").item() / config.grad_accum, "lr": lr,
                        "grad_norm": float(grad_norm), "tokens_per_s": round(tokens_per_s, 1),
-                       "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4)}
+                       "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4),
+                       "threads": torch.get_num_threads()}
                 log(row)
+                if tuner is not None and (threads := tuner.observe(tokens_per_s)) is not None:
+                    torch.set_num_threads(threads)
                 bar.update(task, completed=_progress(state, config), stats=(
                     f"step {state.step} loss {row['loss']:.3f} {tokens_per_s / 1e3:.1f}k tok/s MFU {row['mfu']:.2f}"))
             if state.step % config.eval_every == 0:
@@ -338,8 +347,10 @@ def _out_of_budget(state: TrainState, config: TrainConfig) -> str | None:
 
 
 def _evaluate_and_log(evaluate, limit: int | None, state: TrainState, log) -> dict:
+    started = time.perf_counter()
     scores = evaluate(limit)
-    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores}
+    row = {"step": state.step, "tokens": state.tokens, "seconds": round(state.seconds, 3), **scores,
+           "eval_seconds": round(time.perf_counter() - started, 3)}  # what validation costs the run
     log(row)
     return row
 

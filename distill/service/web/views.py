@@ -4,12 +4,12 @@ report's charts and sample completions, and the model and dataset cards."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from distill.evaluate.result import EvalResult
 from distill.service import jobs, runner
 from distill.service.db import Job
 from distill.service.routers import downloads
@@ -40,7 +40,7 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     report = runner.eval_report(run_dir, "json")
     if report is not None:
         view["charts"] = [c for c in CHARTS if (report.parent / c).is_file()]
-        view["samples"] = json.loads(report.read_text()).get("samples", [])[:6]
+        view["samples"] = EvalResult.from_json(report).samples[:6]
     for which in ("model", "dataset"):
         card = runner.card(run_dir, which)
         view["cards"][which] = card.read_text(encoding="utf-8", errors="replace") if card else None
