@@ -7,6 +7,10 @@ It dies with the server that started it (a watchdog notices the parent is gone),
 can resume the job from its run directory without two processes writing it. With `--ray-address` it
 joins that Ray cluster and each stage's work runs there as a task (`distill.scale.ray_stages`); the
 bookkeeping (run manifest, job status and events) stays here, and the tasks die with it.
+
+The worker lowers its own CPU priority (`WORKER_NICENESS`) before any stage starts, and every thread and
+process a stage makes inherits it: training takes whatever CPU the API leaves, so status and review
+requests stay quick while a job trains on the same machine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any, Callable
 from distill.errors import DistillError
 from distill.service import jobs, runner
 from distill.service.db import Job, make_engine, make_sessions
+
+WORKER_NICENESS = 10
 
 
 def _die_with_parent(parent: int) -> None:
@@ -77,6 +83,7 @@ def main() -> None:
     parser.add_argument("job_id")
     args = parser.parse_args()
     _die_with_parent(os.getppid())
+    os.nice(WORKER_NICENESS)
     if args.ray_address is None:
         sys.exit(run_worker(args.database_url, args.job_id))
     from distill.scale.ray_stages import run_stage_on_ray
