@@ -72,14 +72,7 @@ def bits_per_byte(
         raise ValueError("no text to score: every text is empty")
 
     nats, n_tokens = _score_windows(model, windows, batch_size=batch_size, pad_id=pad_id)
-    return {
-        "bits_per_byte": nats / math.log(2) / n_bytes,
-        "perplexity": math.exp(nats / n_tokens),
-        "nats_per_token": nats / n_tokens,
-        "tokens": n_tokens,
-        "bytes": n_bytes,
-        "texts": n_texts,
-    }
+    return _scores(nats, n_tokens, n_bytes, n_texts)
 
 
 def concatenated_bits_per_byte(model, tokenizer, texts: Sequence[str], *, context_length: int,
@@ -102,14 +95,18 @@ def concatenated_bits_per_byte(model, tokenizer, texts: Sequence[str], *, contex
     # A window of T + 1 ids is T inputs and their T targets; the next window starts at its last id.
     windows = _windows(ids, 1, context_length + 1)
     nats, n_tokens = _score_windows(model, windows, batch_size=batch_size, pad_id=pad_id)
-    n_bytes = len(text.encode("utf-8"))
+    return _scores(nats, n_tokens, len(text.encode("utf-8")), sum(1 for t in texts if t))
+
+
+def _scores(nats: float, n_tokens: int, n_bytes: int, n_texts: int) -> dict[str, float | int]:
+    """What both scorings report, from the nats summed over every scored token."""
     return {
         "bits_per_byte": nats / math.log(2) / n_bytes,
         "perplexity": math.exp(nats / n_tokens),
         "nats_per_token": nats / n_tokens,
         "tokens": n_tokens,
         "bytes": n_bytes,
-        "texts": sum(1 for t in texts if t),
+        "texts": n_texts,
     }
 
 
