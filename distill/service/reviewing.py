@@ -10,6 +10,7 @@ from distill.errors import RunDirError
 from distill.review.decisions import decide, review_policy
 from distill.review.signoff import draw_sample, sign_off
 from distill.review.store import ReviewedRecord, build_view, review_dir, view_digest
+from distill.service.runner import StampedCache, file_stamp
 from distill.service.schemas import RecordDetail, RecordOut, ReviewQuery
 
 
@@ -38,8 +39,7 @@ def matches(record: ReviewedRecord, query: ReviewQuery) -> bool:
     return True
 
 
-VIEWS_KEPT = 16
-_VIEWS: dict[Path, tuple[tuple, list[ReviewedRecord]]] = {}
+_VIEWS = StampedCache(keep=16)
 VIEW_FILES = ("dataset/dataset_info.json", "dataset/state.json", "review/state.json", "review/records.jsonl",
               "review/corpus.json", "review/judge.jsonl", "review/audit.jsonl")
 
@@ -47,17 +47,8 @@ VIEW_FILES = ("dataset/dataset_info.json", "dataset/state.json", "review/state.j
 def current_view(run_dir: Path) -> list[ReviewedRecord]:
     """The reviewed view, rebuilt only when one of the files it is made from changed (listing pages of
     records must not reload the dataset each time). Callers must not modify the records."""
-    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
-                  for p in (run_dir / name for name in VIEW_FILES))
-    cached = _VIEWS.get(run_dir)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    view = build_view(run_dir)
-    _VIEWS.pop(run_dir, None)
-    _VIEWS[run_dir] = (stamp, view)
-    while len(_VIEWS) > VIEWS_KEPT:
-        del _VIEWS[next(iter(_VIEWS))]  # the least recently rebuilt
-    return view
+    stamp = file_stamp(*(run_dir / name for name in VIEW_FILES))
+    return _VIEWS.get(run_dir, stamp, lambda: build_view(run_dir))
 
 
 def find_records(run_dir: Path, query: ReviewQuery) -> list[ReviewedRecord]:

@@ -5,8 +5,10 @@ these functions, so a change in the stage API is adapted here only.
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -88,19 +90,79 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
 
 
+def file_stamp(*paths: Path) -> tuple:
+    """What changes when any of `paths` is written, created or removed: (inode, mtime, size) each."""
+    stamps = []
+    for path in paths:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+        else:
+            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
+
+
+class StampedCache:
+    """Values computed from files, recomputed only when the files' stamp changed. Job status is polled
+    by every watching client; most polls find the run directory as it was, and answer from memory.
+    Of several requests that find a value stale at once, one computes it and the others wait for it."""
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self._values: dict[Any, tuple[tuple, Any]] = {}
+        self._computing: dict[Any, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, stamp: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            cached = self._values.get(key)
+            computing = self._computing.setdefault(key, threading.Lock())
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        with computing:
+            with self._lock:
+                cached = self._values.get(key)
+            if cached is not None and cached[0] == stamp:  # computed while this request waited
+                return cached[1]
+            value = compute()
+            with self._lock:
+                self._values.pop(key, None)
+                self._values[key] = (stamp, value)
+                while len(self._values) > self.keep:
+                    oldest = next(iter(self._values))  # the least recently computed
+                    del self._values[oldest]
+                    self._computing.pop(oldest, None)
+        return value
+
+
+_CACHED = StampedCache()
+
+
 def spent_usd(run_dir: Path) -> float:
     """What the teacher's answers have cost so far (the answer cache records each answer's cost)."""
     path = run_dir / "generate" / "cache.sqlite"
-    if not path.is_file():
-        return 0.0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+    stamp = file_stamp(path, path.with_name(path.name + "-wal"))
+    return 0.0 if stamp[0] is None else _CACHED.get(("spent", path), stamp, lambda: _sum_costs(path))
+
+
+def _sum_costs(path: Path) -> float:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
         row = db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
                          " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+    finally:
+        db.close()
     return float(row[0])
 
 
 def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per stage: its state from the run manifest, and for generation how many records are written."""
+    files = (run_dir / "manifest.json", run_dir / "spec.resolved.json", run_dir / "generate" / "records.jsonl")
+    return copy.deepcopy(_CACHED.get(("progress", run_dir), file_stamp(*files), lambda: _progress(run_dir)))
+
+
+def _progress(run_dir: Path) -> dict[str, dict[str, Any]]:
     manifest = read_manifest(run_dir)
     resolved = run_dir / "spec.resolved.json"
     records = json.loads(resolved.read_text())["records"] if resolved.is_file() else 0
