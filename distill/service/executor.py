@@ -101,7 +101,9 @@ class LocalExecutor:
             del self.running[job_id]
             job = session.get(Job, job_id)
             session.refresh(job)
-            if job.status in jobs.RUNNABLE and not job.cancel_requested:
+            # Exit 0: the worker recorded the outcome itself; a job runnable again since (signed off while
+            # this loop slept) is for the next claim, not a death.
+            if code != 0 and job.status in jobs.RUNNABLE and not job.cancel_requested:
                 job.error = {"code": "worker_died", "message": f"the worker exited with code {code}"}
                 jobs.set_status(session, job, "failed", f"the worker stopped unexpectedly (exit code {code})")
             self._release(job_id)
