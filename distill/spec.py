@@ -283,6 +283,7 @@ class Evaluation(Strict):
     batch_size: PositiveInt = 8  # sequences per forward pass when scoring and sampling
     bpb_texts: PositiveInt | None = None  # cap on held-out texts scored for bits per byte; None: all
     rubric: str | None = None  # a template replacing templates/eval's grading rubric
+    dimensions: dict[Identifier, str] | None = None  # the judge's 0-10 grades for this task: name -> what a 10 looks like; None: story grades (text), general ones (instruct)
     extra_texts: list[str] = Field(default_factory=list)  # more held-out text files for bits per byte
 
 

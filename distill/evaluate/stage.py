@@ -33,7 +33,7 @@ SEPARATOR = "<|endoftext|>"
 
 EvalSettings = flat_settings(
     "EvalSettings", __name__, "How to evaluate: the spec's `evaluation` section less the judge and the files, and a seed.",
-    Evaluation, exclude=frozenset({"judge", "rubric", "extra_texts"}), seed=(int, 0))
+    Evaluation, exclude=frozenset({"judge", "rubric", "dimensions", "extra_texts"}), seed=(int, 0))
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def eval_task_from_spec(loaded, name: str) -> EvalTask:
     rubric_path = loaded.directory / rubric_ref if rubric_ref and (loaded.directory / rubric_ref).is_file() else rubric_ref
     target = [step.name for step in spec.steps].index(spec.target_step)
     return EvalTask(name=name, kind=spec.kind, context_length=spec.student.context_length, policy=spec_policy(loaded),
-                    rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1]),
+                    rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1],
+                                       dimensions=spec.evaluation.dimensions),
                     extra_texts=extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]),
                     target_schema=step_json_schema(loaded, target) if spec.steps[target].output == "json" else None)
 
@@ -185,7 +186,7 @@ def parse_judge(value: str) -> tuple[str, str]:
 
 def eval_settings_from_spec(spec) -> EvalSettings:
     """The spec's `evaluation` section (and seed) as the eval stage's settings."""
-    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "extra_texts"}), seed=spec.seed)
+    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"}), seed=spec.seed)
 
 
 def judge_reference(loaded, judge: str | None):
@@ -427,7 +428,7 @@ def _grade(judge: CachedJudge, tasks, student, task: EvalTask, judge_line: str, 
         "protocol": ("Each completion gets a two-turn exchange: a free-text assessment, then 0-10 grades as JSON; "
                      "an unusable answer is retried once, then counted as failed and left out of the means."),
         "interval": ("Means are over beginnings (each beginning's samples averaged first); 95% intervals are Student "
-                     "t-intervals over those per-beginning means."),
+                     "t-intervals over those per-beginning means, clipped to the 0-10 scale."),
         "summary": summarize_grades(outcomes),
         "items": [o.to_json() for o in outcomes],
     }
