@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.files import append_jsonl, read_jsonl
-from distill.review.audit import read_log
+from distill.review.audit import read_log, verify_log
 
 CHECKPOINTS = "audit.checkpoints.jsonl"
 
@@ -79,8 +79,8 @@ def check_checkpoints(review_dir: Path, public_key: Any | None = None) -> Anchor
         elif not 1 <= count <= len(hashes) or hashes[count - 1] != checkpoint["hash"]:
             anchor.problems.append(f"{path}:{number}: the log's entry {count} is not the head this checkpoint "
                                    f"recorded ({checkpoint['hash'][:12]}...): the log was rewritten or cut after it")
-        elif public_key is not None and not signing.signature_holds(public_key, str(checkpoint.get("signature", "")),
-                                                            _signed_part(checkpoint)):
+        elif public_key is not None and not signing.signature_holds(
+                public_key, str(checkpoint.get("signature", "")), _signed_part(checkpoint)):
             anchor.problems.append(f"{path}:{number}: the signature does not verify under the operator's key "
                                    "(a forged checkpoint)")
         else:
@@ -105,8 +105,6 @@ def signoff_anchor_problems(review_dir: Path, signoff: dict[str, Any], public_ke
 
 def log_report(review_dir: Path, public_key: Any | None = None) -> tuple[list[str], list[str]]:
     """(problems, what the check proves and what it cannot) for `distill review RUN --verify-log`."""
-    from distill.review.audit import verify_log
-
     problems = verify_log(review_dir)
     anchor = check_checkpoints(review_dir, public_key)
     entries = len(read_log(review_dir))
