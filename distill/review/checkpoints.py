@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.files import append_jsonl, read_jsonl
-from distill.review.audit import read_log, verify_log
+from distill.review.audit import LOG, _complete_size, verify_log
 
 CHECKPOINTS = "audit.checkpoints.jsonl"
 
@@ -48,6 +48,21 @@ def checkpoint_key() -> Any | None:
     return _signing().signing_key_from(None)
 
 
+def logged_hashes(review_dir: Path) -> list[str | None]:
+    """Each complete line's hash, in order (None for a line that is not an entry: verify_log names it)."""
+    log = review_dir / LOG
+    if not log.exists():
+        return []
+    hashes = []
+    for line in log.read_bytes()[:_complete_size(log)].decode("utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            entry = None
+        hashes.append(entry.get("hash") if isinstance(entry, dict) else None)
+    return hashes
+
+
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
     body = {k: checkpoint.get(k) for k in ("count", "hash", "time", "signed_by")}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -70,7 +85,7 @@ def check_checkpoints(review_dir: Path, public_key: Any | None = None) -> Anchor
     verify too (without one, a checkpoint proves only that whoever rewrote the log did not also rewrite it)."""
     signing = _signing()
     path = review_dir / CHECKPOINTS
-    hashes = [entry.get("hash") for entry in read_log(review_dir)]
+    hashes = logged_hashes(review_dir)
     anchor = Anchor(signed_by=signing.key_fingerprint(public_key) if public_key is not None else None)
     for number, checkpoint in enumerate(read_jsonl(path), 1):
         count = checkpoint.get("count") if isinstance(checkpoint, dict) else None
@@ -95,7 +110,7 @@ def signoff_anchor_problems(review_dir: Path, signoff: dict[str, Any], public_ke
     anchor = check_checkpoints(review_dir, public_key)
     if public_key is None or anchor.problems:
         return anchor.problems
-    position = next((i + 1 for i, e in enumerate(read_log(review_dir)) if e.get("hash") == signoff.get("log_hash")), 0)
+    position = next((i + 1 for i, h in enumerate(logged_hashes(review_dir)) if h == signoff.get("log_hash")), 0)
     if anchor.anchored < position or not position:
         return [f"{review_dir / CHECKPOINTS}: no checkpoint signed with the release key ({anchor.signed_by}) covers "
                 f"the sign-off (audit entry {position}), so the review history cannot be told from a rewrite: "
@@ -107,7 +122,7 @@ def log_report(review_dir: Path, public_key: Any | None = None) -> tuple[list[st
     """(problems, what the check proves and what it cannot) for `distill review RUN --verify-log`."""
     problems = verify_log(review_dir)
     anchor = check_checkpoints(review_dir, public_key)
-    entries = len(read_log(review_dir))
+    entries = len(logged_hashes(review_dir))
     lines = [f"hash chain: {'intact' if not problems else 'BROKEN'} over {entries} entries. An intact chain proves no "
              "entry was edited, removed, inserted or reordered unless every later hash and audit.head were rewritten "
              "too; it cannot tell a log rewritten and re-chained as a whole."]
