@@ -161,6 +161,17 @@ def test_a_whole_forgery_is_caught_by_the_signed_checkpoint(run, keys):
     _refused(run, "no checkpoint signed with the release key", signing_key=keys[0])
 
 
+def test_a_graded_sign_off_record_matches_its_entry_until_edited(tmp_path):
+    from distill.review.policy import load_policy
+    from distill.review.signoff import draw_sample, record_problems, sign_off
+
+    draw_sample(tmp_path, list(range(80)), 60, reviewer="ana", seed=1)
+    sign_off(tmp_path, load_policy("general"), reviewer="ana", defective=[], view_digest="v", pending=0)
+    signoff = json.loads((tmp_path / "signoff.json").read_text())
+    assert signoff["accepted"] and record_problems(tmp_path, signoff) == []
+    assert "edited after the sign-off" in record_problems(tmp_path, {**signoff, "upper_bound": 0.001})[0]
+
+
 def test_a_checkpointed_sign_off_releases_signed_and_names_the_real_signer(run, keys):
     bundle = release(run.path, signing_key=keys[0])
     assert verify(bundle, public_key=keys[1]).ok
