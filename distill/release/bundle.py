@@ -75,8 +75,9 @@ def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> d
     if inputs.chain is not None:
         broken = chain_failures(inputs.review, inputs.chain)
         if broken:  # every problem at once, the gate's too
-            raise ReleaseGateError(*broken, *failures, Problem("release refused: the model is not provably the evaluated "
-                                                               "model trained on the signed-off data (this cannot be overridden)"))
+            refused = Problem("release refused: the model is not provably the evaluated model trained on the "
+                              "signed-off data (this cannot be overridden)")
+            raise ReleaseGateError(*broken, *failures, refused)
     gate = check_gate(failures, override_reason)
     if gate["override"]:
         print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",
