@@ -22,7 +22,7 @@ from typing import Any, Literal
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.result import EVAL_JSON, Comparison, EvalResult
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
-from distill.files import read_json_file
+from distill.files import file_sha256, read_json_file, remove_temps
 from distill.lineage import weights_digest
 from distill.rundir import RunDir
 from distill.runlock import run_lock
@@ -260,6 +260,7 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
     task = eval_task_from_spec(loaded, f"{loaded.spec.name}/{run.path.name}")
     run.start_stage("eval")
+    remove_temps(run.path / "eval")  # half-written files of a killed eval: never shipped, never read
     try:
         result = evaluate(run.path / "train" / "model", heldout_examples(run.path, heldout), run.path / "eval", settings, task,
                           judge=judge_provider, judge_line=judge_line,
@@ -269,6 +270,8 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     except BaseException as exc:
         run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    # What eval wrote, bound to the stage record: a release refuses an eval.json edited afterwards.
+    run.manifest["stages"]["eval"]["eval_json_sha256"] = file_sha256(run.path / "eval" / EVAL_JSON)
     run.finish_stage("eval", counts={"heldout": result.heldout_examples,
                                      "judged": len(result.grading.items) if result.grading else 0,
                                      "probes": result.probes.summary.overall.completions})
