@@ -1,8 +1,11 @@
 """API keys stay in the environment: never in a spec, a run, a bundle or a stored error message.
 
-The review's secret detectors (`safety/patterns/secrets.yaml`) find keys in three places: a spec's own
-text before it is copied into a run or a bundle, an `api_key_env` that holds a key instead of the name
-of the variable holding one, and provider error bodies that echo the key back before they are stored as a
+The review's secret detectors (`safety/patterns/secrets.yaml`) find keys of known shapes; keys without
+one (a gateway's or a vLLM server's token) are found by value: every key variable this process holds (the
+providers' defaults, the `api_key_env` variables of the specs it loaded, any variable named like a
+credential). Both are searched for in a spec's own text (comments and description included) and in every
+file it names before it is copied into a run or a prompt is sent, in an `api_key_env` that holds a key
+instead of a variable's name, and in provider error bodies before they are printed or stored as a
 record's `failure_reason`. A found key is never printed: messages name the line and the kind of key.
 """
 
