@@ -169,3 +169,18 @@ def test_customer_errors_name_spec_files_relative_and_no_other_server_path(tmp_p
     assert public.message == "template 'x.j2' not found in the allowed folders (t, [server path])"
     assert public.hint == "see [server path]"
     assert scrub_text(f"ValueError: {tmp_path}/x") == "[server path]"
+
+
+def test_a_teachers_401_echoing_a_key_of_no_known_shape_is_redacted_everywhere(tmp_path: Path) -> None:
+    from teacher_server import TeacherServer
+    from test_synthesis_generate import KEY_ENV
+    from test_synthesis_generate import write_spec as teacher_spec
+
+    with TeacherServer() as server:
+        server.add_fault("server_error", status=401, times=None)  # its error body echoes the key it was sent
+        spec = teacher_spec(tmp_path, server.openai_base_url, records=8, json_step=False)
+        result = run_distill("generate", spec, "--runs-dir", tmp_path / "runs", env={KEY_ENV: GATEWAY_TOKEN})
+    assert result.returncode == 2 and "HTTP 401" in result.stderr
+    assert GATEWAY_TOKEN not in result.stdout + result.stderr
+    written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and GATEWAY_TOKEN.encode() in p.read_bytes()]
+    assert written == []
