@@ -137,3 +137,19 @@ def test_admin_form_refuses_a_cap_that_is_not_a_number_in_words(typed: str) -> N
     [problem] = refused.value.problems
     assert problem.key == "spending_cap_usd" and problem.message.startswith("the spending cap must be a number")
     assert _cap(" ") is None and _cap("2.5") == 2.5
+
+
+def test_a_failed_jobs_error_names_no_server_path_and_no_class(tmp_path) -> None:
+    from distill.service.db import Job
+    from distill.service.jobs import public_error
+
+    spec_folder = tmp_path / "jobs" / "job_x" / "spec"
+    job = Job(id="job_x", run_dir=str(tmp_path / "jobs" / "job_x" / "runs" / "quick" / "main"), error={
+        "code": "SpecError", "message": f"{spec_folder}/quick.yaml:3 records: bad (see {REPO}/safety/children.yaml)",
+        "problems": [{"message": f"KeyError: {spec_folder}/words/a.txt is empty", "key": "variables.a.file", "hint": None}]})
+    error = public_error(job)
+    assert error["code"] == "spec_error"
+    assert error["message"] == "quick.yaml:3 records: bad (see [server path])"
+    assert error["problems"][0]["message"] == "words/a.txt is empty"
+    job.error = {"code": "internal_error", "message": "KeyError (see the server's worker log for job_x)"}
+    assert "KeyError" not in public_error(job)["message"]
