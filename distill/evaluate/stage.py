@@ -184,9 +184,13 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def eval_settings_from_spec(spec) -> EvalSettings:
-    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
-    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"}), seed=spec.seed)
+def eval_settings_from_spec(spec, folder: Path | None = None) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings; probe set files resolve
+    against the spec's `folder`, like every other file a spec names."""
+    fields = spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"})
+    if folder is not None and fields["probe_sets"]:
+        fields["probe_sets"] = [str(folder / p) if p.endswith(".jsonl") else p for p in fields["probe_sets"]]
+    return EvalSettings(**fields, seed=spec.seed)
 
 
 def judge_reference(loaded, judge: str | None):

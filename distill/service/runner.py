@@ -29,12 +29,14 @@ class CheckedSpec:
     warnings: list[str]
 
 
-def check_and_plan(spec_file: Path) -> CheckedSpec:
-    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan."""
+def check_and_plan(spec_file: Path, *, server: bool = False,
+                   more: Callable[[LoadedSpec], list] | None = None) -> CheckedSpec:
+    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan.
+    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass."""
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
-    checked = check_spec(spec_file)
+    checked = check_spec(spec_file, server=server, more=more)
     plan = estimate_plan(checked.loaded, load_prices(None))
     return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings)
 
