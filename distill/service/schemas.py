@@ -2,47 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from distill.review.verdict import Decision
+from distill.service.accounts import ROLES
+from distill.service.jobs import STATUSES
+from distill.service.problems import ProblemOut, ProblemsOut  # noqa: F401 (the error body lives with its handlers)
+
+JobStatus = Literal[STATUSES]
+Role = Literal[ROLES]
+StageState = Literal["pending", "running", "waiting", "done", "failed"]  # pending: not started (no manifest entry)
+# Times go out as the service writes them (ISO 8601 with the UTC offset); the document says so.
+DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+Cursor = Annotated[str, Field(description="opaque; pass as ?cursor= for the next page (null: this was the last)")]
 
 
-class ProblemOut(BaseModel):
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    key: str | None = None
-    message: str
-    hint: str | None = None
+class HealthOut(BaseModel):
+    status: Literal["ok"]
 
 
-class ProblemsOut(BaseModel):
-    detail: str
-    problems: list[ProblemOut]
+class StageProgress(BaseModel):
+    model_config = ConfigDict(extra="allow")  # stage-specific figures (records_written, ...) come along
+
+    state: StageState
+    seconds: float | None = None
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobProgress(BaseModel):
+    generate: StageProgress
+    review: StageProgress
+    train: StageProgress
+    eval: StageProgress
+    release: StageProgress
 
 
 class JobOut(BaseModel):
     id: str
     tenant_id: str
     spec_name: str
-    status: str
+    status: JobStatus
     error: dict[str, Any] | None
-    created_at: str | None
-    finished_at: str | None
+    created_at: DateTime | None
+    finished_at: DateTime | None
     estimate_usd: float | None = Field(description="the plan's estimated teacher cost")
     max_cost_usd: float | None = Field(description="the spending cap applied (what was left of the tenant's cap)")
     cost_usd: float = Field(description="what the teacher's answers have cost so far")
     cancel_requested: bool
-    progress: dict[str, dict[str, Any]] | None = None
+    progress: JobProgress | None = Field(None, description="per stage, read from the run directory (job details only)")
 
 
 class JobPage(BaseModel):
     jobs: list[JobOut]
+    next_cursor: Cursor | None = None
 
 
 class EventOut(BaseModel):
     id: int
-    time: str | None
+    time: DateTime | None
     type: str
     message: str
     data: dict[str, Any] | None
@@ -56,8 +75,8 @@ class EventPage(BaseModel):
 class RecordOut(BaseModel):
     id: int
     status: Literal["kept", "redacted", "pending", "rejected"]
-    decision: str
-    automatic: str
+    decision: Decision = Field(description="after human actions")
+    automatic: Decision = Field(description="the automatic review's decision")
     codes: list[str]
     prompt: str
     text: str
@@ -74,11 +93,12 @@ class RecordPage(BaseModel):
     records: list[RecordOut]
     total: int
     offset: int
+    next_cursor: Cursor | None = None
 
 
 class ReviewQuery(BaseModel):
     status: Literal["kept", "redacted", "pending", "rejected"] | None = None
-    decision: str | None = Field(None, description="pass, redact, flag or reject (after human actions)")
+    decision: Decision | None = Field(None, description="after human actions")
     reason: str | None = Field(None, description="reason code or prefix: pii matches pii.email")
     category: str | None = None
     q: str | None = Field(None, description="text search in the prompt and text (case-insensitive)")
@@ -141,7 +161,7 @@ class SignoffOut(BaseModel):
     defects: int
     upper_bound: float | None
     max_defect_rate: float
-    job_status: str
+    job_status: JobStatus
 
 
 class AuditOut(BaseModel):
@@ -167,7 +187,7 @@ class TenantOut(BaseModel):
 
 class UserIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    role: Literal["admin", "reviewer", "customer"]
+    role: Role
     tenant: str | None = None
     assign: list[str] = Field(default_factory=list)
 
@@ -175,7 +195,7 @@ class UserIn(BaseModel):
 class UserOut(BaseModel):
     id: str
     name: str
-    role: str
+    role: Role
     tenant_id: str | None
 
 
@@ -184,3 +204,65 @@ class TokenOut(BaseModel):
     user_id: str
     token: str | None = Field(None, description="shown once, at creation; only its hash is stored")
     revoked: bool
+
+
+class RouteOut(BaseModel):
+    model: str = Field(description="the bundle's name")
+    percent: int = Field(ge=0, le=100)
+
+
+class CaptureSettingsOut(BaseModel):
+    enabled: bool
+    rate: float
+    retention_days: int
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    job_id: str
+    tenant_id: str
+    name: str
+    routes: list[RouteOut]
+    capture: CaptureSettingsOut
+    path: str = Field(description="the OpenAI-compatible base path of the deployment")
+    created_at: DateTime | None
+    events: list[dict[str, Any]] = Field(description="every switch (create, promote, rollback), oldest first")
+
+
+class DeploymentPage(BaseModel):
+    deployments: list[DeploymentOut]
+    next_cursor: Cursor | None = None
+
+
+class CapturesKept(BaseModel):
+    kept: int = Field(description="lines appended to the job's captures")
+
+
+class CapturePage(BaseModel):
+    captures: list[dict[str, Any]] = Field(description="capture lines in the standalone server's format, oldest first")
+    count: int = Field(description="captures on this page")
+    next_cursor: Cursor | None = None
+
+
+class CapturesDeleted(BaseModel):
+    deleted: int
+
+
+class ColdStartOut(JobOut):
+    parent_job: str = Field(description="the job whose captures the new job is built from")
+
+
+class LineageCaptures(BaseModel):
+    sha256: str
+
+
+class LineageOut(BaseModel):
+    """Where a cold-start job's data came from (server paths are not part of it)."""
+
+    parent_job: str | None = None
+    parent_spec_sha256: str | None = None
+    captures: LineageCaptures
+    input_step: str
+    start: str
+    real_share: float
+    counts: dict[str, int]
