@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from distill.review.verdict import Decision
+from distill.review.verdict import Decision as VerdictDecision
 from distill.service.accounts import ROLES
 from distill.service.jobs import STATUSES
 from distill.service.problems import ProblemOut, ProblemsOut  # noqa: F401 (the error body lives with its handlers)
 
-JobStatus = Literal[STATUSES]
-Role = Literal[ROLES]
-StageState = Literal["pending", "running", "waiting", "done", "failed"]  # pending: not started (no manifest entry)
+
+def _enum(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """A named enum of the document (one `JobStatus` schema that every operation refers to), made from the
+    values the service itself uses, so the two cannot drift."""
+    return StrEnum(name, [(value.upper(), value) for value in values], module=__name__)
+
+
+JobStatus = _enum("JobStatus", STATUSES)
+Role = _enum("Role", ROLES)
+StageState = _enum("StageState", ("pending", "running", "waiting", "done", "failed"))  # pending: no manifest entry yet
+Decision = _enum("Decision", get_args(VerdictDecision))
+RecordStatus = _enum("RecordStatus", ("kept", "redacted", "pending", "rejected"))
+HumanDecision = _enum("HumanDecision", ("accept", "reject"))
 # Times go out as the service writes them (ISO 8601 with the UTC offset); the document says so.
 DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 Cursor = Annotated[str, Field(description="opaque; pass as ?cursor= for the next page (null: this was the last)")]
@@ -74,7 +85,7 @@ class EventPage(BaseModel):
 
 class RecordOut(BaseModel):
     id: int
-    status: Literal["kept", "redacted", "pending", "rejected"]
+    status: RecordStatus
     decision: Decision = Field(description="after human actions")
     automatic: Decision = Field(description="the automatic review's decision")
     codes: list[str]
@@ -97,7 +108,7 @@ class RecordPage(BaseModel):
 
 
 class ReviewQuery(BaseModel):
-    status: Literal["kept", "redacted", "pending", "rejected"] | None = None
+    status: RecordStatus | None = None
     decision: Decision | None = Field(None, description="after human actions")
     reason: str | None = Field(None, description="reason code or prefix: pii matches pii.email")
     category: str | None = None
@@ -106,13 +117,13 @@ class ReviewQuery(BaseModel):
 
 class DecisionIn(BaseModel):
     ids: list[int] = Field(min_length=1)
-    decision: Literal["accept", "reject"]
+    decision: HumanDecision
     reason: str = Field(min_length=1, description="why, for the audit log")
 
 
 class BulkIn(BaseModel):
     query: ReviewQuery
-    decision: Literal["accept", "reject"]
+    decision: HumanDecision
     reason: str = Field(min_length=1)
 
 
