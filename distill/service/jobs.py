@@ -108,9 +108,13 @@ def submit_job(session: Session, user: User, data: bytes, filename: str, spec_pa
     return job
 
 
-def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100) -> list[Job]:
-    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins)."""
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100,
+              before: tuple[datetime, str] | None = None) -> list[Job]:
+    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins),
+    newest first; `before`: only those after the job with this (created_at, id) in that order (the next page)."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where((Job.created_at < before[0]) | ((Job.created_at == before[0]) & (Job.id < before[1])))
     tenants = visible_tenants(session, user)
     if tenants is not None:
         query = query.where(Job.tenant_id.in_(tenants))

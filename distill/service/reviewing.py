@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.errors import RunDirError
+from distill.errors import Problem
 from distill.review.decisions import decide, review_policy
 from distill.review.signoff import draw_sample, sign_off
 from distill.review.store import ReviewedRecord, build_view, review_dir, view_digest
+from distill.service.problems import Conflict
 from distill.service.runner import StampedCache, file_stamp
 from distill.service.schemas import RecordDetail, RecordOut, ReviewQuery
 
@@ -21,7 +22,7 @@ def reviewer_identity(user) -> str:
 
 def require_review(run_dir: Path) -> None:
     if not (review_dir(run_dir) / "state.json").is_file():
-        raise RunDirError("the job's dataset has not been reviewed yet; wait until the job reaches awaiting_review")
+        raise Conflict(Problem("the job's dataset has not been reviewed yet; wait until the job reaches awaiting_review"))
 
 
 def matches(record: ReviewedRecord, query: ReviewQuery) -> bool:

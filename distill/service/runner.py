@@ -153,6 +153,10 @@ def _sum_costs(path: Path) -> float:
     try:
         row = db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
                          " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return 0.0  # the generator has created the file but not its tables yet: nothing is spent
     finally:
         db.close()
     return float(row[0])
