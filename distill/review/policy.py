@@ -28,7 +28,7 @@ from distill.review.verdict import Decision
 from distill.spec import located_problems
 
 Share = Annotated[float, Field(ge=0, le=1)]
-PiiKind = Literal["email", "phone", "street_address", "card", "iban", "national_id", "ip_address"]
+PiiKind = Literal["email", "phone", "street_address", "card", "iban", "national_id", "ip_address", "date_of_birth"]
 
 
 class Strict(BaseModel):
@@ -63,7 +63,7 @@ class Conformance(Strict):
 
 class Pii(Strict):
     kinds: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "street_address", "card", "iban", "national_id",
-                                                          "ip_address"])
+                                                          "ip_address", "date_of_birth"])
     phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"])
     placeholder_domains: list[str] = Field(
         default_factory=lambda: ["example.com", "example.org", "example.net", "example", "test", "invalid", "localhost"]
@@ -129,6 +129,8 @@ class Policy(Strict):
     pii: Pii = Field(default_factory=Pii)
     secrets: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="secrets"))
     injection: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="injection"))
+    # insults, threats, harassment, dehumanising language, self-harm encouragement without profanity
+    toxicity: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="toxicity"))
     offensive: Offensive = Field(default_factory=Offensive)
     lexicons: list[str] = Field(default_factory=list)  # files under safety/lexicons/ (without .yaml)
     dedup: Dedup = Field(default_factory=Dedup)
@@ -179,7 +181,8 @@ def safety_file(folder: str, name: str, suffix: str) -> Path:
 
 def referenced_files(policy: Policy) -> list[Path]:
     files = [safety_file("patterns", policy.pii.national_id_patterns, ".yaml")]
-    files += [safety_file("patterns", check.patterns, ".yaml") for check in (policy.secrets, policy.injection) if check.enabled]
+    files += [safety_file("patterns", check.patterns, ".yaml") for check in (policy.secrets, policy.injection, policy.toxicity)
+              if check.enabled]
     if policy.quality.refusal_patterns:
         files.append(safety_file("patterns", policy.quality.refusal_patterns, ".yaml"))
     if policy.conformance.vocabulary:
