@@ -25,7 +25,7 @@ _ENTITY = re.compile(r"&(?:#\d{2,6}|#x[0-9a-fA-F]{2,6}|[a-zA-Z]{2,8});")
 # a key prefix followed by chunks separated by spaces or line breaks
 _SPLIT_KEY = re.compile(
     r"(?:sk-(?:proj-|ant-(?:api|admin)\d\d-)?|gh[pousr]_|github_pat_|[sr]k_(?:live|test)_|AKIA|ASIA|xox[abposr]-|glpat-|hf_|AIza|npm_|SG\.)"
-    r"(?:[ \t]*\n?[ \t]*[A-Za-z0-9_\-.]{2,}){2,}"
+    r"(?:[ \t]*\n?[ \t]*(?=[A-Za-z0-9_\-.]*[0-9A-Z])[A-Za-z0-9_\-.]{2,}){2,}"
 )
 _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S[ \t]){10,}\S(?!\S)")
 _PRINTABLE = re.compile(r"[\x20-\x7e\s\u00a0-\uffff]")
