@@ -101,7 +101,8 @@ def duplicate_recall(policy: Policy, family: Family, distractors: list[str]) -> 
     of_copy = {len(distractors) + len(originals) + i: len(distractors) + i for i in range(len(copies))}
     dedup = policy.dedup
     found = find_duplicates(ids, texts, threshold=dedup.threshold, num_perm=dedup.num_perm, shingle_words=dedup.shingle_words,
-                            semantic_threshold=dedup.semantic_threshold if dedup.semantic else None)
+                            semantic_threshold=dedup.semantic_threshold if dedup.semantic else None,
+                            semantic_margin=dedup.semantic_margin)
     hits = {d.record for d in found if of_copy.get(d.record) == d.of}
     return len(hits), len(copies)
 
@@ -110,7 +111,8 @@ def false_duplicate_rate(policy: Policy, records: list[str]) -> float:
     dedup = policy.dedup
     found = find_duplicates(list(range(len(records))), records, threshold=dedup.threshold, num_perm=dedup.num_perm,
                             shingle_words=dedup.shingle_words,
-                            semantic_threshold=dedup.semantic_threshold if dedup.semantic else None)
+                            semantic_threshold=dedup.semantic_threshold if dedup.semantic else None,
+                            semantic_margin=dedup.semantic_margin)
     return len(found) / len(records)
 
 

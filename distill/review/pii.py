@@ -39,6 +39,7 @@ _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S ){5,}\S(?!\S)")
 # phone numbers written with words or odd separators: `three one two dash four four eight ...`
 _DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
                 "seven": "7", "eight": "8", "nine": "9"}
+_COUNTING = ("1234567", "2345678", "3456789", "9876543", "8765432", "7654321")  # counting aloud, not a number
 _DIGIT_TOKEN = r"(?:\d|\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b)"
 _SPELLED_PHONE = re.compile(rf"\+?{_DIGIT_TOKEN}(?:(?:[\s().,\-/_*~|:]{{0,3}}|\s*\b(?:dash|hyphen|dot|space)\b\s*){_DIGIT_TOKEN}){{8,14}}", re.I)
 _PHONE_CONTEXT = frozenset("call calls calling phone phones text texting ring dial number numbers tel telephone mobile "
@@ -160,6 +161,8 @@ def _spelled_phones(text: str, regions: tuple[str, ...]) -> list[Finding]:
         if _PHONE_CANDIDATE.fullmatch(raw.strip()):
             continue  # an ordinary number: `_phones` validates it
         digits = "".join(_DIGIT_WORDS.get(token.lower(), token) for token in re.findall(_DIGIT_TOKEN, raw, re.I))
+        if any(run in digits for run in _COUNTING):
+            continue  # "one, two, three, four, five...": counting, not a number to call
         candidates = ["+" + digits] if raw.startswith("+") else [digits, "+" + digits]
         for candidate in candidates:
             number = _parse_phone(candidate, regions)

@@ -92,7 +92,10 @@ class Dedup(Strict):
     num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
     shingle_words: Annotated[int, Field(ge=1, le=16)] = 5
     semantic: bool = True  # also compare by meaning (TF-IDF cosine), which catches reworded copies
-    semantic_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
+    semantic_threshold: Annotated[float, Field(gt=0, le=1)] = 0.4  # least TF-IDF cosine of a reworded copy
+    # ... which must also be this many times the records' typical similarity to their nearest records
+    # (distinct records of one template are all alike; a reworded copy stands out)
+    semantic_margin: Annotated[float, Field(ge=1)] = 1.5
     opening_words: Annotated[int, Field(ge=1, le=20)] = 4
     max_opening_share: Share = 0.1  # openings used by more records than this are reported
 

@@ -175,7 +175,8 @@ def _corpus_stage(review: Path, policy: Policy, rows: list[dict], eval_files: li
     if policy.dedup.enabled:
         duplicates = find_duplicates(ids, texts, threshold=policy.dedup.threshold, num_perm=policy.dedup.num_perm,
                                      shingle_words=policy.dedup.shingle_words,
-                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None)
+                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None,
+                                     semantic_margin=policy.dedup.semantic_margin)
         lengths = dict(zip(ids, map(len, texts)))
         details = {"exact": "same text as record {of}", "near": "{similarity:.0%} similar to record {of} (MinHash)",
                    "semantic": "says the same as record {of} in other words ({similarity:.0%} TF-IDF cosine)"}
