@@ -28,6 +28,9 @@ _SPLIT_KEY = re.compile(
     r"(?:[ \t]*\n?[ \t]*(?=[A-Za-z0-9_\-.]*[0-9A-Z])[A-Za-z0-9_\-.]{2,}){2,}"
 )
 _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S[ \t]){10,}\S(?!\S)")
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{16}")
+_KEY_PREFIXES = ("sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_", "AKIA", "ASIA", "xox", "glpat-",
+                 "hf_", "AIza", "npm_", "SG.")
 _PRINTABLE = re.compile(r"[\x20-\x7e\s\u00a0-\uffff]")
 
 
@@ -61,6 +64,27 @@ def _base64(token: str) -> str | None:
 def readings(text: str) -> list[Reading]:
     """Every decoded or re-joined reading of `text` that differs from it."""
     found: list[Reading] = []
+    if max(map(len, text.split()), default=0) >= 16 and _LONG_TOKEN.search(text):
+        found += _decoded_tokens(text)
+    if "%" in text:
+        for match in _URL_ESCAPED.finditer(text):
+            decoded = unquote_plus(match.group())
+            if decoded != match.group():
+                found.append(Reading("url", match.span(), decoded.replace("?", " ").replace("=", " ").replace("&", " ")))
+    if "&" in text and _ENTITY.search(text):
+        found.append(Reading("html", (0, len(text)), html.unescape(text)))
+    if any(prefix in text for prefix in _KEY_PREFIXES):
+        for match in _SPLIT_KEY.finditer(text):
+            if any(c.isspace() for c in match.group()):
+                found.append(Reading("joined", match.span(), re.sub(r"\s+", "", match.group())))
+    if " - " in text or text.count(" ") > len(text) // 3:  # a run of single characters has a space every other one
+        for match in _LETTER_SPACED.finditer(text):
+            found.append(Reading("joined", match.span(), re.sub(r"[ \t]", "", match.group())))
+    return found
+
+
+def _decoded_tokens(text: str) -> list[Reading]:
+    found = []
     for match in _BASE64.finditer(text):
         token = match.group()
         if token.isalpha() and (token.islower() or token.isupper()):
@@ -72,16 +96,4 @@ def readings(text: str) -> list[Reading]:
         decoded = _from_bytes(bytes.fromhex(match.group()))
         if decoded:
             found.append(Reading("hex", match.span(), decoded))
-    if "%" in text:
-        for match in _URL_ESCAPED.finditer(text):
-            decoded = unquote_plus(match.group())
-            if decoded != match.group():
-                found.append(Reading("url", match.span(), decoded.replace("?", " ").replace("=", " ").replace("&", " ")))
-    if "&" in text and _ENTITY.search(text):
-        found.append(Reading("html", (0, len(text)), html.unescape(text)))
-    for match in _SPLIT_KEY.finditer(text):
-        if any(c.isspace() for c in match.group()):
-            found.append(Reading("joined", match.span(), re.sub(r"\s+", "", match.group())))
-    for match in _LETTER_SPACED.finditer(text):
-        found.append(Reading("joined", match.span(), re.sub(r"[ \t]", "", match.group())))
     return found

@@ -97,9 +97,10 @@ def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[
         found += _emails(text, lowered, settings.placeholder_domains)
     if "phone" in kinds and not _PHONE_CONTEXT.isdisjoint(words) and _enough_digits(text, words):
         found += _spelled_phones(text, settings.phone_regions)
+    digits = _DIGIT.search(text) is not None
     if "street_address" in kinds:
-        found += street_addresses(text, lowered, words)
-    if not _DIGIT.search(text):
+        found += street_addresses(text, lowered, words, digits)
+    if not digits:
         return found  # every other kind has digits
     if "date_of_birth" in kinds and any(word in lowered for word in BIRTH_WORDS):
         found += dates_of_birth(text)

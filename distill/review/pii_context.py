@@ -133,8 +133,11 @@ _DIRECTION = r"(?:(?:n|s|e|w|ne|nw|se|sw|north|south|east|west)\.?\s+)"
 _NAME_WORD = r"[A-Za-z0-9][\w'’\-]*\.?"
 _NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
                  r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred)")
-_HOUSE_FIRST = re.compile(
-    rf"\b(?:\d{{1,5}}[A-Za-z]?|{_NUMBER_WORDS}(?:[\s-]{_NUMBER_WORDS}){{0,2}}),?\s+{_DIRECTION}?((?:{_NAME_WORD}\s+){{1,3}}){_TYPES}\b\.?", re.I)
+_HOUSE_FIRST = re.compile(rf"\b\d{{1,5}}[A-Za-z]?,?\s+{_DIRECTION}?((?:{_NAME_WORD}\s+){{1,3}}){_TYPES}\b\.?", re.I)
+# a house number in words ("seventeen Harbour View Drive") only next to a word saying it is an address
+_HOUSE_IN_WORDS = re.compile(
+    rf"\b{_NUMBER_WORDS}(?:[\s-]{_NUMBER_WORDS}){{0,2}},?\s+((?:[A-Z][\w'’\-]*\s+){{1,3}})(?i:{_TYPES})\b\.?")
+_ADDRESS_WORDS = ("address", "lives at", "live at", "live on", "lives on", "home is", "house is")
 _NAME_FIRST = re.compile(rf"\b((?:[A-Z][\w'’\-]*\s+){{1,3}})(?i:{_TYPES})\.?,?\s+(?:number\s+|no\.?\s*)?\d{{1,5}}[a-z]?\b")
 _NUMBER_ON = re.compile(rf"\bnumber\s+\d{{1,5}}[a-z]?\s+(?:on|in)\s+((?:[A-Z][\w'’\-]*\s+){{1,3}}){_TYPES}\b", re.I)
 _EUROPEAN = re.compile(
@@ -155,18 +158,22 @@ _SENTENCE = re.compile(r"[^.!?]*(?:[.!?](?=\s|$)|$)")
 
 
 _TYPE_WORDS = frozenset(_TYPES[3:-1].split("|"))
-_EUROPEAN_MARKERS = ("stra", "weg", "gasse", "platz", "allee", "laan", "gracht", "rue ", "calle", "avenida", "via ", "viale",
-                     "piazza", "corso", "rua ", "plaza", "paseo", "carrer", "gatan", "vägen", "vej ", "gade", "damm", "ring")
+_EUROPEAN_MARKERS = ("stra", "weg ", "gasse", "platz", "allee", "laan ", "gracht", "rue ", "calle ", "avenida ", "via ", "viale ",
+                     "piazza ", "corso ", "rua ", "plaza ", "paseo ", "carrer ", "gatan ", "vägen ", "vej ", "gade ")
 
 
-def street_addresses(text: str, lowered: str, words: list[str]) -> list[Finding]:
-    """`lowered` and `words`: the text lower-cased and its lower-cased words (a record naming no kind of
-    street costs one set test)."""
-    if _TYPE_WORDS.isdisjoint(words) and not any(marker in lowered for marker in _EUROPEAN_MARKERS):
-        return []
+def street_addresses(text: str, lowered: str, words: list[str], digits: bool) -> list[Finding]:
+    """`lowered` and `words`: the text lower-cased and its lower-cased words; `digits`: whether it has
+    any (a record naming no kind of street costs one set test)."""
+    regexes = []
+    if not _TYPE_WORDS.isdisjoint(words):
+        regexes += [_HOUSE_FIRST, _NAME_FIRST, _NUMBER_ON] if digits else []
+        regexes += [_HOUSE_IN_WORDS] if any(word in lowered for word in _ADDRESS_WORDS) else []
+    if digits and any(marker in lowered for marker in _EUROPEAN_MARKERS):
+        regexes.append(_EUROPEAN)
     found: list[Finding] = []
     spans: list[tuple[int, int]] = []
-    for regex in (_HOUSE_FIRST, _NAME_FIRST, _NUMBER_ON, _EUROPEAN):
+    for regex in regexes:
         for match in regex.finditer(text):
             if regex is not _EUROPEAN and _has_function_word(match.group(1)):
                 continue  # "2 miles down the road" is a distance, not an address
