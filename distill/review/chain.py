@@ -48,6 +48,16 @@ def task_from_policy(policy: Policy) -> TaskConformance:
     )
 
 
+def task_for_length(policy: Policy, longest_words: int | None) -> TaskConformance | None:
+    """The policy's conformance checks without its minimum length when the spec asks for texts too short
+    to reach it comfortably (a cap under twice the minimum): a short clean record is not a defect then.
+    None: the policy's own checks apply."""
+    least = policy.conformance.min_words
+    if longest_words is None or least is None or longest_words >= 2 * least:
+        return None
+    return dataclasses.replace(task_from_policy(policy), min_words=None)
+
+
 class Chain:
     """Stages 1-7 compiled for one policy and task."""
 

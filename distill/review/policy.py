@@ -113,12 +113,16 @@ class Judge(Strict):
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     concurrency: Annotated[int, Field(gt=0)] = 8
     max_tokens: Annotated[int, Field(gt=0)] = 300
+    # when no judge read the records: "note" says so in the report and sign-off; "require" refuses the
+    # sign-off; "larger_sample" asks a person to grade `signoff.sample_size_without_judge` records
+    when_absent: Literal["note", "require", "larger_sample"] = "note"
 
 
 class Signoff(Strict):
     max_defect_rate: Annotated[float, Field(gt=0, lt=1)] = 0.05
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     sample_size: Annotated[int, Field(gt=0)] = 60
+    sample_size_without_judge: Annotated[int, Field(gt=0)] = 200  # with judge.when_absent: larger_sample
 
 
 class Policy(Strict):
