@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
-from distill.review.decoded import readings
+from distill.review.decoded import KEY_PREFIXES, readings
 from distill.review.folding import fold
 from distill.review.injection import scan_injection
 from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
@@ -125,7 +125,7 @@ class Chain:
         on_folded += scan_secrets(folded.text, folded_lower, self.secrets, folded_present)
         on_folded += scan_injection(folded.text, folded_lower, self.injections, folded_present)
         on_folded += scan_patterns(folded.text, folded_lower, self.toxicity, "toxicity", "[...]", folded_present)
-        on_folded += self._scan_readings(folded.text, on_folded)
+        on_folded += self._scan_readings(folded.text, on_folded, not folded_present.isdisjoint(KEY_PREFIXES))
         if self.offensive is not None:
             on_folded += scan_offensive(folded.text, folded_words, self.offensive, self.policy.offensive.threshold)
         if folded.origin is not None:
@@ -138,11 +138,11 @@ class Chain:
             found = [dataclasses.replace(f, field=field) for f in found]
         return found, checked, stats
 
-    def _scan_readings(self, text: str, already: list[Finding]) -> list[Finding]:
+    def _scan_readings(self, text: str, already: list[Finding], key_prefix: bool) -> list[Finding]:
         """Secrets, injections and toxicity in the decoded or re-joined readings of `text`, on the span
         each reading came from."""
         found: list[Finding] = []
-        for reading in readings(text):
+        for reading in readings(text, key_prefix):
             lowered = reading.text.lower()
             present = self.triggers.present(lowered)
             hits = scan_secrets(reading.text, lowered, self.secrets, present)

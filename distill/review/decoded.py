@@ -29,8 +29,9 @@ _SPLIT_KEY = re.compile(
 )
 _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S[ \t]){10,}\S(?!\S)")
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{16}")
-_KEY_PREFIXES = ("sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_", "AKIA", "ASIA", "xox", "glpat-",
-                 "hf_", "AIza", "npm_", "SG.")
+# lower-case key prefixes (the secret patterns' triggers): a key split by spaces starts with one
+KEY_PREFIXES = frozenset({"sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "_live_", "_test_", "akia", "asia", "xox",
+                          "glpat-", "hf_", "aiza", "npm_", "sg."})
 _PRINTABLE = re.compile(r"[\x20-\x7e\s\u00a0-\uffff]")
 
 
@@ -61,8 +62,9 @@ def _base64(token: str) -> str | None:
     return _from_bytes(raw)
 
 
-def readings(text: str) -> list[Reading]:
-    """Every decoded or re-joined reading of `text` that differs from it."""
+def readings(text: str, key_prefix: bool | None = None) -> list[Reading]:
+    """Every decoded or re-joined reading of `text` that differs from it. `key_prefix`: whether the text
+    holds one of `KEY_PREFIXES` (lower-cased), when the caller knows already."""
     found: list[Reading] = []
     if max(map(len, text.split()), default=0) >= 16 and _LONG_TOKEN.search(text):
         found += _decoded_tokens(text)
@@ -73,7 +75,7 @@ def readings(text: str) -> list[Reading]:
                 found.append(Reading("url", match.span(), decoded.replace("?", " ").replace("=", " ").replace("&", " ")))
     if "&" in text and _ENTITY.search(text):
         found.append(Reading("html", (0, len(text)), html.unescape(text)))
-    if any(prefix in text for prefix in _KEY_PREFIXES):
+    if key_prefix if key_prefix is not None else any(prefix in text.lower() for prefix in KEY_PREFIXES):
         for match in _SPLIT_KEY.finditer(text):
             if any(c.isspace() for c in match.group()):
                 found.append(Reading("joined", match.span(), re.sub(r"\s+", "", match.group())))
