@@ -10,7 +10,7 @@ every shipped policy: "detector" counts findings of the personal-data, secret, i
 offensive-language and lexicon stages; "any" counts every finding a policy does not pass (quality and
 conformance included).
 
-    .venv/bin/python benchmarks/safety_generalisation.py [--policy general] [--half A|B] [--misses]
+    .venv/bin/python benchmarks/safety_generalisation.py [--policy general] [--half A|B] [--misses] [--folder DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def load_families(folder: Path = FAMILIES) -> list[Family]:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         for index, entry in enumerate(document["families"]):
             expect = () if entry["expect"] == "clean" else tuple(entry["expect"])
-            families.append(Family(document["kind"], entry["name"], "AB"[index % 2], expect, tuple(entry["cases"])))
+            kind = entry.get("kind", document["kind"])  # a file may mix kinds, each family naming its own
+            families.append(Family(kind, entry["name"], "AB"[index % 2], expect, tuple(entry["cases"])))
     return families
 
 
@@ -162,7 +163,7 @@ def report_clean(families: list[Family], show_misses: bool) -> None:
                     bad, total = bad + len(hits), total + len(family.cases)
                     if hits and (show_misses or detectors_only):
                         rows += [f"  FP [{family.name}] {codes} {case[:80]!r}" for case, codes in hits]
-                print(f"  half {half}: {bad}/{total} clean records flagged ({bad / total:.1%})")
+                print(f"  half {half}: {bad}/{total} clean records flagged ({bad / max(total, 1):.1%})")
             if rows and (show_misses or name == "general"):
                 print("\n".join(rows))
         records = template_records(300)
@@ -174,8 +175,9 @@ def main() -> None:
     parser.add_argument("--policy", default="general")
     parser.add_argument("--half", choices=["A", "B"], help="only report this half as the held-out one")
     parser.add_argument("--misses", action="store_true", help="print each missed case and each false positive")
+    parser.add_argument("--folder", type=Path, default=FAMILIES, help="the family files (default: %(default)s)")
     args = parser.parse_args()
-    families = load_families()
+    families = load_families(args.folder)
     counts = {kind: sum(1 for f in families if f.kind == kind) for kind in KINDS}
     print("families:", ", ".join(f"{k} {v}" for k, v in counts.items()),
           f"({sum(len(f.cases) for f in families)} cases)")
