@@ -29,6 +29,7 @@ _SPLIT_KEY = re.compile(
 )
 _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S[ \t]){10,}\S(?!\S)")
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{16}")
+_ENCODED_MARKS = tuple("0123456789=+/")
 # lower-case key prefixes (the secret patterns' triggers): a key split by spaces starts with one
 KEY_PREFIXES = frozenset({"sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "_live_", "_test_", "akia", "asia", "xox",
                           "glpat-", "hf_", "aiza", "npm_", "sg."})
@@ -66,7 +67,8 @@ def readings(text: str, key_prefix: bool | None = None) -> list[Reading]:
     """Every decoded or re-joined reading of `text` that differs from it. `key_prefix`: whether the text
     holds one of `KEY_PREFIXES` (lower-cased), when the caller knows already."""
     found: list[Reading] = []
-    if max(map(len, text.split()), default=0) >= 16 and _LONG_TOKEN.search(text):
+    # base64 and hex of a sentence hold a digit, "=", "+" or "/" (a few substring tests rule most prose out)
+    if any(mark in text for mark in _ENCODED_MARKS) and _LONG_TOKEN.search(text):
         found += _decoded_tokens(text)
     if "%" in text:
         for match in _URL_ESCAPED.finditer(text):
