@@ -18,12 +18,27 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
+
+
+class _ReviewGroup(TyperGroup):
+    """`distill review list --help` (no RUN before the sub-command) shows the list command's own help,
+    as `distill review RUN list --help` does, instead of the group's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands and any(a in ("--help", "-h") for a in args[1:]):
+            command = self.commands[args[0]]
+            click.echo(command.get_help(click.Context(command, info_name=f"RUN {args[0]}", parent=ctx)))
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
 
 # Interspersed arguments let `distill review RUN --verify-log` put the group's own options after RUN;
 # options the group does not know pass through to the sub-command (`RUN list --reason pii`).
 app = typer.Typer(name="review", help="Safety review: automatic checks, human decisions, audit log, sign-off.",
-                  no_args_is_help=True, add_completion=False,
+                  cls=_ReviewGroup, no_args_is_help=True, add_completion=False,
                   context_settings={"allow_interspersed_args": True, "ignore_unknown_options": True})
 
 ReviewerOpt = Annotated[Optional[str], typer.Option("--reviewer", help="Your name for the audit log (default: $DISTILL_REVIEWER).")]
@@ -112,7 +127,7 @@ def list_records(
     """List records (id, status, reason codes, start of the text), one per line on stdout."""
     from distill.review.store import build_view
 
-    shown = 0
+    matching = 0
     for record in build_view(_run(ctx)):
         if status and record.status != status:
             continue
@@ -120,11 +135,13 @@ def list_records(
             continue
         if stage and not any(f.stage == stage for f in record.reasons):
             continue
-        snippet = record.text[:70].replace("\n", " ")
-        print(f"{record.id}\t{record.status}\t{','.join(dict.fromkeys(record.codes)) or '-'}\t{snippet}")
-        shown += 1
-        if shown >= limit:
-            break
+        matching += 1
+        if matching <= limit:
+            snippet = record.text[:70].replace("\n", " ")
+            print(f"{record.id}\t{record.status}\t{','.join(dict.fromkeys(record.codes)) or '-'}\t{snippet}")
+    if matching > limit:
+        _say(f"showing the first {limit} of {matching} matching records; see more with --limit {matching}, "
+             "or narrow the list with --reason, --status or --stage")
 
 
 @app.command()
@@ -216,12 +233,12 @@ def sample(
     import json
 
     from distill.review.decisions import review_policy, reviewer_name
-    from distill.review.signoff import draw_sample
+    from distill.review.signoff import draw_sample, required_sample_size
     from distill.review.store import build_view, review_dir
 
     view = build_view(_run(ctx))
     kept = {r.id: r for r in view if r.status in ("kept", "redacted")}
-    drawn = draw_sample(review_dir(_run(ctx)), list(kept), size or review_policy(_run(ctx)).signoff.sample_size,
+    drawn = draw_sample(review_dir(_run(ctx)), list(kept), size or required_sample_size(review_dir(_run(ctx)), review_policy(_run(ctx))),
                         reviewer=reviewer_name(reviewer), seed=seed)
     for record_id in drawn["ids"]:
         print(json.dumps({"id": record_id, "prompt": kept[record_id].prompt, "text": kept[record_id].text}, ensure_ascii=False))
@@ -247,6 +264,8 @@ def signoff(
                         view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view))
     _say(f"{decision['defects']} defective in {decision['n']} sampled: {decision['confidence']:.0%} upper bound on the "
          f"defect rate {decision['upper_bound']:.2%} ({decision['method']}); policy maximum {decision['max_defect_rate']:.2%}")
+    if decision.get("not_checked"):
+        _say("NOT CHECKED: " + decision["not_checked"])
     if not decision["accepted"]:
         _say("sign-off REFUSED: fix or reject more records, draw a new sample and grade again")
         raise typer.Exit(1)

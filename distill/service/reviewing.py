@@ -8,7 +8,7 @@ from pathlib import Path
 
 from distill.errors import Problem
 from distill.review.decisions import decide, review_policy
-from distill.review.signoff import draw_sample, sign_off
+from distill.review.signoff import draw_sample, required_sample_size, sign_off
 from distill.review.store import ReviewedRecord, build_view, review_dir, view_digest
 from distill.service.problems import Conflict
 from distill.service.runner import StampedCache, file_stamp
@@ -79,7 +79,7 @@ def decide_query(run_dir: Path, query: ReviewQuery, decision: str, *, reviewer: 
 def sample(run_dir: Path, size: int | None, seed: int | None, *, reviewer: str) -> tuple[dict, list[ReviewedRecord]]:
     require_review(run_dir)
     kept = {r.id: r for r in build_view(run_dir) if r.status in ("kept", "redacted")}
-    drawn = draw_sample(review_dir(run_dir), list(kept), size or review_policy(run_dir).signoff.sample_size,
+    drawn = draw_sample(review_dir(run_dir), list(kept), size or required_sample_size(review_dir(run_dir), review_policy(run_dir)),
                         reviewer=reviewer, seed=seed)
     return drawn, [kept[i] for i in drawn["ids"]]
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from distill.errors import DistillError, scrub_text
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
-from distill.review.signoff import read_sample, read_signoff, upper_bound
+from distill.review.signoff import judge_absent, read_sample, read_signoff, upper_bound
 from distill.review.store import review_dir
 from distill.service import reviewing
 from distill.service.deps import SessionDep
@@ -90,6 +90,7 @@ def review_page(request: Request, job: PageJob, user: PageUser, record: int | No
         "decisions": sorted({r.decision for r in everything}),
         "text_spans": _spans(current, "text") if current else [], "prompt_spans": _spans(current, "prompt") if current else [],
         "bulk": bulk if bulk in ("accept", "reject") else None, "msg": msg, "reviewable": job.status == "awaiting_review",
+        "not_checked": judge_absent(review_dir(run_dir)),
     })
 
 
@@ -169,7 +170,7 @@ def signoff_page(request: Request, job: PageJob, user: PageUser, msg: str = ""):
     return render(request, "signoff.html", {
         "job": job, "sample": sample, "records": records, "defective": marked, "bound": bound, "policy": policy.signoff,
         "pending": sum(r.status == "pending" for r in everything.values()), "signoff": read_signoff(folder), "msg": msg,
-        "reviewable": job.status == "awaiting_review",
+        "reviewable": job.status == "awaiting_review", "not_checked": judge_absent(folder),
     })
 
 
