@@ -26,8 +26,22 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Scalar = Union[str, int, float]
 
 
+MAX_RECORDS = 10_000_000  # a dataset larger than this is a typo, not an order (`distill.cli.params` repeats it)
+MAX_INTEGER = 2**53  # every integer the spec holds stays exact as a JSON number and fits the libraries' C types
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any number, and no integer past MAX_INTEGER: each would pass `ge`/`le`-free
+    # fields and fail later, deep in a stage, as a traceback.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integers_in_range(cls, data: Any) -> Any:
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+                raise ValueError(f"{key}: {value} is out of range (at most {MAX_INTEGER:,} either way)")
+        return data
 
 
 # --- variables: sampled per record, deterministically from (seed, record index, variable name) ---
@@ -326,7 +340,7 @@ class Spec(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     description: str = ""
     kind: Literal["text", "instruct"]
-    records: PositiveInt
+    records: Annotated[int, Field(gt=0, le=MAX_RECORDS)]
     seed: int = 0
     templates_dir: str | None = None  # extra template folder next to the spec, searched before built-ins
     variables: dict[Identifier, Variable] = Field(default_factory=dict)

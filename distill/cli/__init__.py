@@ -13,6 +13,7 @@ import typer
 
 from distill.cli import coldstart as coldstart_commands
 from distill.cli import evaluate as evaluate_commands
+from distill.cli import params
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
 from distill.cli import review as review_commands
@@ -68,7 +69,7 @@ def main() -> None:
     from distill.errors import DistillError
 
     try:
-        app()
+        params.guard_commands(typer.main.get_command(app))(prog_name="distill")
     except DistillError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

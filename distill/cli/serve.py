@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_USD, PortOpt
+
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where jobs' files and the embedded database live.")]
 DatabaseOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="DISTILL_DATABASE_URL",
                                                     help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir).")]
@@ -19,12 +21,12 @@ def _say(line: str) -> None:
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: PortOpt = 8000,
     data_dir: DataDirOpt = Path("service-data"),
     database_url: DatabaseOpt = None,
     executor: Annotated[str, typer.Option("--executor", help="How stages run: local (worker child processes), or ray (each stage a task on a Ray cluster; needs distill[ray]).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS).")] = None,
-    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs running at once (local executor).")] = 1,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, max=1024, help="Jobs running at once (local executor).")] = 1,
     demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant and users, submit the offline quickstart, print tokens.")] = False,
 ) -> None:
     """Run the API (/v1/, /healthz, /openapi.json) and the job runner; the database is migrated on start."""
@@ -88,7 +90,7 @@ def _session():
 @admin.command()
 def tenant(
     name: Annotated[str, typer.Argument(help="Tenant name.")],
-    spending_cap: Annotated[Optional[float], typer.Option("--spending-cap", help="USD the tenant's jobs may spend in all.")] = None,
+    spending_cap: Annotated[Optional[float], typer.Option("--spending-cap", min=0.0, max=MAX_USD, help="USD the tenant's jobs may spend in all.")] = None,
     allow_key_env: Annotated[Optional[list[str]], typer.Option("--allow-key-env", help="An API-key variable its specs may name (repeatable).")] = None,
     dataset_download: Annotated[bool, typer.Option("--dataset-download", help="Customers may download the reviewed dataset.")] = False,
 ) -> None:
