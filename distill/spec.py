@@ -184,6 +184,7 @@ class Teacher(Strict):
     max_cost_usd: Annotated[float, Field(gt=0)] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_retries: Annotated[int, Field(ge=0)] = 6
+    max_retry_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0  # longest Retry-After obeyed; past it the request fails
     replay: ReplaySource | None = None
 
     @model_validator(mode="after")
