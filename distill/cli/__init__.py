@@ -7,6 +7,7 @@ datasets load inside the command that needs them, so `distill --help` is instant
 from __future__ import annotations
 
 import errno
+import functools
 import sys
 
 import typer
@@ -64,12 +65,18 @@ ENVIRONMENT_ERRNOS = {errno.EACCES: "check the folder's permissions", errno.EPER
                       errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path"}
 
 
+@functools.cache
+def command():
+    """The app as one click command, every command's values guarded (`distill.cli.params`); built once."""
+    return params.guard_commands(typer.main.get_command(app))
+
+
 def main() -> None:
     """Console entry point: user mistakes become a clean message and exit code 2, no traceback."""
     from distill.errors import DistillError
 
     try:
-        params.guard_commands(typer.main.get_command(app))(prog_name="distill")
+        command()(prog_name="distill")
     except DistillError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
