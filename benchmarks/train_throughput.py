@@ -204,7 +204,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="with --compare-trainer")
     parser.add_argument("--gpu-preset", default="xl", help="with --compare-trainer and a GPU: the preset whose bf16 MFU is reported")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(preset="tiny", steps=4, eval_every=2, log_every=2, repeats=1))
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(train_as_users_do(load_examples(), Path(tmp) / "train", json.loads(args.child))))

@@ -62,7 +62,8 @@ ENVIRONMENT_ERRNOS = {errno.EACCES: "check the folder's permissions", errno.EPER
                       errno.ENOSPC: "the disk is full; free space and run the same command again to resume",
                       errno.EDQUOT: "the disk quota is used up; free space and run the same command again",
                       errno.EFBIG: "a file-size limit was hit; raise it (ulimit -f) and run the command again",
-                      errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path"}
+                      errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path",
+                      errno.EEXIST: "a file stands where a folder should be; check the path"}
 
 
 @functools.cache

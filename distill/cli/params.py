@@ -74,9 +74,36 @@ def guard(command: Any) -> None:
                     if (problem := value_problem(value, names.get(name, name)))]
         if problems:
             raise ConfigError(*problems)
-        return callback(*args, **values)
+        try:
+            return callback(*args, **values)
+        except UnicodeDecodeError as exc:  # a reader that trusted a file to be text: name the file if it was given
+            problem = undecodable_given_file(values, names, exc)
+            if problem is None:
+                raise  # not a file the user gave: a bug, with its traceback
+            raise ConfigError(problem) from None
 
     command.callback = checked
+
+
+def undecodable_given_file(values: dict[str, Any], names: dict[str, str], exc: UnicodeDecodeError) -> Problem | None:
+    """The problem with the first file given on the command line that is not UTF-8 text, or None."""
+    for name, value in values.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(path, Path) and path.is_file() and not is_text(path):
+                return Problem(f"{names.get(name, name)} is not UTF-8 text ({exc.reason})", file=path,
+                               hint="give a text file")
+    return None
+
+
+def is_text(path: Path, limit: int = 16 << 20) -> bool:
+    """Whether the file's first `limit` bytes decode as UTF-8 (a character cut at the limit is allowed)."""
+    with open(path, "rb") as handle:
+        head = handle.read(limit)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return len(head) == limit and exc.start >= limit - 4
+    return True
 
 
 def guard_commands(command: Any) -> Any:
