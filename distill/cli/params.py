@@ -7,7 +7,9 @@ bounds shared by several commands live here (one port type for every port flag).
 Everything else is checked by `guard_commands`, once for every command: a path that names a device, a
 FIFO or a socket is refused before anything opens it (reading /dev/zero never ends; opening a FIFO waits
 for a writer), and text that is not valid UTF-8 (Python keeps undecodable argv bytes as lone surrogates)
-is refused with the flag's name instead of failing deep inside a JSON write.
+is refused with the flag's name instead of failing deep inside a JSON write. A command that meets a file
+it was given which is not UTF-8 text (a binary file where a JSON or YAML one belongs) names that file and
+its flag; the same error from a file the user did not give is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
