@@ -323,6 +323,7 @@ def test_a_full_disk_while_generating_is_one_clean_line(tmp_path):
     assert code == 0, output
 
 
+@pytest.mark.slow  # `distill run` loads the training stack: half a minute on a loaded machine
 def test_a_full_disk_under_a_real_file_system(tmp_path):
     """A 256 KiB tmpfs that fills up during `distill run` (needs permission to mount; root in CI)."""
     mount = tmp_path / "small"
