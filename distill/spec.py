@@ -27,6 +27,10 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Scalar = Union[str, int, float]
 
 
+MAX_RECORDS = 10_000_000  # a dataset larger than this is a typo, not an order (`distill.cli.params` repeats it)
+MAX_INTEGER = 2**53  # every integer the spec holds stays exact as a JSON number and fits the libraries' C types
+
+
 @dataclass(frozen=True)
 class PathRef:
     """Marks a spec field that names a file or folder on disk (`distill.spec_refs` finds them all).
@@ -48,7 +52,17 @@ SpecTemplate = Annotated[str, PathRef("template", local_only=True)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any number, and no integer past MAX_INTEGER: each would pass `ge`/`le`-free
+    # fields and fail later, deep in a stage, as a traceback.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integers_in_range(cls, data: Any) -> Any:
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+                raise ValueError(f"{key}: {value} is out of range (at most {MAX_INTEGER:,} either way)")
+        return data
 
 
 # --- variables: sampled per record, deterministically from (seed, record index, variable name) ---
@@ -191,6 +205,7 @@ class Teacher(Strict):
     max_cost_usd: Annotated[float, Field(gt=0)] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_retries: Annotated[int, Field(ge=0)] = 6
+    max_retry_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0  # longest Retry-After obeyed; past it the request fails
     replay: ReplaySource | None = None
 
     @model_validator(mode="after")
@@ -353,7 +368,7 @@ class Spec(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     description: str = ""
     kind: Literal["text", "instruct"]
-    records: PositiveInt
+    records: Annotated[int, Field(gt=0, le=MAX_RECORDS)]
     seed: int = 0
     templates_dir: SpecFile | None = None  # extra template folder next to the spec, searched before built-ins
     variables: dict[Identifier, Variable] = Field(default_factory=dict)

@@ -35,6 +35,8 @@ class _ReviewGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+from distill.cli.params import MAX_RECORDS, MAX_SEED
+
 # Interspersed arguments let `distill review RUN --verify-log` put the group's own options after RUN;
 # options the group does not know pass through to the sub-command (`RUN list --reason pii`).
 app = typer.Typer(name="review", help="Safety review: automatic checks, human decisions, audit log, sign-off.",
@@ -122,7 +124,7 @@ def list_records(
     reason: Annotated[Optional[str], typer.Option("--reason", help="Reason code or prefix (pii, pii.email).")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="kept, redacted, pending or rejected.")] = None,
     stage: Annotated[Optional[str], typer.Option("--stage", help="Only records with a finding from this stage.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RECORDS, help="At most this many.")] = 50,
 ) -> None:
     """List records (id, status, reason codes, start of the text), one per line on stdout."""
     from distill.review.store import build_view
@@ -145,7 +147,7 @@ def list_records(
 
 
 @app.command()
-def show(ctx: typer.Context, record: Annotated[int, typer.Argument(help="Record id.")]) -> None:
+def show(ctx: typer.Context, record: Annotated[int, typer.Argument(min=0, max=MAX_RECORDS, help="Record id.")]) -> None:
     """One record as JSON: status, reasons with spans, the text the student would see, the last human action."""
     from distill.errors import RunDirError
     from distill.review.decisions import record_json
@@ -158,7 +160,7 @@ def show(ctx: typer.Context, record: Annotated[int, typer.Argument(help="Record 
 
 
 @app.command()
-def accept(ctx: typer.Context, records: Annotated[list[int], typer.Argument(help="Record ids.")],
+def accept(ctx: typer.Context, records: Annotated[list[int], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids.")],
            reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
     """Keep records (with their redactions), overriding the automatic decision."""
     from distill.review.decisions import decide, reviewer_name
@@ -168,7 +170,7 @@ def accept(ctx: typer.Context, records: Annotated[list[int], typer.Argument(help
 
 
 @app.command()
-def reject(ctx: typer.Context, records: Annotated[list[int], typer.Argument(help="Record ids.")],
+def reject(ctx: typer.Context, records: Annotated[list[int], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids.")],
            reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
     """Remove records from the reviewed dataset (they stay in the generated one)."""
     from distill.review.decisions import decide, reviewer_name
@@ -180,7 +182,7 @@ def reject(ctx: typer.Context, records: Annotated[list[int], typer.Argument(help
 @app.command()
 def edit(
     ctx: typer.Context,
-    record: Annotated[int, typer.Argument(help="Record id.")],
+    record: Annotated[int, typer.Argument(min=0, max=MAX_RECORDS, help="Record id.")],
     text: Annotated[Optional[str], typer.Option("--text", help="The new text.")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="Read the new text from a file ('-' for stdin).")] = None,
     reviewer: ReviewerOpt = None,
@@ -225,8 +227,8 @@ def apply_reason(
 @app.command()
 def sample(
     ctx: typer.Context,
-    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Records to draw (default: the policy's signoff.sample_size).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Draw seed (default: random, recorded).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, max=MAX_RECORDS, help="Records to draw (default: the policy's signoff.sample_size).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Draw seed (default: random, recorded).")] = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
     """Draw a random sample of kept records to grade; prints them as JSON lines (id, prompt, text)."""
@@ -249,7 +251,7 @@ def sample(
 @app.command()
 def signoff(
     ctx: typer.Context,
-    defective: Annotated[Optional[list[int]], typer.Option("--defective", help="A sampled record id that is defective (repeatable).")] = None,
+    defective: Annotated[Optional[list[int]], typer.Option("--defective", min=0, max=MAX_RECORDS, help="A sampled record id that is defective (repeatable).")] = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
     """Grade the drawn sample and sign off: refused (exit 1) when the upper confidence bound on the defect

@@ -100,9 +100,9 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
     dataset_dir = run_dir / "dataset"
     if not dataset_dir.is_dir():
         raise RunDirError(Problem("the run's dataset is missing", file=dataset_dir, hint="pass --heldout FILE"))
-    from datasets import load_from_disk
+    from distill.synthesis.dataset import load_saved_dataset
 
-    rows = {row["id"]: row for row in load_from_disk(str(dataset_dir))}
+    rows = {row["id"]: row for row in load_saved_dataset(dataset_dir)}
     missing = [i for i in val_ids if i not in rows]
     if missing:
         raise RunDirError(Problem(f"validation ids missing from the dataset, e.g. {missing[0]!r}", file=split_path,
