@@ -16,6 +16,7 @@ from distill.coldstart.promote import PromotionRefused
 from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
+from distill.service.events import EventNotifier
 from distill.service.jobs import SpendingCapError
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
@@ -47,7 +48,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.executor = make_executor(settings.executor, app.state.sessions, settings.database_url,
                                            max_jobs=settings.max_jobs, ray_address=settings.ray_address)
         app.state.executor.start()
+        app.state.notifier = EventNotifier(app.state.sessions)
+        await app.state.notifier.start()
         yield
+        await app.state.notifier.stop()
         app.state.gateway.close()
         app.state.executor.stop()
         engine.dispose()

@@ -3,21 +3,22 @@ Server-Sent Events stream), cancel."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
 from distill.service import jobs
-from distill.service.db import Event, Job, User
+from distill.service.db import User
+from distill.service.events import MAX_EVENT_ID, follow, read_events
 from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
-from distill.service.schemas import EventOut, EventPage, JobOut, JobPage, ProblemsOut
+from distill.service.schemas import EventPage, JobOut, JobPage, ProblemsOut
 from distill.service.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+AfterQuery = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="events with a larger id than this")]
+LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="the id of the last event received; "
+                                           "the stream resumes after it (browsers send it when they reconnect)")]
 
 
 @router.post("", status_code=201, response_model=JobOut,
@@ -50,39 +51,28 @@ def cancel(request: Request, job: JobDep, session: SessionDep, user: User = requ
     return JobOut(**jobs.job_summary(job))
 
 
-def _events(session, job_id: str, after: int, limit: int) -> list[EventOut]:
-    rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit))
-    return [EventOut(id=e.id, time=jobs.iso(e.time), type=e.type, message=e.message, data=e.data) for e in rows]
-
-
 @router.get("/{job_id}/events", response_model=EventPage)
-def events(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0,
+def events(job: JobDep, session: SessionDep, after: AfterQuery = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
-    page = _events(session, job.id, after, limit)
+    page = read_events(session, job.id, after, limit)
     return EventPage(events=page, next_after=page[-1].id if page else after)
 
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE message per event"}})
-async def stream(request: Request, job: JobDep, after: Annotated[int, Query(ge=0)] = 0) -> EventSourceResponse:
-    """The job's events as Server-Sent Events (resumes after `Last-Event-ID`); ends when the job has finished."""
-    last = int(request.headers.get("last-event-id") or after)
-    sessions, job_id = request.app.state.sessions, job.id
+async def stream(request: Request, job: JobDep, session: SessionDep, after: AfterQuery = 0,
+                 last_event_id: LastEventId = None) -> EventSourceResponse:
+    """The job's events as Server-Sent Events (resumes after `Last-Event-ID`, else after `after`); ends
+    when the job has finished. A comment line every 15 s keeps proxies from closing an idle stream."""
+    return event_stream(request, job.id, session, last_event_id if last_event_id is not None else after)
 
-    def poll(since: int) -> tuple[list[EventOut], str]:
-        with sessions() as session:
-            return _events(session, job_id, since, 500), session.get(Job, job_id).status
+
+def event_stream(request: Request, job_id: str, session, after: int) -> EventSourceResponse:
+    """The stream of `follow`: the request's session goes back to the pool now, not when the stream ends."""
+    session.close()
 
     async def generate():
-        since = last
-        while True:
-            page, status = await run_in_threadpool(poll, since)
-            for event in page:
-                since = event.id
-                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
-            if not page and status in jobs.TERMINAL:
-                return
-            if not page:
-                await asyncio.sleep(0.5)
+        async for event in follow(request.app.state.notifier, job_id, after):
+            yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
 
     return EventSourceResponse(generate(), ping=15)

@@ -179,8 +179,9 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/events/stream")
-async def job_events(request: Request, job: PageJob, after: int = 0):
-    return await jobs_api.stream(request, job, after)
+def job_events(request: Request, job: PageJob, session: SessionDep, after: jobs_api.AfterQuery = 0,
+               last_event_id: jobs_api.LastEventId = None):
+    return jobs_api.event_stream(request, job.id, session, last_event_id if last_event_id is not None else after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])
