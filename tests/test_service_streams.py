@@ -59,6 +59,20 @@ def test_stream_resumes_after_last_event_id(live) -> None:
     assert ids[0] == first[1]["id"] and ids == sorted(ids)
 
 
+def test_generation_progress_in_status_and_as_progress_events(live) -> None:
+    server, token, job_id = live
+    with server.client(token) as ann:
+        def progress_event():
+            events = ann.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["events"]
+            return next((e for e in events if e["type"] == "progress" and e["data"].get("records_written")), None)
+
+        event = wait_for(progress_event, 120, "a progress event of generation")
+        generate = ann.get(f"/v1/jobs/{job_id}").json()["progress"]["generate"]
+    assert event["data"]["stage"] == "generate" and event["message"].startswith("generate, ")
+    assert generate["state"] == "running" and generate["records"] == 3000 and generate["elapsed_seconds"] > 0
+    assert generate["records_written"] >= event["data"]["records_written"] and generate["eta_seconds"] is not None
+
+
 def _lines(stream, events: int) -> list[str]:
     out = []
     for line in stream.iter_lines():
