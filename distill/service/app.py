@@ -17,6 +17,7 @@ from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.events import EventNotifier
+from distill.service.webhooks import WebhookSender, server_key
 from distill.service.jobs import SpendingCapError
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
@@ -36,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     from distill.service import web
     from distill.service.executor import make_executor
     from distill.service.gateway import DeploymentGateway
-    from distill.service.routers import accounts, deployments, downloads, health, jobs, review
+    from distill.service.routers import accounts, deployments, downloads, health, jobs, review, webhooks
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -50,7 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.executor.start()
         app.state.notifier = EventNotifier(app.state.sessions)
         await app.state.notifier.start()
+        app.state.webhook_key = server_key(app.state.data_dir)
+        app.state.webhook_sender = WebhookSender(app.state.sessions, app.state.webhook_key)
+        app.state.webhook_sender.start()
         yield
+        app.state.webhook_sender.stop()
         await app.state.notifier.stop()
         app.state.gateway.close()
         app.state.executor.stop()
@@ -58,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="distill", summary="Distillation as a service: submit a spec, review its dataset, download the weights.",
                   lifespan=lifespan)
-    for module in (health, accounts, jobs, review, downloads):
+    for module in (health, accounts, jobs, review, downloads, webhooks):
         app.include_router(module.router)
     app.include_router(deployments.router)
     app.state.gateway = DeploymentGateway(app.state)
