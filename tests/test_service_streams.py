@@ -104,6 +104,7 @@ async def _fifty_streams(server: LiveServer, token: str, job_id: str) -> tuple[l
     await asyncio.sleep(1)  # every stream has read its backlog and waits
     latencies = []
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        assert f"distill_event_streams_open {STREAMS:.1f}" in (await client.get("/metrics")).text
         for _ in range(10):
             started = time.monotonic()
             assert (await client.get("/v1/me")).status_code == 200
@@ -125,3 +126,21 @@ def test_fifty_streams_leave_the_api_quick_and_every_listener_hears_new_events(l
         assert "cancel requested" in messages and messages[-1] == "job cancelled"
         requested = next(e for e in events if e["message"] == "cancel requested")
         assert requested["heard_at"] - cancelled_at < 5.0
+
+
+def test_metrics_count_routes_jobs_stages_and_streams_without_tenant_data(live) -> None:
+    server, token, job_id = live
+    with server.client(token) as ann:
+        cancelled = wait_for(lambda: ann.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled", 120, "cancelled")
+        tenant = ann.get("/v1/me").json()["tenant_id"]
+    with server.client(None) as anonymous:  # no token needed: nothing in it names a tenant or a job
+        response = anonymous.get("/metrics")
+    text = response.text
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert 'distill_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"}' in text
+    assert 'distill_http_requests_total{method="GET",route="/v1/jobs/{job_id}/events",status="422"}' in text
+    assert 'distill_http_request_duration_seconds_bucket{le="0.1",method="GET",route="/v1/me"}' in text
+    assert 'distill_jobs{status="cancelled"} 1.0' in text and "distill_queue_depth 0.0" in text
+    assert 'distill_stage_duration_seconds_count{stage="generate"} 1.0' in text
+    assert "distill_event_streams_open 0.0" in text
+    assert cancelled and job_id not in text and tenant not in text and "acme" not in text

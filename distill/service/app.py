@@ -17,6 +17,7 @@ from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.events import EventNotifier
+from distill.service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from distill.service.webhooks import WebhookSender, server_key
 from distill.service.jobs import SpendingCapError
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.executor.start()
         app.state.notifier = EventNotifier(app.state.sessions)
         await app.state.notifier.start()
+        app.state.metrics.bind(app.state)
         app.state.webhook_key = server_key(app.state.data_dir)
         app.state.webhook_sender = WebhookSender(app.state.sessions, app.state.webhook_key)
         app.state.webhook_sender.start()
@@ -68,6 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(deployments.router)
     app.state.gateway = DeploymentGateway(app.state)
     app.mount("/v1/deployments", app.state.gateway)  # after the routers: /v1/deployments/<id>/<openai path>
+    app.state.metrics = ServiceMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)  # no token, no tenant data: see metrics.py
     app.add_exception_handler(DistillError, _problems)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     web.install(app)  # the browser app under /ui/

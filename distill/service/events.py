@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -67,6 +67,7 @@ class EventNotifier:
         self.sessions = sessions
         self.poll_s = poll_s
         self.listeners: dict[str, set[Listener]] = {}
+        self.watchers: list[Callable[[str, EventOut], None]] = []  # told of every new event (the metrics)
         self.last_id = 0
         self._task: asyncio.Task | None = None
 
@@ -107,6 +108,8 @@ class EventNotifier:
             await asyncio.sleep(self.poll_s)
 
     def _hand_out(self, job_id: str, out: EventOut) -> None:
+        for watch in self.watchers:
+            watch(job_id, out)
         for listener in self.listeners.get(job_id, ()):
             if listener.lagged:
                 continue

@@ -152,6 +152,10 @@ def _sum_costs(path: Path) -> float:
     try:
         row = db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
                          " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if not str(exc).startswith("no such table"):
+            raise
+        return 0.0  # the cache file exists, its tables not yet: the job is starting and has spent nothing
     finally:
         db.close()
     return float(row[0])
