@@ -56,6 +56,8 @@ def test_stream_resumes_after_last_event_id(live) -> None:
         wait_for(lambda: ann.get(f"/v1/jobs/{job_id}").json()["status"] not in ("validating", "queued"), 120, "the job to start")
         with ann.stream("GET", f"/v1/jobs/{job_id}/events/stream", headers={"Last-Event-ID": str(first[0]["id"])}) as stream:
             ids = [int(line[4:]) for line in _lines(stream, 3) if line.startswith("id: ")]
+        # the client went away: its listener is gone (the server notices the disconnect)
+        wait_for(lambda: "distill_event_streams_open 0.0" in ann.get("/metrics").text, 30, "the stream to close")
     assert ids[0] == first[1]["id"] and ids == sorted(ids)
 
 

@@ -28,7 +28,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from distill.service.db import Job
+from distill.service.jobs import STATUSES
 from distill.service.schemas import EventOut
+from distill.service.webhooks import WebhookDelivery
 
 STAGE_OF_STATUS = {"generating": "generate", "reviewing": "review", "training": "train", "evaluating": "eval",
                    "releasing": "release"}
@@ -78,8 +80,6 @@ class _StateCollector:
         self.app_state = app_state
 
     def collect(self):
-        from distill.service.webhooks import WebhookDelivery
-
         jobs = GaugeMetricFamily("distill_jobs", "jobs in each state", labels=["status"])
         queue = GaugeMetricFamily("distill_queue_depth", "jobs queued and not yet started")
         streams = GaugeMetricFamily("distill_event_streams_open", "event streams open on this process")
@@ -87,8 +87,6 @@ class _StateCollector:
         with self.app_state.sessions() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
             sent = dict(session.execute(select(WebhookDelivery.state, func.count()).group_by(WebhookDelivery.state)).all())
-        from distill.service.jobs import STATUSES
-
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         queue.add_metric([], counts.get("queued", 0))

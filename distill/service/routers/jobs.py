@@ -3,6 +3,7 @@ Server-Sent Events stream), cancel."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
@@ -72,7 +73,8 @@ def event_stream(request: Request, job_id: str, session, after: int) -> EventSou
     session.close()
 
     async def generate():
-        async for event in follow(request.app.state.notifier, job_id, after):
-            yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
+        async with aclosing(follow(request.app.state.notifier, job_id, after)) as events:  # unsubscribes on disconnect
+            async for event in events:
+                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
 
     return EventSourceResponse(generate(), ping=15)
