@@ -6,17 +6,28 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
 from distill.service import jobs
 from distill.service.db import User
 from distill.service.events import MAX_EVENT_ID, follow, read_events
-from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
+from distill.service.deps import Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, require
 from distill.service.schemas import EventPage, JobOut, JobPage, ProblemsOut
 from distill.service.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def streamed_job(request: Request, job_id: str) -> str:
+    """The id of a job the caller may see, checked in one short session of its own (one worker thread,
+    no connection held between dependency steps): an event stream holds no connection, neither while it
+    waits for events nor while it waits to start."""
+    with request.app.state.sessions() as session:
+        return find_visible_job(session, current_user(request, session), job_id).id
+
+
+StreamedJob = Annotated[str, Depends(streamed_job)]
 AfterQuery = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="events with a larger id than this")]
 LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="the id of the last event received; "
                                            "the stream resumes after it (browsers send it when they reconnect)")]
@@ -61,17 +72,14 @@ def events(job: JobDep, session: SessionDep, after: AfterQuery = 0,
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE message per event"}})
-async def stream(request: Request, job: JobDep, session: SessionDep, after: AfterQuery = 0,
+async def stream(request: Request, streamed: StreamedJob, after: AfterQuery = 0,
                  last_event_id: LastEventId = None) -> EventSourceResponse:
     """The job's events as Server-Sent Events (resumes after `Last-Event-ID`, else after `after`); ends
     when the job has finished. A comment line every 15 s keeps proxies from closing an idle stream."""
-    return event_stream(request, job.id, session, last_event_id if last_event_id is not None else after)
+    return event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
 
-def event_stream(request: Request, job_id: str, session, after: int) -> EventSourceResponse:
-    """The stream of `follow`: the request's session goes back to the pool now, not when the stream ends."""
-    session.close()
-
+def event_stream(request: Request, job_id: str, after: int) -> EventSourceResponse:
     async def generate():
         async with aclosing(follow(request.app.state.notifier, job_id, after)) as events:  # unsubscribes on disconnect
             async for event in events:
