@@ -122,9 +122,17 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'distill.db'}"
 
 
+# The pool serves requests, not open event streams (they wait on the notifier's queues, holding no
+# connection): at most 40 request threads (Starlette's thread pool) + 6 short event reads (asyncio's
+# default threads on 2 cores) + the executor, the notifier and the webhook sender. 20 kept + 40 more
+# covers them with room; on PostgreSQL that is up to 60 connections per `distill serve` process.
+POOL_SIZE, POOL_OVERFLOW = 20, 40
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
         @event.listens_for(engine, "connect")
         def _pragmas(connection, _record) -> None:  # WAL: readers never wait for the writer
@@ -136,7 +144,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def make_sessions(engine: Engine) -> sessionmaker:

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from distill.errors import DistillError, Problem, scrub_text
-from distill.service import runner
+from distill.service import runner, webhooks
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
 from distill.service.uploads import extract_upload, find_spec_file, teacher_problems
@@ -50,6 +50,7 @@ def set_status(session: Session, job: Job, status: str, message: str = "", **dat
     if status in TERMINAL:
         job.finished_at = utcnow()
     add_event(session, job.id, "status", message or f"job is {status}", {"status": status, **data})
+    webhooks.record_state_change(session, job, status)
     session.commit()
 
 
@@ -156,6 +157,7 @@ def transition(session: Session, job: Job, current: str, status: str, message: s
                             .execution_options(synchronize_session=False)).rowcount
     if moved:
         add_event(session, job.id, "status", message, {"status": status})
+        webhooks.record_state_change(session, job, status)
     session.commit()
     session.refresh(job)
     return bool(moved)

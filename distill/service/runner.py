@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.rundir import stage_completed
+from distill.service import progress as live
 from distill.spec import LoadedSpec
 
 STATUS_OF_STAGE = {"generate": "generating", "review": "reviewing", "train": "training", "eval": "evaluating",
@@ -163,9 +164,19 @@ def _sum_costs(path: Path) -> float:
 
 
 def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per stage: its state from the run manifest, and for generation how many records are written."""
-    files = (run_dir / "manifest.json", run_dir / "spec.resolved.json", run_dir / "generate" / "records.jsonl")
-    return copy.deepcopy(_CACHED.get(("progress", run_dir), file_stamp(*files), lambda: _progress(run_dir)))
+    """Per stage: its state from the run manifest, how long it has run, and for the running stage what
+    its files show so far (`distill.service.progress`: records for generation; step, loss, bpb, tokens/s
+    and time left for training)."""
+    files = (run_dir / "manifest.json", run_dir / "spec.resolved.json", run_dir / "generate" / "records.jsonl",
+             run_dir / "train" / "metrics.jsonl")
+    stages = copy.deepcopy(_CACHED.get(("progress", run_dir), file_stamp(*files), lambda: _progress(run_dir)))
+    for stage in stages.values():  # what moves with the clock is added after the cache
+        seconds = live.elapsed(stage.pop("_manifest"))
+        if seconds is not None:
+            stage["elapsed_seconds"] = seconds
+        if "records_written" in stage:
+            stage.update(live.generation(stage["records_written"], stage["records"], seconds))
+    return stages
 
 
 def _progress(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -177,12 +188,14 @@ def _progress(run_dir: Path) -> dict[str, dict[str, Any]]:
         stage = manifest.get("stages", {}).get(name, {})
         done = stage_completed(manifest, name)
         out[name] = {"state": "done" if done else stage.get("state", "pending"), "seconds": stage.get("seconds"),
-                     "counts": stage.get("counts", {})}
+                     "counts": stage.get("counts", {}), "_manifest": {"state": stage.get("state"), "started_at": stage.get("started_at")}}
     log = run_dir / "generate" / "records.jsonl"
     if out["generate"]["state"] != "done" and log.is_file():
         with log.open("rb") as handle:
             out["generate"]["records_written"] = min(records, sum(1 for _ in handle))
         out["generate"]["records"] = records
+    if out["train"]["state"] == "running":
+        out["train"].update(live.training(run_dir / "train"))
     return out
 
 

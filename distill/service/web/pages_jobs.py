@@ -22,8 +22,8 @@ from distill.service.routers import jobs as jobs_api
 from distill.service.uploads import MAX_UPLOAD_BYTES, UploadError, find_spec_file, problem_json
 from distill.service.web.render import render
 from distill.service.web.sessions import (
-    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageJob, PageUser, WebSessionDep, end_session, require_role, set_cookie,
-    start_session,
+    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageJob, PageStreamedJob, PageUser, WebSessionDep, end_session, require_role,
+    set_cookie, start_session,
 )
 from distill.service.web.views import job_view
 
@@ -179,8 +179,9 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/events/stream")
-async def job_events(request: Request, job: PageJob, after: int = 0):
-    return await jobs_api.stream(request, job, after)
+def job_events(request: Request, streamed: PageStreamedJob, after: jobs_api.AfterQuery = 0,
+               last_event_id: jobs_api.LastEventId = None):
+    return jobs_api.event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])

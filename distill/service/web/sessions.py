@@ -102,6 +102,17 @@ def page_job(job_id: str, user: PageUser, session: SessionDep) -> Job:
 PageJob = Annotated[Job, Depends(page_job)]
 
 
+def page_streamed_job(request: Request, job_id: str) -> str:
+    """The id of a job the browser's session may see, checked in one short session of its own: an event
+    stream holds no connection, neither while it waits for events nor while it waits to start."""
+    with request.app.state.sessions() as session:
+        row = web_session(request, session)
+        return page_job(job_id, page_user(request, row, session), session).id
+
+
+PageStreamedJob = Annotated[str, Depends(page_streamed_job)]
+
+
 def require_role(user: User, *roles: str) -> None:
     if user.role not in roles:
         raise HTTPException(403, f"this page needs the role {' or '.join(roles)}; you are {user.role}")
