@@ -16,7 +16,8 @@ from distill.service import webhooks
 from distill.service.db import Tenant, User, utcnow
 from distill.service.deps import Admin, SessionDep, require
 from distill.service.jobs import iso
-from distill.service.schemas import ProblemsOut
+from distill.service.problems import problem_responses
+from distill.service.schemas import DateTime
 from distill.service.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -35,7 +36,7 @@ class WebhookOut(BaseModel):
     tenant_id: str
     audience: Literal["customer", "reviewers"]
     url: str
-    created_at: str | None
+    created_at: DateTime | None
     disabled: bool
     secret: str | None = Field(None, description="the whsec_ signing secret, shown once at creation")
 
@@ -45,7 +46,7 @@ class WebhookPage(BaseModel):
 
 
 class AttemptOut(BaseModel):
-    time: str | None
+    time: DateTime | None
     status_code: int | None
     error: str | None
     milliseconds: int
@@ -57,9 +58,9 @@ class DeliveryOut(BaseModel):
     job_id: str | None
     state: Literal["pending", "delivered", "failed"]
     attempts: int
-    next_attempt_at: str | None
-    created_at: str | None
-    delivered_at: str | None
+    next_attempt_at: DateTime | None
+    created_at: DateTime | None
+    delivered_at: DateTime | None
     payload: dict[str, Any]
     log: list[AttemptOut]
 
@@ -72,17 +73,20 @@ class AllowedHosts(BaseModel):
     hosts: list[str] = Field(description="host names webhooks may reach although they resolve inside the network")
 
 
-@router.get("/allowed-hosts", response_model=AllowedHosts)
+@router.get("/allowed-hosts", response_model=AllowedHosts, operation_id="getWebhookAllowedHosts",
+            responses=problem_responses(401, 403))
 def allowed_hosts(session: SessionDep, user: User = Admin) -> AllowedHosts:
     return AllowedHosts(hosts=sorted(webhooks.allowed_hosts(session)))
 
 
-@router.put("/allowed-hosts", response_model=AllowedHosts)
+@router.put("/allowed-hosts", response_model=AllowedHosts, operation_id="setWebhookAllowedHosts",
+            responses=problem_responses(401, 403, 422))
 def set_allowed_hosts(body: AllowedHosts, session: SessionDep, user: User = Admin) -> AllowedHosts:
     return AllowedHosts(hosts=webhooks.set_allowed_hosts(session, body.hosts, user.id))
 
 
-@router.post("", status_code=201, response_model=WebhookOut, responses={422: {"model": ProblemsOut}})
+@router.post("", status_code=201, response_model=WebhookOut, operation_id="createWebhook",
+             responses=problem_responses(401, 403, 422))
 def create(request: Request, body: WebhookIn, session: SessionDep, user: User = Manager) -> WebhookOut:
     """A new endpoint; refused (422 naming `url`) when the URL resolves to an address inside the network."""
     if user.role == "customer":
@@ -98,7 +102,7 @@ def create(request: Request, body: WebhookIn, session: SessionDep, user: User = 
     return _endpoint_out(endpoint, secret)
 
 
-@router.get("", response_model=WebhookPage)
+@router.get("", response_model=WebhookPage, operation_id="listWebhooks", responses=problem_responses(401, 403))
 def list_endpoints(session: SessionDep, user: User = Manager) -> WebhookPage:
     query = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at)
     if user.role == "customer":
@@ -116,12 +120,14 @@ def visible_endpoint(webhook_id: str, session: SessionDep, user: User = Manager)
 EndpointDep = Annotated[WebhookEndpoint, Depends(visible_endpoint)]
 
 
-@router.get("/{webhook_id}", response_model=WebhookOut)
+@router.get("/{webhook_id}", response_model=WebhookOut, operation_id="getWebhook",
+            responses=problem_responses(401, 403, 404))
 def show(endpoint: EndpointDep) -> WebhookOut:
     return _endpoint_out(endpoint)
 
 
-@router.delete("/{webhook_id}", response_model=WebhookOut)
+@router.delete("/{webhook_id}", response_model=WebhookOut, operation_id="disableWebhook",
+               responses=problem_responses(401, 403, 404))
 def disable(endpoint: EndpointDep, session: SessionDep) -> WebhookOut:
     """Stop sending to the endpoint (its delivery log is kept)."""
     endpoint.disabled_at = endpoint.disabled_at or utcnow()
@@ -129,7 +135,8 @@ def disable(endpoint: EndpointDep, session: SessionDep) -> WebhookOut:
     return _endpoint_out(endpoint)
 
 
-@router.post("/{webhook_id}/ping", status_code=202, response_model=DeliveryOut)
+@router.post("/{webhook_id}/ping", status_code=202, response_model=DeliveryOut, operation_id="pingWebhook",
+             responses=problem_responses(401, 403, 404))
 def ping(request: Request, endpoint: EndpointDep, session: SessionDep) -> DeliveryOut:
     """Send a `webhook.ping` event now, to try the endpoint and its signature check."""
     delivery = webhooks.enqueue(session, endpoint, "webhook.ping", {"webhook_id": endpoint.id})
@@ -138,7 +145,8 @@ def ping(request: Request, endpoint: EndpointDep, session: SessionDep) -> Delive
     return _delivery_out(session, delivery)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage)
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, operation_id="listWebhookDeliveries",
+            responses=problem_responses(401, 403, 404))
 def deliveries(endpoint: EndpointDep, session: SessionDep) -> DeliveryPage:
     """The endpoint's deliveries, newest first, each with every attempt (status code or error, time taken)."""
     rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
@@ -146,7 +154,8 @@ def deliveries(endpoint: EndpointDep, session: SessionDep) -> DeliveryPage:
     return DeliveryPage(deliveries=[_delivery_out(session, d) for d in rows])
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut)
+@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut,
+             operation_id="redeliverWebhook", responses=problem_responses(401, 403, 404))
 def redeliver(request: Request, endpoint: EndpointDep, delivery_id: str, session: SessionDep) -> DeliveryOut:
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.endpoint_id != endpoint.id:
