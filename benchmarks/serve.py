@@ -4,7 +4,7 @@
 
 Each server runs in its own process on loopback, as a deployment would: the batched one is the real
 `distill serve-model BUNDLE` command, the plain one (`--serve-plain`, this file) streams `model.generate`
-through TextIteratorStreamer, one request at a time on one worker thread. Both speak the OpenAI streaming
+token by token, one request at a time on one worker thread. Both speak the OpenAI streaming
 API; the clients are the `openai` SDK, in this process. For each number of concurrent streaming clients it
 prints aggregate generated tokens/s and the p50/p90 time to first token, side by side, with the batched/plain
 throughput ratio and the first-token difference. Without --bundle it builds a quickstart-size student (d_model
@@ -60,7 +60,12 @@ def quickstart_size_bundle(folder: Path, *, smoke: bool = False) -> Path:
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=1)
     model_dir = folder / "model"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # random weights would pick byte tokens that never decode to text, and a streaming
+        for token in range(len(tokenizer)):  # server holds an unfinished character back: no first token to time
+            if "\ufffd" in tokenizer.decode([token]):
+                model.lm_head.weight[token] = 0.0  # logit 0: below the largest random logit, never the greedy pick
+    model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     inputs = ReleaseInputs(
         name="bench", kind="text", release=Release(version="0.1.0"), model_files=read_model_files(model_dir),
@@ -74,12 +79,29 @@ def quickstart_size_bundle(folder: Path, *, smoke: bool = False) -> Path:
     return write_release(inputs, folder / "release", gate=gate)
 
 
+class TokenStreamer:
+    """generate's streamer hook: hands each generated token id to `put_token`, then None at the end."""
+
+    def __init__(self, put_token):
+        self.put_token, self.prompt_seen = put_token, False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate's first call carries the prompt
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.put_token(token)
+
+    def end(self) -> None:
+        self.put_token(None)
+
+
 def plain_app(model, tokenizer, model_id: str):
-    """The baseline: one `model.generate` at a time on one worker thread, streamed with TextIteratorStreamer."""
+    """The baseline: one `model.generate` at a time on one worker thread, each new token's text streamed as soon
+    as it is generated (TextIteratorStreamer would wait for whole words, and by default echoes the prompt first)."""
     import torch
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
-    from transformers import TextIteratorStreamer
 
     worker = ThreadPoolExecutor(max_workers=1)  # one at a time; one thread, so one set of torch threads
     app = FastAPI()
@@ -95,7 +117,8 @@ def plain_app(model, tokenizer, model_id: str):
     @app.post("/v1/completions")
     async def completions(body: dict):
         ids = torch.tensor([[0, *tokenizer(body["prompt"], add_special_tokens=False).input_ids]])
-        streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
+        loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+        streamer = TokenStreamer(lambda item: loop.call_soon_threadsafe(tokens.put_nowait, item))
 
         def run() -> int:
             with torch.inference_mode():
@@ -103,15 +126,18 @@ def plain_app(model, tokenizer, model_id: str):
                                      max_new_tokens=body["max_tokens"], streamer=streamer, pad_token_id=1)
             return out.shape[1] - ids.shape[1]
 
-        generated = asyncio.get_running_loop().run_in_executor(worker, run)
+        generated = loop.run_in_executor(worker, run)
 
         async def events():
-            iterator = iter(streamer)
-            while (piece := await asyncio.to_thread(next, iterator, None)) is not None:
-                yield chunk(choices=[{"index": 0, "text": piece, "finish_reason": None}])
-            tokens = await generated
-            yield chunk(choices=[], usage={"prompt_tokens": ids.shape[1], "completion_tokens": tokens,
-                                           "total_tokens": ids.shape[1] + tokens})
+            sent, text = [], ""
+            while (token := await tokens.get()) is not None:
+                sent.append(token)
+                new_text = tokenizer.decode(sent, skip_special_tokens=True)
+                yield chunk(choices=[{"index": 0, "text": new_text[len(text):], "finish_reason": None}])
+                text = new_text
+            count = await generated
+            yield chunk(choices=[], usage={"prompt_tokens": ids.shape[1], "completion_tokens": count,
+                                           "total_tokens": ids.shape[1] + count})
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 

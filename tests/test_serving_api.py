@@ -193,11 +193,11 @@ def test_max_tokens_beyond_the_context_is_refused_not_clipped(server, client):
 
 def test_concurrent_requests_share_forward_passes(served, server):
     async def burst():
-        client = openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0)
-        before = served.engine.steps
-        replies = await asyncio.gather(*[client.completions.create(
-            model=MODEL, prompt=f"Story {i}", max_tokens=20, temperature=0, stop=None) for i in range(8)])
-        return replies, served.engine.steps - before
+        async with openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0) as client:
+            before = served.engine.steps
+            replies = await asyncio.gather(*[client.completions.create(
+                model=MODEL, prompt=f"Story {i}", max_tokens=20, temperature=0, stop=None) for i in range(8)])
+            return replies, served.engine.steps - before
 
     replies, steps = asyncio.run(burst())
     generated = sum(r.usage.completion_tokens for r in replies)
