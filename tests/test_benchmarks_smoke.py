@@ -23,6 +23,8 @@ SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train
 FIGURES = {
     "safety.py": [r"cheap chain \(general\): 50 records .* [\d,]+ records/s on one core",
                   r"MinHash dedup: 300 records .* found \d+ of \d+ planted", r"semantic \(TF-IDF\) dedup: 100 records"],
+    "safety_generalisation.py": [r"injection +ALL \(held-out A\) +\d+/\d+", r"policy general, detector findings",
+                                 r"false duplicates among 300 distinct records of one template: \d+\.\d%"],
     "synthesis.py": [r"achieved rate / limit: .* = \d+\.\d{3}", r"requests sent / unique prompts: 40 / 40 = 1\.000",
                      r"answers paid / unique prompts: .* = \d\.\d{3}"],
     "serve.py": [r"clients +1: batched .* tok/s .* \| plain .* tok/s .* throughput x\d+\.\d\d",
