@@ -17,6 +17,7 @@ from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.jobs import SpendingCapError
+from distill.service.quotas import Limits, QuotaExceeded
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
 log = logging.getLogger("distill.service")
@@ -29,6 +30,7 @@ class Settings:
     executor: str = "local"
     max_jobs: int = 1
     ray_address: str | None = None
+    limits: Limits = Limits()  # per-tenant quotas and how often a dead worker is retried
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,8 +46,10 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.database_url)
         app.state.sessions = make_sessions(engine)
         app.state.data_dir = settings.data_dir.resolve()
+        app.state.limits = settings.limits
         app.state.executor = make_executor(settings.executor, app.state.sessions, settings.database_url,
-                                           max_jobs=settings.max_jobs, ray_address=settings.ray_address)
+                                           max_jobs=settings.max_jobs, ray_address=settings.ray_address,
+                                           limits=settings.limits)
         app.state.executor.start()
         yield
         app.state.gateway.close()
@@ -68,10 +72,12 @@ def create_app(settings: Settings) -> FastAPI:
 def _problems(request: Request, exc: DistillError) -> JSONResponse:
     root = request.app.state.data_dir
     status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else \
-        409 if isinstance(exc, PromotionRefused) else 422
-    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else type(exc).__name__
+        409 if isinstance(exc, PromotionRefused) else 429 if isinstance(exc, QuotaExceeded) else 422
+    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else \
+        "quota exceeded" if isinstance(exc, QuotaExceeded) else type(exc).__name__
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else None
     return JSONResponse({"detail": f"{kind}: {exc.problems[0].message}",
-                         "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status)
+                         "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status, headers=headers)
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

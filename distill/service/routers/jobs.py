@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from distill.service import jobs
+from distill.service import jobs, quotas
 from distill.service.db import Event, Job, User
 from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
 from distill.service.schemas import EventOut, EventPage, JobOut, JobPage, ProblemsOut
@@ -21,11 +21,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=201, response_model=JobOut,
-             responses={413: {"model": ProblemsOut}, 422: {"model": ProblemsOut}, 402: {"model": ProblemsOut}})
+             responses={413: {"model": ProblemsOut}, 422: {"model": ProblemsOut}, 402: {"model": ProblemsOut},
+                        429: {"model": ProblemsOut}})
 def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, File(description="a spec YAML, or a tar/tar.gz/zip of a spec folder")],
            spec_path: Annotated[str | None, Form(description="the spec's path inside an archive")] = None,
            user: User = Customer) -> JobOut:
-    """Submit a spec: validated like `distill validate`; problems come back as a located list."""
+    """Submit a spec: validated like `distill validate`; problems come back as a located list. Past a tenant's
+    quota (jobs waiting, submissions a minute): 429 naming the limit, with Retry-After."""
+    quotas.check_submission(session, user.tenant_id, request.app.state.limits)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)
     job = jobs.submit_job(session, user, data, file.filename or "", spec_path, request.app.state.data_dir)
     request.app.state.executor.wake()

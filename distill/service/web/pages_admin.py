@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError, Problem
 from distill.service import accounts
 from distill.service.deps import SessionDep
 from distill.service.jobs import tenant_spent
@@ -49,7 +49,16 @@ def admin_page(request: Request, user: PageUser, session: SessionDep, msg: str =
 
 
 def _cap(text: str) -> float | None:
-    return float(text) if text.strip() else None
+    """The form's cap in USD (empty: no cap); a located refusal for anything but a finite number >= 0."""
+    if not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(Problem(f"spending cap: {text.strip()[:40]!r} is not a number of USD",
+                                  key="spending_cap_usd", hint="e.g. 25 or 12.50; empty for no cap")) from None
+    accounts.check_cap(value)
+    return value
 
 
 @router.post("/tenants", dependencies=[Csrf])
