@@ -16,7 +16,7 @@ from distill.coldstart.promote import PromotionRefused
 from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
-from distill.service.jobs import SpendingCapError
+from distill.service.jobs import NotRetryable, SpendingCapError
 from distill.service.quotas import Limits, QuotaExceeded
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
 def _problems(request: Request, exc: DistillError) -> JSONResponse:
     root = request.app.state.data_dir
     status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else \
-        409 if isinstance(exc, PromotionRefused) else 429 if isinstance(exc, QuotaExceeded) else 422
+        409 if isinstance(exc, PromotionRefused | NotRetryable) else 429 if isinstance(exc, QuotaExceeded) else 422
     kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else \
         "quota exceeded" if isinstance(exc, QuotaExceeded) else type(exc).__name__
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else None

@@ -53,6 +53,15 @@ def cancel(request: Request, job: JobDep, session: SessionDep, user: User = requ
     return JobOut(**jobs.job_summary(job))
 
 
+@router.post("/{job_id}/retry", response_model=JobOut, responses={409: {"model": ProblemsOut}})
+def retry(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+    """Retry a failed job from its failed stage; earlier stages' work and the review's sign-off are kept.
+    409 when the job has not failed."""
+    jobs.retry_job(session, job)
+    request.app.state.executor.wake()
+    return JobOut(**jobs.job_summary(job))
+
+
 def _events(session, job_id: str, after: int, limit: int) -> list[EventOut]:
     rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit))
     return [EventOut(id=e.id, time=jobs.iso(e.time), type=e.type, message=e.message, data=e.data) for e in rows]

@@ -193,6 +193,17 @@ def cancel(request: Request, job: PageJob, user: PageUser, session: SessionDep):
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
 
+@router.post("/jobs/{job_id}/retry", dependencies=[Csrf])
+def retry(request: Request, job: PageJob, user: PageUser, session: SessionDep):
+    require_role(user, "admin", "customer")
+    try:
+        jobs.retry_job(session, job)
+    except jobs.NotRetryable:
+        pass  # retried already (another tab): the job page shows where it is
+    request.app.state.executor.wake()
+    return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
+
+
 @router.get("/jobs/{job_id}/bundle")
 def bundle(job: PageJob):
     return downloads.bundle(job)
