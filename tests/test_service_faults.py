@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import run_distill
@@ -84,23 +85,40 @@ def test_a_killed_worker_resumes_its_stage_and_the_job_finishes_until_attempts_r
         server.stop()
 
 
+def _log_in(client: httpx.Client, token: str) -> None:
+    client.get("/ui/login")
+    response = client.post("/ui/login", data={"token": token, "csrf": client.cookies["distill_login_csrf"], "next": "/ui/"})
+    assert response.status_code == 303, response.text
+
+
 def test_training_that_fails_after_sign_off_is_retried_without_a_new_review(tmp_path: Path) -> None:
     server, tokens = _server(tmp_path / "s")
     spec = small_spec(tmp_path / "spec", records=40)
+    policy = spec.parent / "policy.yaml"  # a 5% limit: 0 defects in a sample of ~40 bounds the rate at ~7%
+    policy.write_text(policy.read_text().replace("max_defect_rate: 0.6", "max_defect_rate: 0.05"))
     try:
         job_id = _submit(server, tokens["ann"], spec)
-        with server.client(tokens["rita"]) as rita, server.client(tokens["ann"]) as ann:
+        with server.client(tokens["rita"]) as rita, server.client(tokens["ann"]) as ann, \
+                httpx.Client(base_url=server.url, timeout=60) as browser:
             wait_status(rita, job_id, "awaiting_review")
             assert ann.post(f"/v1/jobs/{job_id}/retry").status_code == 409  # only a failed job is retried
             run_dir = next((server.data_dir / "jobs" / job_id).glob("runs/*/main"))
             (run_dir / "train").write_text("in the way")  # training cannot make its folder: it fails
             rita.post(f"/v1/jobs/{job_id}/review/bulk", json={"query": {"status": "pending"}, "decision": "reject", "reason": "unclear"})
-            assert rita.post(f"/v1/jobs/{job_id}/review/sample", json={"seed": 1}).status_code == 200
-            assert rita.post(f"/v1/jobs/{job_id}/review/signoff", json={"defective": []}).json()["accepted"]
+            _log_in(browser, tokens["rita"])
+            assert 'A sample needs at least <strong>59</strong>' in browser.get(f"/ui/jobs/{job_id}/signoff").text
+            kept = rita.get(f"/v1/jobs/{job_id}/records", params={"status": "kept", "limit": 500}).json()
+            drawn = rita.post(f"/v1/jobs/{job_id}/review/sample", json={"seed": 1, "size": 500}).json()
+            assert 0 < len(drawn["ids"]) < 59  # every kept record: the exact rate, not a bound
+            decision = rita.post(f"/v1/jobs/{job_id}/review/signoff", json={"defective": []}).json()
+            assert decision["accepted"] and decision["upper_bound"] == 0.0, (decision, kept)
             failed = wait_for(lambda: (lambda j: j if j["status"] == "failed" else None)(job_status(ann, job_id)), 600,
                               "training to fail")
             assert failed["progress"]["review"]["state"] == "done"
             signoff = (run_dir / "review" / "signoff.json").read_text()
+            browser.cookies.clear()
+            _log_in(browser, tokens["ann"])
+            assert f'action="/ui/jobs/{job_id}/retry"' in browser.get(f"/ui/jobs/{job_id}").text
 
             (run_dir / "train").unlink()  # the cause fixed
             env = {**os.environ, "DISTILL_SERVER": server.url, "DISTILL_TOKEN": tokens["ann"]}
@@ -108,6 +126,7 @@ def test_training_that_fails_after_sign_off_is_retried_without_a_new_review(tmp_
             assert done.returncode == 0, done.stderr
             wait_status(ann, job_id, "succeeded", timeout=1200)
             events = ann.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["events"]
+            assert f'action="/ui/jobs/{job_id}/retry"' not in browser.get(f"/ui/jobs/{job_id}").text
         statuses = [e["data"]["status"] for e in events if e["type"] == "status"]
         after_retry = statuses[statuses.index("failed") + 1:]
         assert after_retry[0] == "queued" and "awaiting_review" not in after_retry and "reviewing" not in after_retry
