@@ -150,3 +150,10 @@ def test_submit_runs_the_checks_that_would_fail_after_sign_off(session, tmp_path
     ann = accounts.find_user(session, "ann")
     with pytest.raises(SpecError, match="fewer than one batch"):
         jobs.submit_job(session, ann, tar_folder(spec.parent), "spec.tar.gz", "spec.yaml", tmp_path / "data")
+
+
+def test_an_eval_need_that_would_fail_after_sign_off_is_refused_at_submit(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path / "spec", records=40)
+    spec.write_text(spec.read_text().replace("evaluation:\n", "evaluation:\n  probe_sets: [no-such-set]\n", 1))
+    problems = planned_problems(load_spec(spec))
+    assert any("probe set 'no-such-set' not found" in p.message for p in problems), problems
