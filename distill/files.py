@@ -18,7 +18,7 @@ from typing import Any, Iterable
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
@@ -28,6 +28,22 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # how write_atomic names its temporary files: `.NAME.RANDOM.tmp`
+
+
+def is_temp(path: Path) -> bool:
+    """A half-written file a killed writer may have left: hidden, or named like write_atomic's temporaries."""
+    return path.name.startswith(TEMP_PREFIX) or path.name.endswith(TEMP_SUFFIX)
+
+
+def remove_temps(folder: Path) -> None:
+    """Delete the temporary files a killed writer left in `folder` (not its sub-folders)."""
+    if Path(folder).is_dir():
+        for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def replace_dir(staging: Path, target: Path) -> None:

@@ -8,7 +8,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def data_path(name: str) -> Path:
-    """The `templates` or `safety` folder: packaged copy in a wheel, else the checkout's top level."""
+    """The `templates`, `safety` or `specs` folder: packaged copy in a wheel, else the checkout's top level."""
     packaged = _PACKAGE / "_data" / name
     if packaged.is_dir():
         return packaged

@@ -3,8 +3,14 @@
 # torch is installed first from the pinned CPU wheel so no CUDA packages are pulled in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
+step() { echo "setup [$1/4, $((SECONDS - start)) s]: $2" >&2; }
+step 1 "creating .venv (the first set-up takes about 4 minutes; later runs only check)"
 python3 -m venv .venv
+step 2 "upgrading pip"
 .venv/bin/python -m pip install --quiet --upgrade pip
+step 3 "installing torch 2.13.0 (the CPU wheel)"
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
+step 4 "installing distill and its dependencies (dev, ray)"
 .venv/bin/python -m pip install --quiet -e ".[dev,ray]"  # ray: the Ray executor and its tests
-echo "distill is installed in .venv; activate with: source .venv/bin/activate" >&2
+echo "setup [done, $((SECONDS - start)) s]: distill is installed in .venv; activate with: source .venv/bin/activate" >&2

@@ -123,7 +123,8 @@ def test_instruct_asks_for_instruction_following(judge):
     def answer(messages):
         if len(messages) == 1:
             return "assessment"
-        return grades_json(8, instruction_following=4) if len(messages) == 5 else grades_json(8)
+        general = {"fluency": 8, "correctness": 8, "consistency": 8}
+        return json.dumps({**general, "instruction_following": 4} if len(messages) == 5 else general)
 
     provider, server = judge(answer)
     [outcome] = run(provider, [item(" Once upon a time.")], instruct=True)
@@ -156,7 +157,8 @@ def test_aggregation_and_intervals_per_beginning(judge):
     grammar = student["scores"]["grammar"]
     assert grammar["n"] == 3 and grammar["mean"] == pytest.approx(7.0)
     half = T_975_DF2 * 2.0 / 3 ** 0.5  # sd of (5, 7, 9) is 2
-    assert grammar["low"] == pytest.approx(7.0 - half) and grammar["high"] == pytest.approx(7.0 + half)
+    assert grammar["low"] == pytest.approx(7.0 - half)
+    assert 7.0 + half > 10 and grammar["high"] == 10.0  # the t-interval is clipped to the 0-10 scale
     assert student["age_groups"] == {"A": 2, "B": 0, "C": 3, "D": 0, "E": 0, "F": 0}
     assert summary["teacher"]["scores"]["plot"] == {"mean": 9.0, "low": None, "high": None, "n": 1}
 
@@ -207,3 +209,35 @@ def test_cut_beginning_is_mid_sentence():
         assert not beginning.endswith((".", "!", "?")) and rest.startswith(" ")
         assert 0.25 < len(beginning.split()) / len(story.split()) < 0.65
     assert cut_beginning("Too short to cut.", random.Random(0)) is None
+
+
+def test_instruct_tasks_are_not_graded_as_stories(judge):
+    provider, server = judge(lambda m: "ok" if len(m) == 1 else json.dumps(
+        {"fluency": 8, "correctness": 6, "consistency": 7, "instruction_following": 9}))
+
+    [outcome] = run(provider, [item("Your order ships Monday.")], instruct=True)
+
+    schema = server.calls[1].json_schema
+    assert set(schema["required"]) == {"fluency", "correctness", "consistency", "instruction_following"}
+    assert "age of the writer" not in server.calls[1].messages[2][1] and "plot" not in server.calls[1].messages[2][1]
+    assert outcome.grades["correctness"] == 6 and outcome.failure is None
+
+
+def test_a_specs_own_dimensions_are_the_grades(judge):
+    rubric = load_rubric(dimensions={"accuracy": "every fact matches the order record", "tone": "calm and polite"})
+    provider, server = judge(lambda m: "ok" if len(m) == 1 else json.dumps({"accuracy": 3, "tone": 10}))
+
+    [outcome] = run(provider, [item("Refund issued.")], rubric=rubric)
+
+    assessment, grading = server.calls[0].messages[0][1], server.calls[1].messages[2][1]
+    assert "story" not in assessment and "accuracy: every fact matches the order record" in assessment
+    assert set(server.calls[1].json_schema["required"]) == {"accuracy", "tone"}
+    assert "tone: calm and polite" in grading and "age" not in grading
+    assert outcome.grades == {"accuracy": 3, "tone": 10}
+
+
+def test_grade_intervals_stay_on_the_scale():
+    wide = mean_interval([0.0, 10.0, 0.0], scale=(0.0, 10.0))
+    assert wide["low"] == 0.0 and wide["high"] == 10.0 and wide["mean"] == pytest.approx(10 / 3)
+    unclipped = mean_interval([0.0, 10.0, 0.0])
+    assert unclipped["low"] < 0 and unclipped["high"] > 10  # the plain t-interval would leave the scale

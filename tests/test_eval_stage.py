@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
+from distill.files import file_sha256
 from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
 from distill.evaluate.report import rerender_eval_report, write_eval_report
 from distill.evaluate.result import EvalResult, Score
@@ -88,8 +89,14 @@ def settings(probe_file):
 
 def test_eval_writes_report_with_bpb_grades_metrics_and_probes(judged_run, probe_file):
     run_dir, server, texts, model, tokenizer = judged_run
+    stale = run_dir / "eval" / ".bpb_curve.png.k3j9x.tmp"  # what a kill -9 mid-chart leaves
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a png")
 
     result = evaluate_run(run_dir, settings=settings(probe_file))
+    assert not stale.exists()  # removed when the stage starts again
+    # what eval wrote is bound to its stage record, so a release can tell an edit afterwards
+    assert RunDir.open(run_dir).stage("eval")["eval_json_sha256"] == file_sha256(run_dir / "eval" / "eval.json")
 
     expected = bits_per_byte(model, tokenizer, texts[2:], context_length=64, batch_size=4)
     assert result.validation_bpb == pytest.approx(expected["bits_per_byte"], rel=1e-5)

@@ -36,6 +36,7 @@ def test_built_wheel_carries_templates_and_safety(tmp_path: Path) -> None:
                    capture_output=True, check=True)
     assert (site / "distill" / "_data" / "templates" / "tinystories" / "story.j2").is_file()
     assert (site / "distill" / "_data" / "safety").is_dir()
+    assert (site / "distill" / "_data" / "specs" / "policies" / "children-reviewed.yaml").is_file()  # the demo's jobs
     workdir = tmp_path / "work"
     shutil.copytree(REPO / "specs", workdir / "specs")
     env = {**os.environ, "PYTHONPATH": str(site)}

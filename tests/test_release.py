@@ -339,9 +339,9 @@ def test_override_needs_reason_and_environment_and_is_stamped(tmp_path, model_di
     assert verify(bundle).ok
 
 
-def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
+def review_and_sign_off(run: RunDir, *, reject: int | None = None, policy=None) -> None:
     """The review stage's files, written with its own functions: verdicts, an optional human
-    rejection, and the automatic sign-off the offline policy allows."""
+    rejection, and the automatic sign-off the offline policy allows (under `policy`, default general)."""
     from distill.review.chain import check_texts
     from distill.review.policy import load_policy
     from distill.review.signoff import auto_sign_off
@@ -349,7 +349,7 @@ def review_and_sign_off(run: RunDir, *, reject: int | None = None) -> None:
     from distill.review.store import RECORDS, build_view, review_dir, verdict_line, view_digest
 
     folder = review_dir(run.path)
-    policy = load_policy("general")
+    policy = policy or load_policy("general")
     verdicts = check_texts(STORIES, policy)
     append_jsonl(folder / RECORDS, [verdict_line(i, v, STORIES[i], "") for i, v in enumerate(verdicts)])
     if reject is not None:

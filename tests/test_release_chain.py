@@ -17,16 +17,20 @@ from tiny_lm import tiny_llama, tiny_tokenizer
 from distill.errors import ConfigError, DistillError
 from distill.release import release, verify
 from distill.release.gate import OVERRIDE_ENV, ReleaseGateError
-from distill.release.signing import generate_key_pair
+from distill.release.signing import KEY_ENV, generate_key_pair
 from distill.release.verify import check_audit_anchor
 from distill.review.audit import GENESIS, _digest, read_log
+from distill.review.policy import load_policy
 from distill.rundir import RunDir
 
 
 @pytest.fixture
-def signed_run(tmp_path, model_dir, png_bytes) -> RunDir:  # noqa: F811
+def signed_run(tmp_path, model_dir, png_bytes, keys, monkeypatch) -> RunDir:  # noqa: F811
+    """A finished run, signed off with the operator's key at hand (so the sign-off is checkpointed)."""
     run = make_run(tmp_path / "work", model_dir, png_bytes)
+    monkeypatch.setenv(KEY_ENV, str(keys[0]))
     review_and_sign_off(run)
+    monkeypatch.delenv(KEY_ENV)
     return run
 
 
@@ -123,8 +127,7 @@ def test_broken_chain_cannot_be_overridden_but_a_policy_mismatch_can(signed_run,
     with pytest.raises(ReleaseGateError, match="cannot be overridden"):
         release(signed_run.path, override_reason="I know what I am doing")
     other = make_run(signed_run.path.parent.parent.parent / "other", signed_run.path / "train" / "model", b"png")
-    review_and_sign_off(other)
-    edit_json(other.path / "review" / "signoff.json", policy="lenient")
+    review_and_sign_off(other, policy=load_policy("general").model_copy(update={"name": "lenient"}))
     monkeypatch.delenv(OVERRIDE_ENV)
     with pytest.raises(ReleaseGateError, match="sign-off was given under the policy 'lenient'"):
         release(other.path)

@@ -46,4 +46,4 @@ def test_sign_off_needs_a_sample_graded_from_it_and_nothing_pending(tmp_path):
 def test_automatic_sign_off_says_so(tmp_path):
     decision = auto_sign_off(tmp_path, load_policy("children"), view_digest="v")
     assert decision["reviewer"] == "auto" and "no human graded" in decision["method"]
-    assert read_log(tmp_path)[-1]["after"] == {"auto": True, "policy": "children"}
+    assert read_log(tmp_path)[-1]["after"].items() >= {"auto": True, "policy": "children"}.items()

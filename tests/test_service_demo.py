@@ -45,14 +45,19 @@ def test_demo_starts_with_users_tokens_and_the_quickstart_job(tmp_path: Path) ->
         process, log = _start(data_dir, port)
         try:
             wait_for(lambda: _up(url), 120, "the demo server")
-            assert f"http://127.0.0.1:{port}" in log.read_text()
+            banner = log.read_text()
+            assert f"http://127.0.0.1:{port}/ui/" in banner and "tinystories-pilot" in banner
             tokens = _tokens(log)
             assert set(tokens) == {"demo-admin", "demo-reviewer", "demo-customer"}
             customer = {"Authorization": f"Bearer {tokens['demo-customer']}"}
             jobs = httpx.get(f"{url}/v1/jobs", headers=customer).json()["jobs"]
-            assert [j["spec_name"] for j in jobs] == ["tinystories-quickstart"]
+            assert sorted(j["spec_name"] for j in jobs) == ["tinystories-pilot", "tinystories-quickstart"]
+            assert all(j["id"] in banner for j in jobs)
             reviewer = {"Authorization": f"Bearer {tokens['demo-reviewer']}"}
-            assert [j["id"] for j in httpx.get(f"{url}/v1/jobs", headers=reviewer).json()["jobs"]] == [jobs[0]["id"]]
+            seen = httpx.get(f"{url}/v1/jobs", headers=reviewer).json()["jobs"]
+            assert sorted(j["id"] for j in seen) == sorted(j["id"] for j in jobs)
+            home = httpx.get(f"{url}/", follow_redirects=False)
+            assert home.status_code == 307 and home.headers["location"] == "/ui/"
             if old_tokens is not None:
                 stale = {"Authorization": f"Bearer {old_tokens['demo-customer']}"}
                 assert httpx.get(f"{url}/v1/me", headers=stale).status_code == 401

@@ -70,8 +70,10 @@ def main() -> None:
     try:
         app()
     except DistillError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        from distill.keys import keys_in_use, redact_secrets
+
+        for problem in exc.problems:  # a provider's message may echo a key: redacted by shape and by value
+            print(f"error: {redact_secrets(str(problem), extra=keys_in_use())}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:

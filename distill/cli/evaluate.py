@@ -36,7 +36,7 @@ def eval_command(
 
     run_dir = RunDir.open(run)
     loaded = run_dir.load_spec()
-    settings = eval_settings_from_spec(loaded.spec)
+    settings = eval_settings_from_spec(loaded.spec, loaded.directory)
     settings = settings.model_copy(update={
         "prompts": prompts or settings.prompts, "samples_per_prompt": samples or settings.samples_per_prompt,
         "max_new_tokens": max_new_tokens or settings.max_new_tokens, "probe_samples": probe_samples or settings.probe_samples,

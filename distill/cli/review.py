@@ -1,7 +1,7 @@
 """`distill review RUN`: run the automatic review and summarise it; sub-commands for human review.
 
     distill review RUN                      review (resumable), print the summary, write the report
-    distill review RUN --verify-log         check the audit log's hash chain
+    distill review RUN --verify-log [--key PUB]   check the audit log's hash chain and signed checkpoints
     distill review RUN list --reason pii.email --status pending
     distill review RUN show 17
     distill review RUN accept 17 18 --reviewer ana      (or set DISTILL_REVIEWER)
@@ -45,7 +45,8 @@ def review(
     policy: Annotated[Optional[str], typer.Option("--policy", help="Policy name or YAML path (default: the spec's safety.policy).")] = None,
     eval_file: Annotated[Optional[list[Path]], typer.Option("--eval-file", help="Extra evaluation text to decontaminate against (repeatable).")] = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the LLM judge (no requests).")] = False,
-    verify_log: Annotated[bool, typer.Option("--verify-log", help="Only check the audit log's hash chain; exit 1 if broken.")] = False,
+    verify_log: Annotated[bool, typer.Option("--verify-log", help="Only check the audit log's hash chain and signed checkpoints; exit 1 if broken.")] = False,
+    key: Annotated[Optional[Path], typer.Option("--key", metavar="PUB", help="With --verify-log: the operator's public key, to check the checkpoints' signatures.")] = None,
 ) -> None:
     """Review RUN's dataset: every check on every record, dedup, decontamination, the LLM judge; prints the
     summary (stderr) and the report path (stdout). Re-running resumes and refreshes the report."""
@@ -53,7 +54,8 @@ def review(
     if ctx.invoked_subcommand is not None:
         return
     if verify_log:
-        from distill.review.audit import verify_log as verify
+        from distill.release.signing import read_public_key
+        from distill.review.checkpoints import log_report
         from distill.review.store import review_dir
 
         if not (Path(run) / "manifest.json").is_file():
@@ -61,10 +63,13 @@ def review(
 
             raise RunDirError(Problem("not a run directory (no manifest.json), so there is no audit log to check",
                                       file=run, hint="pass the run directory, runs/<spec-name>/<run-id>"))
-        problems = verify(review_dir(run))
+        problems, proves = log_report(review_dir(run), read_public_key(key) if key is not None else None)
         for problem in problems:
             print(problem)
-        _say("audit log intact" if not problems else f"audit log BROKEN: {len(problems)} problem(s)")
+        for line in proves:
+            _say(line)
+        _say("audit log: no break found (read above what that proves)" if not problems
+             else f"audit log BROKEN: {len(problems)} problem(s)")
         raise typer.Exit(1 if problems else 0)
     from distill.review.policy import load_policy
     from distill.review.report import summary_lines

@@ -52,16 +52,20 @@ def serve(
     url = database_url or default_url(data_dir)
     base = f"http://{host}:{port}"
     if demo:
-        from distill.service.demo import set_up_demo
+        from distill.service.demo import demo_jobs, set_up_demo
 
         migrate(url)
         engine = make_engine(url)
         with make_sessions(engine)() as session:
             tokens = set_up_demo(session, data_dir.resolve())
+            jobs = [(job.id, job.spec_name) for job in demo_jobs(session)]
         engine.dispose()
         _say("demo users (tokens are new at every start; older demo tokens are revoked):")
         for name, token in tokens.items():
             _say(f"  {name:<14} {token}")
+        _say("demo jobs: " + ", ".join(f"{name} ({job_id})" for job_id, name in jobs)
+             + "; the pilot waits for the reviewer's sign-off")
+        _say(f"web app: {base}/ui/  (sign in with a token above: the reviewer's to review, the customer's to download)")
         _say(f"try: DISTILL_SERVER={base} DISTILL_TOKEN={tokens['demo-customer']} distill remote status")
     else:
         _say(f"first admin: distill admin --data-dir {data_dir} user NAME --role admin  (prints a token)")

@@ -64,15 +64,13 @@ def compare(v1: Path, v2: Path, heldout: Path, judge, *, max_new_tokens: int = 1
     bpb1, answers1 = student_scores(v1, rows, max_new_tokens=max_new_tokens)
     bpb2, answers2 = student_scores(v2, rows, max_new_tokens=max_new_tokens)
     grades1, grades2, wins = asyncio.run(judge_all(judge, rows, answers1, answers2))
-    win_rate = mean_interval(wins)
-    if win_rate["low"] is not None:  # a rate: the t-interval is clipped to [0, 1]
-        win_rate.update(low=max(0.0, win_rate["low"]), high=min(1.0, win_rate["high"]))
+    win_rate = mean_interval(wins, scale=(0.0, 1.0))
     better = bpb2["bits_per_byte"] < bpb1["bits_per_byte"] and (
         win_rate["high"] is None or win_rate["high"] >= 0.5)
     return {
         "heldout": str(heldout), "inputs": len(rows),
-        "v1": {"model": str(v1), "bits_per_byte": bpb1["bits_per_byte"], "grade": mean_interval(grades1)},
-        "v2": {"model": str(v2), "bits_per_byte": bpb2["bits_per_byte"], "grade": mean_interval(grades2)},
+        "v1": {"model": str(v1), "bits_per_byte": bpb1["bits_per_byte"], "grade": mean_interval(grades1, scale=(0.0, 10.0))},
+        "v2": {"model": str(v2), "bits_per_byte": bpb2["bits_per_byte"], "grade": mean_interval(grades2, scale=(0.0, 10.0))},
         "win_rate_v2": win_rate, "judgements": len(wins), "v2_better": better,
         "examples": [{"input": r.get("input", r["prompt"]), "teacher": r["text"], "v1": a1, "v2": a2}
                      for r, a1, a2 in list(zip(rows, answers1, answers2))[:5]],

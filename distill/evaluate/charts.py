@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from distill.evaluate.result import ProbeRate, Score  # noqa: E402
+from distill.files import TEMP_PREFIX, TEMP_SUFFIX  # noqa: E402
 
 KIND_COLOURS = {"local": "#1f77b4", "semantic": "#d62728", "diffuse": "#9467bd", "first-token": "#7f7f7f"}
 SOURCE_COLOURS = {"student": "#1f77b4", "teacher": "#ff7f0e", "other": "#2ca02c"}
@@ -21,10 +22,12 @@ SOURCE_COLOURS = {"student": "#1f77b4", "teacher": "#ff7f0e", "other": "#2ca02c"
 
 def save_figure(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    # Named like write_atomic's temporaries (`.NAME.RANDOM.tmp`, not `*.png`): a kill -9 mid-write leaves a file
+    # that no figure glob picks up, and that the stage's next start removes.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         plt.close(fig)

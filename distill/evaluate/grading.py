@@ -48,6 +48,12 @@ class Rubric:
     assessment: jinja2.Template
     grading: jinja2.Template
     retry: jinja2.Template
+    task_dimensions: dict[str, str] | None = None  # the spec's own dimensions (name -> what a 10 looks like)
+
+    def context(self, beginning: str, completion: str, instruct: bool) -> dict[str, Any]:
+        """What the assessment and grading templates see."""
+        return {"beginning": beginning, "completion": completion, "instruct": instruct,
+                "task_dimensions": self.task_dimensions}
 
     def fields(self, context: dict[str, Any]) -> tuple[list[str], bool]:
         module = self.grading.make_module(context)
@@ -58,9 +64,11 @@ class Rubric:
         return dimensions, bool(getattr(module, "age_groups", False))
 
 
-def load_rubric(grading: str | Path | None = None, *, folders: Sequence[Path] = ()) -> Rubric:
+def load_rubric(grading: str | Path | None = None, *, folders: Sequence[Path] = (),
+                dimensions: dict[str, str] | None = None) -> Rubric:
     """The built-in rubric from `templates/eval/`, with `grading` (a template name or path) replacing
-    the grading prompt. `folders` are searched before the built-in templates (a spec's templates_dir)."""
+    the grading prompt. `folders` are searched before the built-in templates (a spec's templates_dir).
+    `dimensions` (the spec's `evaluation.dimensions`) replace the built-in rubric's grades."""
     search = [*map(str, folders), str(data_path("templates"))]
     # a spec's rubric is customer text: the same bounded sandbox as prompt templates
     env = BoundedSandbox(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
@@ -79,7 +87,8 @@ def load_rubric(grading: str | Path | None = None, *, folders: Sequence[Path] = 
             raise TemplateError(Problem(f"template syntax error: {exc.message}", file=exc.filename or str(name),
                                         line=exc.lineno)) from None
 
-    return Rubric(load("eval/assessment.jinja"), load(grading or "eval/grading.jinja"), load("eval/retry.jinja"))
+    return Rubric(load("eval/assessment.jinja"), load(grading or "eval/grading.jinja"), load("eval/retry.jinja"),
+                  task_dimensions=dict(dimensions) if dimensions else None)
 
 
 def grades_model(dimensions: Sequence[str], age_groups: bool) -> type[BaseModel]:
@@ -166,7 +175,7 @@ async def grade_items(
 
 async def _grade_one(provider: Provider, item: GradingItem, rubric: Rubric, *, judge_model: str, instruct: bool,
                      params: dict[str, Any], index: int) -> GradeOutcome:
-    context = {"beginning": item.beginning, "completion": item.completion, "instruct": instruct}
+    context = rubric.context(item.beginning, item.completion, instruct)
     dimensions, age_groups = rubric.fields(context)
     model = grades_model(dimensions, age_groups)
     outcome = GradeOutcome(item)
@@ -249,7 +258,7 @@ def summarize_grades(outcomes: Sequence[GradeOutcome]) -> dict[str, Any]:
             by_group: dict[int, list[float]] = {}
             for o in graded:
                 by_group.setdefault(o.item.group, []).append(float(o.grades[dim]))
-            scores[dim] = mean_interval([sum(v) / len(v) for v in by_group.values()])
+            scores[dim] = mean_interval([sum(v) / len(v) for v in by_group.values()], scale=(0.0, 10.0))
         ages = Counter(o.grades["age_group"] for o in graded if "age_group" in o.grades)
         summary[source] = {
             "scores": scores,
@@ -262,8 +271,10 @@ def summarize_grades(outcomes: Sequence[GradeOutcome]) -> dict[str, Any]:
     return summary
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
-    """Mean with a Student t-interval; the interval is None for fewer than two values."""
+def mean_interval(values: Sequence[float], confidence: float = 0.95,
+                  scale: tuple[float, float] | None = None) -> dict[str, float | int | None]:
+    """Mean with a Student t-interval; the interval is None for fewer than two values. With a `scale`
+    (the grades' range), the interval is clipped to it: a mean of 0-10 grades cannot lie outside 0-10."""
     from scipy.stats import t
 
     n = len(values)
@@ -274,4 +285,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str
         return {"mean": mean, "low": None, "high": None, "n": n}
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+    low, high = mean - half, mean + half
+    if scale is not None:
+        low, high = max(scale[0], low), min(scale[1], high)
+    return {"mean": mean, "low": low, "high": high, "n": n}

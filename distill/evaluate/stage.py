@@ -22,7 +22,7 @@ from typing import Any, Literal
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.evaluate.result import EVAL_JSON, Comparison, EvalResult
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
-from distill.files import read_json_file
+from distill.files import file_sha256, read_json_file, remove_temps
 from distill.lineage import weights_digest
 from distill.rundir import RunDir
 from distill.runlock import run_lock
@@ -33,7 +33,7 @@ SEPARATOR = "<|endoftext|>"
 
 EvalSettings = flat_settings(
     "EvalSettings", __name__, "How to evaluate: the spec's `evaluation` section less the judge and the files, and a seed.",
-    Evaluation, exclude=frozenset({"judge", "rubric", "extra_texts"}), seed=(int, 0))
+    Evaluation, exclude=frozenset({"judge", "rubric", "dimensions", "extra_texts"}), seed=(int, 0))
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def eval_task_from_spec(loaded, name: str) -> EvalTask:
     rubric_path = loaded.directory / rubric_ref if rubric_ref and (loaded.directory / rubric_ref).is_file() else rubric_ref
     target = [step.name for step in spec.steps].index(spec.target_step)
     return EvalTask(name=name, kind=spec.kind, context_length=spec.student.context_length, policy=spec_policy(loaded),
-                    rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1]),
+                    rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1],
+                                       dimensions=spec.evaluation.dimensions),
                     extra_texts=extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]),
                     target_schema=step_json_schema(loaded, target) if spec.steps[target].output == "json" else None)
 
@@ -183,9 +184,13 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def eval_settings_from_spec(spec) -> EvalSettings:
-    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
-    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "extra_texts"}), seed=spec.seed)
+def eval_settings_from_spec(spec, folder: Path | None = None) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings; probe set files resolve
+    against the spec's `folder`, like every other file a spec names."""
+    fields = spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"})
+    if folder is not None and fields["probe_sets"]:
+        fields["probe_sets"] = [str(folder / p) if p.endswith(".jsonl") else p for p in fields["probe_sets"]]
+    return EvalSettings(**fields, seed=spec.seed)
 
 
 def judge_reference(loaded, judge: str | None):
@@ -259,6 +264,7 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     judge_provider, judge_line = (None, "Not graded (--no-judge).") if no_judge else make_judge(loaded, run.path, judge)
     task = eval_task_from_spec(loaded, f"{loaded.spec.name}/{run.path.name}")
     run.start_stage("eval")
+    remove_temps(run.path / "eval")  # half-written files of a killed eval: never shipped, never read
     try:
         result = evaluate(run.path / "train" / "model", heldout_examples(run.path, heldout), run.path / "eval", settings, task,
                           judge=judge_provider, judge_line=judge_line,
@@ -268,6 +274,8 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     except BaseException as exc:
         run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    # What eval wrote, bound to the stage record: a release refuses an eval.json edited afterwards.
+    run.manifest["stages"]["eval"]["eval_json_sha256"] = file_sha256(run.path / "eval" / EVAL_JSON)
     run.finish_stage("eval", counts={"heldout": result.heldout_examples,
                                      "judged": len(result.grading.items) if result.grading else 0,
                                      "probes": result.probes.summary.overall.completions})
@@ -427,7 +435,7 @@ def _grade(judge: CachedJudge, tasks, student, task: EvalTask, judge_line: str, 
         "protocol": ("Each completion gets a two-turn exchange: a free-text assessment, then 0-10 grades as JSON; "
                      "an unusable answer is retried once, then counted as failed and left out of the means."),
         "interval": ("Means are over beginnings (each beginning's samples averaged first); 95% intervals are Student "
-                     "t-intervals over those per-beginning means."),
+                     "t-intervals over those per-beginning means, clipped to the 0-10 scale."),
         "summary": summarize_grades(outcomes),
         "items": [o.to_json() for o in outcomes],
     }

@@ -39,7 +39,8 @@ def release(run_dir: str | Path, *, override_reason: str | None = None, signing_
     run = RunDir.open(run_dir)
     with run_lock(run.path):
         run = RunDir.open(run.path)  # as it is now that no other command can change it
-        return release_inputs(run, read_inputs(run.path, run.manifest, read_review(run.path)),
+        review = read_review(run.path, anchor_key=key.public_key() if key is not None else None)
+        return release_inputs(run, read_inputs(run.path, run.manifest, review),
                               override_reason=override_reason, private_key=key)
 
 
@@ -69,13 +70,14 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
 def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> dict[str, Any]:
     """The gate's verdict; raises ReleaseGateError when it fails and no override is allowed. A run's release
     also checks the chain sign-off -> training -> eval -> the model now, which no override can skip."""
-    if inputs.chain is not None:
-        broken = chain_failures(inputs.review, inputs.chain)
-        if broken:
-            raise ReleaseGateError(*broken, Problem("release refused: the model is not provably the evaluated model "
-                                                    "trained on the signed-off data (this cannot be overridden)"))
     spec_policy = inputs.chain.spec_policy if inputs.chain is not None else None
     failures = gate_failures(inputs.review, inputs.evaluation, inputs.release.min_scores, spec_policy)
+    if inputs.chain is not None:
+        broken = chain_failures(inputs.review, inputs.chain)
+        if broken:  # every problem at once, the gate's too
+            refused = Problem("release refused: the model is not provably the evaluated model trained on the "
+                              "signed-off data (this cannot be overridden)")
+            raise ReleaseGateError(*broken, *failures, refused)
     gate = check_gate(failures, override_reason)
     if gate["override"]:
         print(f"warning: release gate overridden ({len(failures)} failed conditions): {gate['override']['reason']}",

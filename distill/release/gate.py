@@ -34,7 +34,9 @@ def gate_failures(review: ReviewFacts, evaluation: EvalFacts, min_scores: dict[s
 def chain_failures(review: ReviewFacts, chain: ChainFacts) -> list[Problem]:
     """Breaks in the chain sign-off -> training -> evaluation -> the model now. These cannot be overridden:
     the release would not be the model that was trained on the signed-off data and then evaluated."""
-    problems = []
+    problems = [Problem(f"the review's sign-off is forged or its history rewritten: {line}", key="review.signoff",
+                        hint="restore review/ from a copy, or review and sign off again")
+                for line in review.record_problems]
     if chain.load_problem:
         problems.append(Problem(f"train/model does not load: {chain.load_problem}", key="train.model",
                                 hint="run `distill train RUN` again"))
@@ -51,6 +53,10 @@ def chain_failures(review: ReviewFacts, chain: ChainFacts) -> list[Problem]:
     if chain.trained_weights and chain.current_weights and chain.current_weights != chain.trained_weights:
         problems.append(Problem("train/model is not the model training produced (swapped, edited or truncated)",
                                 key="train.weights_sha256", hint="run `distill train RUN` again, then `distill eval RUN`"))
+    if chain.eval_edited:
+        problems.append(Problem("eval/eval.json was edited after `distill eval` wrote it (its sha256 is not the one "
+                                "the eval stage recorded)", key="eval.eval_json",
+                                hint="run `distill eval RUN` again; a release ships the evaluation as measured"))
     if chain.evaluated_weights is None:
         problems.append(Problem("the evaluation does not name the weights it measured (eval/eval.json)",
                                 key="eval.weights_sha256", hint="run `distill eval RUN`"))

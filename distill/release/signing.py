@@ -100,14 +100,7 @@ def check_signature(manifest_bytes: bytes, signature_text: bytes, public_key_pat
     used: that proves the manifest was not edited after signing, not who signed it."""
     _, _, invalid, _ = _crypto()
     if public_key_path is not None:
-        try:
-            data = Path(public_key_path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(Problem(f"cannot read the public key: {exc.strerror}", file=public_key_path,
-                                      key="--key")) from None
-        key, problem = load_public_key(data, str(public_key_path))
-        if problem:
-            raise ConfigError(Problem(problem, key="--key", hint="pass the publisher's signing_key.pub"))
+        key = read_public_key(public_key_path)
     else:
         entry = entries.get(PUBLIC_KEY)
         if entry is None or PUBLIC_KEY not in listed:
@@ -123,6 +116,28 @@ def check_signature(manifest_bytes: bytes, signature_text: bytes, public_key_pat
         return (f"{SIGNATURE}: the signature does not verify under {who} (manifest edited after signing, "
                 f"or signed by someone else)"), None
     return None, key_fingerprint(key)
+
+
+def signature_holds(public_key: Any, signature_text: str, data: bytes) -> bool:
+    """True when `signature_text` (base64, as `sign` writes it) is `public_key`'s signature over `data`."""
+    _, _, invalid, _ = _crypto()
+    try:
+        public_key.verify(base64.b64decode(signature_text.strip(), validate=True), data)
+    except (invalid, binascii.Error, ValueError, AttributeError):
+        return False
+    return True
+
+
+def read_public_key(path: Path, *, option: str = "--key") -> Any:
+    """The Ed25519 public key in a PEM file the user named; a located ConfigError when it is not one."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(Problem(f"cannot read the public key: {exc.strerror}", file=path, key=option)) from None
+    key, problem = load_public_key(data, str(path))
+    if problem:
+        raise ConfigError(Problem(problem, key=option, hint="pass the publisher's signing_key.pub"))
+    return key
 
 
 def signing_key_from(path: Path | None) -> Any | None:

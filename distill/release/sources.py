@@ -52,6 +52,9 @@ class ReviewFacts:
     note: str | None = None  # why it is not signed off
     dataset_fingerprint: str | None = None  # the kept records the sign-off covers (lineage.examples_digest)
     audit_count: int = 0  # entries in the audit log; with audit_hash, the head the release's signature covers
+    # The sign-off record is not the one its audit entry logged, or the log no longer holds the head a signed
+    # checkpoint recorded: forged or rewritten history, which no override may ship.
+    record_problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class ChainFacts:
     current_weights: str | None  # train/model as it is now
     load_problem: str | None  # why train/model does not load, or None
     spec_policy: str  # the safety policy the spec names
+    eval_edited: bool = False  # eval/eval.json is not the file the eval stage recorded writing
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
         review=review,
         evaluation=read_eval(run_path / "eval"),
         training=read_training(spec, manifest),
-        train_figures=sorted((run_path / "train").glob("*.png")),
+        train_figures=figures_in(run_path / "train"),
         chain=read_chain(run_path, manifest),
         stage_input_files={name: stage["inputs"]["files"] for name, stage in manifest.get("stages", {}).items()
                            if name != "release" and "inputs" in stage},
@@ -132,12 +136,13 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
     """What training and eval recorded about the data and weights, the model now, and whether it loads."""
     from distill.lineage import load_saved_model, weights_digest
     from distill.review.policy import spec_policy
-    from distill.files import read_json_file
+    from distill.files import file_sha256, read_json_file
     from distill.rundir import RunDir
 
     result_path = run_path / "train" / "result.json"
     trained = read_json_file(result_path, made_by="distill train RUN") if result_path.is_file() else {}
     evaluated = read_eval_result(run_path / "eval")
+    written = manifest.get("stages", {}).get("eval", {}).get("eval_json_sha256")  # runs before it was recorded: None
     model_dir = run_path / "train" / "model"
     try:
         load_saved_model(model_dir)
@@ -147,14 +152,18 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
     return ChainFacts(
         trained_on=trained.get("dataset_fingerprint") or None, trained_weights=trained.get("weights_sha256") or None,
         evaluated_weights=evaluated.weights_sha256 or None, current_weights=weights_digest(model_dir),
-        load_problem=load_problem, spec_policy=spec_policy(RunDir(run_path, manifest).load_spec()).name)
+        load_problem=load_problem, spec_policy=spec_policy(RunDir(run_path, manifest).load_spec()).name,
+        eval_edited=written is not None and written != file_sha256(run_path / "eval" / EVAL_JSON))
 
 
 def read_model_files(model_dir: Path) -> list[Path]:
     """The files `save_pretrained` wrote for the model and tokenizer that a bundle ships."""
     if not model_dir.is_dir():
         raise RunDirError(Problem("no trained model", file=model_dir, hint="run `distill train RUN` first"))
-    files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES))
+    from distill.files import is_temp
+
+    files = sorted(p for p in model_dir.iterdir()
+                   if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES) and not is_temp(p))
     names = {p.name for p in files}
     missing = [n for n in REQUIRED_MODEL_FILES if n not in names]
     if not any(n.endswith(".safetensors") for n in names):
@@ -188,9 +197,12 @@ def read_dataset(dataset_dir: Path) -> DatasetFacts:
                         template_hashes=hashes, cost_usd=round(cost, 6))
 
 
-def read_review(run_path: Path) -> ReviewFacts:
-    """The sign-off, whether it still covers the reviewed dataset, the record counts, and the audit log."""
-    from distill.review.signoff import read_signoff, signoff_current
+def read_review(run_path: Path, *, anchor_key: Any = None) -> ReviewFacts:
+    """The sign-off, whether it still covers the reviewed dataset, the record counts, and the audit log. The
+    sign-off must be the record its audit entry logged and the log must hold every checkpointed head; with
+    `anchor_key` (the operator's public key) a checkpoint signed with it must cover the sign-off."""
+    from distill.review.checkpoints import signoff_anchor_problems
+    from distill.review.signoff import read_signoff, record_problems, signoff_current
     from distill.review.store import build_view, review_dir, view_digest
 
     folder = review_dir(run_path)
@@ -208,6 +220,10 @@ def read_review(run_path: Path) -> ReviewFacts:
         summary["sign-off sample"] = (f"{signoff['defects']} defects in {signoff['n']} sampled records; "
                                       f"{signoff['confidence']:.0%} upper bound on the defect rate "
                                       f"{signoff['upper_bound']:.1%} (policy maximum {signoff['max_defect_rate']:.1%})")
+    forged = record_problems(folder, signoff) or signoff_anchor_problems(folder, signoff, anchor_key)
+    if forged:  # the lineage must not name a signer the history does not prove
+        return ReviewFacts(False, None, None, audit_hash, audit_problems, summary, note="the sign-off cannot be trusted",
+                           audit_count=audit_count(folder), record_problems=forged)
     current = signoff_current(signoff, view_digest(records))
     return ReviewFacts(
         signed_off=current,
@@ -258,8 +274,15 @@ def read_eval(eval_dir: Path) -> EvalFacts:
         teacher_scores={dim: s.mean for dim, s in (teacher.scores if teacher else {}).items() if s.mean is not None},
         probe_rates=rates,
         probe_thresholds={c: result.probes.threshold(c) for c in rates},
-        figures=sorted(eval_dir.glob("*.png")),
+        figures=figures_in(eval_dir),
     )
+
+
+def figures_in(folder: Path) -> list[Path]:
+    """The charts a stage finished in `folder`; a temporary file a killed writer left (hidden, `*.tmp`) is no chart."""
+    from distill.files import is_temp
+
+    return sorted(p for p in folder.glob("*.png") if p.is_file() and not is_temp(p))
 
 
 # The offline metrics of the student's texts under the names `release.min_scores` uses.

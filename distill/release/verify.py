@@ -5,7 +5,10 @@ and size; any file it does not list is reported as extra; and whatever the manif
 hold the weights, the config, the tokenizer, the cards, the spec and the license. A tar.gz is never
 extracted: its members are checked first (no absolute paths, no `..`, no links or devices, no
 duplicates, one top-level folder, each member's size equal to the manifest's) and then hashed as they
-stream out of the archive, so a small archive claiming a huge member costs nothing.
+stream out of the archive, so a small archive claiming a huge member costs nothing. It is read strictly,
+the way the most lenient tool would read it: exactly one gzip member whose CRC32 and size trailer check,
+nothing after it, and nothing in the tar after its end-of-archive marker but zero padding, so no reader
+(`tar -i`, a gzip tool that joins members) finds a member that was never checked.
 
 With `--key PUB` the manifest's Ed25519 signature (`manifest.sig`) must verify under that public key:
 the manifest, and through it every file's hash and the review's audit-log head, come from the key holder.
@@ -27,6 +30,7 @@ from distill.release.signing import SIGNATURE, check_signature
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists hashes: megabytes at most
+MAX_TAR_PADDING = 1 << 20  # zeros after a tar's end marker: tar pads to its record size (10 KiB by default)
 REQUIRED_FILES = {"config.json": "the model's config", "tokenizer_config.json": "the tokenizer",
                   "README.md": "the model card", "DATASET_CARD.md": "the dataset card"}
 
@@ -75,8 +79,9 @@ def dir_entries(bundle: Path) -> dict[str, Entry]:
 
 def verify_archive(archive: Path, public_key: Path | None) -> VerifyReport:
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()  # reads headers only (decompressing, not writing anything)
+            tar_end = tar.offset  # where the end-of-archive marker starts, in the decompressed stream
             problems = unsafe_members(members)
             tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
             if not problems and len(tops) != 1:
@@ -87,9 +92,48 @@ def verify_archive(archive: Path, public_key: Path | None) -> VerifyReport:
             entries = {PurePosixPath(m.name).relative_to(top).as_posix(): Entry(m.size, lambda m=m: tar.extractfile(m))
                        for m in members if m.isfile()}
             report = check_entries(archive, entries, public_key)
+            report.problems += stray_folders(members, top, entries)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         return VerifyReport(archive, [f"{archive}: not a readable tar.gz ({_why(exc)}); download it again"])
+    if report.ok:  # a bundle that already fails is not read again; one that passes must be all there is
+        report.problems += stream_problems(archive, tar_end)
     return report
+
+
+def stray_folders(members: list[tarfile.TarInfo], top: str, entries: dict[str, Entry]) -> list[str]:
+    """Folders in the archive that hold no file: nothing the manifest lists needs them."""
+    needed = {top} | {f"{top}/{parent.as_posix()}" for name in entries for parent in PurePosixPath(name).parents}
+    return [f"{m.name}: extra folder not in the manifest" for m in members
+            if m.isdir() and PurePosixPath(m.name).as_posix() not in needed]
+
+
+def stream_problems(archive: Path, tar_end: int) -> list[str]:
+    """The archive must be exactly one gzip member (its CRC32 and size checked) with no byte after it, and the
+    tar inside must hold nothing after its end-of-archive marker but zero padding. Python's tarfile stops
+    reading at that marker and gzip readers join appended members, so anything there was never checked."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing: header, deflate, CRC32 + size
+    produced, pending = 0, b""
+    with archive.open("rb") as raw:
+        while not inflater.eof:
+            pending = pending or raw.read(1 << 20)
+            if not pending:
+                return [f"{archive}: the gzip stream is cut short (its CRC32 and size trailer is missing); "
+                        "download it again"]
+            try:
+                data = inflater.decompress(pending, 1 << 20)  # bounded output: a gzip bomb is read in steps
+            except zlib.error as exc:
+                return [f"{archive}: the gzip stream is corrupt ({exc}); download it again"]
+            pending = inflater.unconsumed_tail
+            beyond, produced = data[max(0, tar_end - produced):], produced + len(data)
+            if beyond.strip(b"\0"):
+                return [f"{archive}: data after the tar's end-of-archive marker (a hidden member that "
+                        "`tar --ignore-zeros` would extract; refused)"]
+            if produced - tar_end > MAX_TAR_PADDING:
+                return [f"{archive}: more than {MAX_TAR_PADDING >> 20} MiB of padding after the tar's end (refused)"]
+        if inflater.unused_data or raw.read(1):
+            return [f"{archive}: bytes after the end of the gzip stream (an appended gzip member or other data; "
+                    "refused: a tool that reads on would find files that were never checked)"]
+    return []
 
 
 def _why(exc: BaseException) -> str:

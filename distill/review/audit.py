@@ -3,8 +3,9 @@
 Every entry records who did what to which records, when, and the state before and after. Each line
 carries the hash of the previous line and its own hash over (previous hash + its canonical JSON), and
 `audit.head` holds the count and last hash. Editing, deleting, reordering or inserting a line breaks
-the chain; cutting lines off the end disagrees with the head. (Someone who rewrites the whole log and
-the head together is not detected: anchor the head elsewhere, e.g. in the release manifest, for that.)
+the chain; cutting lines off the end disagrees with the head. Someone who rewrites the whole log and
+the head together is not detected here: the signed checkpoints (`checkpoints.py`) and a released
+manifest anchor the head where that rewrite cannot reach.
 """
 
 from __future__ import annotations

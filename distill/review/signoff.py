@@ -15,6 +15,8 @@ the submit check and the sign-off page.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 from datetime import datetime, timezone
@@ -23,7 +25,8 @@ from typing import Any
 
 from distill.errors import Problem, RunDirError
 from distill.files import read_json_file, write_json_atomic
-from distill.review.audit import append_entry
+from distill.review.audit import _digest, append_entry, read_log
+from distill.review.checkpoints import checkpoint_key, write_checkpoint
 from distill.review.policy import Policy
 
 METHOD = "one-sided Clopper-Pearson exact binomial upper bound"
@@ -130,10 +133,13 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
         "view_digest": view_digest,
         "dataset_fingerprint": view_digest,  # what training must consume and the release traces back to
     }
+    logged = {k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")}
+    key = checkpoint_key()  # a bad key fails before anything is logged
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
-                         ids=decision["defective"], after={k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")})
+                         ids=decision["defective"], after={**logged, "record_sha256": record_digest(decision)})
     if decision["accepted"]:
         write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
+    write_checkpoint(review_dir, entry, key)
     return decision
 
 
@@ -151,9 +157,40 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
         "view_digest": view_digest,
         "dataset_fingerprint": view_digest,
     }
-    entry = append_entry(review_dir, reviewer="auto", action="signoff", after={"auto": True, "policy": policy.name})
+    key = checkpoint_key()
+    entry = append_entry(review_dir, reviewer="auto", action="signoff",
+                         after={"auto": True, "policy": policy.name, "record_sha256": record_digest(decision)})
     write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
+    write_checkpoint(review_dir, entry, key)
     return decision
+
+
+def record_digest(signoff: dict[str, Any]) -> str:
+    """sha256 of a sign-off record without its `log_hash`: the sign-off's audit entry carries it, so an edit of
+    signoff.json (another reviewer's name, other counts) no longer matches the chained log."""
+    body = {k: v for k, v in signoff.items() if k != "log_hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_problems(review_dir: Path, signoff: dict[str, Any]) -> list[str]:
+    """Why `signoff` is not the record its audit entry logged ([] when it is). The entry named by `log_hash` must
+    be in the log, hash to itself, be a sign-off, and bind this record's digest (entries written before records
+    were bound: name the same reviewer)."""
+    where = f"{review_dir / 'signoff.json'}"
+    entry = next((e for e in read_log(review_dir) if e.get("hash") == signoff.get("log_hash")), None)
+    if entry is None:
+        return [f"{where}: its audit-log entry ({str(signoff.get('log_hash'))[:12]}...) is not in the log: the log was "
+                "rewritten after the sign-off, or the record was forged"]
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    if entry.get("action") != "signoff" or _digest(str(entry.get("prev", "")), body) != entry["hash"]:
+        return [f"{where}: its audit-log entry {entry.get('seq')} is not an intact sign-off entry (edited)"]
+    bound = (entry.get("after") or {}).get("record_sha256")
+    if bound is None and entry.get("reviewer") == signoff.get("reviewer"):
+        return []
+    if bound != record_digest(signoff):
+        return [f"{where}: edited after the sign-off (it no longer matches what its audit-log entry "
+                f"{entry.get('seq')} recorded, signed off by {entry.get('reviewer')!r})"]
+    return []
 
 
 def read_sample(review_dir: Path) -> dict[str, Any] | None:

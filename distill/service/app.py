@@ -73,11 +73,11 @@ def _problems(request: Request, exc: DistillError) -> JSONResponse:
     root = request.app.state.data_dir
     status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else \
         409 if isinstance(exc, PromotionRefused | NotRetryable) else 429 if isinstance(exc, QuotaExceeded) else 422
-    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else \
-        "quota exceeded" if isinstance(exc, QuotaExceeded) else type(exc).__name__
+    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else exc.title
+    problems = [problem_json(p, root) for p in exc.problems]  # no server path, no class name
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else None
-    return JSONResponse({"detail": f"{kind}: {exc.problems[0].message}",
-                         "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status, headers=headers)
+    return JSONResponse({"detail": f"{kind}: {problems[0]['message']}", "problems": problems}, status_code=status,
+                        headers=headers)
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,5 +1,7 @@
 """`distill serve --demo`: a demo tenant with a customer, a reviewer and an admin, fresh tokens for each
-(printed at start; older demo tokens are revoked), and the offline quickstart job submitted once."""
+(printed at start; older demo tokens are revoked), and two jobs submitted once: the offline quickstart,
+which signs off automatically, and a 24-story pilot whose policy needs a person's sign-off, so the
+reviewer's path can be walked before the customer downloads."""
 
 from __future__ import annotations
 
@@ -16,21 +18,23 @@ from distill.service.db import Job, Token, User
 
 TENANT = "demo"
 USERS = (("demo-admin", "admin"), ("demo-reviewer", "reviewer"), ("demo-customer", "customer"))
-SPEC = "tinystories-quickstart.yaml"
+# (spec file, the folders beside it that it reads), in the order they are submitted
+DEMO_JOBS = (("tinystories-quickstart.yaml", ("words",)), ("tinystories-pilot.yaml", ("words", "policies")))
 
 
-def quickstart_upload() -> bytes:
-    """The quickstart spec and its word lists as a tar.gz, the way a customer would upload them."""
+def spec_upload(spec: str, folders: tuple[str, ...]) -> bytes:
+    """A shipped spec and the folders it reads as a tar.gz, the way a customer would upload them."""
     specs = data_path("specs")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(specs / SPEC, arcname=SPEC)
-        archive.add(specs / "words", arcname="words")
+        archive.add(specs / spec, arcname=spec)
+        for folder in folders:
+            archive.add(specs / folder, arcname=folder)
     return buffer.getvalue()
 
 
 def set_up_demo(session: Session, data_dir: Path) -> dict[str, str]:
-    """Idempotent: create what is missing, submit the quickstart once; returns user name -> new token."""
+    """Idempotent: create what is missing, submit the demo jobs once; returns user name -> new token."""
     if session.scalar(select(accounts.Tenant).where(accounts.Tenant.name == TENANT)) is None:
         accounts.create_tenant(session, TENANT, dataset_download=True)
     tokens = {}
@@ -44,5 +48,12 @@ def set_up_demo(session: Session, data_dir: Path) -> dict[str, str]:
         tokens[name] = accounts.issue_token(session, user, name="demo")[1]
     customer = session.scalar(select(User).where(User.name == "demo-customer"))
     if session.scalar(select(Job).where(Job.tenant_id == customer.tenant_id)) is None:
-        jobs.submit_job(session, customer, quickstart_upload(), "quickstart.tar.gz", SPEC, data_dir)
+        for spec, folders in DEMO_JOBS:
+            jobs.submit_job(session, customer, spec_upload(spec, folders), f"{Path(spec).stem}.tar.gz", spec, data_dir)
     return tokens
+
+
+def demo_jobs(session: Session) -> list[Job]:
+    """The demo tenant's jobs, oldest first (for the start-up banner)."""
+    customer = session.scalar(select(User).where(User.name == "demo-customer"))
+    return list(session.scalars(select(Job).where(Job.tenant_id == customer.tenant_id).order_by(Job.created_at)))

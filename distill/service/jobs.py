@@ -9,6 +9,7 @@ and holds only what the service knows: owner, status, the cap applied, the plan'
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from distill.errors import DistillError, Problem
+from distill.errors import DistillError, Problem, scrub_text
 from distill.service import runner
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
-from distill.service.uploads import UploadError, extract_upload, find_spec_file, teacher_problems
+from distill.service.uploads import extract_upload, find_spec_file, teacher_problems
 
 ACTIVE = ("generating", "reviewing", "training", "evaluating", "releasing")
 RUNNABLE = ("queued", *ACTIVE)  # what an executor picks up (a dead executor's jobs resume from their run dir)
@@ -31,6 +32,8 @@ STATUSES = ("validating", "queued", *ACTIVE[:2], "awaiting_review", *ACTIVE[2:],
 
 class SpendingCapError(DistillError):
     """The plan's estimate does not fit in what is left of the tenant's spending cap."""
+
+    title = "over the spending cap"
 
 
 def job_folder(data_dir: Path, job_id: str) -> Path:
@@ -66,10 +69,9 @@ def check_upload(session: Session, tenant: Tenant, data: bytes, filename: str, s
     spec_file = find_spec_file(folder / "spec", spec_path)
     if spec_text is not None:
         spec_file.write_text(spec_text, encoding="utf-8")
-    checked = runner.check_and_plan(spec_file)
-    problems = teacher_problems(checked.loaded.spec, tenant.allowed_key_envs, spec_file)
-    if problems:
-        raise UploadError(*problems)
+    # one pass: the spec's own checks, every path it names confined to the upload, and the tenant's rules
+    checked = runner.check_and_plan(spec_file, server=True,
+                                    more=lambda loaded: teacher_problems(loaded.spec, tenant.allowed_key_envs, spec_file))
     remaining = None
     if tenant.spending_cap_usd is not None:
         remaining = tenant.spending_cap_usd - tenant_spent(session, data_dir, tenant.id)
@@ -137,6 +139,8 @@ def cancel_job(session: Session, job: Job) -> Job:
 class NotRetryable(DistillError):
     """Only a failed job can be retried."""
 
+    title = "cannot retry"
+
 
 def retry_job(session: Session, job: Job) -> Job:
     """Queue a failed job again: it resumes at the stage that failed, every earlier stage's work and the
@@ -183,11 +187,28 @@ def iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
 
 
+def public_error(job: Job) -> dict[str, Any] | None:
+    """A failed job's error as its tenant may see it: spec files relative to the upload, no other server
+    path, no Python class name (a code like `SpecError` becomes `spec_error`)."""
+    if not job.error:
+        return job.error
+    folder = Path(job.run_dir).parents[2] / "spec"
+    error = dict(job.error)
+    error["code"] = re.sub(r"(?<!^)(?=[A-Z])", "_", str(error.get("code", ""))).lower()
+    if error["code"] == "internal_error":
+        error["message"] = f"an internal error (the server's worker log for {job.id} has the details)"
+    else:
+        error["message"] = scrub_text(error.get("message"), folder)
+    error["problems"] = [{**p, "message": scrub_text(p.get("message"), folder), "hint": scrub_text(p.get("hint"), folder)}
+                         for p in error.get("problems") or []]
+    return error
+
+
 def job_summary(job: Job, *, detail: bool = False) -> dict[str, Any]:
     run_dir = Path(job.run_dir)
     out = {
         "id": job.id, "tenant_id": job.tenant_id, "spec_name": job.spec_name, "status": job.status,
-        "error": job.error, "created_at": iso(job.created_at), "finished_at": iso(job.finished_at),
+        "error": public_error(job), "created_at": iso(job.created_at), "finished_at": iso(job.finished_at),
         "estimate_usd": job.estimate_usd, "max_cost_usd": job.max_cost_usd, "cost_usd": runner.spent_usd(run_dir),
         "cancel_requested": job.cancel_requested,
     }

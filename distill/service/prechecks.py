@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.errors import DistillError, Problem
+from distill.review.policy import spec_policy
 from distill.spec import LoadedSpec
 
 
@@ -22,6 +23,10 @@ def planned_problems(loaded: LoadedSpec) -> list[Problem]:
     problems = []
     if spec.kind == "instruct":
         problems += _batch_problems(loaded, spec.records, None, "planned records")
+    try:
+        spec_policy(loaded)
+    except DistillError:
+        return problems  # the spec check reports the policy; the eval needs it
     try:
         _eval_needs(loaded)
     except DistillError as exc:

@@ -38,6 +38,8 @@ class Limits:
 class QuotaExceeded(DistillError):
     """A tenant's limit refused a submission; answered 429 with `Retry-After: retry_after` seconds."""
 
+    title = "quota exceeded"
+
     def __init__(self, problem: Problem, retry_after: int):
         super().__init__(problem)
         self.retry_after = retry_after

@@ -29,20 +29,21 @@ class CheckedSpec:
     warnings: list[str]
 
 
-def check_and_plan(spec_file: Path) -> CheckedSpec:
-    """`distill validate`'s checks, and what would fail after the sign-off (training's batch against the
-    planned records, the eval's needs): raises SpecError with every located problem. Then the plan, and a
-    warning when the policy's sign-off sample cannot reach its limit."""
-    from distill.errors import SpecError
+def check_and_plan(spec_file: Path, *, server: bool = False,
+                   more: Callable[[LoadedSpec], list] | None = None) -> CheckedSpec:
+    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan.
+    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass, with
+    what would fail after the sign-off (training's batch against the planned records, the eval's needs).
+    A warning when the policy's sign-off sample cannot reach its limit."""
     from distill.review.signoff import spec_signoff_outlook
     from distill.service.prechecks import planned_problems
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
-    checked = check_spec(spec_file)
-    problems = planned_problems(checked.loaded)
-    if problems:
-        raise SpecError(*problems)
+    def service_checks(loaded: LoadedSpec) -> list:
+        return planned_problems(loaded) + (more(loaded) if more else [])
+
+    checked = check_spec(spec_file, server=server, more=service_checks)
     plan = estimate_plan(checked.loaded, load_prices(None))
     signoff_warning = spec_signoff_outlook(checked.loaded)[1]
     return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings + ([signoff_warning] if signoff_warning else []))

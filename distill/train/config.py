@@ -1,9 +1,9 @@
 """The training stage's settings: one flat, validated model.
 
 `TrainConfig` has the fields of the spec's `student` (what to train) and `training` (how long and how)
-sections side by side; they are declared, with their bounds, defaults and comments, in `distill.spec`
-only. Everything is checked before the first tokenizer merge or training step, and every problem is
-reported at once, named by its spec key.
+sections side by side: it is both sections, so each field is declared, with its bounds, default and
+documentation, once, in `distill.spec`. Everything is checked before the first tokenizer merge or
+training step, and every problem is reported at once, named by its spec key.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ConfigDict, ValidationError, model_validator
 
 from distill.errors import ConfigError, Problem
-from distill.spec import Student, Training, flat_settings
+from distill.spec import Student, Training
 
 if TYPE_CHECKING:
     from distill.spec import LoadedSpec
@@ -31,8 +31,10 @@ RUNTIME_FIELDS = frozenset(
 DEFAULT_LEARNING_RATE = {"muon": 4e-3, "adamw": 2e-3}
 
 
-class _TrainRules(BaseModel):
-    """What TrainConfig checks and settles beyond each field's own bounds."""
+class TrainConfig(Training, Student):
+    """How to train the student: the spec's `student` and `training` sections side by side (the fields
+    of `Student` first), with what they settle together: the automatic optimizer and learning rate, and
+    the combinations that cannot train."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,9 +57,8 @@ class _TrainRules(BaseModel):
         return fields
 
     @model_validator(mode="after")
-    def _consistent(self) -> "_TrainRules":
-        if self.lora and self.base_model is None:
-            raise ValueError("lora needs base_model (a local model directory)")
+    def _consistent(self) -> "TrainConfig":
+        # lora without base_model is refused by Student itself
         if self.sharding == "fsdp" and self.optimizer == "muon":
             raise ValueError("sharding fsdp needs optimizer adamw: Muon is not sharded (or use sharding ddp)")
         if self.sharding == "fsdp" and self.lora:
@@ -89,9 +90,6 @@ class _TrainRules(BaseModel):
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in RUNTIME_FIELDS}
 
 
-TrainConfig = flat_settings(
-    "TrainConfig", __name__, "How to train the student: the spec's `student` and `training` sections side by side.",
-    Student, Training, rules=_TrainRules)
 STUDENT_FIELDS = {name: f"student.{name}" for name in Student.model_fields}  # the rest are under `training:`
 
 

@@ -29,12 +29,17 @@ HERE = Path(__file__).parent
 def install(app: FastAPI) -> None:
     from distill.service.web import pages_admin, pages_jobs, pages_review
 
+    app.add_api_route("/", _to_app, include_in_schema=False)  # a browser opening the server finds the app
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (pages_jobs, pages_review, pages_admin):
         app.include_router(module.router)
     app.add_middleware(PageHeaders)
     app.add_exception_handler(LoginNeeded, _to_login)
     app.add_exception_handler(StarletteHTTPException, _error_page)
+
+
+def _to_app() -> RedirectResponse:
+    return RedirectResponse("/ui/", status_code=307)
 
 
 # Pages load only their own script and stylesheet: an injected <script> would not run even if some text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -49,15 +50,16 @@ def admin_page(request: Request, user: PageUser, session: SessionDep, msg: str =
 
 
 def _cap(text: str) -> float | None:
-    """The form's cap in USD (empty: no cap); a located refusal for anything but a finite number >= 0."""
+    """The form's spending cap in USD (empty: none); anything but a finite number >= 0 is refused, by field."""
     if not text.strip():
         return None
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(Problem(f"spending cap: {text.strip()[:40]!r} is not a number of USD",
-                                  key="spending_cap_usd", hint="e.g. 25 or 12.50; empty for no cap")) from None
-    accounts.check_cap(value)
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(Problem("the spending cap must be a number of US dollars, 0 or more (empty: no cap)",
+                                  key="spending_cap_usd"))
     return value
 
 
@@ -69,8 +71,8 @@ def create_tenant(request: Request, user: PageUser, session: SessionDep, name: A
     try:
         tenant = accounts.create_tenant(session, name.strip(), spending_cap_usd=_cap(spending_cap_usd),
                                         allowed_key_envs=allowed_key_envs.split(), dataset_download=dataset_download)
-    except (DistillError, ValueError) as exc:
-        return _refused(request, session, exc) if isinstance(exc, DistillError) else _page(request, session, f"refused: {exc}", status_code=422)
+    except DistillError as exc:
+        return _refused(request, session, exc)
     return _done(f"tenant {tenant.name} created")
 
 
@@ -80,8 +82,6 @@ def set_cap(request: Request, tenant_id: str, user: PageUser, session: SessionDe
     require_role(user, "admin")
     try:
         tenant = accounts.set_spending_cap(session, tenant_id, _cap(spending_cap_usd))
-    except ValueError as exc:
-        return _page(request, session, f"refused: {exc}", status_code=422)
     except DistillError as exc:
         return _refused(request, session, exc)
     return _done(f"tenant {tenant.name}: spending cap {'none' if tenant.spending_cap_usd is None else f'${tenant.spending_cap_usd:,.2f}'}")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 
-from distill.errors import DistillError
+from distill.errors import DistillError, scrub_text
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
 from distill.review.signoff import defect_bound, needed_sample_size, read_sample, read_signoff
@@ -56,7 +56,7 @@ def _act(job_id: str, params, record, action, page: str = "review") -> RedirectR
     except ValidationError as exc:
         message = f"refused: {_reason_text(exc)}"
     except (DistillError, HTTPException) as exc:
-        message = f"refused: {exc.detail if isinstance(exc, HTTPException) else exc.problems[0].message}"
+        message = f"refused: {exc.detail if isinstance(exc, HTTPException) else scrub_text(exc.problems[0].message)}"
     return _back(job_id, params, message, record, page)
 
 
@@ -75,7 +75,7 @@ def review_page(request: Request, job: PageJob, user: PageUser, record: int | No
     try:
         everything = reviewing.find_records(run_dir, ReviewQuery())
     except DistillError as exc:
-        return render(request, "review.html", {"job": job, "not_ready": exc.problems[0].message, "msg": msg})
+        return render(request, "review.html", {"job": job, "not_ready": scrub_text(exc.problems[0].message), "msg": msg})
     found = [r for r in everything if reviewing.matches(r, query)]
     ids = [r.id for r in found]
     current = next((r for r in everything if r.id == record), None) if record is not None else (found[0] if found else None)
@@ -160,7 +160,7 @@ def signoff_page(request: Request, job: PageJob, user: PageUser, msg: str = ""):
         everything = {r.id: r for r in reviewing.find_records(run_dir, ReviewQuery())}
         policy = review_policy(run_dir)
     except DistillError as exc:
-        return render(request, "signoff.html", {"job": job, "not_ready": exc.problems[0].message, "msg": msg})
+        return render(request, "signoff.html", {"job": job, "not_ready": scrub_text(exc.problems[0].message), "msg": msg})
     folder = review_dir(run_dir)
     sample = read_sample(folder)
     records = [everything[i] for i in (sample or {}).get("ids", []) if i in everything]
