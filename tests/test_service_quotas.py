@@ -157,3 +157,21 @@ def test_an_eval_need_that_would_fail_after_sign_off_is_refused_at_submit(tmp_pa
     spec.write_text(spec.read_text().replace("evaluation:\n", "evaluation:\n  probe_sets: [no-such-set]\n", 1))
     problems = planned_problems(load_spec(spec))
     assert any("probe set 'no-such-set' not found" in p.message for p in problems), problems
+
+
+def test_a_job_whose_lease_ran_out_is_claimed_while_loaded(session, tmp_path: Path) -> None:
+    """A restarted server loads the runnable jobs (SQLite hands their lease times back without a zone)
+    and claims one whose dead server's lease ran out."""
+    from sqlalchemy import select
+
+    from distill.service.executor import claim
+
+    a, ann, _, _ = _tenants(session)
+    job = _job(session, a, ann, minutes_ago=1, status="generating")
+    session.execute(update(Job).where(Job.id == job.id).values(lease_owner="dead", lease_until=utcnow() - timedelta(seconds=1)))
+    session.commit()
+    session.expunge_all()
+    loaded = list(session.scalars(select(Job)))
+    assert claim(session, loaded[0].id, "new")
+    session.refresh(loaded[0])
+    assert loaded[0].lease_owner == "new"

@@ -156,7 +156,8 @@ class LocalExecutor:
         running, served = tenant_load(session, now)
         for job in pick_fairly(candidates, running, served, free, self.limits.running):
             if claim(session, job.id, self.owner):
-                self._launch(session, session.get(Job, job.id))
+                session.refresh(job)
+                self._launch(session, job)
 
     def _launch(self, session, job: Job) -> None:
         folder = Path(job.run_dir).parents[2]
@@ -194,7 +195,8 @@ def claim(session, job_id: str, owner: str) -> bool:
     racing for the job exactly one wins."""
     now = utcnow()
     claimed = session.execute(update(Job).where(Job.id == job_id, or_(Job.lease_until.is_(None), Job.lease_until < now))
-                              .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_S)))
+                              .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_S))
+                              .execution_options(synchronize_session=False))  # SQLite hands back naive times
     session.commit()
     return claimed.rowcount == 1
 
