@@ -22,8 +22,9 @@ from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.events import EventNotifier
 from distill.service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from distill.service.webhooks import WebhookSender, server_key
-from distill.service.jobs import SpendingCapError
+from distill.service.jobs import NotRetryable, SpendingCapError
 from distill.service.problems import Conflict, NotFound, problems_body, use_problems_in_document
+from distill.service.quotas import Limits, QuotaExceeded
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
 log = logging.getLogger("distill.service")
@@ -36,6 +37,7 @@ class Settings:
     executor: str = "local"
     max_jobs: int = 1
     ray_address: str | None = None
+    limits: Limits = Limits()  # per-tenant quotas and how often a dead worker is retried
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,8 +53,10 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.database_url)
         app.state.sessions = make_sessions(engine)
         app.state.data_dir = settings.data_dir.resolve()
+        app.state.limits = settings.limits
         app.state.executor = make_executor(settings.executor, app.state.sessions, settings.database_url,
-                                           max_jobs=settings.max_jobs, ray_address=settings.ray_address)
+                                           max_jobs=settings.max_jobs, ray_address=settings.ray_address,
+                                           limits=settings.limits)
         app.state.executor.start()
         app.state.notifier = EventNotifier(app.state.sessions)
         await app.state.notifier.start()
@@ -93,8 +97,8 @@ def operation_id(route: APIRoute) -> str:
 
 
 # The status of each error kind; any other DistillError is 422 (a located problem in the request).
-STATUS_OF_ERROR = ((SpendingCapError, 402), (UploadTooLarge, 413), (PromotionRefused, 409), (Conflict, 409),
-                   (NotFound, 404))
+STATUS_OF_ERROR = ((SpendingCapError, 402), (UploadTooLarge, 413), (PromotionRefused, 409), (NotRetryable, 409),
+                   (Conflict, 409), (NotFound, 404), (QuotaExceeded, 429))
 
 
 def _problems(request: Request, exc: DistillError) -> JSONResponse:
@@ -102,7 +106,9 @@ def _problems(request: Request, exc: DistillError) -> JSONResponse:
     status = next((status for kind, status in STATUS_OF_ERROR if isinstance(exc, kind)), 422)
     kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else exc.title
     problems = [problem_json(p, root) for p in exc.problems]  # no server path, no class name
-    return JSONResponse(problems_body(f"{kind}: {problems[0]['message']}", problems), status_code=status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else None
+    return JSONResponse(problems_body(f"{kind}: {problems[0]['message']}", problems), status_code=status,
+                        headers=headers)
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

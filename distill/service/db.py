@@ -71,6 +71,7 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))  # sent back in every form (synchronizer token)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    token_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # revoking it ends the session
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -89,6 +90,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the executor running it
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker_deaths: Mapped[int] = mapped_column(Integer, default=0)  # workers that died running it (retried, bounded)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # last launch
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -33,13 +33,21 @@ class CheckedSpec:
 def check_and_plan(spec_file: Path, *, server: bool = False,
                    more: Callable[[LoadedSpec], list] | None = None) -> CheckedSpec:
     """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan.
-    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass."""
+    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass, with
+    what would fail after the sign-off (training's batch against the planned records, the eval's needs).
+    A warning when the policy's sign-off sample cannot reach its limit."""
+    from distill.review.signoff import spec_signoff_outlook
+    from distill.service.prechecks import planned_problems
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
-    checked = check_spec(spec_file, server=server, more=more)
+    def service_checks(loaded: LoadedSpec) -> list:
+        return planned_problems(loaded) + (more(loaded) if more else [])
+
+    checked = check_spec(spec_file, server=server, more=service_checks)
     plan = estimate_plan(checked.loaded, load_prices(None))
-    return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings)
+    signoff_warning = spec_signoff_outlook(checked.loaded)[1]
+    return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings + ([signoff_warning] if signoff_warning else []))
 
 
 def job_spec(spec_file: Path, max_cost_usd: float | None) -> LoadedSpec:
@@ -76,6 +84,13 @@ def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stag
         loaded = with_cap(RunDir.open(run_dir).load_spec(), max_cost_usd)
     summary = run_pipeline(loaded, runs_dir=runs_dir, run_id=RUN_ID,
                            show_progress=False, on_stage=on_stage, dispatch=dispatch)
+    if summary.waiting_for and not signed_off(run_dir):  # before a reviewer spends time on it
+        from distill.errors import ConfigError
+        from distill.service.prechecks import kept_texts, reviewed_problems
+
+        problems = reviewed_problems(loaded, kept_texts(run_dir))
+        if problems:
+            raise ConfigError(*problems)
     return None if summary.waiting_for else str(summary.bundle)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
-from distill.service import jobs, paging
+from distill.service import jobs, paging, quotas
 from distill.service.db import User
 from distill.service.events import MAX_EVENT_ID, follow, read_events
 from distill.service.deps import Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, require
@@ -35,11 +35,13 @@ LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="t
 
 
 @router.post("", status_code=201, response_model=JobOut, operation_id="submitJob",
-             responses=problem_responses(401, 402, 403, 413, 422))
+             responses=problem_responses(401, 402, 403, 413, 422, 429))
 def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, File(description="a spec YAML, or a tar/tar.gz/zip of a spec folder")],
            spec_path: Annotated[str | None, Form(description="the spec's path inside an archive")] = None,
            user: User = Customer) -> JobOut:
-    """Submit a spec: validated like `distill validate`; problems come back as a located list."""
+    """Submit a spec: validated like `distill validate`; problems come back as a located list. Past a tenant's
+    quota (jobs waiting, submissions a minute): 429 naming the limit, with Retry-After."""
+    quotas.check_submission(session, user.tenant_id, request.app.state.limits)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)
     job = jobs.submit_job(session, user, data, file.filename or "", spec_path, request.app.state.data_dir)
     request.app.state.executor.wake()
@@ -65,6 +67,15 @@ def show(job: JobDep) -> JobOut:
 @router.post("/{job_id}/cancel", response_model=JobOut, operation_id="cancelJob", responses=problem_responses(401, 403, 404))
 def cancel(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
     jobs.cancel_job(session, job)
+    request.app.state.executor.wake()
+    return JobOut(**jobs.job_summary(job))
+
+
+@router.post("/{job_id}/retry", response_model=JobOut, operation_id="retryJob", responses=problem_responses(401, 403, 404, 409))
+def retry(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+    """Retry a failed job from its failed stage; earlier stages' work and the review's sign-off are kept.
+    409 when the job has not failed."""
+    jobs.retry_job(session, job)
     request.app.state.executor.wake()
     return JobOut(**jobs.job_summary(job))
 
