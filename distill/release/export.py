@@ -15,6 +15,7 @@ llama.cpp reads it: model `gpt2`, pre-tokenizer `gpt-2` (the GPT-2 split regex, 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,8 @@ class _Step:
                 cache = DynamicCache(config=self.model.config)
                 for i in range(layers):
                     cache.update(past[2 * i], past[2 * i + 1], i)
-                out = self.model(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True)
-                return (out.logits, *[t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)])
+                out = self.model(input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True)
+                return (out.logits, *[t for layer in out.cache.layers for t in (layer.keys, layer.values)])
 
         return Step().eval()
 
@@ -111,7 +112,13 @@ def quantize_int8(source: Path, target: Path) -> Path:
     """ONNX Runtime's dynamic quantizer: int8 weights for MatMul/Gather, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about pre-processing on the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return target
 
 

@@ -50,12 +50,12 @@ class TorchRuntime(Runtime):
     def start(self, ids):
         with self.torch.no_grad():
             out = self.model(self.torch.tensor([ids]), use_cache=True)
-        return out.logits[0].float().numpy(), out.past_key_values
+        return out.logits[0].float().numpy(), out.cache
 
     def step(self, token, state):
         with self.torch.no_grad():
-            out = self.model(self.torch.tensor([[token]]), past_key_values=state, use_cache=True)
-        return out.logits[0, -1].float().numpy(), out.past_key_values
+            out = self.model(self.torch.tensor([[token]]), cache=state, use_cache=True)
+        return out.logits[0, -1].float().numpy(), out.cache
 
 
 class OnnxRuntime(Runtime):

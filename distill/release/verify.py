@@ -261,10 +261,12 @@ def format_lines(formats: Any) -> list[str]:
     """The parity table of the exported forms (empty for a bundle of safetensors only)."""
     if not isinstance(formats, dict) or not any(isinstance(r, dict) and "parity" in r for r in formats.values()):
         return []
+    from distill.release.export import FORMATS
     from distill.release.parity import format_table
 
+    order = sorted(formats, key=lambda f: FORMATS.index(f) if f in FORMATS else len(FORMATS))
     try:
-        return format_table({form: row["parity"] for form, row in formats.items() if "parity" in row})
+        return format_table({form: formats[form]["parity"] for form in order if "parity" in formats[form]})
     except (KeyError, TypeError, ValueError):
         return [f"{MANIFEST}: the formats' parity figures are not readable"]
 
