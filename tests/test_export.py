@@ -89,6 +89,8 @@ def test_each_form_is_a_file_in_the_bundle_with_its_parity_in_the_signed_manifes
     assert abs(int8["bpb_delta"]) < 0.05 and int8["bytes"] < onnx["bytes"]
     assert onnx["probe_verdicts_same"] == onnx["probes"] == 2 and onnx["tokens_per_s"] > 0
     assert formats["safetensors"]["parity"]["bpb_delta"] == 0.0
+    card = (bundle / "README.md").read_text()
+    assert "## Formats" in card and f"| onnx | onnx/model.onnx | {onnx['bytes']} | " in card
     report = verify(bundle, public_key=public)
     assert report.ok, report.problems
     assert report.format_lines[0].split()[:2] == ["format", "bytes"] and len(report.format_lines) == 5
@@ -100,7 +102,7 @@ def test_verify_prints_the_parity_table(exported):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("format") and lines[2].startswith("onnx") and "+0.00%" in lines[2]
+    assert lines[0].startswith("format") and lines[2].startswith("onnx") and "+0.000%" in lines[2]
     assert lines[-1].startswith("OK tiny-tales 1.2.0") and "verifies" in lines[-1]
 
 

@@ -3,8 +3,10 @@
 `RUN/release/<name>-<version>/` holds the weights and tokenizer as `save_pretrained` wrote them, the model
 card (README.md), the dataset card, the resolved spec, the license, the evaluation charts and
 `manifest.json`: the sha256 of every other file and the lineage (spec, templates, teacher, dataset,
-audit log, training config, distill version). Same inputs give a byte-identical directory and tar.gz:
-nothing in it depends on the clock, and the tar has sorted entries, fixed owners and times, gzip mtime 0.
+audit log, training config, distill version), and with `release.formats` the exported forms and their
+measured parity. Same inputs give a byte-identical directory and tar.gz: nothing in it depends on the clock
+(but the exported forms' tokens/s, measured on this machine), and the tar has sorted entries, fixed owners
+and times, gzip mtime 0.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
     if inputs.spec_resolved is not None:
         write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
                      + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
-    context = card_context(inputs, gate=gate, figures=figures)
+    context = card_context(inputs, gate=gate, figures=figures, formats=formats)
     write_atomic(bundle / "README.md", render_model_card(context))
     write_atomic(bundle / "DATASET_CARD.md", render_dataset_card(context))
     write_atomic(bundle / "LICENSE", license_text(context))

@@ -142,7 +142,7 @@ def format_table(table: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"{form:<12}{row.get('bytes', 0):>12}  not run: {row.get('why')}")
             continue
         agreement = row["greedy_agreement"]
-        lines.append(f"{form:<12}{row['bytes']:>12}{row['bits_per_byte']:>10.4f}{row['bpb_delta']:>+9.2%}"
+        lines.append(f"{form:<12}{row['bytes']:>12}{row['bits_per_byte']:>10.4f}{row['bpb_delta']:>+9.3%}"
                      f"{'-' if agreement is None else f'{agreement:.0%}':>8}"
                      f"{row['probe_verdicts_same']:>6}/{row['probes']:<6}{row['tokens_per_s']:>9.1f}")
     return lines

@@ -112,7 +112,7 @@ def llama_cpp_missing() -> str | None:
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        return "llama-cpp-python is not installed (pip install 'distill[export]')"
+        return "llama-cpp-python is not installed (pip install 'distill[llama]')"
     return None
 
 
