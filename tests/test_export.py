@@ -222,7 +222,17 @@ def test_distill_export_releases_a_run_with_the_named_form_measured_on_its_valid
     assert formats["onnx"]["parity"]["probes"] > 0 and abs(formats["onnx"]["parity"]["bpb_delta"]) < 0.001
 
 
-def test_unknown_formats_are_located_errors():
+def test_unknown_formats_are_located_errors(tmp_path):
+    from test_release import SPEC
+
+    from distill.errors import SpecError
+    from distill.spec import load_spec
+
+    (tmp_path / "spec.yaml").write_text(SPEC + "  formats: [safetensors, tflite]\n  parity: {int8: 2.0}\n")
+    with pytest.raises(SpecError) as bad_spec:
+        load_spec(tmp_path / "spec.yaml")
+    assert "spec.yaml:16:26 release.formats[1]: must be 'safetensors', 'onnx', 'int8' or 'gguf'" in str(bad_spec.value)
+    assert "spec.yaml:17:18 release.parity.int8: must be less than or equal to 1" in str(bad_spec.value)
     with pytest.raises(ConfigError, match="unknown export format 'tflite'") as error:
         check_formats(["safetensors", "tflite"], "--format")
     assert error.value.problems[0].key == "--format"
