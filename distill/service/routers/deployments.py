@@ -16,10 +16,10 @@ from distill.serving.capture import DeleteRequest, delete_captures
 from distill.service import deployments as logic
 from distill.service import jobs
 from distill.service.db import Deployment, Job, User
-from distill.service.deps import JobDep, SessionDep, UserDep, require
+from distill.service.deps import JobDep, SessionDep, UserDep, permit
 
 router = APIRouter(tags=["deployments"])
-Owner = require("admin", "customer")
+Owner = permit("deploy")
 
 
 class CaptureSettings(BaseModel):

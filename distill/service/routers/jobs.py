@@ -3,18 +3,15 @@ Server-Sent Events stream), cancel."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from distill.service import jobs
-from distill.service.db import Event, Job, User
-from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
-from distill.service.schemas import EventOut, EventPage, JobOut, JobPage, ProblemsOut
+from distill.service.db import User
+from distill.service.deps import Customer, JobDep, SessionDep, UserDep, permit
+from distill.service.schemas import EventPage, JobOut, JobPage, ProblemsOut
 from distill.service.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -44,21 +41,16 @@ def show(job: JobDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+def cancel(request: Request, job: JobDep, session: SessionDep, user: User = permit("cancel")) -> JobOut:
     jobs.cancel_job(session, job)
     request.app.state.executor.wake()
     return JobOut(**jobs.job_summary(job))
 
 
-def _events(session, job_id: str, after: int, limit: int) -> list[EventOut]:
-    rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit))
-    return [EventOut(id=e.id, time=jobs.iso(e.time), type=e.type, message=e.message, data=e.data) for e in rows]
-
-
 @router.get("/{job_id}/events", response_model=EventPage)
 def events(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
-    page = _events(session, job.id, after, limit)
+    page = jobs.events_after(session, job.id, after, limit)
     return EventPage(events=page, next_after=page[-1].id if page else after)
 
 
@@ -66,23 +58,4 @@ def events(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] 
             responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE message per event"}})
 async def stream(request: Request, job: JobDep, after: Annotated[int, Query(ge=0)] = 0) -> EventSourceResponse:
     """The job's events as Server-Sent Events (resumes after `Last-Event-ID`); ends when the job has finished."""
-    last = int(request.headers.get("last-event-id") or after)
-    sessions, job_id = request.app.state.sessions, job.id
-
-    def poll(since: int) -> tuple[list[EventOut], str]:
-        with sessions() as session:
-            return _events(session, job_id, since, 500), session.get(Job, job_id).status
-
-    async def generate():
-        since = last
-        while True:
-            page, status = await run_in_threadpool(poll, since)
-            for event in page:
-                since = event.id
-                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
-            if not page and status in jobs.TERMINAL:
-                return
-            if not page:
-                await asyncio.sleep(0.5)
-
-    return EventSourceResponse(generate(), ping=15)
+    return jobs.event_stream(request, job, after)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from distill.service.accounts import authenticate, new_id, token_hash
 from distill.service.db import Job, User, WebSession, utcnow
 from distill.service.deps import SessionDep, find_visible_job
+from distill.service.permissions import authorize
 
 COOKIE = "distill_session"
 LOGIN_COOKIE = "distill_login_csrf"  # double-submit token for the login form (there is no session yet)
@@ -102,6 +103,16 @@ def page_job(job_id: str, user: PageUser, session: SessionDep) -> Job:
 PageJob = Annotated[Job, Depends(page_job)]
 
 
-def require_role(user: User, *roles: str) -> None:
-    if user.role not in roles:
-        raise HTTPException(403, f"this page needs the role {' or '.join(roles)}; you are {user.role}")
+def page_permit(action: str):
+    """A page dependency: the session's user, when `permissions.authorize` lets them do `action` (else 403)."""
+    def check(user: PageUser, session: SessionDep) -> User:
+        authorize(session, user, action)
+        return user
+
+    return Depends(check)
+
+
+PageReviewer = Annotated[User, page_permit("review")]
+PageCustomer = Annotated[User, page_permit("submit")]
+PageAdmin = Annotated[User, page_permit("administer")]
+PageCanceller = Annotated[User, page_permit("cancel")]

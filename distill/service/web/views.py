@@ -10,10 +10,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from distill.evaluate.result import EvalResult
-from distill.service import jobs, runner
+from distill.service import downloads, jobs, runner
 from distill.service.db import Job
-from distill.service.routers import downloads
-from distill.service.routers.jobs import _events
 
 TIMELINE = ("queued", "generating", "reviewing", "awaiting_review", "training", "evaluating", "releasing", "succeeded")
 CHARTS = ("bpb_curve.png", "scores.png", "probes.png")
@@ -32,8 +30,8 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     summary = jobs.job_summary(job, detail=True)
     run_dir = Path(job.run_dir)
     archive = runner.bundle_archive(run_dir)
-    view = {"job": summary, "timeline": timeline(job.status), "events": _events(session, job.id, 0, 1000)[-50:],
-            "sha256": downloads._sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
+    view = {"job": summary, "timeline": timeline(job.status), "events": jobs.events_after(session, job.id, 0, 1000)[-50:],
+            "sha256": downloads.sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
             "bundle_bytes": archive.stat().st_size if archive else None, "charts": [], "samples": [], "cards": {}}
     if archive is None:
         return view
