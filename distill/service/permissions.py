@@ -23,11 +23,15 @@ ROLES = {
 }
 
 
+def permitted(user: User | None, action: str) -> bool:
+    """Whether the user's role may do `action` at all (pages ask it to show or hide a button)."""
+    return user is not None and user.role in ROLES[action]
+
+
 def authorize(session, user: User, action: str, job: Job | None = None) -> None:
     """Return when `user` may do `action` (to `job`, when given); raise 404 when the job is not theirs to
     see, 403 when their role may not do the action."""
     if job is not None and not can_see(session, user, job):
         raise HTTPException(404, f"no job {job.id}")
-    allowed = ROLES[action]
-    if user.role not in allowed:
-        raise HTTPException(403, f"this action needs the role {' or '.join(allowed)}; you are {user.role}")
+    if not permitted(user, action):
+        raise HTTPException(403, f"this action needs the role {' or '.join(ROLES[action])}; you are {user.role}")
