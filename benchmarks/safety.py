@@ -86,7 +86,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=4000)
     parser.add_argument("--dedup-records", type=int, default=100_000)
     parser.add_argument("--semantic-records", type=int, default=10_000)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(records=50, dedup_records=300, semantic_records=100))
     bench_chain(args.records)
     bench_dedup(args.dedup_records)
     bench_semantic(args.semantic_records)

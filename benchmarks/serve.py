@@ -128,7 +128,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--requests-each", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch threads for both servers (1 on a busy shared machine)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(clients="1,2", max_tokens=4, requests_each=1, threads=1))
     if args.threads:
         import torch
 

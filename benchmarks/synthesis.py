@@ -122,7 +122,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--concurrency", type=int, default=64, help="per process (per shard with Ray)")
     parser.add_argument("--parts", default="local,killed,ray", help="which of local, killed, ray to run")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(records=40, rpm=60_000, latency=0.01, concurrency=8,
+                                                              parts="local,killed"))
     os.environ[KEY_ENV] = "benchmark"
     parts = {"local": uninterrupted, "killed": killed_and_resumed, "ray": distributed}
     with tempfile.TemporaryDirectory() as tmp, TeacherServerProcess(latency=args.latency, rpm=args.rpm) as server:

@@ -75,14 +75,20 @@ def main() -> None:
                         help="also score this plain-text file (documents split at <|endoftext|>); repeatable")
     parser.add_argument("--samples", type=int, default=3, help="generated samples to print")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary folder)")
+    parser.add_argument("--stories", type=int, default=None, help="use only the sample's first N stories (default: all)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(steps=3, preset="tiny", vocab=512, context=64, batch=4,
+                                                              compile=False, samples=1, stories=300))
     if not SAMPLE.is_file():
         sys.exit(f"the shared TinyStories sample is missing: {SAMPLE}")
     for path in args.heldout:
         if not path.is_file():
             sys.exit(f"--heldout: no such file: {path}")
 
-    stories = [s.strip() for s in SAMPLE.read_text(encoding="utf-8").split(SEPARATOR)][:-1]
+    stories = [s.strip() for s in SAMPLE.read_text(encoding="utf-8").split(SEPARATOR)][:-1][: args.stories]
     examples = [{"id": i, "prompt": "", "text": s} for i, s in enumerate(stories)]
     overrides = {key: yaml.safe_load(value) for key, value in (o.split("=", 1) for o in args.overrides)}
     config = TrainConfig(**{**dict(

@@ -155,7 +155,7 @@ def in_child(fields: dict, *, busy: bool = False) -> dict:
 def user_fields(args, **changes) -> dict:
     """A spec's training settings with only the preset, budget and validation cadence set."""
     return {"preset": args.preset, "max_steps": args.steps, "eval_every": args.eval_every, "log_every": args.log_every,
-            **changes}
+            **({"stories": args.stories} if args.stories else {}), **changes}
 
 
 def report_shared_machine(args) -> None:
@@ -204,10 +204,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="with --compare-trainer")
     parser.add_argument("--gpu-preset", default="xl", help="with --compare-trainer and a GPU: the preset whose bf16 MFU is reported")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stories", type=int, default=None, help="train on the sample's first N stories (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
+    if args.smoke:  # flags given still win over these
+        args = parser.parse_args(namespace=argparse.Namespace(preset="tiny", steps=4, eval_every=2, log_every=2, repeats=1,
+                                                              stories=300))
     if args.child:
+        fields = json.loads(args.child)
+        examples = load_examples()[: fields.pop("stories", None)]
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(train_as_users_do(load_examples(), Path(tmp) / "train", json.loads(args.child))))
+            print(json.dumps(train_as_users_do(examples, Path(tmp) / "train", fields)))
         return
 
     print(f"{args.preset}, {args.steps} steps, validation every {args.eval_every} and at the end, "

@@ -1,8 +1,11 @@
 """API keys stay in the environment: never in a spec, a run, a bundle or a stored error message.
 
-The review's secret detectors (`safety/patterns/secrets.yaml`) find keys in three places: a spec's own
-text before it is copied into a run or a bundle, an `api_key_env` that holds a key instead of the name
-of the variable holding one, and provider error bodies that echo the key back before they are stored as a
+The review's secret detectors (`safety/patterns/secrets.yaml`) find keys of known shapes; keys without
+one (a gateway's or a vLLM server's token) are found by value: every key variable this process holds (the
+providers' defaults, the `api_key_env` variables of the specs it loaded, any variable named like a
+credential). Both are searched for in a spec's own text (comments and description included) and in every
+file it names before it is copied into a run or a prompt is sent, in an `api_key_env` that holds a key
+instead of a variable's name, and in provider error bodies before they are printed or stored as a
 record's `failure_reason`. A found key is never printed: messages name the line and the kind of key.
 """
 
@@ -17,6 +20,10 @@ from distill.errors import ConfigError, Problem
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 KEY_ENVS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+KEY_LIKE_NAME = re.compile(r"API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+MIN_KEY_CHARS = 8  # shorter values are not keys, and would redact ordinary words
+MAX_SCANNED_BYTES = 50 << 20  # per file the spec names
+_HELD: set[str] = set()  # key variables named by the specs this process loaded
 
 
 @lru_cache(maxsize=1)
@@ -44,9 +51,24 @@ def redact_secrets(text: str, *, extra: tuple[str, ...] = ()) -> str:
     return text
 
 
+def hold_key_envs(spec) -> None:
+    """Remember the key variables a spec names (`api_key_env`): their values are redacted everywhere."""
+    _HELD.update(reference.api_key_env for _, reference in key_references(spec) if reference.api_key_env)
+
+
 def keys_in_use() -> tuple[str, ...]:
-    """The API keys this process holds: an error body that echoes one must not be stored."""
-    return tuple(v for name in KEY_ENVS if (v := os.environ.get(name, "").strip()))
+    """The values of every key variable this process holds: the providers' defaults, the variables the
+    specs it loaded name, and any variable named like a credential. An error body, a log line or a stored
+    failure reason that echoes one is redacted by value: a gateway's token has no known shape."""
+    names = {*KEY_ENVS, *_HELD, *(name for name in os.environ if KEY_LIKE_NAME.search(name))}
+    values = {os.environ.get(name, "").strip() for name in names}
+    return tuple(sorted((v for v in values if len(v) >= MIN_KEY_CHARS), key=len, reverse=True))
+
+
+def key_references(spec) -> list[tuple[str, object]]:
+    """(key path, teacher or judge reference) of every model a spec reaches with a key."""
+    found = [("teacher", spec.teacher), ("safety.judge", spec.safety.judge), ("evaluation.judge", spec.evaluation.judge)]
+    return [(key, reference) for key, reference in found if reference is not None]
 
 
 def check_api_key_env(value: str | None, *, file: Path | None = None, key: str = "teacher.api_key_env") -> None:
@@ -61,19 +83,43 @@ def check_api_key_env(value: str | None, *, file: Path | None = None, key: str =
 
 def check_spec_text(path: Path) -> None:
     """Refuse a spec whose text contains a credential, before it is copied into a run or a bundle."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    found = find_secrets(text)
-    if found:
-        problems = [Problem(f"contains what looks like a credential ({what}); keys belong in the environment",
-                            file=path, line=text.count("\n", 0, start) + 1,
-                            hint="remove it (and revoke it), and name the variable with api_key_env")
-                    for start, _, what in found]
+    problems = spec_text_problems(path, [])
+    if problems:
         raise ConfigError(*problems)
 
 
+def spec_text_problems(path: Path, files: list[Path]) -> list[Problem]:
+    """Each credential in the spec's text (comments and description included) or in a file it names (word
+    lists, rows, templates: what reaches a teacher's prompts), found by shape and by the value of every key
+    variable this process holds. Located by file and line; the key itself is never shown."""
+    problems: list[Problem] = []
+    held = keys_in_use()
+    for file in dict.fromkeys([Path(path), *files]):
+        try:
+            with open(file, "rb") as handle:
+                text = handle.read(MAX_SCANNED_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            continue  # the spec's other checks say what is wrong with the file
+        found = [(start, what) for start, _, what in find_secrets(text)]
+        found += [(text.index(value), "the value of a key variable this server or CLI holds") for value in held if value in text]
+        problems += [Problem(f"contains what looks like a credential ({what}); keys belong in the environment",
+                             file=file, line=text.count("\n", 0, start) + 1,
+                             hint="remove it (and revoke it), and name the variable with api_key_env")
+                     for start, what in sorted(found)]
+    return problems
+
+
 def check_spec_secrets(loaded) -> None:
-    """Every key check on a loaded spec: its text, and the teacher's and judge's api_key_env."""
-    check_spec_text(loaded.path)
-    check_api_key_env(loaded.spec.teacher.api_key_env, file=loaded.path)
-    judge = loaded.spec.safety.judge
-    check_api_key_env(judge.api_key_env if judge else None, file=loaded.path, key="safety.judge.api_key_env")
+    """Every key check on a loaded spec before anything is written or sent: its text and the files it
+    names, and each api_key_env (teacher, judges). Remembers the key variables it names for redaction."""
+    from distill.spec_refs import referenced_files
+
+    hold_key_envs(loaded.spec)
+    problems = spec_text_problems(loaded.path, referenced_files(loaded.document, loaded.directory, server=False))
+    for key, reference in key_references(loaded.spec):
+        try:
+            check_api_key_env(reference.api_key_env, file=loaded.path, key=f"{key}.api_key_env")
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(*problems)

@@ -70,7 +70,7 @@ def read_regular_file(path: Path, *, what: str, max_bytes: int) -> bytes:
     if stat.S_ISDIR(info.st_mode):
         raise SpecError(Problem(f"{what} is a directory, expected a file", file=path))
     if not stat.S_ISREG(info.st_mode):
-        raise SpecError(Problem(f"{what} is not a regular file ({_file_kind(info.st_mode)})", file=path,
+        raise SpecError(Problem(f"{what} is not a regular file ({file_kind(info.st_mode)})", file=path,
                                 hint="give a plain file, not a pipe, socket or device"))
     try:
         # O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not block
@@ -86,7 +86,7 @@ def read_regular_file(path: Path, *, what: str, max_bytes: int) -> bytes:
     return raw
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):

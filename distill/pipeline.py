@@ -157,7 +157,7 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
     spec, path = loaded.spec, run.path
     review = spec_review_settings(loaded)
     config = spec_train_config(loaded)
-    evaluation = eval_settings_from_spec(spec)
+    evaluation = eval_settings_from_spec(spec, loaded.directory)
     judge_line = judge_reference(loaded, None)[1]
     return [
         ("generate", lambda: stages.generate_inputs(path, loaded), lambda: _generate(loaded, run, show_progress)),

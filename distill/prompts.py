@@ -50,7 +50,7 @@ def resolve_inside(base: Path, relative: str, *, what: str, key: str, spec_file:
     """`base / relative`, refusing absolute paths and anything that resolves outside `base`."""
     candidate = (base / relative).resolve()
     if Path(relative).is_absolute() or not candidate.is_relative_to(base.resolve()):
-        raise SpecError(Problem(f"{what} {relative!r} is outside the spec's folder {base}", file=spec_file, key=key,
+        raise SpecError(Problem(f"{what} names a path outside the spec's folder", file=spec_file, key=key,
                                 hint="keep referenced files next to the spec"))
     return candidate
 

@@ -14,6 +14,7 @@ import json
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -26,8 +27,42 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Scalar = Union[str, int, float]
 
 
+MAX_RECORDS = 10_000_000  # a dataset larger than this is a typo, not an order (`distill.cli.params` repeats it)
+MAX_INTEGER = 2**53  # every integer the spec holds stays exact as a JSON number and fits the libraries' C types
+
+
+@dataclass(frozen=True)
+class PathRef:
+    """Marks a spec field that names a file or folder on disk (`distill.spec_refs` finds them all).
+
+    kind: "file" (a file or folder next to the spec), "template" (inline template text, or a template
+    file looked up in templates_dir and the built-in templates), "named" (a shipped name under `shipped`,
+    or a file next to the spec), "replay" (a file next to the spec, or a hub dataset id), "model" (a local
+    model directory; on the service, one inside the upload). `local_only`: the CLI confines it to the
+    spec's folder too (the service confines every path)."""
+
+    kind: Literal["file", "template", "named", "replay", "model"]
+    local_only: bool = False
+    shipped: str | None = None  # for "named": the folder under safety/ holding the shipped names
+    suffix: str = ".yaml"  # for "named": what a shipped name's file ends with
+
+
+SpecFile = Annotated[str, PathRef("file", local_only=True)]
+SpecTemplate = Annotated[str, PathRef("template", local_only=True)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any number, and no integer past MAX_INTEGER: each would pass `ge`/`le`-free
+    # fields and fail later, deep in a stage, as a traceback.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integers_in_range(cls, data: Any) -> Any:
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+                raise ValueError(f"{key}: {value} is out of range (at most {MAX_INTEGER:,} either way)")
+        return data
 
 
 # --- variables: sampled per record, deterministically from (seed, record index, variable name) ---
@@ -38,7 +73,7 @@ class ChoiceVariable(Strict):
 
     type: Literal["choice"]
     items: list[Scalar] | None = None
-    file: str | None = None
+    file: SpecFile | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "ChoiceVariable":
@@ -95,7 +130,7 @@ class RowsVariable(Strict):
     """
 
     type: Literal["rows"]
-    file: str
+    file: SpecFile
     column: str | None = None
     order: Literal["sequential", "random"] = "sequential"
 
@@ -117,10 +152,10 @@ class Step(Strict):
     """
 
     name: Identifier
-    system: str | None = None
-    user: str
+    system: SpecTemplate | None = None
+    user: SpecTemplate
     output: Literal["text", "json"] = "text"
-    json_schema: dict[str, Any] | str | None = None  # inline schema, or a .json file next to the spec
+    json_schema: dict[str, Any] | SpecFile | None = None  # inline schema, or a .json file next to the spec
     params: dict[str, Any] = Field(default_factory=dict)  # overrides teacher.params for this step
 
     @model_validator(mode="after")
@@ -152,7 +187,7 @@ class ReplaySource(Strict):
     """Recorded teacher outputs: JSONL, CSV, Parquet, a plain text file split by `separator`, a
     `datasets` dataset saved to disk, or a hub dataset id (where the network allows)."""
 
-    path: str
+    path: Annotated[str, PathRef("replay")]
     match: Literal["index", "prompt"] = "index"
     column: str = "text"
     separator: str = "<|endoftext|>"  # for plain text files
@@ -170,6 +205,7 @@ class Teacher(Strict):
     max_cost_usd: Annotated[float, Field(gt=0)] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_retries: Annotated[int, Field(ge=0)] = 6
+    max_retry_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0  # longest Retry-After obeyed; past it the request fails
     replay: ReplaySource | None = None
 
     @model_validator(mode="after")
@@ -192,9 +228,10 @@ class JudgeRef(Strict):
 
 
 class Safety(Strict):
-    policy: str = "general"  # a name under safety/, or a path to a policy YAML next to the spec
+    policy: Annotated[str, PathRef("named", local_only=True, shipped="")] = "general"  # a name under safety/, or a
+    #   policy YAML inside the spec's folder
     judge: JudgeRef | None = None  # None: the teacher judges, when the policy enables the judge
-    decontaminate: list[str] = Field(default_factory=list)  # extra files whose n-grams must not be trained on
+    decontaminate: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)  # extra files whose n-grams must not be trained on
 
 
 # --- the student, its training and its evaluation: declared once here. `distill.train.TrainConfig` and
@@ -209,11 +246,15 @@ class Lora(Strict):
     target_modules: list[str] | None = None  # None: every linear layer but the output head (peft's "all-linear")
 
 
+PRESET_NAMES = ("tiny", "small", "medium", "large", "xl", "custom")  # distill.train.presets.PRESETS, and custom
+
+
 class Student(Strict):
     """What to train. Defaults train the `small` preset from scratch."""
 
-    preset: str = "small"  # a preset name from distill.train.presets, or "custom"
-    base_model: Path | None = None  # a local model directory to fine-tune instead of training from scratch
+    preset: Literal[PRESET_NAMES] = "small"  # a preset of distill.train.presets, or "custom"
+    base_model: Annotated[Path, PathRef("model")] | None = None  # a local model directory to fine-tune instead of
+    #   training from scratch (on the service: a folder inside the upload)
     lora: Lora | None = None  # with base_model: train LoRA adapters; null: every weight (full fine-tune)
     custom: dict[str, Any] = Field(default_factory=dict)  # LlamaConfig fields, for preset: custom
     tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096  # from scratch only; a base model brings its own
@@ -278,13 +319,13 @@ class Evaluation(Strict):
     max_new_tokens: PositiveInt = 256  # longest student completion
     temperature: Annotated[float, Field(ge=0)] = 0.8  # sampling temperature of the student's completions
     probe_samples: PositiveInt = 3  # completions per safety probe
-    probe_sets: list[str] | None = None  # names under safety/probes/ or .jsonl paths; None: story (text), instruct (instruct)
+    probe_sets: list[Annotated[str, PathRef("named", shipped="probes", suffix=".jsonl")]] | None = None  # names under safety/probes/ or .jsonl paths; None: story (text), instruct (instruct)
     judge_concurrency: PositiveInt = 8  # judge requests in flight
     batch_size: PositiveInt = 8  # sequences per forward pass when scoring and sampling
     bpb_texts: PositiveInt | None = None  # cap on held-out texts scored for bits per byte; None: all
-    rubric: str | None = None  # a template replacing templates/eval's grading rubric
+    rubric: Annotated[str, PathRef("template")] | None = None  # a template replacing templates/eval's grading rubric
     dimensions: dict[Identifier, str] | None = None  # the judge's 0-10 grades for this task: name -> what a 10 looks like; None: story grades (text), general ones (instruct)
-    extra_texts: list[str] = Field(default_factory=list)  # more held-out text files for bits per byte
+    extra_texts: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)  # more held-out text files for bits per byte
 
 
 def flat_settings(name: str, module: str, doc: str, *sections: type[BaseModel], exclude: frozenset[str] = frozenset(),
@@ -327,12 +368,12 @@ class Spec(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     description: str = ""
     kind: Literal["text", "instruct"]
-    records: PositiveInt
+    records: Annotated[int, Field(gt=0, le=MAX_RECORDS)]
     seed: int = 0
-    templates_dir: str | None = None  # extra template folder next to the spec, searched before built-ins
+    templates_dir: SpecFile | None = None  # extra template folder next to the spec, searched before built-ins
     variables: dict[Identifier, Variable] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
-    student_input: str | None = None  # instruct: template of what the student sees
+    student_input: SpecTemplate | None = None  # instruct: template of what the student sees
     student_target: Identifier | None = None  # the step whose output the student learns (default: the last)
     teacher: Teacher
     safety: Safety = Field(default_factory=Safety)

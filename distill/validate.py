@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from pydantic import ValidationError
 
 from distill.errors import DistillError, Problem, SpecError
+from distill.keys import check_api_key_env, hold_key_envs, key_references, spec_text_problems
+from distill.located_yaml import load_located_yaml
 from distill.prompts import PromptRenderer, RenderedStep, placeholder_output, step_json_schema
-from distill.spec import LoadedSpec, load_spec
+from distill.spec import LoadedSpec, Spec, load_spec, located_problems
+from distill.spec_refs import TEMPLATE_SUFFIXES, inside, is_hub_id, path_references, reference_problems, referenced_files
 
 SAMPLE_RECORDS = 20  # records rendered by `validate`; enough to hit every template branch in practice
 
@@ -56,27 +61,30 @@ class PreviewRecord:
     student_input: str
 
 
-def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS) -> SpecCheck:
-    """Validate a spec fully. Raises SpecError with every problem found, located."""
-    loaded = load_spec(path)
-    problems: list[Problem] = []
+def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS, server: bool = False,
+               more: Callable[[LoadedSpec], list[Problem]] | None = None) -> SpecCheck:
+    """Validate a spec fully, every problem in one pass. Raises SpecError with them all, located.
+
+    `server`: every path the spec names must stay inside its folder (the service's rule for uploads);
+    `more`: the caller's own checks on a schema-valid spec (the service's tenant rules)."""
+    path = Path(path)
+    document = load_located_yaml(path)  # unreadable or malformed YAML: nothing else can be checked
+    if not isinstance(document.data, dict):
+        raise SpecError(Problem("a spec must be a mapping of keys (name, kind, records, steps, teacher, ...)", file=path, line=1, column=1))
     try:
-        renderer = PromptRenderer(loaded)  # reads word lists and rows files
-    except DistillError as exc:
-        problems.extend(exc.problems)
-        renderer = None
-    schemas = []
-    for i in range(len(loaded.spec.steps)):
-        try:
-            schemas.append(step_json_schema(loaded, i))
-        except DistillError as exc:
-            problems.extend(exc.problems)
-            schemas.append(None)
-    replay = loaded.spec.teacher.replay
-    if replay is not None and not _is_hub_id(replay.path) and not (loaded.directory / replay.path).exists():
-        problems.append(Problem(f"replay data {replay.path!r} not found (looked in {loaded.directory})",
-                                file=loaded.path, line=loaded.document.locate(("teacher", "replay", "path"))[0],
-                                key="teacher.replay.path"))
+        loaded, schema_problems = LoadedSpec(Spec.model_validate(document.data), path, document), []
+        hold_key_envs(loaded.spec)  # their values are searched for below, and redacted from now on
+    except ValidationError as exc:
+        loaded, schema_problems = None, located_problems(exc, document, Spec)
+    problems = reference_problems(document, path.parent, server=server)
+    problems += spec_text_problems(path, [*referenced_files(document, path.parent, server=server),
+                                       *_template_files(document, path.parent)])
+    if loaded is None:
+        raise SpecError(*problems, *schema_problems)
+    reported = {p.key for p in problems}
+    problems += _key_env_problems(loaded) + (more(loaded) if more else [])
+    renderer, schemas = _renderer_and_schemas(loaded, problems, reported)
+    problems += _stage_problems(loaded, reported)
     for i in range(min(sample_records, loaded.spec.records) if renderer else 0):
         try:
             preview_record(renderer, i, schemas)
@@ -88,10 +96,65 @@ def check_spec(path: str | Path, *, sample_records: int = SAMPLE_RECORDS) -> Spe
     return SpecCheck(loaded, coverage, [coverage.warning] if coverage.warning else [])
 
 
-def _is_hub_id(path: str) -> bool:
-    """`owner/name` with no file suffix: a dataset on a hub rather than a local file."""
-    parts = path.split("/")
-    return len(parts) == 2 and all(parts) and "." not in parts[1] and not path.startswith(".")
+def _renderer_and_schemas(loaded: LoadedSpec, problems: list[Problem], reported: set) -> tuple[PromptRenderer | None, list]:
+    """The prompt renderer (it reads word lists and rows files) and each step's JSON schema; their
+    problems are added to `problems`, but not again for a key already reported."""
+    renderer = None
+    try:
+        renderer = PromptRenderer(loaded)
+    except DistillError as exc:
+        problems.extend(p for p in exc.problems if p.key not in reported or p.key is None)
+    schemas = []
+    for i in range(len(loaded.spec.steps)):
+        try:
+            schemas.append(step_json_schema(loaded, i))
+        except DistillError as exc:
+            problems.extend(p for p in exc.problems if p.key not in reported or p.key is None)
+            schemas.append(None)
+    replay = loaded.spec.teacher.replay
+    if (replay is not None and "teacher.replay.path" not in reported and not is_hub_id(replay.path)
+            and not (loaded.directory / replay.path).exists()):
+        problems.append(Problem("replay data not found", file=loaded.path, line=loaded.document.locate(("teacher", "replay", "path"))[0],
+                                key="teacher.replay.path", hint="give a file or folder relative to the spec"))
+    return renderer, schemas
+
+
+def _stage_problems(loaded: LoadedSpec, reported: set) -> list[Problem]:
+    """What the review stage would refuse, found now: the safety policy must load."""
+    from distill.review.policy import spec_policy
+
+    if "safety.policy" in reported:
+        return []
+    try:
+        spec_policy(loaded)
+    except DistillError as exc:
+        line, column = loaded.document.locate(("safety", "policy"))
+        return [p if p.file is not None else Problem(p.message, file=loaded.path, line=line, column=column,
+                                                      key=p.key or "safety.policy", hint=p.hint) for p in exc.problems]
+    return []
+
+
+def _key_env_problems(loaded: LoadedSpec) -> list[Problem]:
+    """Every api_key_env must be a variable's name (a key pasted there is refused)."""
+    problems = []
+    for key, reference in key_references(loaded.spec):
+        try:
+            check_api_key_env(reference.api_key_env, file=loaded.path, key=f"{key}.api_key_env")
+        except DistillError as exc:
+            problems += exc.problems
+    return problems
+
+
+def _template_files(document, folder: Path) -> list[Path]:
+    """Template files the spec names, found where the renderer looks (templates_dir, then the folder)."""
+    data = document.data
+    templates_dir = data.get("templates_dir") if isinstance(data.get("templates_dir"), str) else None
+    roots = [r for r in ((inside(folder, templates_dir) if templates_dir else None), folder.resolve()) if r is not None]
+    files = []
+    for reference in path_references(data):
+        if reference.ref.kind == "template" and reference.value.endswith(TEMPLATE_SUFFIXES):
+            files += [p for root in roots if (p := inside(root, reference.value)) is not None and p.is_file()][:1]
+    return files
 
 
 def preview_record(renderer: PromptRenderer, index: int, schemas: list[dict | None] | None = None) -> PreviewRecord:

@@ -3,5 +3,6 @@
 # DISTILL_TEST_POSTGRES_URL is set (`source <(bash scripts/test-postgres.sh start)` starts a throwaway one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] && .venv/bin/python -c "import distill, fastapi, sqlalchemy, alembic, ray, playwright" 2>/dev/null || bash scripts/setup.sh
+[ -x .venv/bin/python ] && .venv/bin/python -c "import distill, fastapi, sqlalchemy, alembic, ray, playwright, schemathesis, fastapi_offline" 2>/dev/null \
+  && [ -d .venv/codegen/openapi_python_client ] || bash scripts/setup.sh
 .venv/bin/python -m pytest "$@"

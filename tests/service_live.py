@@ -38,7 +38,8 @@ def small_spec(folder: Path, *, records: int = 40, human: bool = True) -> Path:
         policy = (REPO / "safety" / "children.yaml").read_text()
         policy = (policy.replace("name: children", "name: children-human", 1)
                   .replace("auto_signoff: true", "auto_signoff: false").replace("sample_size: 100", "sample_size: 5")
-                  .replace("max_defect_rate: 0.03", "max_defect_rate: 0.6"))
+                  .replace("max_defect_rate: 0.03", "max_defect_rate: 0.6")
+                  .replace("when_absent: larger_sample", "when_absent: note"))  # the offline teacher cannot judge
         (folder / "policy.yaml").write_text(policy)
     spec = folder / "quick.yaml"
     spec.write_text(text)

@@ -130,6 +130,11 @@ CASES = [
     *[("spec.resolved.json", how, cmd, 2, "spec.resolved.json") for how in ("garbage", "wrong-shape", "deleted")
       for cmd in (("release", RUN), ("eval", RUN, "--no-judge"))],
     *[("train/split.json", how, ("eval", RUN, "--no-judge"), 2, "split.json") for how in ("garbage", "wrong-shape")],
+    # The saved dataset: its JSON files and its arrow data, named with how to rebuild them.
+    *[(f"dataset/{name}", how, cmd, 2, f"dataset/{name} corrupt run file")
+      for name, how in (("dataset_info.json", "garbage"), ("dataset_info.json", "truncated"), ("state.json", "garbage"),
+                        ("data-00000-of-00001.arrow", "truncated"), ("data-00000-of-00001.arrow", "garbage"))
+      for cmd in (("release", RUN), ("review", RUN, "--no-judge"), ("review", RUN, "list"), ("eval", RUN, "--no-judge"))],
 ]
 
 

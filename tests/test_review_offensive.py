@@ -39,6 +39,8 @@ def test_the_threshold_is_the_policys() -> None:
     strict = Policy.model_validate({**load_policy("general").model_dump(), "offensive": {"threshold": 0.9}})
     assert [f.code for f in Chain(strict).check(text).reasons] == ["offensive.insult"]
     off = Policy.model_validate({**load_policy("general").model_dump(), "offensive": {"enabled": False}})
+    assert [f.code for f in Chain(off).check("You are a stupid idiot, go to hell.").reasons] == ["toxicity.insult"]
+    off = Policy.model_validate({**off.model_dump(), "toxicity": {"enabled": False, "patterns": "toxicity"}})
     assert Chain(off).check("You are a stupid idiot, go to hell.").reasons == []
 
 

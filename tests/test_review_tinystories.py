@@ -29,7 +29,8 @@ def test_ordinary_stories_pass_the_children_policy(tinystories_sample, capsys):
     # every rejection has a reason that is not just a hard word or two
     assert set(reasons) <= {"lexicon.violence", "lexicon.substances", "quality.truncated", "conformance.off_vocabulary",
                             "conformance.too_long", "lexicon.adult", "lexicon.profanity", "normalisation.mojibake",
-                            "offensive.insult"}  # name-calling in a story ("Stupid boy!"), flagged for a person
+                            "offensive.insult", "toxicity.insult", "toxicity.threat"}
+    # name-calling and threats in a story ("Stupid boy!", "or we will hurt you!"), flagged for a person
     assert not any(f.code.startswith(("pii.", "secrets.", "injection.")) for v in verdicts for f in v.reasons)
 
 

@@ -127,3 +127,23 @@ def test_capture_upload_reports_bad_lines_and_redacts_again_and_deletes(live) ->
         until = (now - timedelta(days=300)).isoformat()
         assert ann.post(f"/v1/jobs/{job_id}/captures/delete", json={"until": until}).json()["deleted"] == 1
         assert ann.get(f"/v1/jobs/{job_id}/captures").json()["count"] == before
+
+
+def test_a_job_is_deployed_once_and_lists_page_with_a_cursor(live) -> None:
+    server, tokens, job_id, deployment = live
+    with server.client(tokens["ann"]) as ann:
+        again = ann.post(f"/v1/jobs/{job_id}/deployment", json={})
+        first = ann.get("/v1/deployments", params={"limit": 1}).json()
+        total = ann.get(f"/v1/jobs/{job_id}/captures").json()["count"]
+        pages, cursor = [], None
+        while True:
+            page = ann.get(f"/v1/jobs/{job_id}/captures", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+            pages.append(page["captures"])
+            if (cursor := page["next_cursor"]) is None:
+                break
+        lineage = ann.get(f"/v1/jobs/{job_id}/lineage")
+    assert again.status_code == 409 and deployment["id"] in again.json()["detail"]
+    assert [d["id"] for d in first["deployments"]] == [deployment["id"]] and first["next_cursor"] is None
+    ids = [c["request_id"] for page in reversed(pages) for c in page]  # pages go back in time
+    assert total > 2 and len(ids) == len(set(ids)) == total
+    assert lineage.status_code == 404 and lineage.json()["problems"] == []  # v1 is not a cold-start job

@@ -4,6 +4,7 @@ directory's files: polls answer from memory while nothing changed, and see every
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -27,6 +28,14 @@ def test_cost_so_far_follows_the_answer_cache_while_it_is_written(tmp_path: Path
     finally:
         cache.close()
     assert runner.spent_usd(run_dir) == 0.875  # the cache closed (its log checkpointed into the file)
+
+
+def test_cost_so_far_is_zero_while_the_cache_file_has_no_tables_yet(tmp_path: Path) -> None:
+    """Status polled in the moment between the generator creating the cache file and its tables."""
+    path = tmp_path / "run" / "generate" / "cache.sqlite"
+    path.parent.mkdir(parents=True)
+    sqlite3.connect(path).execute("CREATE TABLE other (x)").connection.close()
+    assert runner.spent_usd(tmp_path / "run") == 0.0
 
 
 def test_progress_follows_the_manifest_and_the_records_written(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 
+from distill.errors import SpecError
 from distill.rundir import RunDir
 from distill.spec import load_spec
 from distill.synthesis import generate
@@ -229,3 +230,37 @@ def test_tinystories_spec_runs_with_offline_and_replay(tmp_path, spec_name, teac
     rows = rows_of(result)
     assert result.complete and len(rows) == 8 and all(r["status"] == "ok" and len(r["text"]) > 100 for r in rows)
     assert rows[0]["teacher_model"] == ("offline-stand-in" if teacher == "offline" else loaded.spec.teacher.model)
+
+
+def test_a_retry_after_past_the_bound_fails_the_request_at_once_and_the_next_run_sends_it_again(tmp_path, capsys):
+    with TeacherServer() as server:
+        server.add_fault("rate_limit", match="#2#", times=1, retry_after=99999)
+        spec = write_spec(tmp_path, server.openai_base_url, records=6, json_step=False,
+                          extra_teacher="  max_retry_wait_s: 30")
+        started = time.monotonic()
+        result, _ = run_generate(spec, tmp_path / "runs")
+        assert time.monotonic() - started < 30  # not stalled behind the 99,999 s
+        rows = {r["id"]: r for r in rows_of(result)}
+        assert rows[2]["status"] == "failed", rows[2]
+        assert "99,999 s" in rows[2]["failure_reason"] and "teacher.max_retry_wait_s = 30 s" in rows[2]["failure_reason"]
+        assert all(rows[i]["status"] == "ok" for i in (0, 1, 3, 4, 5)) and result.tally.rate_limited == 1
+
+        again, _ = run_generate(spec, tmp_path / "runs")  # the failed request is sent again; the rest come from the cache
+        assert {r["status"] for r in rows_of(again)} == {"ok"} and again.tally.from_cache == 5
+
+
+def test_a_retry_after_within_the_bound_is_waited_and_said(tmp_path, capsys):
+    with TeacherServer() as server:
+        server.add_fault("rate_limit", match="#1#", times=1, retry_after=1.2)
+        spec = write_spec(tmp_path, server.openai_base_url, records=3, json_step=False)
+        result, _ = run_generate(spec, tmp_path / "runs")
+        assert {r["status"] for r in rows_of(result)} == {"ok"} and result.tally.rate_limited == 1
+    assert "teacher rate limit (HTTP 429): waiting 1 s as its Retry-After asks" in capsys.readouterr().err
+
+
+def test_max_retry_wait_is_a_bounded_spec_setting(tmp_path):
+    assert load_spec(write_spec(tmp_path, "http://127.0.0.1:9")).spec.teacher.max_retry_wait_s == 60
+    for bad in (".nan", "-1", "1e9"):
+        spec = write_spec(tmp_path, "http://127.0.0.1:9", extra_teacher=f"  max_retry_wait_s: {bad}")
+        with pytest.raises(SpecError, match="max_retry_wait_s"):
+            load_spec(spec)

@@ -7,12 +7,14 @@ datasets load inside the command that needs them, so `distill --help` is instant
 from __future__ import annotations
 
 import errno
+import functools
 import sys
 
 import typer
 
 from distill.cli import coldstart as coldstart_commands
 from distill.cli import evaluate as evaluate_commands
+from distill.cli import params
 from distill.cli import generate as generate_commands
 from distill.cli import release as release_commands
 from distill.cli import review as review_commands
@@ -60,7 +62,14 @@ ENVIRONMENT_ERRNOS = {errno.EACCES: "check the folder's permissions", errno.EPER
                       errno.ENOSPC: "the disk is full; free space and run the same command again to resume",
                       errno.EDQUOT: "the disk quota is used up; free space and run the same command again",
                       errno.EFBIG: "a file-size limit was hit; raise it (ulimit -f) and run the command again",
-                      errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path"}
+                      errno.ENOENT: "check the path", errno.ENOTDIR: "check the path", errno.EISDIR: "check the path",
+                      errno.EEXIST: "a file stands where a folder should be; check the path"}
+
+
+@functools.cache
+def command():
+    """The app as one click command, every command's values guarded (`distill.cli.params`); built once."""
+    return params.guard_commands(typer.main.get_command(app))
 
 
 def main() -> None:
@@ -68,10 +77,12 @@ def main() -> None:
     from distill.errors import DistillError
 
     try:
-        app()
+        command()(prog_name="distill")
     except DistillError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        from distill.keys import keys_in_use, redact_secrets
+
+        for problem in exc.problems:  # a provider's message may echo a key: redacted by shape and by value
+            print(f"error: {redact_secrets(str(problem), extra=keys_in_use())}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from distill.cli.params import MAX_NEW_TOKENS
+
 
 def coldstart(
     run: Path = typer.Argument(..., help="v1's run directory (its spec needs a `coldstart` section)."),
@@ -39,7 +41,7 @@ def compare(
     v1: Path = typer.Argument(..., help="v1: a bundle, model folder or run's train folder."),
     v2: Path = typer.Argument(..., help="v2: the same for the new student."),
     run: Path = typer.Option(..., "--run", help="The coldstart run (its held-out real inputs and judge)."),
-    max_new_tokens: int = typer.Option(128, help="Longest answer each student writes per input."),
+    max_new_tokens: int = typer.Option(128, min=1, max=MAX_NEW_TOKENS, help="Longest answer each student writes per input."),
 ) -> None:
     """Compare v1 and v2 on the held-out real inputs; writes RUN/coldstart/compare.json."""
     from distill.coldstart.compare import compare as compare_students
@@ -77,7 +79,7 @@ def drift(run: Path = typer.Argument(..., help="A coldstart run directory.")) ->
 def promote(
     deployment: Path = typer.Argument(..., help="The deployment file (created on first promote)."),
     bundle: Path = typer.Option(..., "--bundle", help="The released bundle to send traffic to."),
-    percent: int = typer.Option(100, help="Share of traffic for the bundle (100 switches over)."),
+    percent: int = typer.Option(100, min=0, max=100, help="Share of traffic for the bundle (100 switches over)."),
     comparison: Path = typer.Option(None, help="compare.json from `distill compare`: refuse unless v2 was better."),
     force: str = typer.Option(None, metavar="REASON", help="Promote although the comparison says v2 is not better."),
 ) -> None:

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED
+
 RunArg = Annotated[Path, typer.Argument(help="The run directory (runs/<spec-name>/<run-id>).")]
 HeldoutOpt = Annotated[Optional[Path], typer.Option("--heldout", help="Held-out data instead of the run's validation split: JSONL rows {prompt, text}, or text with <|endoftext|> between documents.")]
 
@@ -17,13 +19,13 @@ def eval_command(
     against: Annotated[Optional[Path], typer.Option("--against", help="Another evaluated run to show side by side.")] = None,
     judge: Annotated[Optional[str], typer.Option("--judge", help="Judge model PROVIDER:MODEL (default: evaluation.judge, else the teacher).")] = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip judge grading (no requests at all).")] = False,
-    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Completions per beginning (default: evaluation.samples_per_prompt).")] = None,
-    prompts: Annotated[Optional[int], typer.Option("--prompts", min=1, help="Held-out beginnings to complete (default: evaluation.prompts).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Longest student completion, in tokens (default: evaluation.max_new_tokens).")] = None,
-    probe_samples: Annotated[Optional[int], typer.Option("--probe-samples", min=1, help="Completions per safety probe (default: evaluation.probe_samples).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, max=MAX_COUNT, help="Completions per beginning (default: evaluation.samples_per_prompt).")] = None,
+    prompts: Annotated[Optional[int], typer.Option("--prompts", min=1, max=MAX_COUNT, help="Held-out beginnings to complete (default: evaluation.prompts).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help="Longest student completion, in tokens (default: evaluation.max_new_tokens).")] = None,
+    probe_samples: Annotated[Optional[int], typer.Option("--probe-samples", min=1, max=MAX_COUNT, help="Completions per safety probe (default: evaluation.probe_samples).")] = None,
     probes: Annotated[Optional[str], typer.Option("--probes", help="Probe sets, comma-separated: names under safety/probes/ or .jsonl paths (default: story for text specs, instruct for instruct specs).")] = None,
     heldout: HeldoutOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
 ) -> None:
     """Evaluate the run's student: held-out bpb, teacher-as-judge grades with 95% intervals, offline metrics,
     safety probes. Writes RUN/eval/ (eval.json, report.md, report.html, charts); prints the report path."""
@@ -36,7 +38,7 @@ def eval_command(
 
     run_dir = RunDir.open(run)
     loaded = run_dir.load_spec()
-    settings = eval_settings_from_spec(loaded.spec)
+    settings = eval_settings_from_spec(loaded.spec, loaded.directory)
     settings = settings.model_copy(update={
         "prompts": prompts or settings.prompts, "samples_per_prompt": samples or settings.samples_per_prompt,
         "max_new_tokens": max_new_tokens or settings.max_new_tokens, "probe_samples": probe_samples or settings.probe_samples,
@@ -53,9 +55,9 @@ def eval_command(
 
 def inspect_command(
     run: RunArg,
-    texts: Annotated[int, typer.Option("--texts", min=1, help="Held-out texts to analyse.")] = 64,
-    neurons: Annotated[int, typer.Option("--neurons", min=1, help="Neurons per layer to report (highest variance first).")] = 16,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top-activating contexts per neuron.")] = 8,
+    texts: Annotated[int, typer.Option("--texts", min=1, max=MAX_COUNT, help="Held-out texts to analyse.")] = 64,
+    neurons: Annotated[int, typer.Option("--neurons", min=1, max=MAX_COUNT, help="Neurons per layer to report (highest variance first).")] = 16,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=MAX_COUNT, help="Top-activating contexts per neuron.")] = 8,
     heldout: HeldoutOpt = None,
 ) -> None:
     """Look inside the student: attention heads (distance, entropy; local, semantic, diffuse or first-token) and the top contexts of

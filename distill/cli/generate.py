@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_COUNT, MAX_USD, RecordsOpt
+
 SpecArg = Annotated[Path, typer.Argument(help="The task spec YAML file.")]
 TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="Replace the spec's teacher: PROVIDER[:MODEL], e.g. offline or openai:gpt-4o-mini.")]
-RecordsOpt = Annotated[Optional[int], typer.Option("--records", help="Generate this many records instead of the spec's count.")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help="A price table YAML (default: $DISTILL_PRICES, else the shipped one).")]
 
 
@@ -21,14 +22,14 @@ def generate(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories live.")] = Path("runs"),
     shard: Annotated[Optional[str], typer.Option("--shard", help="Generate only shard i of N (i/N): indices i, i+N, ...")] = None,
     mode: Annotated[str, typer.Option("--mode", help="online, or batch (OpenAI/Anthropic batch APIs, half price, slower).")] = "online",
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="Spending cap in USD for the whole run (overrides teacher.max_cost_usd).")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, max=MAX_USD, help="Spending cap in USD for the whole run (overrides teacher.max_cost_usd).")] = None,
     teacher: TeacherOpt = None,
     records: RecordsOpt = None,
     prices: PricesOpt = None,
-    batch_poll_s: Annotated[float, typer.Option("--batch-poll", help="Seconds between batch status polls.")] = 30.0,
+    batch_poll_s: Annotated[float, typer.Option("--batch-poll", min=0.1, max=3600.0, help="Seconds between batch status polls.")] = 30.0,
     executor: Annotated[str, typer.Option("--executor", help="local (this process), or ray (shards as tasks on a Ray cluster; needs distill[ray]).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS, else the one started here).")] = None,
-    shards: Annotated[Optional[int], typer.Option("--shards", help="With --executor ray: how many shards (default: one per CPU of the cluster).")] = None,
+    shards: Annotated[Optional[int], typer.Option("--shards", min=1, max=MAX_COUNT, help="With --executor ray: how many shards (default: one per CPU of the cluster).")] = None,
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem

@@ -15,9 +15,9 @@ ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Server URL (
 
 
 def _client(server: str | None):
-    from distill.service.remote import client_from_env
+    from distill.service.remote import connect
 
-    return client_from_env(server)
+    return connect(server)
 
 
 @app.command()

@@ -21,12 +21,29 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
+
+
+class _ReviewGroup(TyperGroup):
+    """`distill review list --help` (no RUN before the sub-command) shows the list command's own help,
+    as `distill review RUN list --help` does, instead of the group's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands and any(a in ("--help", "-h") for a in args[1:]):
+            command = self.commands[args[0]]
+            click.echo(command.get_help(click.Context(command, info_name=f"RUN {args[0]}", parent=ctx)))
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+from distill.cli.params import MAX_RECORDS, MAX_SEED
 
 # Interspersed arguments let `distill review RUN --verify-log` put the group's own options after RUN;
 # options the group does not know pass through to the sub-command (`RUN list --reason pii`).
 app = typer.Typer(name="review", help="Safety review: automatic checks, human decisions, audit log, sign-off.",
-                  no_args_is_help=True, add_completion=False,
+                  cls=_ReviewGroup, no_args_is_help=True, add_completion=False,
                   context_settings={"allow_interspersed_args": True, "ignore_unknown_options": True})
 
 ReviewerOpt = Annotated[Optional[str], typer.Option("--reviewer", help="Your name for the audit log (default: $DISTILL_REVIEWER).")]
@@ -128,7 +145,7 @@ def list_records(
     decision: DecisionFilter = None,
     category: CategoryFilter = None,
     search: SearchFilter = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RECORDS, help="At most this many.")] = 50,
 ) -> None:
     """List records (id, status, reason codes, start of the text), one per line on stdout; the count and
     the review's progress on stderr."""
@@ -140,13 +157,16 @@ def list_records(
     for record in found[:limit]:
         snippet = record.text[:70].replace("\n", " ")
         print(f"{record.id}\t{record.status}\t{','.join(dict.fromkeys(record.codes)) or '-'}\t{snippet}")
+    if len(found) > limit:
+        _say(f"showing the first {limit} of {len(found)} matching records; see more with --limit {len(found)}, "
+             "or narrow the list with --reason, --status, --stage, --decision, --category or --search")
     done = progress(view)
-    _say(f"{len(found)} of {done['total']} records match{f' (first {limit} shown)' if len(found) > limit else ''}; "
-         f"decided by a person {done['decided']} / {done['total']}, {done['pending']} pending")
+    _say(f"{len(found)} of {done['total']} records match; decided by a person {done['decided']} / {done['total']}, "
+         f"{done['pending']} pending")
 
 
 @app.command()
-def show(ctx: typer.Context, record: Annotated[int, typer.Argument(help="Record id.")]) -> None:
+def show(ctx: typer.Context, record: Annotated[int, typer.Argument(min=0, max=MAX_RECORDS, help="Record id.")]) -> None:
     """One record as JSON: status, reasons with spans, the text the student would see, the last human
     action, the variables sampled for it and what the teacher was asked."""
     from distill.review.actions import find_one, record_context
@@ -174,7 +194,7 @@ def _decide(ctx: typer.Context, decision: str, records: list[int] | None, filter
 
 ExpectOpt = Annotated[Optional[int], typer.Option("--expect", min=0, help="With a filter: the count you saw (`list`); "
                                                   "refused, nothing decided, when the filter now matches another number.")]
-RecordIds = Annotated[Optional[list[int]], typer.Argument(help="Record ids (or give a filter).")]
+RecordIds = Annotated[Optional[list[int]], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids (or give a filter).")]
 
 
 @app.command()
@@ -214,7 +234,7 @@ def undo(ctx: typer.Context, reviewer: ReviewerOpt = None, note: NoteOpt = "") -
 @app.command()
 def edit(
     ctx: typer.Context,
-    record: Annotated[int, typer.Argument(help="Record id.")],
+    record: Annotated[int, typer.Argument(min=0, max=MAX_RECORDS, help="Record id.")],
     text: Annotated[Optional[str], typer.Option("--text", help="The new text.")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="Read the new text from a file ('-' for stdin).")] = None,
     reviewer: ReviewerOpt = None,
@@ -260,8 +280,8 @@ def apply_reason(
 @app.command()
 def sample(
     ctx: typer.Context,
-    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Records to draw (default: the policy's signoff.sample_size).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Draw seed (default: random, recorded).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, max=MAX_RECORDS, help="Records to draw (default: the policy's signoff.sample_size).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Draw seed (default: random, recorded).")] = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
     """Draw a random sample of kept records to grade; prints them as JSON lines (id, prompt, text)."""
@@ -278,7 +298,7 @@ def sample(
 @app.command()
 def signoff(
     ctx: typer.Context,
-    defective: Annotated[Optional[list[int]], typer.Option("--defective", help="A sampled record id that is defective (repeatable).")] = None,
+    defective: Annotated[Optional[list[int]], typer.Option("--defective", min=0, max=MAX_RECORDS, help="A sampled record id that is defective (repeatable).")] = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
     """Grade the drawn sample and sign off: refused (exit 1) when the upper confidence bound on the defect
@@ -289,6 +309,8 @@ def signoff(
     decision = sign_off(_run(ctx), list(defective or []), reviewer=reviewer_name(reviewer))
     _say(f"{decision['defects']} defective in {decision['n']} sampled: {decision['confidence']:.0%} upper bound on the "
          f"defect rate {decision['upper_bound']:.2%} ({decision['method']}); policy maximum {decision['max_defect_rate']:.2%}")
+    if decision.get("not_checked"):
+        _say("NOT CHECKED: " + decision["not_checked"])
     if not decision["accepted"]:
         _say("sign-off REFUSED: fix or reject more records, draw a new sample and grade again")
         raise typer.Exit(1)

@@ -9,11 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import RecordsOpt
+
 
 def run(
     spec: Annotated[Path, typer.Argument(help="The task spec YAML file.")],
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Replace the spec's teacher: offline, openai:MODEL, anthropic:MODEL, hf:DIR.")] = None,
-    records: Annotated[Optional[int], typer.Option("--records", help="Generate this many records instead of the spec's count.")] = None,
+    records: RecordsOpt = None,
     run_id: Annotated[str, typer.Option("--run-id", help="Run directory name under runs/<spec-name>/.")] = "main",
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories live.")] = Path("runs"),
     override_gate: Annotated[Optional[str], typer.Option("--override-gate", help="Local development only: release despite a failed gate, with this written reason (needs DISTILL_ALLOW_GATE_OVERRIDE=1).")] = None,

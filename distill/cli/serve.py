@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_USD, PortOpt
+
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where jobs' files and the embedded database live.")]
 DatabaseOpt = Annotated[Optional[str], typer.Option("--database-url", envvar="DISTILL_DATABASE_URL",
                                                     help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir).")]
@@ -17,14 +19,48 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _database_url(data_dir: Path, url: str | None) -> str:
+    """The database to use (SQLite in `data_dir` by default), checked by connecting once: a URL that names
+    no known database, a driver that is not installed or a server that does not answer is a ConfigError
+    naming --database-url, before anything is served. The password never appears in the message."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    from distill.errors import ConfigError, Problem
+    from distill.service.db import default_url
+
+    if url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return default_url(data_dir)
+    hint = "e.g. postgresql+psycopg://user@host/db, or leave it out for SQLite in --data-dir"
+    try:
+        parsed = make_url(url)
+        engine = create_engine(parsed)
+        engine.connect().close()
+        engine.dispose()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+        raise ConfigError(Problem(f"not a database URL this server can use ({scheme})", key="--database-url",
+                                  hint=hint)) from None
+    except ImportError as exc:
+        raise ConfigError(Problem(f"the database driver is not installed ({exc.name})", key="--database-url",
+                                  hint=hint)) from None
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        where = parsed.render_as_string(hide_password=True)
+        raise ConfigError(Problem(f"cannot connect to {where}: {reason}", key="--database-url", hint=hint)) from None
+    return url
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: PortOpt = 8000,
     data_dir: DataDirOpt = Path("service-data"),
     database_url: DatabaseOpt = None,
     executor: Annotated[str, typer.Option("--executor", help="How stages run: local (worker child processes), or ray (each stage a task on a Ray cluster; needs distill[ray]).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS).")] = None,
-    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs running at once (local executor).")] = 1,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, max=1024, help="Jobs running at once (local executor).")] = 1,
     demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant and users, submit the offline quickstart, print tokens.")] = False,
 ) -> None:
     """Run the API (/v1/, /healthz, /openapi.json) and the job runner; the database is migrated on start."""
@@ -32,7 +68,7 @@ def serve(
 
     from distill.errors import ConfigError, Problem
     from distill.service.app import Settings, create_app
-    from distill.service.db import default_url, make_engine, make_sessions, migrate
+    from distill.service.db import make_engine, make_sessions, migrate
 
     if executor not in ("local", "ray"):
         raise ConfigError(Problem(f"unknown executor {executor!r}", key="--executor", hint="use local or ray"))
@@ -43,8 +79,7 @@ def serve(
         if not ray_address:
             raise ConfigError(Problem("--executor ray needs the cluster's address", key="--ray-address",
                                       hint="pass --ray-address HOST:PORT or set $RAY_ADDRESS"))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    url = database_url or default_url(data_dir)
+    url = _database_url(data_dir, database_url)
     base = f"http://{host}:{port}"
     if demo:
         from distill.service.demo import demo_jobs, set_up_demo
@@ -81,10 +116,9 @@ def _admin_options(data_dir: DataDirOpt = Path("service-data"), database_url: Da
 
 
 def _session():
-    from distill.service.db import default_url, make_engine, make_sessions, migrate
+    from distill.service.db import make_engine, make_sessions, migrate
 
-    _state["data_dir"].mkdir(parents=True, exist_ok=True)
-    url = _state["url"] or default_url(_state["data_dir"])
+    url = _database_url(_state["data_dir"], _state["url"])
     migrate(url)
     return make_sessions(make_engine(url))()
 
@@ -92,7 +126,7 @@ def _session():
 @admin.command()
 def tenant(
     name: Annotated[str, typer.Argument(help="Tenant name.")],
-    spending_cap: Annotated[Optional[float], typer.Option("--spending-cap", help="USD the tenant's jobs may spend in all.")] = None,
+    spending_cap: Annotated[Optional[float], typer.Option("--spending-cap", min=0.0, max=MAX_USD, help="USD the tenant's jobs may spend in all.")] = None,
     allow_key_env: Annotated[Optional[list[str]], typer.Option("--allow-key-env", help="An API-key variable its specs may name (repeatable).")] = None,
     dataset_download: Annotated[bool, typer.Option("--dataset-download", help="Customers may download the reviewed dataset.")] = False,
 ) -> None:

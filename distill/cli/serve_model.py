@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from distill.cli.params import PortOpt
+
 captures_app = typer.Typer(help="Delete captured requests by id or date range, or purge expired ones.",
                            no_args_is_help=True)
 
@@ -16,15 +18,15 @@ def serve_model(
     bundle: Path = typer.Argument(..., help="A released bundle directory (RUN/release/<name>-<version>), or a "
                                             "deployment file (distill promote) to serve its routes."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: PortOpt = 8000,
     api_key: str = typer.Option(None, "--api-key", envvar="DISTILL_SERVE_API_KEY", show_default=False,
                                 help="Clients must send `Authorization: Bearer KEY` (better set through the "
                                      "DISTILL_SERVE_API_KEY environment variable than on the command line)."),
     capture: Path = typer.Option(None, help="Capture consenting requests (redacted) to this JSONL file. Off "
                                             "unless given."),
-    capture_rate: float = typer.Option(1.0, help="Share of non-opted-out requests captured (0..1)."),
-    retention_days: int = typer.Option(30, help="Captured lines older than this are purged."),
-    max_batch: int = typer.Option(64, help="Most sequences decoded together."),
+    capture_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Share of non-opted-out requests captured (0..1)."),
+    retention_days: int = typer.Option(30, min=1, max=36500, help="Captured lines older than this are purged."),
+    max_batch: int = typer.Option(64, min=1, max=4096, help="Most sequences decoded together."),
 ) -> None:
     """Serve a verified bundle over an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
     from distill.serving.capture import CaptureLog

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_COUNT, MAX_RECORDS
+
 
 def validate(spec: Annotated[Path, typer.Argument(help="The task spec YAML file.")]) -> None:
     """Check a spec fully: schema, referenced files, JSON schemas, and templates rendered for sample records."""
@@ -30,8 +32,8 @@ def schema() -> None:
 
 def preview(
     spec: Annotated[Path, typer.Argument(help="The task spec YAML file.")],
-    n: Annotated[int, typer.Option("-n", help="How many records, from the first.")] = 3,
-    index: Annotated[Optional[list[int]], typer.Option("--index", help="Show this record (repeatable).")] = None,
+    n: Annotated[int, typer.Option("-n", min=1, max=MAX_COUNT, help="How many records, from the first.")] = 3,
+    index: Annotated[Optional[list[int]], typer.Option("--index", min=0, max=MAX_RECORDS, help="Show this record (repeatable).")] = None,
 ) -> None:
     """Print the rendered prompts (every step) of the first N records, or of chosen record indices."""
     from distill.validate import preview as render_preview

@@ -9,19 +9,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED
+
 RunArg = Annotated[Path, typer.Argument(help="The run directory (runs/<spec-name>/<run-id>).")]
 
 
 def train_command(
     run: RunArg,
-    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.01, help="Train for this many wall-clock minutes (replaces the spec's budget).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Train for this many optimizer steps (replaces the spec's budget).")] = None,
-    tokens: Annotated[Optional[int], typer.Option("--tokens", min=1, help="Train on this many tokens (replaces the spec's budget).")] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.01, max=60 * 24 * 365.0, help="Train for this many wall-clock minutes (replaces the spec's budget).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=10**12, help="Train for this many optimizer steps (replaces the spec's budget).")] = None,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", min=1, max=2**53, help="Train on this many tokens (replaces the spec's budget).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the spec's training.compile).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=4096, help="CPU threads for torch.")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local (this machine), or ray (one task on a Ray cluster node; needs distill[ray]).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS, else the one started here).")] = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", min=0, help="With --executor ray: GPUs for the task, on one node (default: 1 if the cluster has any, else 0).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=0, max=1024, help="With --executor ray: GPUs for the task, on one node (default: 1 if the cluster has any, else 0).")] = None,
 ) -> None:
     """Train the student on the reviewed dataset into RUN/train (resumes after a crash); prints the result as JSON."""
     if executor != "local":
@@ -93,12 +95,12 @@ def _train_on_ray(run: Path, executor: str, ray_address: str | None, gpus: int |
 def sample_command(
     run: Annotated[Path, typer.Argument(help="A run directory, its train folder, or a model directory.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue (instruct students: the input).")] = "Once upon a time",
-    n: Annotated[int, typer.Option("-n", min=1, help="How many samples.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest sample, in tokens.")] = 200,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 for greedy decoding.")] = 0.8,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Sample among the k likeliest tokens.")] = 50,
+    n: Annotated[int, typer.Option("-n", min=1, max=MAX_COUNT, help="How many samples.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help="Longest sample, in tokens.")] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=100.0, help="0 for greedy decoding.")] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=10**7, help="Sample among the k likeliest tokens.")] = 50,
     chat: Annotated[Optional[bool], typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat format (default: for instruct runs).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
 ) -> None:
     """Generate from the run's student: the finished model, else the newest checkpoint of a training in progress."""
     from distill.train.sample import generate, load_student

@@ -42,7 +42,8 @@ def relabel(loaded: LoadedSpec, run: RunDir, given: dict[int, tuple[dict[str, An
         engine = Engine(walker, provider, cache, price=price, concurrency=teacher.concurrency,
                         limiter=RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm), timeout_s=teacher.timeout_s,
                         max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=teacher.max_cost_usd,
-                        backoff=Backoff(), on_row=on_row)
+                        backoff=Backoff(), on_row=on_row, max_retry_wait_s=teacher.max_retry_wait_s,
+                        say=progress.message)
 
         async def drive() -> None:
             try:

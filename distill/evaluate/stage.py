@@ -100,9 +100,9 @@ def heldout_examples(run_dir: Path, heldout: Path | None = None) -> list[dict[st
     dataset_dir = run_dir / "dataset"
     if not dataset_dir.is_dir():
         raise RunDirError(Problem("the run's dataset is missing", file=dataset_dir, hint="pass --heldout FILE"))
-    from datasets import load_from_disk
+    from distill.synthesis.dataset import load_saved_dataset
 
-    rows = {row["id"]: row for row in load_from_disk(str(dataset_dir))}
+    rows = {row["id"]: row for row in load_saved_dataset(dataset_dir)}
     missing = [i for i in val_ids if i not in rows]
     if missing:
         raise RunDirError(Problem(f"validation ids missing from the dataset, e.g. {missing[0]!r}", file=split_path,
@@ -184,9 +184,13 @@ def parse_judge(value: str) -> tuple[str, str]:
     return provider, model
 
 
-def eval_settings_from_spec(spec) -> EvalSettings:
-    """The spec's `evaluation` section (and seed) as the eval stage's settings."""
-    return EvalSettings(**spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"}), seed=spec.seed)
+def eval_settings_from_spec(spec, folder: Path | None = None) -> EvalSettings:
+    """The spec's `evaluation` section (and seed) as the eval stage's settings; probe set files resolve
+    against the spec's `folder`, like every other file a spec names."""
+    fields = spec.evaluation.model_dump(exclude={"judge", "rubric", "dimensions", "extra_texts"})
+    if folder is not None and fields["probe_sets"]:
+        fields["probe_sets"] = [str(folder / p) if p.endswith(".jsonl") else p for p in fields["probe_sets"]]
+    return EvalSettings(**fields, seed=spec.seed)
 
 
 def judge_reference(loaded, judge: str | None):

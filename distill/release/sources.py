@@ -176,11 +176,11 @@ def read_model_files(model_dir: Path) -> list[Path]:
 
 def read_dataset(dataset_dir: Path) -> DatasetFacts:
     """Counts, teachers and lineage of the synthesized dataset (`datasets` save_to_disk format)."""
-    import datasets
+    from distill.synthesis.dataset import load_saved_dataset
 
     if not dataset_dir.is_dir():
         raise RunDirError(Problem("no dataset", file=dataset_dir, hint="run `distill generate SPEC` first"))
-    table = datasets.load_from_disk(str(dataset_dir))
+    table = load_saved_dataset(dataset_dir)
     columns = table.select_columns(["status", "teacher_provider", "teacher_model", "cost_usd", "template_hashes"])
     teachers: Counter[str] = Counter()
     ok, cost, hashes = 0, 0.0, {}

@@ -15,7 +15,7 @@ from typing import Literal
 
 from distill.errors import DistillError, RunDirError
 from distill.review.decisions import apply_reason, decide as decide_ids, edit, record_json, review_policy, undo
-from distill.review.signoff import draw_sample
+from distill.review.signoff import draw_sample, required_sample_size
 from distill.review.signoff import sign_off as grade_sample
 from distill.review.store import ReviewedRecord, build_view, has_reason, review_dir, trainable, view_digest
 
@@ -116,11 +116,12 @@ def decide(run_dir: Path, target: list[int] | Query, decision: Literal["accept",
 
 def sample(run_dir: Path, *, reviewer: str, size: int | None = None,
            seed: int | None = None) -> tuple[dict, list[ReviewedRecord], int]:
-    """Draw records to grade from the trainable ones (the policy's sample size unless `size`); returns
+    """Draw records to grade from the trainable ones (the policy's sample size, or its larger one when no
+    judge ran and the policy asks for that, unless `size`); returns
     the draw, the drawn records and how many trainable records there were."""
     require_review(run_dir)
     kept = {r.id: r for r in build_view(run_dir) if trainable(r)}
-    drawn = draw_sample(review_dir(run_dir), list(kept), size or review_policy(run_dir).signoff.sample_size,
+    drawn = draw_sample(review_dir(run_dir), list(kept), size or required_sample_size(review_dir(run_dir), review_policy(run_dir)),
                         reviewer=reviewer, seed=seed)
     return drawn, [kept[i] for i in drawn["ids"]], len(kept)
 

@@ -1,7 +1,11 @@
 """The cheap chain: stages 1-7 on one record, every check on every record so all reasons are kept.
 
     decoding/size -> normalisation -> quality + task conformance -> PII -> secrets -> injection
-    -> offensive language -> lexicons
+    -> toxicity -> offensive language -> lexicons
+
+Secrets, injection and toxicity also read every decoded or re-joined reading of the text (base64, hex,
+URL escapes, HTML entities, keys split by spaces: `distill.review.decoded`); injection also reads the
+unfolded text, since folding look-alikes to Latin garbles Cyrillic and Greek words.
 
 PII, secrets, injection and the offensive-language model read the folded text (NFKC, no zero-width
 characters, look-alike letters as Latin); their findings are mapped back to the original spans.
@@ -17,11 +21,13 @@ import dataclasses
 from collections.abc import Sequence
 
 from distill.review.conformance import WORD, TaskConformance, check_conformance, load_vocabulary
+from distill.review.decoded import KEY_PREFIXES, readings
 from distill.review.folding import fold
 from distill.review.injection import scan_injection
 from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
 from distill.review.offensive import OffensiveModel, load_model, scan_offensive
 from distill.review.patterns import Triggers, load_patterns
+from distill.review.patterns import scan as scan_patterns
 from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
 from distill.review.secrets import scan_secrets
@@ -42,6 +48,16 @@ def task_from_policy(policy: Policy) -> TaskConformance:
     )
 
 
+def task_for_length(policy: Policy, longest_words: int | None) -> TaskConformance | None:
+    """The policy's conformance checks without its minimum length when the spec asks for texts too short
+    to reach it comfortably (a cap under twice the minimum): a short clean record is not a defect then.
+    None: the policy's own checks apply."""
+    least = policy.conformance.min_words
+    if longest_words is None or least is None or longest_words >= 2 * least:
+        return None
+    return dataclasses.replace(task_from_policy(policy), min_words=None)
+
+
 class Chain:
     """Stages 1-7 compiled for one policy and task."""
 
@@ -56,9 +72,11 @@ class Chain:
         self.national_ids = load_patterns(safety_file("patterns", policy.pii.national_id_patterns, ".yaml"))
         self.secrets = load_patterns(safety_file("patterns", policy.secrets.patterns, ".yaml")) if policy.secrets.enabled else []
         self.injections = load_patterns(safety_file("patterns", policy.injection.patterns, ".yaml")) if policy.injection.enabled else []
+        self.toxicity = load_patterns(safety_file("patterns", policy.toxicity.patterns, ".yaml")) if policy.toxicity.enabled else []
         self.lexicons = index_lexicons([load_lexicon(safety_file("lexicons", name, ".yaml")) for name in policy.lexicons])
         self.offensive = _offensive_model(policy) if policy.offensive.enabled else None
-        self.triggers = Triggers((self.refusals, self.national_ids, self.secrets, self.injections), self.lexicons.phrases)
+        self.triggers = Triggers((self.refusals, self.national_ids, self.secrets, self.injections, self.toxicity),
+                                 self.lexicons.phrases)
         self._actions: dict[tuple[str, str], str] = {}
 
     def check(self, text: str | bytes, prompt: str | bytes = "", required_words: Sequence[str] = ()) -> RecordVerdict:
@@ -106,21 +124,45 @@ class Chain:
         on_folded = scan_pii(folded.text, folded_lower, self.pii, self.national_ids, folded_words, folded_present)
         on_folded += scan_secrets(folded.text, folded_lower, self.secrets, folded_present)
         on_folded += scan_injection(folded.text, folded_lower, self.injections, folded_present)
+        on_folded += scan_patterns(folded.text, folded_lower, self.toxicity, "toxicity", "[...]", folded_present)
+        on_folded += self._scan_readings(folded.text, on_folded, not folded_present.isdisjoint(KEY_PREFIXES))
         if self.offensive is not None:
             on_folded += scan_offensive(folded.text, folded_words, self.offensive, self.policy.offensive.threshold)
         if folded.origin is not None:
             on_folded = [dataclasses.replace(f, span=folded.original_span(f.span)) for f in on_folded]
         found += on_folded
+        if folded.origin is not None:  # Cyrillic, Greek: the folded text garbles their words
+            found += _new(scan_injection(scan, lowered, self.injections, present), found)
         found += scan_lexicons(scan, lowered, words, self.lexicons, present)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]
         return found, checked, stats
+
+    def _scan_readings(self, text: str, already: list[Finding], key_prefix: bool) -> list[Finding]:
+        """Secrets, injections and toxicity in the decoded or re-joined readings of `text`, on the span
+        each reading came from."""
+        found: list[Finding] = []
+        for reading in readings(text, key_prefix):
+            lowered = reading.text.lower()
+            present = self.triggers.present(lowered)
+            hits = scan_secrets(reading.text, lowered, self.secrets, present)
+            hits += scan_injection(reading.text, lowered, self.injections, present)
+            hits += scan_patterns(reading.text, lowered, self.toxicity, "toxicity", "[...]", present)
+            hits = [dataclasses.replace(f, span=reading.span, detail=f"{reading.how}: {f.detail}") for f in hits]
+            found += _new(hits, already + found)
+        return found
 
     def _resolve(self, finding: Finding) -> Finding:
         key = (finding.code, finding.category)
         if key not in self._actions:
             self._actions[key] = self.policy.action_for(*key)
         return dataclasses.replace(finding, action=self._actions[key])
+
+
+def _new(findings: list[Finding], already: list[Finding]) -> list[Finding]:
+    """`findings` whose code was not already found on an overlapping span."""
+    return [f for f in findings if not any(f.code == g.code and f.span[0] < g.span[1] and g.span[0] < f.span[1]
+                                           for g in already)]
 
 
 def _offensive_model(policy: Policy) -> OffensiveModel:

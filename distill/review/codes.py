@@ -73,6 +73,7 @@ CODES: dict[str, tuple[str, str]] = {
     "pii.iban": ("PII", "an IBAN (checksum-valid)"),
     "pii.national_id": ("PII", "a national identity number"),
     "pii.ip_address": ("PII", "an IP address"),
+    "pii.date_of_birth": ("PII", "a date of birth (a date next to born, birthday, DOB)"),
     "offensive.insult": ("PROFANITY", "a sentence the offensive-language model scores as an insult or harassment"),
     "dedup.exact": ("DUPLICATE", "the same text as an earlier record"),
     "dedup.near": ("DUPLICATE", "nearly the same text as an earlier record (MinHash)"),
@@ -85,7 +86,7 @@ CODES: dict[str, tuple[str, str]] = {
 }
 
 STAGE_NAMES = (
-    "decoding", "normalisation", "quality", "conformance", "pii", "secrets", "injection", "offensive", "lexicon",
+    "decoding", "normalisation", "quality", "conformance", "pii", "secrets", "injection", "toxicity", "offensive", "lexicon",
     "dedup", "decontam", "judge",
 )
 

@@ -1,8 +1,10 @@
 """Stage 7: word lists (profanity, violence, adult themes) from `safety/lexicons/*.yaml`.
 
 A lexicon file: `code` (e.g. `lexicon.profanity`), `category` (`PROFANITY`, or a hazard code like `S1`),
-`description`, `terms` (words or phrases). Terms match whole words, case-insensitively, with common
-endings (`s`, `es`, `ed`, `ing`, `er`); the policy decides whether a hit flags, redacts or rejects.
+`description`, `terms` (words or phrases), and optionally `idioms`: phrases in which a term means no
+harm ("kill the lights", "killed it"); a hit inside one of them is not reported. Terms match whole
+words, case-insensitively, with common endings (`s`, `es`, `ed`, `ing`, `er`); the policy decides
+whether a hit flags, redacts or rejects.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Lexicon:
     category: str
     description: str
     terms: tuple[str, ...]
+    idioms: tuple[str, ...] = ()
 
 
 def load_lexicon(path: Path) -> Lexicon:
@@ -33,7 +36,8 @@ def load_lexicon(path: Path) -> Lexicon:
     if not str(data["code"]).startswith("lexicon."):
         raise SpecError(Problem("a lexicon's code must start with 'lexicon.'", file=path, key="code", line=document.locate(("code",))[0]))
     terms = tuple(sorted({str(t).lower().strip() for t in data["terms"] if str(t).strip()}, key=len, reverse=True))
-    return Lexicon(data["code"], data["category"], data.get("description", ""), terms)
+    idioms = tuple(str(t).lower().strip() for t in data.get("idioms") or [] if str(t).strip())
+    return Lexicon(data["code"], data["category"], data.get("description", ""), terms, idioms)
 
 
 _ENDINGS = ("", "s", "es", "ed", "ing", "er", "ers")
@@ -75,5 +79,20 @@ def scan_lexicons(text: str, lowered: str, words: list[str], index: LexiconIndex
     found = []
     for match in index.regex.finditer(text):
         lexicon = index.lexicons[int(match.lastgroup[1:])]
+        if lexicon.idioms and _in_idiom(lowered, match.start(), match.end(), lexicon.idioms):
+            continue
         found.append(Finding("lexicon", lexicon.code, lexicon.category, match.span(), match.group(), replacement="[...]"))
     return found
+
+
+def _in_idiom(lowered: str, start: int, end: int, idioms: tuple[str, ...]) -> bool:
+    """The hit at `start:end` lies inside one of `idioms` in the lower-cased text."""
+    window = lowered[max(0, start - 30) : end + 30]
+    offset = max(0, start - 30)
+    for idiom in idioms:
+        at = window.find(idiom)
+        while at >= 0:
+            if offset + at <= start and end <= offset + at + len(idiom):
+                return True
+            at = window.find(idiom, at + 1)
+    return False

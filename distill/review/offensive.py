@@ -33,7 +33,9 @@ from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
-TRIGGER_WEIGHTS = ((0.95, 1.5), (0.85, 1.2))  # (lowest threshold, least weight in every fold) pairs
+TRIGGER_WEIGHTS = ((0.95, 1.5), (0.85, 1.2))
+_SELF_DIRECTED = re.compile(r"^\W*(?:i'm|i am|i was|i feel|i look|i felt|call me)\b")
+_AIMED = re.compile(r"\b(?:you|your|you're|u|ur|they|them|he|she|his|her|those|these)\b")  # (lowest threshold, least weight in every fold) pairs
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold
         lowered = sentence.lower()
         if present is not None and not any(word in lowered for word in present):  # a substring test; the model decides
             continue
+        if _SELF_DIRECTED.search(lowered) and not _AIMED.search(lowered):
+            continue  # "I'm such an idiot, I left my keys in the fridge": about the speaker, aimed at no one
         score = model.probability(sentence)
         if score > worst:
             worst, span = score, match.span()

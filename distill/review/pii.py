@@ -21,13 +21,16 @@ import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
 from distill.review.patterns import Pattern, scan
+from distill.review.pii_context import BIRTH_WORDS, dates_of_birth, ibans, street_addresses
+from distill.review.pii_context import national_ids as national_ids_in_context
 from distill.review.text_checks import finding
 from distill.review.verdict import Finding
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
 _AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s+at\s+)"
 _DOT = r"(?:\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*|\s+dot\s+)"
-_TLD = r"(?:com|org|net|edu|gov|io|co|uk|de|fr|in|info|me|us|ca|au)"
+_TLD = (r"(?:com|org|net|edu|gov|io|co|uk|de|fr|in|info|me|us|ca|au|it|es|nl|be|ch|at|se|no|dk|fi|pl|pt|br|mx|jp|cn|ru|nz|"
+        r"za|ie|biz|app|dev)")
 _OBFUSCATED = re.compile(rf"\b[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}{_TLD}\b", re.I)
 # `bob @ mail . org`: an address with spaces around its @ and dots (a known domain ending keeps prose out)
 _SPACED = re.compile(rf"\b[A-Za-z0-9._%+-]+\s*@\s*[A-Za-z0-9-]+(?:\s*\.\s*[A-Za-z0-9-]+)*\s*\.\s*{_TLD}\b")
@@ -36,20 +39,18 @@ _LETTER_SPACED = re.compile(r"(?<!\S)(?:\S ){5,}\S(?!\S)")
 # phone numbers written with words or odd separators: `three one two dash four four eight ...`
 _DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
                 "seven": "7", "eight": "8", "nine": "9"}
+_COUNTING = ("1234567", "2345678", "3456789", "9876543", "8765432", "7654321")  # counting aloud, not a number
 _DIGIT_TOKEN = r"(?:\d|\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b)"
-_SPELLED_PHONE = re.compile(rf"\+?{_DIGIT_TOKEN}(?:(?:[\s().\-/_*]{{0,3}}|\s*\b(?:dash|hyphen|dot|space)\b\s*){_DIGIT_TOKEN}){{8,14}}", re.I)
+_SPELLED_PHONE = re.compile(rf"\+?{_DIGIT_TOKEN}(?:(?:[\s().,\-/_*~|:]{{0,3}}|\s*\b(?:dash|hyphen|dot|space)\b\s*){_DIGIT_TOKEN}){{8,14}}", re.I)
 _PHONE_CONTEXT = frozenset("call calls calling phone phones text texting ring dial number numbers tel telephone mobile "
                            "cell whatsapp contact reach".split())
-_STREET = re.compile(
-    r"\b\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][a-z]+\.?\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|"
-    r"Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|Square|Highway|Parkway|Row|Gardens)\b\.?"
-)
-_PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/]{0,2}\d){6,14}")
+_PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/~_]{0,2}\d){6,14}")
+# words before a number that make it an order, booking or case number rather than a phone
+_REFERENCE = re.compile(r"(?:\b(?:order|invoice|ticket|booking|reference|ref|tracking|case|part|isbn|item|sku)\b|\bno\.|#)\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
 # what a written phone number looks like: international (+44 7700 900123) or with a trunk/area prefix
 # (07700 900123, (555) 123-4567), in two or more groups; bare digit runs (ids, amounts) are not phones
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}|\(\d{2,5}\)|0\d{1,5})(?:[ .\-]?\(?\d{2,5}\)?){1,4}(?:[ .\-]\d{2,5})*")
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_CARD = re.compile(r"\b\d(?:[ .-]?\d){12,18}\b")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv|\bver\.?)\s*$", re.I)
@@ -96,21 +97,23 @@ def scan_pii(text: str, lowered: str, settings: PiiSettings, national_ids: list[
         found += _emails(text, lowered, settings.placeholder_domains)
     if "phone" in kinds and not _PHONE_CONTEXT.isdisjoint(words) and _enough_digits(text, words):
         found += _spelled_phones(text, settings.phone_regions)
-    if not _DIGIT.search(text):
-        return found  # every other kind has digits
+    digits = _DIGIT.search(text) is not None
     if "street_address" in kinds:
-        for match in _STREET.finditer(text):
-            found.append(finding("pii", "pii.street_address", match.span(), match.group(), "[ADDRESS]"))
+        found += street_addresses(text, lowered, words, digits)
+    if not digits:
+        return found  # every other kind has digits
+    if "date_of_birth" in kinds and any(word in lowered for word in BIRTH_WORDS):
+        found += dates_of_birth(text)
     if "card" in kinds:
         found += _cards(text)
     if "iban" in kinds:
-        for match in _IBAN.finditer(text):
-            if iban_valid(match.group()):
-                found.append(finding("pii", "pii.iban", match.span(), match.group(), "[IBAN]"))
+        found += ibans(text)
     if "ip_address" in kinds:
         found += _ip_addresses(text)
     if "national_id" in kinds:
-        found += scan(text, lowered, national_ids, "pii", "[ID]", present)
+        by_pattern = scan(text, lowered, national_ids, "pii", "[ID]", present)
+        found += by_pattern + [f for f in national_ids_in_context(text) if not any(
+            s < f.span[1] and f.span[0] < e for s, e in (g.span for g in by_pattern))]
     if "phone" in kinds:
         taken = [f.span for f in found]
         found += _phones(text, settings.phone_regions, taken)
@@ -159,6 +162,8 @@ def _spelled_phones(text: str, regions: tuple[str, ...]) -> list[Finding]:
         if _PHONE_CANDIDATE.fullmatch(raw.strip()):
             continue  # an ordinary number: `_phones` validates it
         digits = "".join(_DIGIT_WORDS.get(token.lower(), token) for token in re.findall(_DIGIT_TOKEN, raw, re.I))
+        if any(run in digits for run in _COUNTING):
+            continue  # "one, two, three, four, five...": counting, not a number to call
         candidates = ["+" + digits] if raw.startswith("+") else [digits, "+" + digits]
         for candidate in candidates:
             number = _parse_phone(candidate, regions)
@@ -205,6 +210,20 @@ def _ip_addresses(text: str) -> list[Finding]:
     return found
 
 
+def _phone_like(text: str, candidate: re.Match[str]) -> bool:
+    """Not an order or invoice number (`INV-2024-004512`, `booking reference 7741 2290 33`) and not a list
+    of small numbers (`4 8 15 16 23 42`): a one-digit group stands only first, after a country code, or
+    in a number dictated digit by digit."""
+    start = candidate.start()
+    if start >= 2 and text[start - 1] in "-#" and text[start - 2].isalnum():
+        return False
+    if _REFERENCE.search(text, max(0, start - 30), start):
+        return False
+    groups = re.findall(r"\d+", candidate.group())
+    first = 2 if candidate.group().startswith("+") else 1
+    return all(len(g) == 1 for g in groups) or all(len(g) > 1 for g in groups[first:])
+
+
 def _phones(text: str, regions: tuple[str, ...], taken: list[tuple[int, int]]) -> list[Finding]:
     """`phonenumbers` is ~1 ms per call, so it only sees windows around digit runs long enough to dial."""
     found = []
@@ -213,8 +232,10 @@ def _phones(text: str, regions: tuple[str, ...], taken: list[tuple[int, int]]) -
         start, end = candidate.span()
         if any(s <= start < e or s < end <= e for s, e in taken):
             continue  # already a card, IBAN or id
+        if not _phone_like(text, candidate):
+            continue
         window_start = max(0, start - 4)
-        window = text[window_start : end + 4]
+        window = text[window_start : end + 4].replace("_", "-").replace("~", "-")
         for region in regions:
             matches = list(PhoneNumberMatcher(window, region, leniency=Leniency.VALID))
             if not matches:  # a number in a range phonenumbers calls invalid (e.g. reserved for drama) still dials

@@ -28,7 +28,7 @@ from distill.review.verdict import Decision
 from distill.spec import located_problems
 
 Share = Annotated[float, Field(ge=0, le=1)]
-PiiKind = Literal["email", "phone", "street_address", "card", "iban", "national_id", "ip_address"]
+PiiKind = Literal["email", "phone", "street_address", "card", "iban", "national_id", "ip_address", "date_of_birth"]
 
 
 class Strict(BaseModel):
@@ -63,7 +63,7 @@ class Conformance(Strict):
 
 class Pii(Strict):
     kinds: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "street_address", "card", "iban", "national_id",
-                                                          "ip_address"])
+                                                          "ip_address", "date_of_birth"])
     phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"])
     placeholder_domains: list[str] = Field(
         default_factory=lambda: ["example.com", "example.org", "example.net", "example", "test", "invalid", "localhost"]
@@ -92,7 +92,10 @@ class Dedup(Strict):
     num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
     shingle_words: Annotated[int, Field(ge=1, le=16)] = 5
     semantic: bool = True  # also compare by meaning (TF-IDF cosine), which catches reworded copies
-    semantic_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
+    semantic_threshold: Annotated[float, Field(gt=0, le=1)] = 0.4  # least TF-IDF cosine of a reworded copy
+    # ... which must also be this many times the records' typical similarity to their nearest records
+    # (distinct records of one template are all alike; a reworded copy stands out)
+    semantic_margin: Annotated[float, Field(ge=1)] = 1.5
     opening_words: Annotated[int, Field(ge=1, le=20)] = 4
     max_opening_share: Share = 0.1  # openings used by more records than this are reported
 
@@ -110,12 +113,16 @@ class Judge(Strict):
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     concurrency: Annotated[int, Field(gt=0)] = 8
     max_tokens: Annotated[int, Field(gt=0)] = 300
+    # when no judge read the records: "note" says so in the report and sign-off; "require" refuses the
+    # sign-off; "larger_sample" asks a person to grade `signoff.sample_size_without_judge` records
+    when_absent: Literal["note", "require", "larger_sample"] = "note"
 
 
 class Signoff(Strict):
     max_defect_rate: Annotated[float, Field(gt=0, lt=1)] = 0.05
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     sample_size: Annotated[int, Field(gt=0)] = 60
+    sample_size_without_judge: Annotated[int, Field(gt=0)] = 200  # with judge.when_absent: larger_sample
 
 
 class Policy(Strict):
@@ -129,6 +136,8 @@ class Policy(Strict):
     pii: Pii = Field(default_factory=Pii)
     secrets: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="secrets"))
     injection: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="injection"))
+    # insults, threats, harassment, dehumanising language, self-harm encouragement without profanity
+    toxicity: PatternCheck = Field(default_factory=lambda: PatternCheck(patterns="toxicity"))
     offensive: Offensive = Field(default_factory=Offensive)
     lexicons: list[str] = Field(default_factory=list)  # files under safety/lexicons/ (without .yaml)
     dedup: Dedup = Field(default_factory=Dedup)
@@ -179,7 +188,8 @@ def safety_file(folder: str, name: str, suffix: str) -> Path:
 
 def referenced_files(policy: Policy) -> list[Path]:
     files = [safety_file("patterns", policy.pii.national_id_patterns, ".yaml")]
-    files += [safety_file("patterns", check.patterns, ".yaml") for check in (policy.secrets, policy.injection) if check.enabled]
+    files += [safety_file("patterns", check.patterns, ".yaml") for check in (policy.secrets, policy.injection, policy.toxicity)
+              if check.enabled]
     if policy.quality.refusal_patterns:
         files.append(safety_file("patterns", policy.quality.refusal_patterns, ".yaml"))
     if policy.conformance.vocabulary:

@@ -42,6 +42,17 @@ def summarise(view: list[ReviewedRecord], policy: Policy, corpus: dict[str, Any]
     )
 
 
+def not_checked(judge: dict) -> str | None:
+    """What no check looked at, when the LLM judge did not read the records; None when it did (or the
+    summary predates the judge note)."""
+    if not judge or judge.get("ran"):
+        return None
+    return (f"No model read the records for meaning: the LLM judge did not run ({judge.get('why', 'no reason recorded')}). "
+            "Only patterns, word lists and a small insult classifier checked them, so harm written in ordinary words "
+            "(instructions for a crime, grooming, defamation, dangerous advice) was not looked for. Review again with "
+            "a judge, or grade a larger sample by hand.")
+
+
 def summary_lines(summary: ReviewSummary) -> list[str]:
     """The summary as short lines for the terminal."""
     status = summary.status
@@ -61,6 +72,9 @@ def summary_lines(summary: ReviewSummary) -> list[str]:
     judge = summary.judge
     if judge:
         lines.append("judge: " + (f"{judge.get('answers')}" if judge.get("ran") else f"not run ({judge.get('why')})"))
+    notice = not_checked(judge)
+    if notice:
+        lines.append("NOT CHECKED: " + notice)
     signoff = summary.signoff
     if signoff:
         state = "current" if signoff.get("current") else "STALE (the kept records changed since)"
@@ -154,7 +168,7 @@ def rerender_report(run_dir: Path) -> Path:
 def write_report(review: Path, view: list[ReviewedRecord], summary: ReviewSummary) -> Path:
     charts = _charts(review, view, summary)
     page = render(REVIEW, summary=summary, statuses=STATUSES, charts=charts, categories=CATEGORIES,
-                  describe=describe, examples=_examples(view))
+                  describe=describe, examples=_examples(view), not_checked=not_checked(summary.judge))
     path = review / "report.html"
     write_atomic(path, page)
     return path

@@ -35,11 +35,28 @@ def upper_bound(defects: int, n: int, confidence: float = 0.95) -> float:
     return float(beta.ppf(confidence, defects + 1, n - defects))
 
 
+def judge_absent(review_dir: Path) -> str | None:
+    """The review's "not checked" notice when no LLM judge read the records (from summary.json), else None."""
+    from distill.review.report import not_checked
+
+    path = review_dir / "summary.json"
+    summary = read_json_file(path, made_by="distill review RUN") if path.exists() else {}
+    return not_checked(summary.get("judge") or {}) if isinstance(summary, dict) else None
+
+
+def required_sample_size(review_dir: Path, policy: Policy) -> int:
+    """The policy's sample size, or its larger one when no judge ran and the policy asks for that."""
+    if policy.judge.when_absent == "larger_sample" and judge_absent(review_dir):
+        return max(policy.signoff.sample_size, policy.signoff.sample_size_without_judge)
+    return policy.signoff.sample_size
+
+
 def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: str, seed: int | None = None) -> dict:
     """Pick records for grading (all of them when fewer than `size` are kept) and record the draw."""
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     ids = sorted(random.Random(seed).sample(sorted(kept_ids), min(size, len(kept_ids))))
-    sample = {"seed": seed, "ids": ids, "drawn_by": reviewer, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    sample = {"seed": seed, "ids": ids, "population": len(kept_ids), "drawn_by": reviewer,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(review_dir / "sample.json", sample)
     append_entry(review_dir, reviewer=reviewer, action="sample", ids=ids, after={"seed": seed, "size": len(ids)})
     return sample
@@ -59,6 +76,8 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     if outside:
         raise RunDirError(f"records {outside} are not in the drawn sample; grade only sampled records ({sample_path})")
     n, defects = len(sample["ids"]), len(set(defective))
+    absent = judge_absent(review_dir)
+    _check_judge_rule(policy, absent, n, sample.get("population"))
     bound = upper_bound(defects, n, policy.signoff.confidence)
     decision = {
         "accepted": bound <= policy.signoff.max_defect_rate,
@@ -76,7 +95,10 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
         "dataset_fingerprint": view_digest,  # what training must consume and the release traces back to
+        "judge_ran": absent is None,
     }
+    if absent:
+        decision["not_checked"] = absent
     logged = {k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")}
     key = checkpoint_key()  # a bad key fails before anything is logged
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
@@ -100,7 +122,10 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
         "max_defect_rate": policy.signoff.max_defect_rate,
         "view_digest": view_digest,
         "dataset_fingerprint": view_digest,
+        "judge_ran": judge_absent(review_dir) is None,
     }
+    if not decision["judge_ran"]:
+        decision["not_checked"] = judge_absent(review_dir)
     key = checkpoint_key()
     entry = append_entry(review_dir, reviewer="auto", action="signoff",
                          after={"auto": True, "policy": policy.name, "record_sha256": record_digest(decision)})
@@ -135,6 +160,19 @@ def record_problems(review_dir: Path, signoff: dict[str, Any]) -> list[str]:
         return [f"{where}: edited after the sign-off (it no longer matches what its audit-log entry "
                 f"{entry.get('seq')} recorded, signed off by {entry.get('reviewer')!r})"]
     return []
+
+
+def _check_judge_rule(policy: Policy, absent: str | None, n: int, population: int | None) -> None:
+    """Refuse a sign-off the policy does not allow without a judge: none at all ("require"), or not on a
+    sample smaller than its larger one ("larger_sample"; a draw of every kept record is enough)."""
+    if absent is None:
+        return
+    if policy.judge.when_absent == "require":
+        raise RunDirError(f"policy {policy.name!r} requires the LLM judge before sign-off. {absent}")
+    needed = policy.signoff.sample_size_without_judge
+    if policy.judge.when_absent == "larger_sample" and n < needed and n != population:
+        raise RunDirError(f"policy {policy.name!r} asks for {needed} graded records when no judge ran, and the sample "
+                          f"has {n}; draw a larger one (`distill review RUN sample --size {needed}`). {absent}")
 
 
 def read_sample(review_dir: Path) -> dict[str, Any] | None:

@@ -175,7 +175,8 @@ def _corpus_stage(review: Path, policy: Policy, rows: list[dict], eval_files: li
     if policy.dedup.enabled:
         duplicates = find_duplicates(ids, texts, threshold=policy.dedup.threshold, num_perm=policy.dedup.num_perm,
                                      shingle_words=policy.dedup.shingle_words,
-                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None)
+                                     semantic_threshold=policy.dedup.semantic_threshold if policy.dedup.semantic else None,
+                                     semantic_margin=policy.dedup.semantic_margin)
         lengths = dict(zip(ids, map(len, texts)))
         details = {"exact": "same text as record {of}", "near": "{similarity:.0%} similar to record {of} (MinHash)",
                    "semantic": "says the same as record {of} in other words ({similarity:.0%} TF-IDF cosine)"}
@@ -277,6 +278,7 @@ def spec_review_settings(loaded, *, judge: bool = True) -> dict[str, Any]:
         "spec_dir": loaded.directory,
         "eval_files": [loaded.directory / p for p in [*spec.safety.decontaminate, *spec.evaluation.extra_texts]],
         "offline_teacher": spec.teacher.provider == "offline",
+        "longest_words": int(spec.teacher.params.max_tokens * 0.75),  # ~0.75 English words per token
     }
 
 
@@ -285,8 +287,11 @@ def review_with_settings(run_dir: Path, settings: dict[str, Any], *, progress: b
     policy allows it and the data came from the offline stand-in (the quickstart)."""
     from distill.providers.factory import make_provider
 
+    from distill.review.chain import task_for_length
+
     judge = settings["judge"] and make_provider(settings["judge"], spec_dir=settings["spec_dir"])
-    return run_review(run_dir, policy=settings["policy"], judge=judge, judge_model=settings["judge_model"],
+    task = task_for_length(settings["policy"], settings.get("longest_words"))
+    return run_review(run_dir, policy=settings["policy"], judge=judge, judge_model=settings["judge_model"], task=task,
                       eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings), progress=progress,
                       close_judge=True)
 

@@ -38,12 +38,12 @@ def review_dir(run_dir: Path) -> Path:
 
 def load_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The generated records that succeeded: id, prompt, text, variables (JSON string)."""
-    import datasets
+    from distill.synthesis.dataset import load_saved_dataset
 
     path = Path(run_dir) / "dataset"
     if not path.exists():
         raise RunDirError(f"{path} does not exist: run synthesis first (`distill generate {run_dir}`)")
-    dataset = datasets.load_from_disk(str(path))
+    dataset = load_saved_dataset(path)
     columns = [c for c in ("id", "prompt", "text", "status", "variables") if c in dataset.column_names]
     missing = {"id", "text"} - set(columns)
     if missing:

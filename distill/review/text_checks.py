@@ -157,7 +157,8 @@ FUNCTION_WORDS = frozenset(
 _SYMBOL = re.compile(r"[^\w\s.,!?;:'\"()\-\u2018\u2019\u201c\u201d\u2026\u2014\u2013\u200d\ufe0f\U000e0000-\U000e007f]")
 # The same test for ASCII text as one C-speed pass: delete what is not a symbol, count what is left.
 _NOT_ASCII_SYMBOLS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not _SYMBOL.match(chr(c))))
-_SENTENCE_END = frozenset(".!?\"')]}>*\u201d\u2019\u2026\u00bb`")
+_SENTENCE_END = frozenset(".!?\"')]}>*;\u201d\u2019\u2026\u00bb`")
+_ENDS_WITH_URL = re.compile(r"\bhttps?://\S+$")
 _THE_END = re.compile(r"\bthe end\W*$", re.I)
 
 
@@ -193,7 +194,8 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
     stripped = text.rstrip()
     if settings.check_truncation and stripped and len(words) >= 5:
         last = stripped[-1]
-        if last not in _SENTENCE_END and not _is_emoji_part(last) and not _THE_END.search(stripped[-12:]):
+        if (last not in _SENTENCE_END and not _is_emoji_part(last) and not _THE_END.search(stripped[-12:])
+                and not _ENDS_WITH_URL.search(stripped[-300:])):
             found.append(finding("quality", "quality.truncated", (len(stripped) - 1, len(stripped)), f"ends with {stripped[-12:]!r}"))
     found += scan(text, lowered, refusals, "quality", present=present)[:1]
     return found

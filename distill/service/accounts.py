@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from distill.errors import ConfigError, Problem
 from distill.service.db import Assignment, Job, Tenant, Token, User, utcnow
+from distill.service.problems import Conflict, NotFound
 
 Role = Literal["admin", "reviewer", "customer"]
 ROLES = ("admin", "reviewer", "customer")
@@ -32,7 +33,7 @@ def token_hash(token: str) -> str:
 def create_tenant(session: Session, name: str, *, spending_cap_usd: float | None = None,
                   allowed_key_envs: list[str] = (), dataset_download: bool = False) -> Tenant:
     if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
-        raise ConfigError(Problem(f"a tenant named {name!r} already exists", key="name"))
+        raise Conflict(Problem(f"a tenant named {name!r} already exists", key="name"))
     tenant = Tenant(id=new_id("ten"), name=name, spending_cap_usd=spending_cap_usd,
                     allowed_key_envs=list(allowed_key_envs), dataset_download=dataset_download)
     session.add(tenant)
@@ -54,7 +55,7 @@ def create_user(session: Session, name: str, role: str, *, tenant: str | None = 
     if (role == "customer") != (tenant is not None):
         raise ConfigError(Problem("a customer needs a tenant, and only customers have one", key="tenant"))
     if session.scalar(select(User).where(User.name == name)) is not None:
-        raise ConfigError(Problem(f"a user named {name!r} already exists", key="name"))
+        raise Conflict(Problem(f"a user named {name!r} already exists", key="name"))
     user = User(id=new_id("usr"), name=name, role=role, tenant_id=find_tenant(session, tenant).id if tenant else None)
     session.add(user)
     session.flush()
@@ -69,7 +70,7 @@ def create_user(session: Session, name: str, role: str, *, tenant: str | None = 
 def find_user(session: Session, name_or_id: str) -> User:
     user = session.scalar(select(User).where((User.name == name_or_id) | (User.id == name_or_id)))
     if user is None:
-        raise ConfigError(Problem(f"no user {name_or_id!r}", key="user"))
+        raise NotFound(Problem(f"no user {name_or_id!r}", key="user"))
     return user
 
 
@@ -85,7 +86,7 @@ def issue_token(session: Session, user: User, name: str = "") -> tuple[Token, st
 def revoke_token(session: Session, token_id: str) -> Token:
     token = session.get(Token, token_id)
     if token is None:
-        raise ConfigError(Problem(f"no token {token_id!r}", key="token"))
+        raise NotFound(Problem(f"no token {token_id!r}", key="token"))
     token.revoked_at = token.revoked_at or utcnow()
     session.commit()
     return token

@@ -11,12 +11,16 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
+from distill import __version__
 from distill.coldstart.promote import PromotionRefused
 from distill.errors import DistillError
 from distill.service.deployments import CaptureUploadError
 from distill.service.db import make_engine, make_sessions, migrate
 from distill.service.jobs import SpendingCapError
+from distill.service.problems import Conflict, NotFound, problems_body, use_problems_in_document
 from distill.service.uploads import UploadError, UploadTooLarge, problem_json
 
 log = logging.getLogger("distill.service")
@@ -52,8 +56,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.executor.stop()
         engine.dispose()
 
-    app = FastAPI(title="distill", summary="Distillation as a service: submit a spec, review its dataset, download the weights.",
-                  lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
+    app = FastAPIOffline(title="distill", summary="Distillation as a service: submit a spec, review its dataset, download the weights.",
+                         version=__version__, lifespan=lifespan, generate_unique_id_function=operation_id)
+    fastapi_document = app.openapi
+    app.openapi = lambda: app.openapi_schema or use_problems_in_document(fastapi_document())
     for module in (health, accounts, jobs, review, downloads):
         app.include_router(module.router)
     app.include_router(deployments.router)
@@ -65,16 +72,26 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def operation_id(route: APIRoute) -> str:
+    """A route without an explicit `operation_id` is named after its function, in camelCase."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+# The status of each error kind; any other DistillError is 422 (a located problem in the request).
+STATUS_OF_ERROR = ((SpendingCapError, 402), (UploadTooLarge, 413), (PromotionRefused, 409), (Conflict, 409),
+                   (NotFound, 404))
+
+
 def _problems(request: Request, exc: DistillError) -> JSONResponse:
     root = request.app.state.data_dir
-    status = 402 if isinstance(exc, SpendingCapError) else 413 if isinstance(exc, UploadTooLarge) else \
-        409 if isinstance(exc, PromotionRefused) else 422
-    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else type(exc).__name__
-    return JSONResponse({"detail": f"{kind}: {exc.problems[0].message}",
-                         "problems": [problem_json(p, root) for p in exc.problems]}, status_code=status)
+    status = next((status for kind, status in STATUS_OF_ERROR if isinstance(exc, kind)), 422)
+    kind = "upload refused" if isinstance(exc, UploadError | CaptureUploadError) else exc.title
+    problems = [problem_json(p, root) for p in exc.problems]  # no server path, no class name
+    return JSONResponse(problems_body(f"{kind}: {problems[0]['message']}", problems), status_code=status)
 
 
 def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = [{"file": None, "line": None, "column": None, "key": ".".join(str(p) for p in e["loc"]),
                  "message": e["msg"], "hint": None} for e in exc.errors()]
-    return JSONResponse({"detail": "invalid request", "problems": problems}, status_code=422)
+    return JSONResponse(problems_body("invalid request", problems), status_code=422)

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.errors import ConfigError, DistillError, Problem
+from distill.errors import DistillError, Problem
 from distill.service import jobs, runner
 from distill.service.accounts import new_id
 from distill.service.db import Deployment, Job, User
+from distill.service.problems import Conflict
 
 CAPTURE_FILE = "captures.jsonl"
 MAX_CAPTURE_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -51,7 +53,11 @@ def create_deployment(session: Session, user: User, job: Job, data_dir: Path, *,
 
     bundle = runner.bundle_dir(Path(job.run_dir))
     if bundle is None or job.status != "succeeded":
-        raise ConfigError(Problem(f"job {job.id} is {job.status}; only a released job can be deployed", key="job_id"))
+        raise Conflict(Problem(f"job {job.id} is {job.status}; only a released job can be deployed", key="job_id"))
+    existing = session.scalar(select(Deployment).where(Deployment.job_id == job.id))
+    if existing is not None:
+        raise Conflict(Problem(f"job {job.id} is already deployed as {existing.id}", key="job_id",
+                               hint=f"use /v1/deployments/{existing.id}; promote or roll it back to change what it serves"))
     deployment_id = new_id("dep")
     file = jobs.job_folder(data_dir, job.id) / "deployments" / f"{deployment_id}.json"
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +94,8 @@ def switch(session: Session, row: Deployment, action: str, target: Job | None, d
     else:
         bundle = runner.bundle_dir(Path(target.run_dir))
         if bundle is None or target.status != "succeeded":
-            raise ConfigError(Problem(f"job {target.id} is {target.status}; only a released job can take traffic",
-                                      key="job_id"))
+            raise Conflict(Problem(f"job {target.id} is {target.status}; only a released job can take traffic",
+                                   key="job_id"))
         comparison = compare_on_real_inputs(target, row)
         current = promote(file, bundle, percent=percent, comparison=comparison, force=force)
     routes = ", ".join(f"{r['model']} {r['percent']}%" for r in current["routes"])
@@ -209,11 +215,13 @@ def _redacted(line: dict[str, Any], redactor) -> dict[str, Any]:
 
 
 def list_captures(path: Path, *, request_id: str | None, since: datetime | None, until: datetime | None,
-                  limit: int) -> list[dict[str, Any]]:
+                  limit: int, before: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str] | None]:
+    """The newest `limit` matching captures (oldest first), older than the key `before` when given, and
+    the key to pass as `before` for the page before them (None: there is none)."""
     from distill.serving.capture import aware, read_captures
 
     if not path.is_file():
-        return []
+        return [], None
     since, until = aware(since), aware(until)
     out = []
     for line in read_captures(path):
@@ -222,8 +230,18 @@ def list_captures(path: Path, *, request_id: str | None, since: datetime | None,
             continue
         if (since and created < since) or (until and created >= until):
             continue
+        if before is not None and capture_key(line) >= before:
+            continue
         out.append(line)
-    return out[-limit:]
+    out.sort(key=capture_key)
+    page = out[-limit:]
+    return page, capture_key(page[0]) if len(out) > limit else None
+
+
+def capture_key(line: dict[str, Any]) -> list[str]:
+    """(created in UTC at microsecond precision, request id): the order captures are paged in."""
+    created = datetime.fromisoformat(line["created"]).astimezone(timezone.utc)
+    return [created.isoformat(timespec="microseconds"), line["request_id"]]
 
 
 # --- the next job ---
@@ -234,10 +252,10 @@ def start_coldstart(sessions: sessionmaker, session: Session, user: User, v1: Jo
     which no executor picks up); queued once the dataset is written, or failed with the located problem."""
     captures = capture_path(data_dir, v1.id)
     if v1.status != "succeeded":
-        raise ConfigError(Problem(f"job {v1.id} is {v1.status}; cold start needs a released v1", key="job_id"))
+        raise Conflict(Problem(f"job {v1.id} is {v1.status}; cold start needs a released v1", key="job_id"))
     if not captures.is_file() or not captures.read_text(encoding="utf-8").strip():
-        raise ConfigError(Problem(f"job {v1.id} has no captures yet", key="captures",
-                                  hint="switch capture on for its deployment, or POST a capture log to its /captures"))
+        raise Conflict(Problem(f"job {v1.id} has no captures yet", key="captures",
+                               hint="switch capture on for its deployment, or POST a capture log to its /captures"))
     job_id = new_id("job")
     runs = jobs.job_folder(data_dir, job_id) / "runs"
     job = Job(id=job_id, tenant_id=v1.tenant_id, created_by=user.id, spec_name=v1.spec_name, spec_file=v1.spec_file,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from distill.service.accounts import authenticate
@@ -22,10 +23,13 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_user(request: Request, session: SessionDep) -> User:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    user = authenticate(session, token.strip()) if scheme.lower() == "bearer" else None
+# The document's security scheme (Swagger UI's Authorize, generated clients' token); checked below, so
+# that every way of getting it wrong is the same 401.
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API token: `Authorization: Bearer dst_...`")
+
+
+def current_user(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> User:
+    user = authenticate(session, credentials.credentials.strip()) if credentials else None
     if user is None:
         raise HTTPException(401, "missing, malformed, unknown or revoked token; send Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -9,23 +9,20 @@ and holds only what the service knows: owner, status, the cap applied, the plan'
 
 from __future__ import annotations
 
-import asyncio
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from sse_starlette.sse import EventSourceResponse
 
-from distill.errors import DistillError, Problem
+from distill.errors import DistillError, Problem, scrub_text
 from distill.service import runner
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
-from distill.service.schemas import EventOut
-from distill.service.uploads import UploadError, extract_upload, find_spec_file, teacher_problems
+from distill.service.uploads import extract_upload, find_spec_file, teacher_problems
 
 ACTIVE = ("generating", "reviewing", "training", "evaluating", "releasing")
 RUNNABLE = ("queued", *ACTIVE)  # what an executor picks up (a dead executor's jobs resume from their run dir)
@@ -35,6 +32,8 @@ STATUSES = ("validating", "queued", *ACTIVE[:2], "awaiting_review", *ACTIVE[2:],
 
 class SpendingCapError(DistillError):
     """The plan's estimate does not fit in what is left of the tenant's spending cap."""
+
+    title = "over the spending cap"
 
 
 def job_folder(data_dir: Path, job_id: str) -> Path:
@@ -70,10 +69,9 @@ def check_upload(session: Session, tenant: Tenant, data: bytes, filename: str, s
     spec_file = find_spec_file(folder / "spec", spec_path)
     if spec_text is not None:
         spec_file.write_text(spec_text, encoding="utf-8")
-    checked = runner.check_and_plan(spec_file)
-    problems = teacher_problems(checked.loaded.spec, tenant.allowed_key_envs, spec_file)
-    if problems:
-        raise UploadError(*problems)
+    # one pass: the spec's own checks, every path it names confined to the upload, and the tenant's rules
+    checked = runner.check_and_plan(spec_file, server=True,
+                                    more=lambda loaded: teacher_problems(loaded.spec, tenant.allowed_key_envs, spec_file))
     remaining = None
     if tenant.spending_cap_usd is not None:
         remaining = tenant.spending_cap_usd - tenant_spent(session, data_dir, tenant.id)
@@ -110,9 +108,13 @@ def submit_job(session: Session, user: User, data: bytes, filename: str, spec_pa
     return job
 
 
-def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100) -> list[Job]:
-    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins)."""
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100,
+              before: tuple[datetime, str] | None = None) -> list[Job]:
+    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins),
+    newest first; `before`: only those after the job with this (created_at, id) in that order (the next page)."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where((Job.created_at < before[0]) | ((Job.created_at == before[0]) & (Job.id < before[1])))
     tenants = visible_tenants(session, user)
     if tenants is not None:
         query = query.where(Job.tenant_id.in_(tenants))
@@ -166,11 +168,28 @@ def iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat(timespec="seconds")
 
 
+def public_error(job: Job) -> dict[str, Any] | None:
+    """A failed job's error as its tenant may see it: spec files relative to the upload, no other server
+    path, no Python class name (a code like `SpecError` becomes `spec_error`)."""
+    if not job.error:
+        return job.error
+    folder = Path(job.run_dir).parents[2] / "spec"
+    error = dict(job.error)
+    error["code"] = re.sub(r"(?<!^)(?=[A-Z])", "_", str(error.get("code", ""))).lower()
+    if error["code"] == "internal_error":
+        error["message"] = f"an internal error (the server's worker log for {job.id} has the details)"
+    else:
+        error["message"] = scrub_text(error.get("message"), folder)
+    error["problems"] = [{**p, "message": scrub_text(p.get("message"), folder), "hint": scrub_text(p.get("hint"), folder)}
+                         for p in error.get("problems") or []]
+    return error
+
+
 def job_summary(job: Job, *, detail: bool = False) -> dict[str, Any]:
     run_dir = Path(job.run_dir)
     out = {
         "id": job.id, "tenant_id": job.tenant_id, "spec_name": job.spec_name, "status": job.status,
-        "error": job.error, "created_at": iso(job.created_at), "finished_at": iso(job.finished_at),
+        "error": public_error(job), "created_at": iso(job.created_at), "finished_at": iso(job.finished_at),
         "estimate_usd": job.estimate_usd, "max_cost_usd": job.max_cost_usd, "cost_usd": runner.spent_usd(run_dir),
         "cancel_requested": job.cancel_requested,
     }
@@ -178,32 +197,3 @@ def job_summary(job: Job, *, detail: bool = False) -> dict[str, Any]:
         out["progress"] = runner.progress(run_dir)
     return out
 
-
-def events_after(session, job_id: str, after: int, limit: int) -> list[EventOut]:
-    """The job's events after id `after`, oldest first (the API's pages and the job page read these)."""
-    rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit))
-    return [EventOut(id=e.id, time=iso(e.time), type=e.type, message=e.message, data=e.data) for e in rows]
-
-
-def event_stream(request, job: Job, after: int) -> EventSourceResponse:
-    """The job's events as Server-Sent Events from `Last-Event-ID` (or `after`); ends when the job has finished."""
-    last = int(request.headers.get("last-event-id") or after)
-    sessions, job_id = request.app.state.sessions, job.id
-
-    def poll(since: int) -> tuple[list[EventOut], str]:
-        with sessions() as session:
-            return events_after(session, job_id, since, 500), session.get(Job, job_id).status
-
-    async def generate():
-        since = last
-        while True:
-            page, status = await run_in_threadpool(poll, since)
-            for event in page:
-                since = event.id
-                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
-            if not page and status in TERMINAL:
-                return
-            if not page:
-                await asyncio.sleep(0.5)
-
-    return EventSourceResponse(generate(), ping=15)

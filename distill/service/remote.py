@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,31 @@ def client_from_env(server: str | None = None, token: str | None = None) -> http
     token = token or os.environ.get("DISTILL_TOKEN")
     if not server:
         raise ConfigError(Problem("which server? set DISTILL_SERVER (e.g. http://127.0.0.1:8000)", key="DISTILL_SERVER"))
+    try:
+        url = httpx.URL(server)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(Problem(f"{server!r} is not a server URL", key="--server/DISTILL_SERVER",
+                                  hint="e.g. http://127.0.0.1:8000"))
     if not token:
         raise ConfigError(Problem("no token: set DISTILL_TOKEN to the token your operator gave you", key="DISTILL_TOKEN"))
     return httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+
+@contextmanager
+def connect(server: str | None = None, token: str | None = None) -> Iterator[httpx.Client]:
+    """A client for the server (`client_from_env`); a server that cannot be reached (refused, unknown host,
+    timed out, cut off mid-answer) is a ConfigError naming its URL, not an httpx traceback."""
+    client = client_from_env(server, token)
+    try:
+        with client:
+            yield client
+    except httpx.TransportError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConfigError(Problem(f"cannot reach the distill server at {client.base_url}: {reason}",
+                                  key="--server/DISTILL_SERVER",
+                                  hint="check the URL and that `distill serve` runs there, then try again")) from None
 
 
 def check(response: httpx.Response) -> httpx.Response:

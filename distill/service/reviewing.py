@@ -11,11 +11,12 @@ from typing import Literal
 
 from fastapi import HTTPException
 
-from distill.errors import RunDirError
+from distill.errors import Problem
 from distill.review import actions
 from distill.review.actions import Query
 from distill.review.store import ReviewedRecord, build_view, review_dir
 from distill.service import jobs
+from distill.service.problems import Conflict
 from distill.service.runner import StampedCache, file_stamp
 from distill.service.schemas import RecordDetail, RecordOut, ReviewQuery
 
@@ -29,7 +30,7 @@ def reviewer_identity(user) -> str:
 
 def require_review(run_dir: Path) -> None:
     if not (review_dir(run_dir) / "state.json").is_file():
-        raise RunDirError("the job's dataset has not been reviewed yet; wait until the job reaches awaiting_review")
+        raise Conflict(Problem("the job's dataset has not been reviewed yet; wait until the job reaches awaiting_review"))
 
 
 def query_of(query: ReviewQuery | None) -> Query:

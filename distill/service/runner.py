@@ -29,12 +29,14 @@ class CheckedSpec:
     warnings: list[str]
 
 
-def check_and_plan(spec_file: Path) -> CheckedSpec:
-    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan."""
+def check_and_plan(spec_file: Path, *, server: bool = False,
+                   more: Callable[[LoadedSpec], list] | None = None) -> CheckedSpec:
+    """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan.
+    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass."""
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
-    checked = check_spec(spec_file)
+    checked = check_spec(spec_file, server=server, more=more)
     plan = estimate_plan(checked.loaded, load_prices(None))
     return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings)
 
@@ -151,6 +153,10 @@ def _sum_costs(path: Path) -> float:
     try:
         row = db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM answers)"
                          " + (SELECT COALESCE(SUM(cost_usd), 0) FROM unusable)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return 0.0  # the generator has created the file but not its tables yet: nothing is spent
     finally:
         db.close()
     return float(row[0])

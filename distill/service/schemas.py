@@ -2,47 +2,77 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-
-class ProblemOut(BaseModel):
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    key: str | None = None
-    message: str
-    hint: str | None = None
+from distill.review.verdict import Decision as VerdictDecision
+from distill.service.accounts import ROLES
+from distill.service.jobs import STATUSES
+from distill.service.problems import ProblemOut, ProblemsOut  # noqa: F401 (the error body lives with its handlers)
 
 
-class ProblemsOut(BaseModel):
-    detail: str
-    problems: list[ProblemOut]
+def _enum(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """A named enum of the document (one `JobStatus` schema that every operation refers to), made from the
+    values the service itself uses, so the two cannot drift."""
+    return StrEnum(name, [(value.upper(), value) for value in values], module=__name__)
+
+
+JobStatus = _enum("JobStatus", STATUSES)
+Role = _enum("Role", ROLES)
+StageState = _enum("StageState", ("pending", "running", "waiting", "done", "failed"))  # pending: no manifest entry yet
+Decision = _enum("Decision", get_args(VerdictDecision))
+RecordStatus = _enum("RecordStatus", ("kept", "redacted", "pending", "rejected"))
+HumanDecision = _enum("HumanDecision", ("accept", "reject"))
+# Times go out as the service writes them (ISO 8601 with the UTC offset); the document says so.
+DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+Cursor = Annotated[str, Field(description="opaque; pass as ?cursor= for the next page (null: this was the last)")]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class StageProgress(BaseModel):
+    model_config = ConfigDict(extra="allow")  # stage-specific figures (records_written, ...) come along
+
+    state: StageState
+    seconds: float | None = None
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobProgress(BaseModel):
+    generate: StageProgress
+    review: StageProgress
+    train: StageProgress
+    eval: StageProgress
+    release: StageProgress
 
 
 class JobOut(BaseModel):
     id: str
     tenant_id: str
     spec_name: str
-    status: str
+    status: JobStatus
     error: dict[str, Any] | None
-    created_at: str | None
-    finished_at: str | None
+    created_at: DateTime | None
+    finished_at: DateTime | None
     estimate_usd: float | None = Field(description="the plan's estimated teacher cost")
     max_cost_usd: float | None = Field(description="the spending cap applied (what was left of the tenant's cap)")
     cost_usd: float = Field(description="what the teacher's answers have cost so far")
     cancel_requested: bool
-    progress: dict[str, dict[str, Any]] | None = None
+    progress: JobProgress | None = Field(None, description="per stage, read from the run directory (job details only)")
 
 
 class JobPage(BaseModel):
     jobs: list[JobOut]
+    next_cursor: Cursor | None = None
 
 
 class EventOut(BaseModel):
     id: int
-    time: str | None
+    time: DateTime | None
     type: str
     message: str
     data: dict[str, Any] | None
@@ -55,9 +85,9 @@ class EventPage(BaseModel):
 
 class RecordOut(BaseModel):
     id: int
-    status: Literal["kept", "redacted", "pending", "rejected"]
-    decision: str
-    automatic: str
+    status: RecordStatus
+    decision: Decision = Field(description="after human actions")
+    automatic: Decision = Field(description="the automatic review's decision")
     codes: list[str]
     prompt: str
     text: str
@@ -74,11 +104,12 @@ class RecordPage(BaseModel):
     records: list[RecordOut]
     total: int
     offset: int
+    next_cursor: Cursor | None = None
 
 
 class ReviewQuery(BaseModel):
-    status: Literal["kept", "redacted", "pending", "rejected"] | None = None
-    decision: str | None = Field(None, description="pass, redact, flag or reject (after human actions)")
+    status: RecordStatus | None = None
+    decision: Decision | None = Field(None, description="after human actions")
     reason: str | None = Field(None, description="reason code or prefix: pii matches pii.email")
     category: str | None = None
     stage: str | None = Field(None, description="only records with a finding from this stage (lexicon, judge, dedup...)")
@@ -87,13 +118,13 @@ class ReviewQuery(BaseModel):
 
 class DecisionIn(BaseModel):
     ids: list[int] = Field(min_length=1)
-    decision: Literal["accept", "reject"]
+    decision: HumanDecision
     reason: str = Field(min_length=1, description="why, for the audit log")
 
 
 class BulkIn(BaseModel):
     query: ReviewQuery
-    decision: Literal["accept", "reject"]
+    decision: HumanDecision
     reason: str = Field(min_length=1)
     expected: int | None = Field(None, ge=0, description="the count you confirmed (`total` of the same query): "
                                  "409 and nothing decided when the query now matches another number of records")
@@ -144,7 +175,7 @@ class SignoffOut(BaseModel):
     defects: int
     upper_bound: float | None
     max_defect_rate: float
-    job_status: str
+    job_status: JobStatus
 
 
 class AuditOut(BaseModel):
@@ -170,7 +201,7 @@ class TenantOut(BaseModel):
 
 class UserIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    role: Literal["admin", "reviewer", "customer"]
+    role: Role
     tenant: str | None = None
     assign: list[str] = Field(default_factory=list)
 
@@ -178,7 +209,7 @@ class UserIn(BaseModel):
 class UserOut(BaseModel):
     id: str
     name: str
-    role: str
+    role: Role
     tenant_id: str | None
 
 
@@ -187,3 +218,65 @@ class TokenOut(BaseModel):
     user_id: str
     token: str | None = Field(None, description="shown once, at creation; only its hash is stored")
     revoked: bool
+
+
+class RouteOut(BaseModel):
+    model: str = Field(description="the bundle's name")
+    percent: int = Field(ge=0, le=100)
+
+
+class CaptureSettingsOut(BaseModel):
+    enabled: bool
+    rate: float
+    retention_days: int
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    job_id: str
+    tenant_id: str
+    name: str
+    routes: list[RouteOut]
+    capture: CaptureSettingsOut
+    path: str = Field(description="the OpenAI-compatible base path of the deployment")
+    created_at: DateTime | None
+    events: list[dict[str, Any]] = Field(description="every switch (create, promote, rollback), oldest first")
+
+
+class DeploymentPage(BaseModel):
+    deployments: list[DeploymentOut]
+    next_cursor: Cursor | None = None
+
+
+class CapturesKept(BaseModel):
+    kept: int = Field(description="lines appended to the job's captures")
+
+
+class CapturePage(BaseModel):
+    captures: list[dict[str, Any]] = Field(description="capture lines in the standalone server's format, oldest first")
+    count: int = Field(description="captures on this page")
+    next_cursor: Cursor | None = None
+
+
+class CapturesDeleted(BaseModel):
+    deleted: int
+
+
+class ColdStartOut(JobOut):
+    parent_job: str = Field(description="the job whose captures the new job is built from")
+
+
+class LineageCaptures(BaseModel):
+    sha256: str
+
+
+class LineageOut(BaseModel):
+    """Where a cold-start job's data came from (server paths are not part of it)."""
+
+    parent_job: str | None = None
+    parent_spec_sha256: str | None = None
+    captures: LineageCaptures
+    input_step: str
+    start: str
+    real_share: float
+    counts: dict[str, int]

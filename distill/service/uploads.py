@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from distill.errors import DistillError, Problem
+from distill.errors import DistillError, Problem, public_problem
+from distill.keys import key_references
 from distill.spec import Spec
-from distill.validate import _is_hub_id as is_hub_id
+from distill.spec_refs import JOB_PREFIX
 
 MAX_UPLOAD_BYTES = 20 << 20
 MAX_MEMBERS = 500
@@ -135,13 +136,11 @@ def find_spec_file(folder: Path, spec_path: str | None) -> Path:
 
 def teacher_problems(spec: Spec, allowed_key_envs: list[str], spec_file: Path) -> list[Problem]:
     """What an uploaded spec may not ask of the server: API-key variables the admin did not allow for the
-    tenant (the keys live on the server), a `base_url` (it would send the server's key elsewhere), a
-    local `hf` model (a path on the server), or replay data outside the upload."""
+    tenant (the keys live on the server), a `base_url` (it would send the server's key elsewhere), or a
+    local `hf` model (a path on the server), for the teacher and both judges. The paths a spec names are
+    confined to the upload by `distill.validate.check_spec(server=True)`."""
     problems = []
-    references = [("teacher", spec.teacher)]
-    if spec.safety.judge is not None:
-        references.append(("safety.judge", spec.safety.judge))
-    for key, teacher in references:
+    for key, teacher in key_references(spec):
         name = teacher.api_key_env or DEFAULT_KEY_ENVS.get(teacher.provider)
         if name is not None and name not in allowed_key_envs:
             problems.append(Problem(f"the API key variable {name!r} is not allowed for this tenant", file=spec_file,
@@ -152,21 +151,29 @@ def teacher_problems(spec: Spec, allowed_key_envs: list[str], spec_file: Path) -
         if teacher.provider == "hf":
             problems.append(Problem("a submitted spec cannot use a local hf model on the server", file=spec_file,
                                     key=f"{key}.provider", hint="use openai, anthropic, replay or offline"))
-    replay = spec.teacher.replay
-    if replay is not None and not is_hub_id(replay.path):
-        folder = spec_file.parent.resolve()
-        if Path(replay.path).is_absolute() or not (folder / replay.path).resolve().is_relative_to(folder):
-            problems.append(Problem(f"replay data {replay.path!r} is outside the uploaded folder", file=spec_file,
-                                    key="teacher.replay.path", hint="upload the data with the spec"))
+    base_model = spec.student.base_model
+    if base_model is not None and str(base_model).startswith(JOB_PREFIX):
+        problems.append(Problem("naming a job's model as the base model is not available yet", file=spec_file,
+                                key="student.base_model", hint="upload the model folder with the spec and name it "
+                                "relative to the spec (e.g. base_model: model)"))
     return problems
 
 
 def problem_json(problem: Problem, data_dir: Path) -> dict:
-    """A located problem for the API. Files of an upload are named as in the upload (`words/x.txt`), other
-    files in the data folder by their name; member names of a refused archive stay exactly as given."""
+    """A located problem for the API, with no server path and no class name in it. Files of an upload are
+    named as in the upload (`words/x.txt`), other files in the data folder by their name; member names
+    of a refused archive stay exactly as given (the customer's own)."""
+    jobs = Path(data_dir).resolve() / "jobs"
     file = problem.file
-    if file is not None and Path(str(file)).is_relative_to(Path(data_dir) / "jobs"):
-        parts = Path(str(file)).relative_to(Path(data_dir) / "jobs").parts
-        file = "/".join(parts[2:]) if len(parts) > 2 and parts[1] == "spec" else parts[-1]
-    return {"file": None if file is None else str(file), "line": problem.line, "column": problem.column,
-            "key": problem.key, "message": problem.message, "hint": problem.hint}
+    folder = None
+    if file is not None and Path(str(file)).is_relative_to(jobs):
+        parts = Path(str(file)).relative_to(jobs).parts
+        if len(parts) > 2 and parts[1] == "spec":
+            folder = jobs / parts[0] / "spec"
+        else:
+            file = parts[-1]
+    public = public_problem(problem if file is problem.file else replace(problem, file=file), folder)
+    if problem.key == "file":  # an archive member's name, as the customer wrote it
+        public = replace(public, file=problem.file)
+    return {"file": None if public.file is None else str(public.file), "line": public.line, "column": public.column,
+            "key": public.key, "message": public.message, "hint": public.hint}

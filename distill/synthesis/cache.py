@@ -18,10 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distill.errors import Problem, RunDirError
 from distill.providers.protocol import TeacherReply, TeacherRequest
+
+# What SQLite says when the machine, not the database, is the problem: a full disk, a failing or read-only one.
+DISK_FAILURES = ("database or disk is full", "disk I/O error", "attempt to write a readonly database",
+                 "unable to open database file")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -56,14 +63,30 @@ class CachedAnswer:
     reason: str = ""  # why an unusable answer cannot be used ("" for usable ones)
 
 
+@contextmanager
+def disk_failures(path: Path) -> Iterator[None]:
+    """SQLite's disk failures as a located RunDirError: the answers stored so far are safe (one answer is
+    one transaction), so the fix is to free space and run again."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if str(exc) not in DISK_FAILURES:
+            raise
+        raise RunDirError(Problem(f"cannot write the answer cache: {exc}", file=path,
+                                  hint="is the disk full or read-only? free space and run the same command "
+                                       "again to resume; finished work is kept")) from None
+
+
 class AnswerCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: every statement commits on its own; one answer is one transaction.
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9) in WAL mode
-        self._db.executescript(_SCHEMA)
+        self.path = path
+        with disk_failures(path):
+            # isolation_level=None: every statement commits on its own; one answer is one transaction.
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9) in WAL mode
+            self._db.executescript(_SCHEMA)
 
     def get(self, key: str) -> CachedAnswer | None:
         """A usable answer, or None."""
@@ -110,8 +133,9 @@ class AnswerCache:
             fields["text"].encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates (undecodable bytes kept as they came): stored as bytes
             fields["text"] = fields["text"].encode("utf-8", "surrogatepass")
-        self._db.execute(
-            f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, fields["text"], fields["finish_reason"], fields["input_tokens"], fields["output_tokens"],
-             fields["model"], cost_usd, reason),
-        )
+        with disk_failures(self.path):
+            self._db.execute(
+                f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, fields["text"], fields["finish_reason"], fields["input_tokens"], fields["output_tokens"],
+                 fields["model"], cost_usd, reason),
+            )

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from distill.errors import ConfigError, Problem
+from distill.located_yaml import read_text_file
 from distill.prompts import PromptRenderer, placeholder_output, step_json_schema
 from distill.spec import LoadedSpec
 
@@ -40,14 +41,16 @@ FREE = Price(0.0, 0.0, 1.0)
 def load_prices(path: str | Path | None = None) -> dict[str, dict[str, Price]]:
     """provider -> model -> Price, from `path`, else $DISTILL_PRICES, else the shipped table."""
     path = Path(path or os.environ.get("DISTILL_PRICES") or DEFAULT_PRICES)
+    text = read_text_file(path, what="price table")  # $DISTILL_PRICES may name a device or a FIFO too
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(Problem(f"cannot read the price table: {exc.strerror}", file=path, hint="pass --prices FILE")) from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(Problem(f"price table is not valid YAML: {exc}", file=path)) from None
+    raw = raw or {}
+    if not isinstance(raw, dict) or not all(isinstance(models or {}, dict) for models in raw.values()):
+        raise ConfigError(Problem("a price table maps provider -> model -> {input, output}", file=path))
     table: dict[str, dict[str, Price]] = {}
-    for provider, models in (raw or {}).items():
+    for provider, models in raw.items():
         table[provider] = {}
         for model, entry in (models or {}).items():
             try:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError, Problem
+from distill.errors import ConfigError, Problem, RunDirError
 from distill.files import replace_dir
 
 COLUMNS = ("id", "variables", "steps", "prompt", "text", "status", "failure_reason", "teacher_provider",
@@ -104,3 +104,30 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     dataset.save_to_disk(str(staging))
     replace_dir(staging, path)
+
+
+def load_saved_dataset(path: Path) -> Any:
+    """RUN/dataset as a `datasets.Dataset`. A damaged one (a corrupt dataset_info.json or state.json, a
+    truncated arrow file) is a RunDirError naming the damaged file and how to rebuild it."""
+    import datasets
+
+    if not path.is_dir():
+        raise RunDirError(Problem("no dataset", file=path, hint="run `distill generate SPEC` first"))
+    try:
+        return datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # pyarrow's errors are OSErrors and ValueErrors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RunDirError(Problem(f"corrupt run file: {reason}", file=damaged_file(path),
+                                  hint=f"delete {path} and run `distill generate SPEC` with this run's --run-id: "
+                                       "the dataset is rebuilt from the records log and the answer cache, "
+                                       "nothing is paid twice")) from None
+
+
+def damaged_file(path: Path) -> Path:
+    """Which file of a saved dataset is damaged: a JSON file that does not parse, else its data file."""
+    for name in ("state.json", "dataset_info.json"):
+        try:
+            json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path / name
+    return next(iter(sorted(path.glob("*.arrow"))), path)

@@ -3,9 +3,10 @@
 Workers take record indices in order. Each walks its record through the cache (`RecordWalker`), sends
 the one request the record needs next, stores the answer, and walks again until the row is finished.
 Every request passes the `RateLimiter` (requests and tokens per minute, client side, so the provider
-rarely has to say 429); a 429 pauses everyone for its Retry-After; 5xx, timeouts and connection errors
-are retried with jittered exponential backoff; a request that keeps failing fails its record with the
-reason and the run goes on.
+rarely has to say 429); a 429 pauses everyone for its Retry-After, said on stderr, up to
+`max_retry_wait_s` (a Retry-After past it fails the request at once, with the reason: the record is sent
+again by the next run); 5xx, timeouts and connection errors are retried with jittered exponential backoff;
+a request that keeps failing fails its record with the reason and the run goes on.
 
 The spending cap is hard (`distill.synthesis.spending`): before a request is sent, its worst case (every
 prompt byte a token, and the whole max_tokens at the output price) is reserved against the cap, and a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -128,7 +130,8 @@ class Engine:
     def __init__(self, walker: RecordWalker, provider: Provider, cache: AnswerCache, *, price: Price,
                  concurrency: int, limiter: Limiter, timeout_s: float, max_retries: int,
                  spent_before: float = 0.0, max_cost_usd: float | None = None, cap: Cap | None = None,
-                 backoff: Backoff | None = None, on_row: Callable[[dict[str, Any], bool], None] = lambda row, cached: None):
+                 backoff: Backoff | None = None, on_row: Callable[[dict[str, Any], bool], None] = lambda row, cached: None,
+                 max_retry_wait_s: float = 60.0, say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
         self.walker, self.provider, self.cache, self.price = walker, provider, cache, price
         self.concurrency, self.limiter = concurrency, limiter
         self.timeout_s, self.max_retries = timeout_s, max_retries
@@ -137,6 +140,8 @@ class Engine:
         self.cap: Cap = cap or SpendingCap(max_cost_usd, spent_before)
         self.backoff = backoff or Backoff()
         self.on_row = on_row
+        self.max_retry_wait_s, self.say = max_retry_wait_s, say
+        self.said_wait_until = 0.0  # the end of the last pause announced (one line per pause, not per request)
         self.tally = Tally()
         self.same_failures: dict[str, int] = {}  # non-retryable failure kind -> count, before any success
 
@@ -209,7 +214,7 @@ class Engine:
                     f"timed out after {self.timeout_s:g} s", retryable=True)
                 if fault.retry_after is not None:
                     self.tally.rate_limited += 1
-                    self.limiter.pause(fault.retry_after)
+                    fault = self._obey_retry_after(fault)
                 if not fault.retryable or attempt == self.max_retries:
                     tries = f" (after {attempt + 1} attempts)" if fault.retryable else ""
                     reason = redact_secrets(f"provider error: {fault.reason}{tries}", extra=keys_in_use())
@@ -225,6 +230,21 @@ class Engine:
             await self.cap.settle(worst, cost)
             return True
         return True
+
+    def _obey_retry_after(self, fault: ProviderFault) -> ProviderFault:
+        """Pause everyone for the Retry-After the provider asked for, and say so; a wait past
+        `max_retry_wait_s` is not waited: the request fails with the reason instead."""
+        wait = fault.retry_after or 0.0
+        if wait > self.max_retry_wait_s:
+            return ProviderFault(f"{fault.reason} (the teacher asks to wait {wait:,.0f} s, more than "
+                                 f"teacher.max_retry_wait_s = {self.max_retry_wait_s:g} s: not waited; the next run "
+                                 "sends it again)", retryable=False)
+        self.limiter.pause(wait)
+        until = time.monotonic() + wait
+        if wait >= 1 and until > self.said_wait_until + 1:
+            self.said_wait_until = until
+            self.say(f"teacher rate limit (HTTP 429): waiting {wait:,.0f} s as its Retry-After asks")
+        return fault
 
     def _count_failure(self, fault: ProviderFault, reason: str) -> bool:
         """Stop the run when the first requests all fail the same non-retryable way (a bad key, a forbidden or

@@ -143,7 +143,8 @@ def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records
                         limiter=limiter or RateLimiter(teacher.rate_limit.rpm, teacher.rate_limit.tpm),
                         timeout_s=teacher.timeout_s,
                         max_retries=teacher.max_retries, spent_before=spent_before, max_cost_usd=cap, cap=spending,
-                        backoff=Backoff(base_s=backoff_base_s), on_row=on_row)
+                        backoff=Backoff(base_s=backoff_base_s), on_row=on_row,
+                        max_retry_wait_s=teacher.max_retry_wait_s, say=progress.message)
         try:
             asyncio.run(_drive(engine, provider, mode, BatchBook(generate_dir / "batches.json"), batch_poll_s,
                                progress, indices))

@@ -8,17 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
-from distill.service import jobs
+from distill.service import job_events, jobs, paging
 from distill.service.db import User
 from distill.service.deps import Customer, JobDep, SessionDep, UserDep, permit
-from distill.service.schemas import EventPage, JobOut, JobPage, ProblemsOut
+from distill.service.problems import problem_responses
+from distill.service.schemas import EventPage, JobOut, JobPage, JobStatus
 from distill.service.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_model=JobOut,
-             responses={413: {"model": ProblemsOut}, 422: {"model": ProblemsOut}, 402: {"model": ProblemsOut}})
+@router.post("", status_code=201, response_model=JobOut, operation_id="submitJob",
+             responses=problem_responses(401, 402, 403, 413, 422))
 def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, File(description="a spec YAML, or a tar/tar.gz/zip of a spec folder")],
            spec_path: Annotated[str | None, Form(description="the spec's path inside an archive")] = None,
            user: User = Customer) -> JobOut:
@@ -29,33 +30,40 @@ def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, Fi
     return JobOut(**jobs.job_summary(job, detail=True))
 
 
-@router.get("", response_model=JobPage)
-def list_jobs(session: SessionDep, user: UserDep, status: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JobPage:
-    return JobPage(jobs=[JobOut(**jobs.job_summary(job)) for job in jobs.list_jobs(session, user, status, limit)])
+@router.get("", response_model=JobPage, operation_id="listJobs", responses=problem_responses(401, 422))
+def list_jobs(session: SessionDep, user: UserDep, status: JobStatus | None = None,
+              cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
+              limit: Annotated[int, Query(ge=1, le=500, description=paging.LIMIT_DESCRIPTION)] = 100) -> JobPage:
+    """The jobs the caller may see, newest first, a page at a time."""
+    found = jobs.list_jobs(session, user, status, limit + 1, before=paging.read_time_cursor(cursor))
+    page = found[:limit]
+    more = paging.time_cursor(page[-1].created_at, page[-1].id) if len(found) > limit else None
+    return JobPage(jobs=[JobOut(**jobs.job_summary(job)) for job in page], next_cursor=more)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, operation_id="getJob", responses=problem_responses(401, 404))
 def show(job: JobDep) -> JobOut:
     return JobOut(**jobs.job_summary(job, detail=True))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, operation_id="cancelJob", responses=problem_responses(401, 403, 404))
 def cancel(request: Request, job: JobDep, session: SessionDep, user: User = permit("cancel")) -> JobOut:
     jobs.cancel_job(session, job)
     request.app.state.executor.wake()
     return JobOut(**jobs.job_summary(job))
 
 
-@router.get("/{job_id}/events", response_model=EventPage)
+@router.get("/{job_id}/events", response_model=EventPage, operation_id="listJobEvents",
+            responses=problem_responses(401, 404, 422))
 def events(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
-    page = jobs.events_after(session, job.id, after, limit)
+    page = job_events.events_after(session, job.id, after, limit)
     return EventPage(events=page, next_after=page[-1].id if page else after)
 
 
-@router.get("/{job_id}/events/stream", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE message per event"}})
+@router.get("/{job_id}/events/stream", response_class=EventSourceResponse, operation_id="streamJobEvents",
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "one SSE message per event"}, **problem_responses(401, 404, 422)})
 async def stream(request: Request, job: JobDep, after: Annotated[int, Query(ge=0)] = 0) -> EventSourceResponse:
     """The job's events as Server-Sent Events (resumes after `Last-Event-ID`); ends when the job has finished."""
-    return jobs.event_stream(request, job, after)
+    return job_events.event_stream(request, job, after)

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from distill.service.problems import http_problem
 from distill.service.web.render import render
 from distill.service.web.sessions import LoginNeeded
 
@@ -79,7 +79,7 @@ def _to_login(request: Request, exc: LoginNeeded) -> RedirectResponse:
 
 
 async def _error_page(request: Request, exc: StarletteHTTPException):
-    """Pages answer errors as HTML; the API keeps its JSON bodies."""
+    """Pages answer errors as HTML; the API answers its problems object."""
     if not request.url.path.startswith("/ui/") or request.url.path.startswith("/ui/static/"):
-        return await http_exception_handler(request, exc)
+        return await http_problem(request, exc)
     return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail}, status_code=exc.status_code)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError, Problem
 from distill.service import accounts
 from distill.service.deps import SessionDep
 from distill.service.jobs import tenant_spent
@@ -48,7 +49,17 @@ def admin_page(request: Request, user: PageAdmin, session: SessionDep, msg: str 
 
 
 def _cap(text: str) -> float | None:
-    return float(text) if text.strip() else None
+    """The form's spending cap in USD (empty: none); anything but a finite number >= 0 is refused, by field."""
+    if not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(Problem("the spending cap must be a number of US dollars, 0 or more (empty: no cap)",
+                                  key="spending_cap_usd"))
+    return value
 
 
 @router.post("/tenants", dependencies=[Csrf])
@@ -58,8 +69,8 @@ def create_tenant(request: Request, user: PageAdmin, session: SessionDep, name: 
     try:
         tenant = accounts.create_tenant(session, name.strip(), spending_cap_usd=_cap(spending_cap_usd),
                                         allowed_key_envs=allowed_key_envs.split(), dataset_download=dataset_download)
-    except (DistillError, ValueError) as exc:
-        return _refused(request, session, exc) if isinstance(exc, DistillError) else _page(request, session, f"refused: {exc}", status_code=422)
+    except DistillError as exc:
+        return _refused(request, session, exc)
     return _done(f"tenant {tenant.name} created")
 
 
@@ -68,8 +79,6 @@ def set_cap(request: Request, tenant_id: str, user: PageAdmin, session: SessionD
             spending_cap_usd: Annotated[str, Form()] = ""):
     try:
         tenant = accounts.set_spending_cap(session, tenant_id, _cap(spending_cap_usd))
-    except ValueError as exc:
-        return _page(request, session, f"refused: {exc}", status_code=422)
     except DistillError as exc:
         return _refused(request, session, exc)
     return _done(f"tenant {tenant.name}: spending cap {'none' if tenant.spending_cap_usd is None else f'${tenant.spending_cap_usd:,.2f}'}")

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 
 from distill.errors import DistillError
 from distill.service import downloads, jobs, runner
+from distill.service.job_events import event_stream
 from distill.service.db import Tenant
 from distill.service.deps import SessionDep
 from distill.service.uploads import MAX_UPLOAD_BYTES, UploadError, find_spec_file, problem_json
@@ -175,7 +176,7 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 @router.get("/jobs/{job_id}/events/stream")
 async def job_events(request: Request, job: PageJob, after: int = 0):
-    return jobs.event_stream(request, job, after)
+    return event_stream(request, job, after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])

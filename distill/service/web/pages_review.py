@@ -14,12 +14,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
-from distill.errors import DistillError
+from distill.errors import DistillError, scrub_text
 from distill.review import actions
 from distill.review.actions import Query
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
-from distill.review.signoff import read_sample, read_signoff, upper_bound
+from distill.review.signoff import judge_absent, read_sample, read_signoff, upper_bound
 from distill.review.store import review_dir
 from distill.service import reviewing
 from distill.service.deps import SessionDep
@@ -50,7 +50,7 @@ def _act(job_id: str, params, record, action, page: str = "review") -> RedirectR
     try:
         message = action()
     except (DistillError, HTTPException) as exc:  # an unknown status in a hand-made URL, a job not awaiting review
-        message = f"refused: {exc.detail if isinstance(exc, HTTPException) else exc.problems[0].message}"
+        message = f"refused: {exc.detail if isinstance(exc, HTTPException) else scrub_text(exc.problems[0].message)}"
     return _back(job_id, params, message, record() if callable(record) else record, page)
 
 
@@ -99,12 +99,13 @@ def review_page(request: Request, job: PageJob, user: PageReviewer, record: int 
         everything = reviewing.find_records(Path(job.run_dir))
         query = _query(params)
     except DistillError as exc:
-        return render(request, "review.html", {"job": job, "not_ready": exc.problems[0].message, "msg": msg})
+        return render(request, "review.html", {"job": job, "not_ready": scrub_text(exc.problems[0].message), "msg": msg})
     filters = {k: params.get(k) or "" for k in FILTERS}
     return render(request, "review.html", {
         "job": job, **_review_context(job, everything, query, record, page),
         "filters": filters, "filter_qs": urlencode({k: v for k, v in filters.items() if v}),
         "bulk": bulk if bulk in ("accept", "reject") else None, "msg": msg, "reviewable": job.status == "awaiting_review",
+        "not_checked": judge_absent(review_dir(job.run_dir)),
     })
 
 
@@ -174,7 +175,7 @@ def signoff_page(request: Request, job: PageJob, user: PageReviewer, msg: str = 
         everything = {r.id: r for r in reviewing.find_records(run_dir)}
         policy = review_policy(run_dir)
     except DistillError as exc:
-        return render(request, "signoff.html", {"job": job, "not_ready": exc.problems[0].message, "msg": msg})
+        return render(request, "signoff.html", {"job": job, "not_ready": scrub_text(exc.problems[0].message), "msg": msg})
     folder = review_dir(run_dir)
     sample = read_sample(folder)
     records = [everything[i] for i in (sample or {}).get("ids", []) if i in everything]
@@ -183,7 +184,7 @@ def signoff_page(request: Request, job: PageJob, user: PageReviewer, msg: str = 
     return render(request, "signoff.html", {
         "job": job, "sample": sample, "records": records, "defective": marked, "bound": bound, "policy": policy.signoff,
         "pending": sum(r.status == "pending" for r in everything.values()), "signoff": read_signoff(folder), "msg": msg,
-        "reviewable": job.status == "awaiting_review",
+        "reviewable": job.status == "awaiting_review", "not_checked": judge_absent(folder),
     })
 
 
