@@ -307,8 +307,8 @@ def signoff(
     from distill.review.decisions import reviewer_name
 
     decision = sign_off(_run(ctx), list(defective or []), reviewer=reviewer_name(reviewer))
-    _say(f"{decision['defects']} defective in {decision['n']} sampled: {decision['confidence']:.0%} upper bound on the "
-         f"defect rate {decision['upper_bound']:.2%} ({decision['method']}); policy maximum {decision['max_defect_rate']:.2%}")
+    _say(f"{decision['defects']} defective in {decision['n']} sampled: defect rate at most {decision['upper_bound']:.2%} "
+         f"({decision['method']}, {decision['confidence']:.0%}); policy maximum {decision['max_defect_rate']:.2%}")
     if decision.get("not_checked"):
         _say("NOT CHECKED: " + decision["not_checked"])
     if not decision["accepted"]:

@@ -132,7 +132,8 @@ def sign_off(run_dir: Path, defective: list[int], *, reviewer: str) -> dict:
     require_review(run_dir)
     view = build_view(run_dir)
     return grade_sample(review_dir(run_dir), review_policy(run_dir), reviewer=reviewer, defective=list(defective),
-                        view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view))
+                        view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view),
+                        kept_ids=[r.id for r in view if trainable(r)])
 
 
 def progress(view: list[ReviewedRecord]) -> dict[str, int]:

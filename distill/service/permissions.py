@@ -17,6 +17,8 @@ ROLES = {
     "read": ("admin", "reviewer", "customer"),  # a job, its events, its records, its downloads
     "submit": ("customer",),  # submit or check a spec for the user's own tenant
     "cancel": ("admin", "customer"),
+    "retry": ("admin", "customer"),  # run a failed job again from its failed stage
+    "webhooks": ("admin", "customer"),  # a tenant's webhook endpoints and their deliveries
     "deploy": ("admin", "customer"),  # deploy a released student and manage its deployments
     "review": ("admin", "reviewer"),  # decide, edit, undo, sample, sign off, read the audit log
     "administer": ("admin",),  # tenants, users, tokens

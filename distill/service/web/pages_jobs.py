@@ -14,14 +14,15 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse
 
 from distill.errors import DistillError
-from distill.service import downloads, jobs, runner
-from distill.service.job_events import event_stream
+from distill.service import downloads, jobs, quotas, runner
+from distill.service.events import AfterQuery, LastEventId, event_stream
 from distill.service.db import Tenant
 from distill.service.deps import SessionDep
 from distill.service.uploads import MAX_UPLOAD_BYTES, UploadError, find_spec_file, problem_json
 from distill.service.web.render import render
 from distill.service.web.sessions import (
-    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageCanceller, PageCustomer, PageJob, PageUser, WebSessionDep, end_session,
+    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageCanceller, PageCustomer, PageJob, PageRetrier, PageStreamedJob, PageUser, WebSessionDep,
+    end_session,
     set_cookie, start_session,
 )
 from distill.service.web.views import job_view
@@ -152,13 +153,15 @@ async def check(request: Request, user: PageCustomer, session: SessionDep, spec_
 async def submit(request: Request, user: PageCustomer, session: SessionDep, spec_text: Annotated[str, Form()] = "",
                  spec_path: Annotated[str, Form()] = "", archive: Annotated[UploadFile | None, File()] = None):
     try:
+        quotas.check_submission(session, user.tenant_id, request.app.state.limits)
         data, filename, override = await _read_upload(spec_text, archive)
         job = jobs.submit_job(session, user, data, filename, spec_path or None, request.app.state.data_dir, override)
     except DistillError as exc:
         result = {"ok": False, "problems": [problem_json(p, request.app.state.data_dir) for p in exc.problems],
                   "text": spec_text, "file": None, "estimate": None}
         return render(request, "submit.html", {"spec_text": spec_text, "spec_path": spec_path, "check": result,
-                                               "lines": _lines(result)}, status_code=422)
+                                               "lines": _lines(result)},
+                      status_code=429 if isinstance(exc, quotas.QuotaExceeded) else 422)
     request.app.state.executor.wake()
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
@@ -175,13 +178,23 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/events/stream")
-async def job_events(request: Request, job: PageJob, after: int = 0):
-    return event_stream(request, job, after)
+def job_events(request: Request, streamed: PageStreamedJob, after: AfterQuery = 0, last_event_id: LastEventId = None):
+    return event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])
 def cancel(request: Request, job: PageJob, user: PageCanceller, session: SessionDep):
     jobs.cancel_job(session, job)
+    request.app.state.executor.wake()
+    return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/retry", dependencies=[Csrf])
+def retry(request: Request, job: PageJob, user: PageRetrier, session: SessionDep):
+    try:
+        jobs.retry_job(session, job)
+    except jobs.NotRetryable:
+        pass  # retried already (another tab): the job page shows where it is
     request.app.state.executor.wake()
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
