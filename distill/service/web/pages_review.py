@@ -180,7 +180,7 @@ def signoff_page(request: Request, job: PageJob, user: PageReviewer, msg: str = 
     sample = read_sample(folder)
     records = [everything[i] for i in (sample or {}).get("ids", []) if i in everything]
     marked = sorted(set(defective) & {r.id for r in records})
-    kept = [r.id for r in everything.values() if r.status in ("kept", "redacted")]
+    kept = [r.id for r in everything.values() if actions.trainable(r)]
     census = bool(records) and {r.id for r in records} == set(kept)
     bound = defect_bound(len(marked), len(records), policy.signoff.confidence, len(records) if census else None)[0] if records else None
     return render(request, "signoff.html", {
