@@ -28,7 +28,10 @@ SessionDep = Annotated[Session, Depends(get_session)]
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API token: `Authorization: Bearer dst_...`")
 
 
-def current_user(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> User:
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def current_user(session: SessionDep, credentials: BearerCredentials) -> User:
     user = authenticate(session, credentials.credentials.strip()) if credentials else None
     if user is None:
         raise HTTPException(401, "missing, malformed, unknown or revoked token; send Authorization: Bearer <token>",

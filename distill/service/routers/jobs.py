@@ -11,7 +11,9 @@ from sse_starlette.sse import EventSourceResponse
 from distill.service import jobs, paging, quotas
 from distill.service.db import User
 from distill.service.events import AfterQuery, LastEventId, event_stream, read_events
-from distill.service.deps import Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, permit
+from distill.service.deps import (
+    BearerCredentials, Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, permit,
+)
 from distill.service.problems import problem_responses
 from distill.service.schemas import EventPage, JobOut, JobPage, JobStatus
 from distill.service.uploads import MAX_UPLOAD_BYTES
@@ -19,12 +21,12 @@ from distill.service.uploads import MAX_UPLOAD_BYTES
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def streamed_job(request: Request, job_id: str) -> str:
+def streamed_job(request: Request, job_id: str, credentials: BearerCredentials) -> str:
     """The id of a job the caller may see, checked in one short session of its own (one worker thread,
     no connection held between dependency steps): an event stream holds no connection, neither while it
     waits for events nor while it waits to start."""
     with request.app.state.sessions() as session:
-        return find_visible_job(session, current_user(request, session), job_id).id
+        return find_visible_job(session, current_user(session, credentials), job_id).id
 
 
 StreamedJob = Annotated[str, Depends(streamed_job)]
