@@ -10,11 +10,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from distill.evaluate.result import EvalResult
-from distill.service import jobs, runner
+from distill.service import downloads, jobs, runner
 from distill.service.db import Job
 from distill.service.events import latest_events
 from distill.service.progress import training_series
-from distill.service.routers import downloads
 
 TIMELINE = ("queued", "generating", "reviewing", "awaiting_review", "training", "evaluating", "releasing", "succeeded")
 CHARTS = ("bpb_curve.png", "scores.png", "probes.png")
@@ -34,7 +33,7 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     run_dir = Path(job.run_dir)
     archive = runner.bundle_archive(run_dir)
     view = {"job": summary, "timeline": timeline(job.status), "events": latest_events(session, job.id, 50),
-            "sha256": downloads._sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
+            "sha256": downloads.sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
             "bundle_bytes": archive.stat().st_size if archive else None, "charts": [], "samples": [], "cards": {},
             "train_series": training_series(run_dir / "train")}
     if archive is None:
