@@ -50,6 +50,7 @@ import yaml  # noqa: E402
 
 from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte  # noqa: E402
 from distill.train import TrainConfig, train_student  # noqa: E402
+from distill.train.budget import plan_student  # noqa: E402
 from distill.train.checkpoint import checkpoints  # noqa: E402
 from distill.train.metrics import MetricsLog  # noqa: E402
 from distill.train.sample import generate, load_student  # noqa: E402
@@ -81,6 +82,11 @@ def main() -> None:
         val_split="tail", val_fraction=0.1, compile=args.compile, eval_every=100, eval_max_texts=64,
         checkpoint_every=200), **overrides})
     out = args.out or Path(tempfile.mkdtemp(prefix="tinystories-"))
+    if args.plan:  # the preset, vocabulary and regularisers chosen for this machine's measured speed
+        budget = {"tokens": args.steps * args.batch * args.context} if args.steps else {"minutes": config.max_minutes}
+        config = TrainConfig(**{**config.model_dump(), "max_minutes": None, "max_steps": None, "budget": budget})
+        config, plan = plan_student(config, [e["text"] for e in examples], pinned=set(overrides))
+        print(f"planned on this machine:\n{plan['summary']}", file=sys.stderr)
     started = time.perf_counter()
     result = train_student(examples, out / "train", config, kind="text")
     model, tokenizer, _ = load_student(result.model_dir)
@@ -138,6 +144,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any other student/training setting, e.g. --set preset=tiny (repeatable)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--plan", action="store_true",
+                        help="choose preset, vocabulary and regularisers for the budget from this machine's measured "
+                             "speed (training.budget), instead of --preset/--vocab and the regularisation flags")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the plain loop trained for the same budget")
     parser.add_argument("--plain-shape", type=int, nargs=2, default=(128, 4), metavar=("WIDTH", "LAYERS"),

@@ -48,6 +48,7 @@ def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[s
         "figures": figures,
         "gate": gate,
         "distill_version": inputs.distill_version,
+        "plan": inputs.training.get("plan"),
     }
 
 

@@ -332,7 +332,7 @@ def prepare_student(config: TrainConfig, out_dir: Path, *, train_texts: list[str
 def _progress(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> float:
     """How much of the budget is spent, 0..1: the largest fraction over the budgets that are set
     (`ahead` seconds later, for a budget in minutes)."""
-    max_steps, max_tokens, max_minutes = config.budget()
+    max_steps, max_tokens, max_minutes = config.limits()
     fractions = [0.0]
     if max_steps:
         fractions.append(state.step / max_steps)
@@ -349,7 +349,7 @@ def _progress(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> 
 def _out_of_budget(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> str | None:
     """Which budget is spent, if one is. A budget in minutes is spent once the next step (as long as the
     last, `ahead` seconds) would end more than half a step past it: the run ends nearest the budget."""
-    max_steps, max_tokens, max_minutes = config.budget()
+    max_steps, max_tokens, max_minutes = config.limits()
     if max_steps and state.step >= max_steps:
         return "max_steps"
     if max_tokens and state.tokens >= max_tokens:
