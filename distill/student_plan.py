@@ -93,6 +93,9 @@ def suggest_student(*, records: int, data_tokens: int, minutes: float | None, bu
         reasons.append(f"{preset} is the largest preset that gets at least {TOKENS_PER_PARAM} useful tokens per "
                        f"parameter ({useful(preset) / 1e6:.1f}M useful tokens for {PRESET_PARAMS[preset] / 1e6:.1f}M "
                        f"parameters; useful = at most {MAX_USEFUL_PASSES:g} passes over the data)")
+    elif reads("tiny") < MAX_USEFUL_PASSES * data_tokens:
+        reasons.append(f"even tiny gets under {TOKENS_PER_PARAM} useful tokens per parameter: the budget is too "
+                       f"small for a good student on this machine; give it more time (or a faster machine)")
     else:
         reasons.append(f"even tiny gets under {TOKENS_PER_PARAM} useful tokens per parameter: the data is too small "
                        f"for a good student; ask for more records")
