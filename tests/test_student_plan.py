@@ -76,6 +76,8 @@ def test_the_plan_keeps_what_the_spec_pins_and_records_the_choice(tmp_path) -> N
     assert record["chosen"]["preset"] == "tiny" and "tokenizer_vocab" not in record["chosen"]
     assert record["rates"] == rates and record["pinned"] == ["tokenizer_vocab"] and "tiny is the largest" in record["summary"]
     assert planned.limits() == (None, None, 5)  # the budget is the training's limit
+    # ~220 steps of 16 x 256 tokens in five minutes at 3,000 tokens/s: warm up over a twentieth of them.
+    assert planned.warmup_steps == 10 and "warmup_steps 10" in record["summary"]
     # Stored in the training folder and read back, not measured again: a resume trains the same student.
     (tmp_path / "plan.json").write_text(__import__("json").dumps({**record, "pinned_fields": ["tokenizer_vocab"]}))
     again, stored = planned_config(config, texts, tmp_path, pinned={"tokenizer_vocab"})

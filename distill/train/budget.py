@@ -28,6 +28,7 @@ CANDIDATES = ("tiny", "small", "medium")  # distill.student_plan.PRESET_PARAMS k
 SECONDS_PER_PRESET = 3.0
 VALIDATION_SHARE = 0.93  # a real run's tokens/s over the bare loop's: validation and checkpoints take the rest
 BYTES_PER_TOKEN = 4.0  # byte-level BPE at a few thousand entries, on English prose
+WARMUP_SHARE_INVERSE = 20  # warm up over at most a twentieth of the expected steps
 REGULARISERS = {"dropout": 0.1, "weight_decay": 0.5, "token_dropout": 0.1, "ema_decay": 0.995}
 
 
@@ -65,16 +66,24 @@ def plan_student(config: TrainConfig, texts: list[str], *, pinned: set[str], rat
     suggestion = suggest_student(records=len(texts), data_tokens=data_tokens, minutes=config.budget.minutes,
                                  budget_tokens=config.budget.tokens, rates=rates)
     chosen = _chosen_fields(suggestion, pinned)
+    # Warmup is a share of the steps the budget will make, not a fixed count: on a slow machine 50 warmup
+    # steps can be the whole run, which then never trains at its peak learning rate.
+    steps = (config.budget.tokens or rates[suggestion.preset] * 60 * (config.budget.minutes or 0)) / (
+        config.batch_size * config.grad_accum * config.context_length)
+    if "warmup_steps" not in pinned and steps / WARMUP_SHARE_INVERSE < config.warmup_steps:
+        chosen["warmup_steps"] = max(1, int(steps / WARMUP_SHARE_INVERSE))
     if suggestion.minutes is not None and suggestion.minutes < config.budget.minutes:
         chosen["budget"] = {"minutes": suggestion.minutes}  # past the useful passes: a shorter run
     planned = make_train_config({**config.model_dump(), **chosen})
     record = {"budget": config.budget.model_dump(exclude_none=True), "rates": {p: round(r, 1) for p, r in rates.items()},
               "data_tokens": data_tokens, "chosen": chosen, "pinned": sorted(pinned & _PLANNED),
-              "summary": suggestion.summary()}
+              "summary": suggestion.summary() + (f"\n  - warmup_steps {chosen['warmup_steps']}: a twentieth of the "
+                                                 f"~{steps:,.0f} steps the budget makes here"
+                                                 if "warmup_steps" in chosen else "")}
     return planned, record
 
 
-_PLANNED = {"preset", "tokenizer_vocab", *REGULARISERS}
+_PLANNED = {"preset", "tokenizer_vocab", "warmup_steps", *REGULARISERS}
 
 
 def _chosen_fields(suggestion: StudentSuggestion, pinned: set[str]) -> dict[str, Any]:
