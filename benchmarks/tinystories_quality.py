@@ -27,8 +27,10 @@ layers, 4k BPE, batch 16 x 256, AdamW 2e-3 with cosine decay, fp32, 8 minutes) r
 llama2.c's train.py with the same shape in 10 minutes 1.148. docs/training.md lists the measured
 settings.
 
-    .venv/bin/python benchmarks/tinystories_quality.py [--minutes 10 | --steps N] [--preset small]
-        [--heldout FILE] [--out DIR]
+    .venv/bin/python benchmarks/tinystories_quality.py [--minutes 10 | --steps N] [--preset small | --plan]
+        [--no-baseline] [--heldout FILE] [--out DIR]
+
+`--plan` lets the budget choose the student for this machine (`training.budget`, distill.train.budget).
 """
 
 from __future__ import annotations
