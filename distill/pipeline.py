@@ -153,6 +153,7 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
     from distill.evaluate.stage import eval_settings_from_spec, judge_reference
     from distill.review.stage import review_auto_signoff, spec_review_settings
     from distill.train import spec_train_config
+    from distill.train.config import pinned_fields
 
     spec, path = loaded.spec, run.path
     review = spec_review_settings(loaded)
@@ -164,7 +165,8 @@ def _steps(loaded: LoadedSpec, run: RunDir, override_reason: str | None, show_pr
         ("review", lambda: stages.review_inputs(path, policy=review["policy"], judge_model=review["judge"] and review["judge_model"],
                                                 eval_files=review["eval_files"], auto_signoff=review_auto_signoff(review)),
          lambda: _review(run, review)),
-        ("train", lambda: stages.train_inputs(path, config, spec.kind), lambda: _train(run, config, spec.kind)),
+        ("train", lambda: stages.train_inputs(path, config, spec.kind),
+         lambda: _train(run, config, spec.kind, pinned=pinned_fields(loaded))),
         ("eval", lambda: stages.eval_inputs(path, loaded, evaluation, judge=judge_line, heldout=None),
          lambda: _evaluate(run, evaluation)),
         ("release", lambda: stages.release_inputs(path, loaded, override_reason), lambda: _release(run, override_reason)),
@@ -200,11 +202,16 @@ def _waiting_message(run: RunDir) -> str:
             f"`distill review {run.path} signoff --help` how to sign; then run this command again")
 
 
-def _train(run: RunDir, config, kind: str) -> str:
+def _train(run: RunDir, config, kind: str, *, pinned: set[str]) -> str:
     from distill.review import reviewed_examples
     from distill.train import train_student
+    from distill.train.budget import planned_config, write_plan
 
-    result = train_student(reviewed_examples(run.path), run.path / "train", config, kind=kind, replace_other=True)
+    examples = reviewed_examples(run.path)
+    config, plan = planned_config(config, [e["text"] for e in examples], run.path / "train", pinned=pinned)
+    result = train_student(examples, run.path / "train", config, kind=kind, replace_other=True)
+    if plan is not None:
+        write_plan(run.path / "train", plan)
     return f"{result.tokens:,} tokens, validation {result.val_bpb:.3f} bits/byte"
 
 

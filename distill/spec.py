@@ -269,8 +269,24 @@ class Student(Strict):
         return self
 
 
+class TrainingBudget(Strict):
+    """The compute the student may use: the preset, vocabulary and regularisers the spec does not pin are
+    chosen for it from a short measurement of this machine (distill.train.budget)."""
+
+    minutes: Annotated[float, Field(gt=0)] | None = None  # wall-clock training time
+    tokens: PositiveInt | None = None  # training tokens, whatever the machine's speed
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> "TrainingBudget":
+        if (self.minutes is None) == (self.tokens is None):
+            raise ValueError("give exactly one of minutes or tokens, e.g. {minutes: 10}")
+        return self
+
+
 class Training(Strict):
     """How the student trains. Training ends when the first budget set runs out; none set means 10 minutes."""
+
+    budget: TrainingBudget | None = None  # plan the student for this compute; replaces max_minutes / max_tokens
 
     max_steps: PositiveInt | None = None  # optimizer steps
     max_tokens: PositiveInt | None = None
@@ -310,6 +326,12 @@ class Training(Strict):
     peak_flops: Annotated[float, Field(gt=0)] | None = None  # for MFU; None: measure the matmul peak at start
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "Training":
+        if self.budget is not None and (self.max_minutes or self.max_tokens or self.max_steps):
+            raise ValueError("budget replaces max_minutes, max_tokens and max_steps: set one or the other")
+        return self
 
 
 class Evaluation(Strict):

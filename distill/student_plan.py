@@ -2,9 +2,11 @@
 
 The rule, from the runs measured in docs/training.md ("Choosing the student"):
 
-1. What the budget can read. Each preset trains at a measured rate (tokens/s as users run it: validation
-   and checkpoints included) on 2 CPU cores, scaled by the CPUs here. A budget in minutes reads rate x
-   time tokens; a budget in tokens or steps reads that many whatever the preset.
+1. What the budget can read. Each preset trains at a rate (tokens/s): measured on this machine a few
+   seconds per preset when the spec sets `training.budget` (distill.train.budget: a busy or slow machine
+   gets the student it can train), else the rates measured on 2 quiet CPU cores (validation and
+   checkpoints included), scaled by the CPUs here. A budget in minutes reads rate x time tokens; a budget
+   in tokens or steps reads that many whatever the preset.
 2. What the data can give. Repeated data helps about as much as fresh data for ~4 passes (Muennighoff
    et al. 2023, "Scaling Data-Constrained Language Models"); measured here, a `small` student memorises
    the TinyStories sample from its 5th pass on without regularisation, and with attention dropout 0.1,
@@ -12,9 +14,12 @@ The rule, from the runs measured in docs/training.md ("Choosing the student"):
    1.135 held-out bits per byte, concatenated). So the useful tokens are min(budget, MAX_USEFUL_PASSES x
    the dataset), regularised past 1.5 passes.
 3. The preset: the largest whose useful tokens are at least TOKENS_PER_PARAM x its non-embedding
-   parameters. Measured: `small` (4M) at 2.4-4.3M tokens beat a 1.3M-parameter model given the same ten
-   minutes, while `medium` reads too few tokens in that time to catch up. More data never lowers the
-   useful tokens, so it never suggests a smaller preset.
+   parameters. Chinchilla's ~20 tokens per parameter is the rule for models trained on fresh data at
+   scale; at these sizes, with many regularised passes, the measured trade sits far lower: `small` (4M)
+   at 2.4-4.3M tokens beat a 1.3M-parameter plain loop given the same ten minutes (about 10%), at 1.8M
+   tokens (a machine half as fast) it only drew level, while `medium` reads too few tokens in that time
+   to catch up (docs/training.md, "Planning for the compute at hand"). More data never lowers the useful
+   tokens, so it never suggests a smaller preset; a slower machine never suggests a larger one.
 4. Passes: the preset's budget over the dataset, at most MAX_USEFUL_PASSES; a budget in minutes that
    would read more is cut to that many passes.
 5. The vocabulary: a power of two near the distinct tokens read (one pass at most) / TOKENS_PER_VOCAB_ENTRY,
@@ -61,29 +66,36 @@ class StudentSuggestion:
 
 
 def suggest_student(*, records: int, data_tokens: int, minutes: float | None, budget_tokens: int | None = None,
-                    cpus: int | None = None) -> StudentSuggestion:
+                    cpus: int | None = None, rates: dict[str, float] | None = None) -> StudentSuggestion:
     """The student for `data_tokens` training tokens (over `records` records) and a budget of `minutes` of
-    training on `cpus` CPUs (default: the CPUs here), or of `budget_tokens` tokens."""
+    training on `cpus` CPUs (default: the CPUs here), or of `budget_tokens` tokens. `rates` are tokens/s
+    measured on this machine, per candidate preset (default: PRESET_RATES scaled by the CPUs)."""
     cpus = cpus or available_cpus()
-    speed = cpus / MEASURED_CORES
+    measured = rates is not None
+    rates = rates if measured else {p: r * cpus / MEASURED_CORES for p, r in PRESET_RATES.items()}
     data_tokens = max(1, data_tokens)
 
     def reads(preset: str) -> float:
-        return float(budget_tokens) if budget_tokens else PRESET_RATES[preset] * speed * 60 * (minutes or 10.0)
+        return float(budget_tokens) if budget_tokens else rates[preset] * 60 * (minutes or 10.0)
 
     def useful(preset: str) -> float:
         return min(reads(preset), MAX_USEFUL_PASSES * data_tokens)
 
-    fits = [p for p in PRESET_RATES if useful(p) >= TOKENS_PER_PARAM * PRESET_PARAMS[p]]
+    fits = [p for p in rates if useful(p) >= TOKENS_PER_PARAM * PRESET_PARAMS[p]]
     preset = fits[-1] if fits else "tiny"
     budget = f"{budget_tokens:,} tokens" if budget_tokens else f"{minutes or 10.0:g} minutes on {cpus} CPU(s)"
+    speeds = ", ".join(f"{p} {r:,.0f}" for p, r in rates.items())
     reasons = [f"{records:,} records make about {data_tokens:,} training tokens; the budget is {budget}",
-               f"at measured speeds the budget reads: " + ", ".join(f"{p} {reads(p) / 1e6:.1f}M" for p in PRESET_RATES)
-               + " tokens"]
+               (f"measured on this machine, tokens/s: {speeds}" if measured
+                else f"tokens/s measured on {MEASURED_CORES} quiet cores, scaled to {cpus}: {speeds}"),
+               f"so the budget reads: " + ", ".join(f"{p} {reads(p) / 1e6:.1f}M" for p in rates) + " tokens"]
     if fits:
         reasons.append(f"{preset} is the largest preset that gets at least {TOKENS_PER_PARAM} useful tokens per "
                        f"parameter ({useful(preset) / 1e6:.1f}M useful tokens for {PRESET_PARAMS[preset] / 1e6:.1f}M "
                        f"parameters; useful = at most {MAX_USEFUL_PASSES:g} passes over the data)")
+    elif reads("tiny") < MAX_USEFUL_PASSES * data_tokens:
+        reasons.append(f"even tiny gets under {TOKENS_PER_PARAM} useful tokens per parameter: the budget is too "
+                       f"small for a good student on this machine; give it more time (or a faster machine)")
     else:
         reasons.append(f"even tiny gets under {TOKENS_PER_PARAM} useful tokens per parameter: the data is too small "
                        f"for a good student; ask for more records")
@@ -108,13 +120,21 @@ def suggest_student(*, records: int, data_tokens: int, minutes: float | None, bu
     vocab = min(VOCAB_RANGE[1], max(VOCAB_RANGE[0], 2 ** round(math.log2(max(target, 1)))))
     reasons.append(f"tokenizer_vocab {vocab}: about one entry per {TOKENS_PER_VOCAB_ENTRY} distinct tokens read, "
                    f"so every entry's embedding is trained often enough")
+    reasons.append("batch 16 x the context, the optimizer's learning rate (Muon 4e-3 from scratch), 50 warmup steps "
+                   "then a cosine decay to a tenth over the budget: for minutes, over wall-clock time, so a machine "
+                   "that slows down still ends on time at the minimum learning rate")
     return StudentSuggestion(preset, vocab, round(passes, 2), suggested_minutes, regularise, reasons)
 
 
-def suggest_for_spec(loaded: LoadedSpec, output_tokens: int, *, records: int) -> StudentSuggestion:
+def suggest_for_spec(loaded: LoadedSpec, output_tokens: int, *, records: int,
+                     rates: dict[str, float] | None = None) -> StudentSuggestion:
     """The suggestion for a spec: its records' estimated output tokens (teacher tokens, about the student's
-    at these vocabularies) less the validation split, and its training budget."""
+    at these vocabularies) less the validation split, and its training budget (`training.budget` first;
+    `rates` measured here, as training will measure them, for a budget in minutes)."""
     training, student = loaded.spec.training, loaded.spec.student
+    if training.budget is not None:
+        return suggest_student(records=records, data_tokens=int(output_tokens * (1 - training.val_fraction)),
+                               minutes=training.budget.minutes, budget_tokens=training.budget.tokens, rates=rates)
     budget_tokens = training.max_tokens
     if budget_tokens is None and training.max_steps is not None:
         budget_tokens = training.max_steps * training.batch_size * training.grad_accum * student.context_length

@@ -31,8 +31,11 @@ FIGURES = {
                  r"clients +4: batched .* throughput x\d+\.\d\d"],
     "service.py": [r"overhead \(service/run\) +\d+\.\d{3}", r"status p50 / p99 \(ms\), every 0\.5 s +\d+ / *\d+",
                    r"status p50 / p99 \(ms\), back to back +\d+ / *\d+"],
-    "tinystories_quality.py": [r"tiny: .* 3 steps", r"bits per byte +per story +concatenated",
-                               r"\d\.\d{4} +\d\.\d{4} +the held-out tail"],
+    "tinystories_quality.py": [r"tiny: .* 3 steps", r"plain loop: .* 3 steps, [\d,]+ tokens",
+                               r"bits per byte +per story +concatenated",
+                               r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: distill",
+                               r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: plain loop",
+                               r"distill / plain on the held-out tail .*: concatenated \d\.\d{3}, per story \d\.\d{3}"],
     "train_throughput.py": [r"tiny run +tokens/s: alone [\d,]+, with one busy process [\d,]+, ratio \d+\.\d\d",
                             r"tiny steps tokens/s: .* ratio \d+\.\d\d"],
 }

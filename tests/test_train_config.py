@@ -45,8 +45,8 @@ def test_every_problem_is_reported_with_its_spec_key():
 
 
 def test_budget_defaults_to_ten_minutes_and_runtime_fields_do_not_change_weights():
-    assert TrainConfig().budget() == (None, None, 10.0)
-    assert TrainConfig(max_steps=5).budget() == (5, None, None)
+    assert TrainConfig().limits() == (None, None, 10.0)
+    assert TrainConfig(max_steps=5).limits() == (5, None, None)
     a = TrainConfig(compile=True, eval_every=7, num_threads=1).weights_fingerprint_fields()
     assert a == TrainConfig().weights_fingerprint_fields()
     assert a != TrainConfig(learning_rate=1e-3).weights_fingerprint_fields()

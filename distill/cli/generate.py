@@ -127,4 +127,11 @@ def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, 
     if signoff_warning:
         print(f"warning: {signoff_warning}", file=sys.stderr)
     if loaded.spec.student.base_model is None:  # a base model to fine-tune fixes the shape and vocabulary
-        print(suggest_for_spec(loaded, estimate.output_tokens, records=estimate.records).summary())
+        rates = None
+        if loaded.spec.training.budget is not None:  # the same measurement training will make (seconds per preset)
+            from distill.train import spec_train_config
+            from distill.train.budget import measure_rates
+
+            print("measuring this machine's training speed per preset...", file=sys.stderr)
+            rates = measure_rates(spec_train_config(loaded))
+        print(suggest_for_spec(loaded, estimate.output_tokens, records=estimate.records, rates=rates).summary())

@@ -50,6 +50,7 @@ def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[s
         "gate": gate,
         "formats": formats or {},  # format -> {files, parity}: the exported forms and their measured parity
         "distill_version": inputs.distill_version,
+        "plan": inputs.training.get("plan"),
     }
 
 

@@ -125,7 +125,7 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
         dataset=read_dataset(run_path / "dataset"),
         review=review,
         evaluation=read_eval(run_path / "eval"),
-        training=read_training(spec, manifest),
+        training=read_training(spec, manifest, run_path / "train"),
         train_figures=figures_in(run_path / "train"),
         chain=read_chain(run_path, manifest),
         stage_input_files={name: stage["inputs"]["files"] for name, stage in manifest.get("stages", {}).items()
@@ -297,16 +297,18 @@ FLAT_METRICS = {
 }
 
 
-def read_training(spec: Spec, manifest: dict[str, Any]) -> dict[str, Any]:
-    """How the student was trained: the spec's student and training sections, and the fingerprint of the
-    train stage's recorded inputs (its settings and the reviewed data it read)."""
-    from distill.files import fingerprint
+def read_training(spec: Spec, manifest: dict[str, Any], train_dir: Path) -> dict[str, Any]:
+    """How the student was trained: the spec's student and training sections, the fingerprint of the
+    train stage's recorded inputs (its settings and the reviewed data it read), and the plan a training
+    budget chose (train/plan.json), if any."""
+    from distill.files import fingerprint, read_json_file
 
     inputs = manifest.get("stages", {}).get("train", {}).get("inputs")
     return {
         "student": spec.student.model_dump(mode="json"),
         "training": spec.training.model_dump(mode="json"),
         "fingerprint": fingerprint(inputs) if inputs else None,
+        "plan": read_json_file(train_dir / "plan.json", made_by="distill train") if (train_dir / "plan.json").is_file() else None,
     }
 
 

@@ -79,9 +79,11 @@ class TrainConfig(Training, Student):
     def from_scratch(self) -> bool:
         return self.base_model is None
 
-    def budget(self) -> tuple[int | None, int | None, float | None]:
-        """(max_steps, max_tokens, max_minutes), with the 10-minute default when none is set."""
+    def limits(self) -> tuple[int | None, int | None, float | None]:
+        """(max_steps, max_tokens, max_minutes): `budget`'s when none is set, else the 10-minute default."""
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
+            if self.budget is not None:
+                return None, self.budget.tokens, self.budget.minutes
             return None, None, 10.0
         return self.max_steps, self.max_tokens, self.max_minutes
 
@@ -127,6 +129,11 @@ def spec_train_config(loaded: LoadedSpec) -> TrainConfig:
     spec = loaded.spec
     return train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
                                   spec_dir=loaded.directory, file=loaded.path)
+
+
+def pinned_fields(loaded: LoadedSpec) -> set[str]:
+    """The student and training fields the spec sets itself: a budget's plan chooses only the others."""
+    return set(loaded.spec.student.model_fields_set) | set(loaded.spec.training.model_fields_set)
 
 
 def make_train_config(fields: dict[str, Any], *, file: Path | None = None) -> TrainConfig:

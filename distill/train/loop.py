@@ -158,11 +158,13 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
     last_eval: dict | None = None
     plotted = time.perf_counter()  # the loss curve is redrawn at checkpoints a minute apart, and at the end
+    step_seconds = last_step = 0.0  # how far ahead a budget in minutes looks (see learning_rate), in seconds
 
     with progress_bar(accelerator.is_main_process) as bar:
         task = bar.add_task("train", total=1.0, completed=_progress(state, config), stats="")
-        while (stop := state.stopped_by or _out_of_budget(state, config)) is None:
-            lr = learning_rate(state, config)
+        while (stop := state.stopped_by or _out_of_budget(state, config, ahead=step_seconds)) is None:
+            step_started = time.perf_counter()
+            lr = learning_rate(state, config, ahead=step_seconds)
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -192,6 +194,9 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
             state.tokens += int(accelerator.reduce(step_tokens, "sum"))
             # Every process must stop at the same step: the main process's clock decides.
             state.seconds = float(broadcast(torch.tensor(time.perf_counter() - clock, device=accelerator.device)))
+            # On a busy machine step times jitter: the slower of the last two steps guards the budget's end.
+            took = state.seconds - (step_started - clock)
+            step_seconds, last_step = max(last_step, took), took
 
             if state.step % config.log_every == 0:
                 tokens_per_s = (state.tokens - window[0]) / (time.perf_counter() - window[1])
@@ -261,14 +266,16 @@ def replace_tokens(inputs: torch.Tensor, share: float, vocab_size: int) -> torch
     return torch.where(torch.rand(inputs.shape) < share, noise, inputs)
 
 
-def learning_rate(state: TrainState, config: TrainConfig) -> float:
+def learning_rate(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> float:
     """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio` over the budget.
 
-    The decay follows the budget's own unit (steps, tokens or minutes), so a wall-clock run still ends
-    at the minimum learning rate however fast the machine turned out to be.
+    The decay follows the budget's own unit (steps, tokens or minutes). With minutes, progress is
+    wall-clock time at the end of the coming step (elapsed + `ahead`, the last step's seconds) over the
+    budget, and the last step is at the end: a machine that gets busier mid-run makes fewer steps, but the
+    run still ends on time at the minimum learning rate, however fast the machine turned out to be or became.
     """
     warmup = min(1.0, (state.step + 1) / (config.warmup_steps + 1))
-    cosine = 0.5 * (1 + math.cos(math.pi * _progress(state, config)))
+    cosine = 0.5 * (1 + math.cos(math.pi * _progress(state, config, ahead=ahead)))
     return config.learning_rate * warmup * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
@@ -322,26 +329,32 @@ def prepare_student(config: TrainConfig, out_dir: Path, *, train_texts: list[str
     return LlamaForCausalLM(architecture), tokenizer
 
 
-def _progress(state: TrainState, config: TrainConfig) -> float:
-    """How much of the budget is spent, 0..1: the largest fraction over the budgets that are set."""
-    max_steps, max_tokens, max_minutes = config.budget()
+def _progress(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> float:
+    """How much of the budget is spent, 0..1: the largest fraction over the budgets that are set
+    (`ahead` seconds later, for a budget in minutes)."""
+    max_steps, max_tokens, max_minutes = config.limits()
     fractions = [0.0]
     if max_steps:
         fractions.append(state.step / max_steps)
     if max_tokens:
         fractions.append(state.tokens / max_tokens)
     if max_minutes:
-        fractions.append(state.seconds / (60 * max_minutes))
+        end, budget = state.seconds + ahead, 60 * max_minutes  # when the coming step should end
+        # The coming step is the last when the run will be out of budget after it (_out_of_budget): it
+        # takes the minimum learning rate, however long the steps have become.
+        fractions.append(1.0 if ahead and end + ahead / 2 >= budget else end / budget)
     return min(1.0, max(fractions))
 
 
-def _out_of_budget(state: TrainState, config: TrainConfig) -> str | None:
-    max_steps, max_tokens, max_minutes = config.budget()
+def _out_of_budget(state: TrainState, config: TrainConfig, *, ahead: float = 0.0) -> str | None:
+    """Which budget is spent, if one is. A budget in minutes is spent once the next step (as long as the
+    last, `ahead` seconds) would end more than half a step past it: the run ends nearest the budget."""
+    max_steps, max_tokens, max_minutes = config.limits()
     if max_steps and state.step >= max_steps:
         return "max_steps"
     if max_tokens and state.tokens >= max_tokens:
         return "max_tokens"
-    if max_minutes and state.seconds >= 60 * max_minutes:
+    if max_minutes and state.seconds + ahead / 2 >= 60 * max_minutes:
         return "max_minutes"
     return None
 
