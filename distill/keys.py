@@ -100,12 +100,15 @@ def spec_text_problems(path: Path, files: list[Path]) -> list[Problem]:
                 text = handle.read(MAX_SCANNED_BYTES).decode("utf-8", errors="replace")
         except OSError:
             continue  # the spec's other checks say what is wrong with the file
-        found = [(start, what) for start, _, what in find_secrets(text)]
-        found += [(text.index(value), "the value of a key variable this server or CLI holds") for value in held if value in text]
+        # a held key's value first: where it is also a known shape, the line is reported once, as the held key
+        found = [(text.index(value), "the value of a key variable this server or CLI holds") for value in held if value in text]
+        found += [(start, what) for start, _, what in find_secrets(text)]
+        by_line = {}
+        for start, what in found:
+            by_line.setdefault(text.count("\n", 0, start) + 1, what)
         problems += [Problem(f"contains what looks like a credential ({what}); keys belong in the environment",
-                             file=file, line=text.count("\n", 0, start) + 1,
-                             hint="remove it (and revoke it), and name the variable with api_key_env")
-                     for start, what in sorted(found)]
+                             file=file, line=line, hint="remove it (and revoke it), and name the variable with api_key_env")
+                     for line, what in sorted(by_line.items())]
     return problems
 
 

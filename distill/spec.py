@@ -43,8 +43,10 @@ class PathRef:
 
     kind: Literal["file", "template", "named", "replay", "model"]
     local_only: bool = False
-    shipped: str | None = None  # for "named": the folder under safety/ holding the shipped names
-    suffix: str = ".yaml"  # for "named": what a shipped name's file ends with
+    shipped: str | None = None
+    """for "named": the folder under safety/ holding the shipped names"""
+    suffix: str = ".yaml"
+    """for "named": what a shipped name's file ends with"""
 
 
 SpecFile = Annotated[str, PathRef("file", local_only=True)]
@@ -54,7 +56,7 @@ SpecTemplate = Annotated[str, PathRef("template", local_only=True)]
 class Strict(BaseModel):
     # No NaN or infinity in any number, and no integer past MAX_INTEGER: each would pass `ge`/`le`-free
     # fields and fail later, deep in a stage, as a traceback.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -97,8 +99,10 @@ class SubsetVariable(Strict):
     type: Literal["subset"]
     items: list[str] = Field(min_length=1)
     min: Annotated[int, Field(ge=0)] = 0
-    max: Annotated[int, Field(ge=0)] | None = None  # default: all items
-    order: Literal["listed", "random"] = "listed"  # random: the chosen items in a random order
+    max: Annotated[int, Field(ge=0)] | None = None
+    """default: all items"""
+    order: Literal["listed", "random"] = "listed"
+    """random: the chosen items in a random order"""
 
     @model_validator(mode="after")
     def _bounds(self) -> "SubsetVariable":
@@ -152,11 +156,17 @@ class Step(Strict):
     """
 
     name: Identifier
+    """The step's name; later templates read its output as steps.<name>."""
     system: SpecTemplate | None = None
+    """The system message: a template file or inline template text; None: no system message."""
     user: SpecTemplate
+    """The user message: a template file or inline template text."""
     output: Literal["text", "json"] = "text"
-    json_schema: dict[str, Any] | SpecFile | None = None  # inline schema, or a .json file next to the spec
-    params: dict[str, Any] = Field(default_factory=dict)  # overrides teacher.params for this step
+    """text, or json (parsed, and checked against json_schema when one is given)."""
+    json_schema: dict[str, Any] | SpecFile | None = None
+    """inline schema, or a .json file next to the spec"""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """overrides teacher.params for this step"""
 
     @model_validator(mode="after")
     def _schema_only_for_json(self) -> "Step":
@@ -171,16 +181,23 @@ class Step(Strict):
 
 
 class RateLimit(Strict):
-    rpm: PositiveInt | None = None  # requests per minute
-    tpm: PositiveInt | None = None  # tokens (prompt + completion) per minute
+    rpm: PositiveInt | None = None
+    """requests per minute"""
+    tpm: PositiveInt | None = None
+    """tokens (prompt + completion) per minute"""
 
 
 class GenerationParams(Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    """Sampling temperature (0: greedy)."""
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling: the smallest share of probability mass to sample from."""
     max_tokens: PositiveInt = 1024
+    """Longest answer, in the teacher's tokens."""
     seed: int | None = None
+    """The provider's sampling seed, where it has one."""
     stop: list[str] = Field(default_factory=list)
+    """Strings that end the answer."""
 
 
 class ReplaySource(Strict):
@@ -188,25 +205,43 @@ class ReplaySource(Strict):
     `datasets` dataset saved to disk, or a hub dataset id (where the network allows)."""
 
     path: Annotated[str, PathRef("replay")]
+    """A file or folder next to the spec, or a hub dataset id."""
     match: Literal["index", "prompt"] = "index"
+    """index: record i gets recorded answer i; prompt: the answer whose prompt equals the record's last user message."""
     column: str = "text"
-    separator: str = "<|endoftext|>"  # for plain text files
-    split: str = "train"  # for hub datasets
+    """The column holding the answer (JSONL, CSV, Parquet, datasets)."""
+    separator: str = "<|endoftext|>"
+    """for plain text files"""
+    split: str = "train"
+    """for hub datasets"""
 
 
 class Teacher(Strict):
     provider: Literal["openai", "anthropic", "hf", "replay", "offline"]
+    """openai (or any OpenAI-compatible server with base_url), anthropic, hf (a local transformers model), replay
+    (recorded outputs) or offline (the no-network stand-in)."""
     model: str = Field(min_length=1)
-    base_url: str | None = None  # any OpenAI-compatible server: vLLM, llama.cpp, Ollama, gateways
-    api_key_env: str | None = None  # environment variable holding the key; the key never enters a file
+    """The model name the provider knows (for hf: a local folder or hub id)."""
+    base_url: str | None = None
+    """any OpenAI-compatible server: vLLM, llama.cpp, Ollama, gateways"""
+    api_key_env: str | None = None
+    """environment variable holding the key; the key never enters a file"""
     params: GenerationParams = Field(default_factory=GenerationParams)
+    """Generation settings for every step (a step's params override them)."""
     concurrency: PositiveInt = 8
+    """Requests in flight at once."""
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    """Requests and tokens per minute the provider allows."""
     max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+    """Spending cap for the run in USD: generation stops before a request would pass it."""
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds one request may take before it is retried."""
     max_retries: Annotated[int, Field(ge=0)] = 6
-    max_retry_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0  # longest Retry-After obeyed; past it the request fails
+    """Retries of a failed request (with backoff) before the record is left for the next run."""
+    max_retry_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    """longest Retry-After obeyed; past it the request fails"""
     replay: ReplaySource | None = None
+    """For provider replay: where the recorded outputs are and how they match records."""
 
     @model_validator(mode="after")
     def _replay_source(self) -> "Teacher":
@@ -219,31 +254,42 @@ class JudgeRef(Strict):
     """A judge model reached through the provider layer (defaults to the teacher)."""
 
     provider: Literal["openai", "anthropic", "hf", "offline"]
+    """The judge's provider (as teacher.provider, without replay)."""
     model: str = Field(min_length=1)
+    """The judge's model name."""
     base_url: str | None = None
+    """Any OpenAI-compatible server for the judge."""
     api_key_env: str | None = None
+    """Environment variable holding the judge's key; the key never enters a file."""
 
 
 # --- later stages: small now, extended a line at a time ---
 
 
 class Safety(Strict):
-    policy: Annotated[str, PathRef("named", local_only=True, shipped="")] = "general"  # a name under safety/, or a
-    #   policy YAML inside the spec's folder
-    judge: JudgeRef | None = None  # None: the teacher judges, when the policy enables the judge
-    decontaminate: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)  # extra files whose n-grams must not be trained on
+    policy: Annotated[str, PathRef("named", local_only=True, shipped="")] = "general"
+    """a name under safety/, or a policy YAML inside the spec's folder"""
+    judge: JudgeRef | None = None
+    """None: the teacher judges, when the policy enables the judge"""
+    decontaminate: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)
+    """extra files whose n-grams must not be trained on"""
 
 
-# --- the student, its training and its evaluation: declared once here. `distill.train.TrainConfig` and
-# `distill.evaluate.EvalSettings` are flat views built from these fields (`flat_settings`), so the spec
-# key, its type, bounds, default and comment live in one place. ---
+# --- the student, its training and its evaluation: declared once here. `distill.train.TrainConfig` is
+# Student and Training side by side (by inheritance) and `distill.evaluate.EvalSettings` a flat view of
+# Evaluation (`flat_settings`), so the spec key, its type, bounds, default and docstring live in one
+# place. A field's docstring is its description in `distill schema` and in editors. ---
 
 
 class Lora(Strict):
     r: PositiveInt = 8
+    """Rank of the adapters."""
     alpha: PositiveInt = 16
+    """Scale of the adapters' update (alpha / r)."""
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] | None = None  # None: every linear layer but the output head (peft's "all-linear")
+    """Dropout on the adapters' input."""
+    target_modules: list[str] | None = None
+    """None: every linear layer but the output head (peft's "all-linear")"""
 
 
 PRESET_NAMES = ("tiny", "small", "medium", "large", "xl", "custom")  # distill.train.presets.PRESETS, and custom
@@ -252,15 +298,23 @@ PRESET_NAMES = ("tiny", "small", "medium", "large", "xl", "custom")  # distill.t
 class Student(Strict):
     """What to train. Defaults train the `small` preset from scratch."""
 
-    preset: Literal[PRESET_NAMES] = "small"  # a preset of distill.train.presets, or "custom"
-    base_model: Annotated[Path, PathRef("model")] | None = None  # a local model directory to fine-tune instead of
-    #   training from scratch (on the service: a folder inside the upload)
-    lora: Lora | None = None  # with base_model: train LoRA adapters; null: every weight (full fine-tune)
-    custom: dict[str, Any] = Field(default_factory=dict)  # LlamaConfig fields, for preset: custom
-    tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096  # from scratch only; a base model brings its own
+    preset: Literal[PRESET_NAMES] = "small"
+    """a preset of distill.train.presets, or "custom\""""
+    base_model: Annotated[Path, PathRef("model")] | None = None
+    """a local model directory to fine-tune instead of training from scratch (on the service: a folder inside the
+    upload)"""
+    lora: Lora | None = None
+    """with base_model: train LoRA adapters; null: every weight (full fine-tune)"""
+    custom: dict[str, Any] = Field(default_factory=dict)
+    """LlamaConfig fields, for preset: custom"""
+    tokenizer_vocab: Annotated[int, Field(ge=256, le=65536)] = 4096
+    """from scratch only; a base model brings its own"""
     context_length: Annotated[int, Field(ge=16, le=8192)] = 256
-    chat_template: str | None = None  # instruct: a Jinja chat template; None: the base model's, else distill's
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention dropout (a Llama block has no other); 0.1 on small data
+    """Tokens per training sequence, and the longest context the student serves."""
+    chat_template: str | None = None
+    """instruct: a Jinja chat template; None: the base model's, else distill's"""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """attention dropout (a Llama block has no other); 0.1 on small data"""
 
     @model_validator(mode="after")
     def _lora_needs_base(self) -> "Student":
@@ -273,8 +327,10 @@ class TrainingBudget(Strict):
     """The compute the student may use: the preset, vocabulary and regularisers the spec does not pin are
     chosen for it from a short measurement of this machine (distill.train.budget)."""
 
-    minutes: Annotated[float, Field(gt=0)] | None = None  # wall-clock training time
-    tokens: PositiveInt | None = None  # training tokens, whatever the machine's speed
+    minutes: Annotated[float, Field(gt=0)] | None = None
+    """wall-clock training time"""
+    tokens: PositiveInt | None = None
+    """training tokens, whatever the machine's speed"""
 
     @model_validator(mode="after")
     def _one_unit(self) -> "TrainingBudget":
@@ -286,46 +342,75 @@ class TrainingBudget(Strict):
 class Training(Strict):
     """How the student trains. Training ends when the first budget set runs out; none set means 10 minutes."""
 
-    budget: TrainingBudget | None = None  # plan the student for this compute; replaces max_minutes / max_tokens
+    budget: TrainingBudget | None = None
+    """plan the student for this compute; replaces max_minutes / max_tokens"""
 
-    max_steps: PositiveInt | None = None  # optimizer steps
+    max_steps: PositiveInt | None = None
+    """optimizer steps"""
     max_tokens: PositiveInt | None = None
-    max_minutes: Annotated[float, Field(gt=0)] | None = None  # wall-clock
-    batch_size: PositiveInt = 16  # sequences per micro-batch per process
-    grad_accum: PositiveInt = 1  # micro-batches per optimizer step
-    optimizer: Literal["auto", "adamw", "muon"] = "auto"  # auto: muon from scratch, adamw for a base model
-    learning_rate: Annotated[float, Field(gt=0)] | None = None  # peak; None: 4e-3 with muon, 2e-3 with adamw.
-    #   Fine-tuning a pretrained base wants ~1e-4 (full) to ~5e-4 (LoRA)
+    """Training tokens seen, over all processes."""
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+    """wall-clock"""
+    batch_size: PositiveInt = 16
+    """sequences per micro-batch per process"""
+    grad_accum: PositiveInt = 1
+    """micro-batches per optimizer step"""
+    optimizer: Literal["auto", "adamw", "muon"] = "auto"
+    """auto: muon from scratch, adamw for a base model"""
+    learning_rate: Annotated[float, Field(gt=0)] | None = None
+    """peak; None: 4e-3 with muon, 2e-3 with adamw. Fine-tuning a pretrained base wants ~1e-4 (full) to ~5e-4 (LoRA)"""
     muon_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.95
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1  # the cosine decays to learning_rate * min_lr_ratio
+    """Muon's momentum."""
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """the cosine decays to learning_rate * min_lr_ratio"""
     warmup_steps: Annotated[int, Field(ge=0)] = 50
-    weight_decay: Annotated[float, Field(ge=0)] = 0.1  # on matrices only, never on norms and biases
+    """Optimizer steps of linear warm-up to the peak learning rate."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    """on matrices only, never on norms and biases"""
     adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """AdamW's first-moment decay."""
     adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    """AdamW's second-moment decay."""
     grad_clip: Annotated[float, Field(gt=0)] = 1.0
-    # Exponential moving average of the weights, updated after every step (the first steps average
-    # faster: decay min(ema_decay, (1 + n) / (10 + n))). With it, validation scores and the released
-    # model are the average's; checkpoints keep both. None: the last weights as they are.
+    """Largest gradient norm; larger gradients are scaled down to it."""
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
-    token_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share of input tokens replaced by random ones
-    eval_every: PositiveInt = 100  # optimizer steps
-    # Cap on validation texts for evals during training (the final one scores them all): a whole split
-    # of 2,000 stories every 100 steps took a third of a run's time. None: no cap.
+    """Exponential moving average of the weights, updated after every step (the first steps average faster: decay
+    min(ema_decay, (1 + n) / (10 + n))). With it, validation scores and the released model are the average's;
+    checkpoints keep both. None: the last weights as they are."""
+    token_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """share of input tokens replaced by random ones"""
+    eval_every: PositiveInt = 100
+    """optimizer steps"""
     eval_max_texts: PositiveInt | None = 256
-    early_stopping_patience: PositiveInt | None = None  # evals without improvement before stopping
-    checkpoint_every: PositiveInt = 200  # optimizer steps
+    """Cap on validation texts for evals during training (the final one scores them all): a whole split of 2,000
+    stories every 100 steps took a third of a run's time. None: no cap."""
+    early_stopping_patience: PositiveInt | None = None
+    """evals without improvement before stopping"""
+    checkpoint_every: PositiveInt = 200
+    """optimizer steps"""
     keep_checkpoints: PositiveInt = 2
+    """Checkpoints kept on disk (the newest)."""
     log_every: PositiveInt = 10
+    """Optimizer steps between rows of metrics.jsonl."""
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    val_split: Literal["random", "tail"] = "random"  # tail: the last examples, in the order given
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matmuls run natively in it (GPU or CPU)
-    compile: bool = False  # torch.compile the forward and loss
-    sharding: Literal["auto", "ddp", "fsdp"] = "auto"  # several processes: fsdp splits weights, gradients and
-    #   optimizer state across them; auto: fsdp for the large and xl presets with adamw, else ddp
-    num_threads: PositiveInt | None = None  # CPU threads for torch; None: torch's default
-    peak_flops: Annotated[float, Field(gt=0)] | None = None  # for MFU; None: measure the matmul peak at start
-    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # trackers, if installed
+    """Share of the reviewed records held out for validation."""
+    val_split: Literal["random", "tail"] = "random"
+    """tail: the last examples, in the order given"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 where matmuls run natively in it (GPU or CPU)"""
+    compile: bool = False
+    """torch.compile the forward and loss"""
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
+    """several processes: fsdp splits weights, gradients and optimizer state across them; auto: fsdp for the large and
+    xl presets with adamw, else ddp"""
+    num_threads: PositiveInt | None = None
+    """CPU threads for torch; None: torch's default"""
+    peak_flops: Annotated[float, Field(gt=0)] | None = None
+    """for MFU; None: measure the matmul peak at start"""
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    """trackers, if installed"""
     seed: int = 0
+    """Seeds initialisation, shuffling and the validation split."""
 
     @model_validator(mode="after")
     def _one_budget(self) -> "Training":
@@ -335,19 +420,33 @@ class Training(Strict):
 
 
 class Evaluation(Strict):
-    judge: JudgeRef | None = None  # None: the teacher grades
-    prompts: PositiveInt = 50  # held-out beginnings (or instruct inputs) to complete and grade
-    samples_per_prompt: PositiveInt = 3  # completions per beginning
-    max_new_tokens: PositiveInt = 256  # longest student completion
-    temperature: Annotated[float, Field(ge=0)] = 0.8  # sampling temperature of the student's completions
-    probe_samples: PositiveInt = 3  # completions per safety probe
-    probe_sets: list[Annotated[str, PathRef("named", shipped="probes", suffix=".jsonl")]] | None = None  # names under safety/probes/ or .jsonl paths; None: story (text), instruct (instruct)
-    judge_concurrency: PositiveInt = 8  # judge requests in flight
-    batch_size: PositiveInt = 8  # sequences per forward pass when scoring and sampling
-    bpb_texts: PositiveInt | None = None  # cap on held-out texts scored for bits per byte; None: all
-    rubric: Annotated[str, PathRef("template")] | None = None  # a template replacing templates/eval's grading rubric
-    dimensions: dict[Identifier, str] | None = None  # the judge's 0-10 grades for this task: name -> what a 10 looks like; None: story grades (text), general ones (instruct)
-    extra_texts: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)  # more held-out text files for bits per byte
+    judge: JudgeRef | None = None
+    """None: the teacher grades"""
+    prompts: PositiveInt = 50
+    """held-out beginnings (or instruct inputs) to complete and grade"""
+    samples_per_prompt: PositiveInt = 3
+    """completions per beginning"""
+    max_new_tokens: PositiveInt = 256
+    """longest student completion"""
+    temperature: Annotated[float, Field(ge=0)] = 0.8
+    """sampling temperature of the student's completions"""
+    probe_samples: PositiveInt = 3
+    """completions per safety probe"""
+    probe_sets: list[Annotated[str, PathRef("named", shipped="probes", suffix=".jsonl")]] | None = None
+    """names under safety/probes/ or .jsonl paths; None: story (text), instruct (instruct)"""
+    judge_concurrency: PositiveInt = 8
+    """judge requests in flight"""
+    batch_size: PositiveInt = 8
+    """sequences per forward pass when scoring and sampling"""
+    bpb_texts: PositiveInt | None = None
+    """cap on held-out texts scored for bits per byte; None: all"""
+    rubric: Annotated[str, PathRef("template")] | None = None
+    """a template replacing templates/eval's grading rubric"""
+    dimensions: dict[Identifier, str] | None = None
+    """the judge's 0-10 grades for this task: name -> what a 10 looks like; None: story grades (text), general ones
+    (instruct)"""
+    extra_texts: list[Annotated[str, PathRef("file")]] = Field(default_factory=list)
+    """more held-out text files for bits per byte"""
 
 
 def flat_settings(name: str, module: str, doc: str, *sections: type[BaseModel], exclude: frozenset[str] = frozenset(),
@@ -367,47 +466,72 @@ def flat_settings(name: str, module: str, doc: str, *sections: type[BaseModel], 
 
 class Release(Strict):
     version: str = Field(default="0.1.0", pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
+    """The bundle's version: letters, digits, '.', '+' and '-'."""
     license: str = "apache-2.0"
-    min_scores: dict[str, float] = Field(default_factory=dict)  # e.g. {grammar: 6.0, bpb_max: 1.2}
-    # Forms in the bundle besides the safetensors weights, each checked against them (distill.release.parity).
+    """The license the weights ship under (a name under templates/release/licenses)."""
+    min_scores: dict[str, float] = Field(default_factory=dict)
+    """e.g. {grammar: 6.0, bpb_max: 1.2}"""
     formats: list[Literal["safetensors", "onnx", "int8", "gguf"]] = Field(default_factory=lambda: ["safetensors"])
-    # The largest relative bits-per-byte delta vs safetensors each form may show (defaults: 1%, int8 5%).
+    """Forms in the bundle besides the safetensors weights, each checked against them (distill.release.parity)."""
     parity: dict[Literal["onnx", "int8", "gguf"], Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
+    """The largest relative bits-per-byte delta vs safetensors each form may show (defaults: 1%, int8 5%)."""
 
 
 class ColdStart(Strict):
     """How real inputs (captured from a served student) feed the next run: `distill coldstart`."""
 
-    input_step: Identifier  # the step that simulates the user's input; real inputs replace its output
-    # A regex with named groups that reads the step's output (group named like the step) and variables
-    # out of what the student was sent; without one, the whole user message is the step's output.
+    input_step: Identifier
+    """the step that simulates the user's input; real inputs replace its output"""
     input_pattern: str | None = None
-    defaults: dict[Identifier, str] = Field(default_factory=dict)  # variables later steps need, if not parsed
-    real_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of real-input records in the next dataset
-    held_out: float = Field(default=0.3, gt=0.0, lt=1.0)  # share of real inputs kept for comparing v1 and v2
-    start: Literal["scratch", "continue"] = "scratch"  # v2 trains from scratch, or continues from v1's weights
+    """A regex with named groups that reads the step's output (group named like the step) and variables out of what
+    the student was sent; without one, the whole user message is the step's output."""
+    defaults: dict[Identifier, str] = Field(default_factory=dict)
+    """variables later steps need, if not parsed"""
+    real_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    """share of real-input records in the next dataset"""
+    held_out: float = Field(default=0.3, gt=0.0, lt=1.0)
+    """share of real inputs kept for comparing v1 and v2"""
+    start: Literal["scratch", "continue"] = "scratch"
+    """v2 trains from scratch, or continues from v1's weights"""
 
 
 class Spec(Strict):
     """A customer's task spec."""
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    """The task's name: lower case, digits, '.', '_' and '-'; names the run folder and the release."""
     description: str = ""
+    """What the student is for, in a sentence; shown in the model and dataset cards."""
     kind: Literal["text", "instruct"]
+    """text: the student continues text (stories); instruct: it answers an input (student_input)."""
     records: Annotated[int, Field(gt=0, le=MAX_RECORDS)]
+    """How many records the teacher writes."""
     seed: int = 0
-    templates_dir: SpecFile | None = None  # extra template folder next to the spec, searched before built-ins
+    """Seeds the variables' sampling, the splits and training: the same seed gives the same prompts."""
+    templates_dir: SpecFile | None = None
+    """extra template folder next to the spec, searched before built-ins"""
     variables: dict[Identifier, Variable] = Field(default_factory=dict)
+    """Randomised variables, sampled per record from (seed, record index, name)."""
     steps: list[Step] = Field(min_length=1)
-    student_input: SpecTemplate | None = None  # instruct: template of what the student sees
-    student_target: Identifier | None = None  # the step whose output the student learns (default: the last)
+    """The teacher calls that build one record, in order; later steps see earlier outputs."""
+    student_input: SpecTemplate | None = None
+    """instruct: template of what the student sees"""
+    student_target: Identifier | None = None
+    """the step whose output the student learns (default: the last)"""
     teacher: Teacher
+    """The model that writes the dataset (and judges, unless safety.judge names another)."""
     safety: Safety = Field(default_factory=Safety)
+    """The review: the policy, the judge and the files to decontaminate against."""
     student: Student = Field(default_factory=Student)
+    """What to train: the preset, tokenizer and context, or a base model to fine-tune."""
     training: Training = Field(default_factory=Training)
+    """How the student trains: budget, optimizer, schedule, regularisers, checkpoints."""
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    """How the student is evaluated: held-out bits per byte, judge grades and safety probes."""
     release: Release = Field(default_factory=Release)
+    """The release bundle: version, license and the scores it must reach."""
     coldstart: ColdStart | None = None
+    """How real inputs captured from a served student feed the next run (`distill coldstart`)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
