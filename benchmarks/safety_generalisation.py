@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--half", choices=["A", "B"], help="only report this half as the held-out one")
     parser.add_argument("--misses", action="store_true", help="print each missed case and each false positive")
     parser.add_argument("--folder", type=Path, default=FAMILIES, help="the family files (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true", help="accepted for the suite's smoke run; the full run takes seconds")
     args = parser.parse_args()
     families = load_families(args.folder)
     counts = {kind: sum(1 for f in families if f.kind == kind) for kind in KINDS}

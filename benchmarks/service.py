@@ -11,6 +11,14 @@ Targets: status p99 under 100 ms for the polling clients, overhead under 5%.
 
     .venv/bin/python benchmarks/service.py [--spec specs/tinystories-quickstart.yaml] [--records N --max-steps N] [--clients 50]
 
+With `--streams N` it measures listeners instead: one job trains alone (its steps/s is the reference),
+then a second job trains with N open event streams on it and `--clients` clients polling its status once
+a second. It prints the status p99, errors, the p99 of event delivery latency (an event's time in the
+database to its arrival at each listener) and the training steps/s with the load over without it.
+Targets: status p99 < 100 ms, 0 errors, delivery p99 < 1 s, steps/s ratio >= 0.9.
+
+    .venv/bin/python benchmarks/service.py --streams 200 --clients 50 --records 100 --max-steps 150
+
 `--records 300 --max-steps 120` runs the quickstart at a size that takes a few minutes in all (the
 second job trains through both rounds of clients).
 """
@@ -19,14 +27,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -97,6 +108,101 @@ async def hammer(url: str, token: str, job_id: str, clients: int, seconds: float
     return latencies
 
 
+async def listen(url: str, token: str, job_id: str, streams: int, heard: list[tuple[int, float]], errors: list[str]) -> None:
+    """`streams` listeners on the job's event stream, each until the server ends it (the job finished)."""
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits,
+                                 timeout=httpx.Timeout(60, read=None)) as client:
+        async def one() -> None:
+            try:
+                async with client.stream("GET", f"/v1/jobs/{job_id}/events/stream") as response:
+                    if response.status_code != 200:
+                        errors.append(f"stream answered {response.status_code}")
+                        return
+                    async for line in response.aiter_lines():
+                        if line.startswith("id: "):
+                            heard.append((int(line[4:]), time.time()))
+            except httpx.HTTPError as exc:
+                errors.append(f"stream: {type(exc).__name__}")
+
+        await asyncio.gather(*(one() for _ in range(streams)))
+
+
+async def poll_until_done(url: str, token: str, job_id: str, clients: int, latencies: list[float], errors: list[str]) -> None:
+    """`clients` clients asking for the job's status once a second until it has finished."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60) as client:
+        finished = asyncio.Event()
+
+        async def one(index: int) -> None:
+            await asyncio.sleep(index / clients)
+            while not finished.is_set():
+                started = time.perf_counter()
+                try:
+                    response = await client.get(f"/v1/jobs/{job_id}")
+                    latencies.append(time.perf_counter() - started)
+                    if response.status_code != 200:
+                        errors.append(f"status answered {response.status_code}")
+                    elif response.json()["status"] in ("succeeded", "failed", "cancelled"):
+                        finished.set()
+                except httpx.HTTPError as exc:
+                    errors.append(f"status: {type(exc).__name__}")
+                await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+        await asyncio.gather(*(one(i) for i in range(clients)))
+
+
+async def under_load(url: str, token: str, job_id: str, streams: int, clients: int) -> tuple[list, list, list]:
+    heard, latencies, errors = [], [], []
+    await asyncio.gather(listen(url, token, job_id, streams, heard, errors),
+                         poll_until_done(url, token, job_id, clients, latencies, errors))
+    return heard, latencies, errors
+
+
+def steps_per_s(server: LiveServer, job_id: str) -> float:
+    """Training steps per second of wall time, from the job's metrics.jsonl (evaluations included)."""
+    path = next((server.data_dir / "jobs" / job_id / "runs").glob("*/main/train/metrics.jsonl"))
+    rows = [r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+    return (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
+
+
+def delivery_latencies(server: LiveServer, heard: list[tuple[int, float]], opened_at: float) -> list[float]:
+    """Per (listener, event) written after the listeners opened: arrival time minus the row's time."""
+    db = sqlite3.connect(server.data_dir / "distill.db")
+    written = {row[0]: datetime.fromisoformat(row[1]).replace(tzinfo=timezone.utc).timestamp()
+               for row in db.execute("SELECT id, time FROM events")}
+    db.close()
+    return [arrived - written[event_id] for event_id, arrived in heard if written[event_id] > opened_at]
+
+
+def streams_mode(args, spec: Path, work: Path) -> None:
+    (work / "data").mkdir()
+    server = LiveServer(work / "data")
+    server.admin("tenant", "bench")
+    token = server.admin("user", "customer", "--role", "customer", "--tenant", "bench")
+    server.start()
+    try:
+        alone, _ = submit(server, token, spec)
+        with server.client(token) as client:
+            wait_status(client, alone, "succeeded", timeout=7200)
+        loaded, _ = submit(server, token, spec)
+        opened_at = time.time()
+        heard, latencies, errors = asyncio.run(under_load(server.url, token, loaded, args.streams, args.clients))
+        with server.client(token) as client:
+            final = client.get(f"/v1/jobs/{loaded}").json()["status"]
+        reference, with_load = steps_per_s(server, alone), steps_per_s(server, loaded)
+        delivery = delivery_latencies(server, heard, opened_at)
+    finally:
+        server.stop()
+    print(f"\n{'':40}{'value':>10}  target", flush=True)
+    print(f"{'status p50 / p99 (ms)':40}{percentile(latencies, 50) * 1000:>4.0f} /{percentile(latencies, 99) * 1000:>4.0f}  p99 < 100 ms  ({len(latencies)} requests)")
+    print(f"{'errors':40}{len(errors):>10}  0  {sorted(set(errors))[:5]}")
+    print(f"{'event delivery p50 / p99 (ms)':40}{percentile(delivery, 50) * 1000:>4.0f} /{percentile(delivery, 99) * 1000:>4.0f}  p99 < 1000 ms  ({len(delivery)} deliveries)")
+    print(f"{'training steps/s alone / under load':40}{reference:>4.2f} / {with_load:.2f}")
+    print(f"{'ratio (under load / alone)':40}{with_load / reference:>10.3f}  >= 0.9")
+    print(f"({args.streams} streams, {args.clients} status clients polling once a second; the loaded job ended {final})")
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -109,6 +215,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--every", type=float, default=1.0, help="seconds between one client's polls")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the clients poll during training, each way")
+    parser.add_argument("--streams", type=int, help="measure this many open event streams (and --clients status pollers) instead")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
     if args.smoke:  # flags given still win over these
@@ -118,6 +225,8 @@ def main() -> None:
         spec = prepare_spec(args.spec.resolve(), args.records, args.max_steps, work / "spec")
         print(f"spec: {args.spec} (records {args.records or 'as given'}, steps {args.max_steps or 'as given'}); "
               f"this machine: {os.cpu_count()} CPUs", file=sys.stderr)
+        if args.streams:
+            return streams_mode(args, spec, work)
         direct = reference_run(spec, work / "runs")
         print(f"distill run:           {direct:7.1f} s", file=sys.stderr)
 

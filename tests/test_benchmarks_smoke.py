@@ -23,10 +23,12 @@ SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train
 FIGURES = {
     "safety.py": [r"cheap chain \(general\): 50 records .* [\d,]+ records/s on one core",
                   r"MinHash dedup: 300 records .* found \d+ of \d+ planted", r"semantic \(TF-IDF\) dedup: 100 records"],
+    "safety_generalisation.py": [r"injection +ALL \(held-out A\) +\d+/\d+", r"policy general, detector findings",
+                                 r"false duplicates among 300 distinct records of one template: \d+\.\d%"],
     "synthesis.py": [r"achieved rate / limit: .* = \d+\.\d{3}", r"requests sent / unique prompts: 40 / 40 = 1\.000",
                      r"answers paid / unique prompts: .* = \d\.\d{3}"],
     "serve.py": [r"clients +1: batched .* tok/s .* \| plain .* tok/s .* throughput x\d+\.\d\d",
-                 r"clients +2: batched .* throughput x\d+\.\d\d"],
+                 r"clients +4: batched .* throughput x\d+\.\d\d"],
     "service.py": [r"overhead \(service/run\) +\d+\.\d{3}", r"status p50 / p99 \(ms\), every 0\.5 s +\d+ / *\d+",
                    r"status p50 / p99 \(ms\), back to back +\d+ / *\d+"],
     "tinystories_quality.py": [r"tiny: .* 3 steps", r"bits per byte +per story +concatenated",
@@ -38,8 +40,7 @@ SECONDS = 600  # the limit for one script's smoke run on a loaded machine
 
 # What needs something outside this repository, and the work of other areas in flight.
 NEEDS = {"tinystories_quality.py": (SAMPLE.is_file(), f"needs the shared TinyStories sample at {SAMPLE}")}
-BROKEN = {"serve.py": "the bundle the benchmark builds has no model or dataset card, which `verify` now requires "
-                      "(issue 32, 'Benchmarks that rot': being fixed with the serving engine)"}
+BROKEN: dict[str, str] = {}  # script -> why its smoke run is expected to fail for now
 
 
 def test_every_benchmark_has_a_smoke_case():

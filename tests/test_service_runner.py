@@ -45,7 +45,8 @@ def test_progress_follows_the_manifest_and_the_records_written(tmp_path: Path) -
     log = run_dir / "generate" / "records.jsonl"
     log.write_text('{"id": 0}\n')
     first = runner.progress(run_dir)
-    assert first["generate"] == {"state": "pending", "seconds": None, "counts": {}, "records_written": 1, "records": 3}
+    assert first["generate"] == {"state": "pending", "seconds": None, "counts": {}, "records_written": 1, "records": 3,
+                                 "fraction": 0.3333, "records_per_s": None, "eta_seconds": None}
     first["generate"]["state"] = "changed by a caller"  # a caller's copy: the next poll is not affected
     assert runner.progress(run_dir)["generate"]["state"] == "pending"
 

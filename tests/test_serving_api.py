@@ -139,13 +139,65 @@ def test_errors_are_openai_shaped(server, client):
     assert long.value.body["code"] == "context_length_exceeded"
 
 
+@pytest.mark.parametrize("fields, param, code", [
+    ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
+     "tools", "unsupported_parameter"),
+    ({"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
+    ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+     "response_format", "unsupported_value"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
+    ({"logit_bias": {"5": 10}}, "logit_bias", "unsupported_parameter"),
+])
+def test_what_is_not_served_is_refused_openai_style(server, client, fields, param, code):
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(client, **fields)
+    assert refused.value.status_code == 400
+    assert refused.value.body == {"message": refused.value.body["message"], "type": "invalid_request_error",
+                                  "param": param, "code": code}
+    assert param in refused.value.body["message"]
+
+
+def test_fields_that_ask_for_nothing_are_served(client):
+    reply = ask(client, tools=[], tool_choice="none", response_format={"type": "text"}, frequency_penalty=0,
+                presence_penalty=0, user="someone", max_tokens=4)
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 4
+
+
+def test_completions_refuse_best_of_and_suffix(client):
+    for fields, param in (({"best_of": 3}, "best_of"), ({"suffix": " the end"}, "suffix")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.completions.create(model=MODEL, prompt="The cat", max_tokens=4, **fields)
+        assert refused.value.body["param"] == param and refused.value.body["code"] == "unsupported_parameter"
+
+
+def test_max_tokens_beyond_the_context_is_refused_not_clipped(server, client):
+    import httpx
+
+    for field in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask(client, **{field: 10_000})
+        body = refused.value.body
+        assert body["param"] == field and body["code"] == "context_length_exceeded" and "256" in body["message"]
+    raw = httpx.post(f"{server.url}/completions", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": MODEL, "prompt": "The cat", "max_tokens": 300})
+    assert raw.status_code == 400 and set(raw.json()) == {"error"}
+    assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+    prompt_tokens = client.completions.create(model=MODEL, prompt="The cat", max_tokens=1).usage.prompt_tokens
+    room = 256 - prompt_tokens
+    fits = client.completions.create(model=MODEL, prompt="The cat", max_tokens=room, temperature=0)
+    assert fits.usage.completion_tokens <= room
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt="The cat", max_tokens=room + 1)
+
+
 def test_concurrent_requests_share_forward_passes(served, server):
     async def burst():
-        client = openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0)
-        before = served.engine.steps
-        replies = await asyncio.gather(*[client.completions.create(
-            model=MODEL, prompt=f"Story {i}", max_tokens=20, temperature=0, stop=None) for i in range(8)])
-        return replies, served.engine.steps - before
+        async with openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0) as client:
+            before = served.engine.steps
+            replies = await asyncio.gather(*[client.completions.create(
+                model=MODEL, prompt=f"Story {i}", max_tokens=20, temperature=0, stop=None) for i in range(8)])
+            return replies, served.engine.steps - before
 
     replies, steps = asyncio.run(burst())
     generated = sum(r.usage.completion_tokens for r in replies)
@@ -211,3 +263,37 @@ def test_captures_cli_deletes_by_date_and_refuses_an_empty_selection(tmp_path):
     empty = run_distill("captures", "delete", log.path)
     assert empty.returncode == 2 and "error: say what to delete" in empty.stderr and "Traceback" not in empty.stderr
     assert [line["request_id"] for line in read_captures(log.path)] == ["keep"]
+
+
+def test_a_released_tar_gz_is_sampled_and_served(bundle, tmp_path):
+    from conftest import run_distill
+
+    from distill.release.bundle import write_tar_gz
+
+    archive = tmp_path / f"{bundle.name}.tar.gz"
+    write_tar_gz(bundle, archive)
+    done = run_distill("sample", archive, "--prompt", "The cat", "--max-new-tokens", "6", "--temperature", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The cat") and len(done.stdout.strip()) > len("The cat")
+    assert f"sampling from {archive}" in done.stderr
+    served = open_bundle(archive)
+    try:
+        assert served.id == MODEL and served.engine.context_length == 256
+    finally:
+        served.engine.close()
+
+
+def test_a_tampered_tar_gz_is_neither_sampled_nor_served(bundle, tmp_path):
+    from conftest import run_distill
+
+    from distill.release.bundle import write_tar_gz
+
+    copy = shutil.copytree(bundle, tmp_path / bundle.name)
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("32", "33", 1))
+    archive = tmp_path / "tampered.tar.gz"
+    write_tar_gz(copy, archive)
+    done = run_distill("sample", archive, "--max-new-tokens", "4")
+    assert done.returncode == 2 and "refusing to sample" in done.stderr and "tampered" in done.stderr
+    assert "Traceback" not in done.stderr and not done.stdout
+    with pytest.raises(ConfigError, match="refusing to serve: config.json"):
+        open_bundle(archive)

@@ -115,10 +115,16 @@ def plan(spec: SpecArg, teacher: TeacherOpt = None, records: RecordsOpt = None, 
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
+    from distill.review.signoff import spec_signoff_outlook
     from distill.student_plan import suggest_for_spec
 
     loaded = override_teacher(check_spec(spec).loaded, teacher, records)
     estimate = estimate_plan(loaded, load_prices(prices))
     print(estimate.summary())
+    signoff, signoff_warning = spec_signoff_outlook(loaded)
+    if signoff:
+        print(signoff)
+    if signoff_warning:
+        print(f"warning: {signoff_warning}", file=sys.stderr)
     if loaded.spec.student.base_model is None:  # a base model to fine-tune fixes the shape and vocabulary
         print(suggest_for_spec(loaded, estimate.output_tokens, records=estimate.records).summary())

@@ -44,6 +44,16 @@ def status(job: Annotated[Optional[str], typer.Argument(help="Job id (default: l
 
 
 @app.command()
+def retry(job: Annotated[str, typer.Argument(help="Job id.")], server: ServerOpt = None) -> None:
+    """Retry a failed job from the stage that failed, keeping earlier stages' work and the review's sign-off."""
+    from distill.service.remote import retry as retry_job
+
+    with _client(server) as client:
+        out = retry_job(client, job)
+    print(f"job {out['id']} is {out['status']}: it resumes at the stage that failed", file=sys.stderr)
+
+
+@app.command()
 def events(job: Annotated[str, typer.Argument(help="Job id.")],
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job finishes.")] = False,
            server: ServerOpt = None) -> None:

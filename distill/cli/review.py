@@ -263,9 +263,10 @@ def signoff(
     view = build_view(_run(ctx))
     policy = review_policy(_run(ctx))
     decision = sign_off(review_dir(_run(ctx)), policy, reviewer=reviewer_name(reviewer), defective=list(defective or []),
-                        view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view))
-    _say(f"{decision['defects']} defective in {decision['n']} sampled: {decision['confidence']:.0%} upper bound on the "
-         f"defect rate {decision['upper_bound']:.2%} ({decision['method']}); policy maximum {decision['max_defect_rate']:.2%}")
+                        view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view),
+                        kept_ids=[r.id for r in view if r.status in ("kept", "redacted")])
+    _say(f"{decision['defects']} defective in {decision['n']} sampled: defect rate at most {decision['upper_bound']:.2%} "
+         f"({decision['method']}, {decision['confidence']:.0%}); policy maximum {decision['max_defect_rate']:.2%}")
     if decision.get("not_checked"):
         _say("NOT CHECKED: " + decision["not_checked"])
     if not decision["accepted"]:

@@ -62,6 +62,10 @@ def serve(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="With --executor ray: the cluster's HOST:PORT (default: $RAY_ADDRESS).")] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, max=1024, help="Jobs running at once (local executor).")] = 1,
     demo: Annotated[bool, typer.Option("--demo", help="Create a demo tenant and users, submit the offline quickstart, print tokens.")] = False,
+    tenant_queued: Annotated[int, typer.Option("--tenant-queued", min=1, max=100_000, help="Jobs one tenant may have waiting to run (more: 429).")] = 20,
+    tenant_running: Annotated[int, typer.Option("--tenant-running", min=1, max=1024, help="Jobs of one tenant running at once.")] = 1,
+    tenant_per_minute: Annotated[int, typer.Option("--tenant-per-minute", min=1, max=100_000, help="Submissions one tenant may make a minute (more: 429).")] = 10,
+    worker_attempts: Annotated[int, typer.Option("--worker-attempts", min=1, max=100, help="Workers a job may lose (killed, out of memory) before it fails; each resumes its stage.")] = 3,
 ) -> None:
     """Run the API (/v1/, /healthz, /openapi.json) and the job runner; the database is migrated on start."""
     import uvicorn
@@ -69,6 +73,7 @@ def serve(
     from distill.errors import ConfigError, Problem
     from distill.service.app import Settings, create_app
     from distill.service.db import make_engine, make_sessions, migrate
+    from distill.service.quotas import Limits
 
     if executor not in ("local", "ray"):
         raise ConfigError(Problem(f"unknown executor {executor!r}", key="--executor", hint="use local or ray"))
@@ -100,8 +105,10 @@ def serve(
     else:
         _say(f"first admin: distill admin --data-dir {data_dir} user NAME --role admin  (prints a token)")
     _say(f"distill serves on {base}  (API under /v1/, docs at {base}/docs, data in {data_dir.resolve()})")
+    limits = Limits(queued=tenant_queued, running=tenant_running, per_minute=tenant_per_minute,
+                    worker_attempts=worker_attempts)
     settings = Settings(data_dir=data_dir, database_url=url, executor=executor, max_jobs=max_jobs,
-                        ray_address=ray_address if executor == "ray" else None)
+                        ray_address=ray_address if executor == "ray" else None, limits=limits)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

@@ -15,8 +15,8 @@ captures_app = typer.Typer(help="Delete captured requests by id or date range, o
 
 
 def serve_model(
-    bundle: Path = typer.Argument(..., help="A released bundle directory (RUN/release/<name>-<version>), or a "
-                                            "deployment file (distill promote) to serve its routes."),
+    bundle: Path = typer.Argument(..., help="A released bundle directory (RUN/release/<name>-<version>) or its "
+                                            ".tar.gz, or a deployment file (distill promote) to serve its routes."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: PortOpt = 8000,
     api_key: str = typer.Option(None, "--api-key", envvar="DISTILL_SERVE_API_KEY", show_default=False,

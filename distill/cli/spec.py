@@ -14,13 +14,17 @@ from distill.cli.params import MAX_COUNT, MAX_RECORDS
 
 def validate(spec: Annotated[Path, typer.Argument(help="The task spec YAML file.")]) -> None:
     """Check a spec fully: schema, referenced files, JSON schemas, and templates rendered for sample records."""
+    from distill.review.signoff import spec_signoff_outlook
     from distill.validate import check_spec
 
     result = check_spec(spec)
-    for warning in result.warnings:
+    signoff, signoff_warning = spec_signoff_outlook(result.loaded)
+    for warning in result.warnings + ([signoff_warning] if signoff_warning else []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{spec}: ok ({result.loaded.spec.kind}, {result.loaded.spec.records:,} records, "
           f"{len(result.loaded.spec.steps)} step(s)); {result.coverage.summary()}")
+    if signoff:
+        print(signoff)
 
 
 def schema() -> None:

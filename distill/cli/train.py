@@ -93,7 +93,7 @@ def _train_on_ray(run: Path, executor: str, ray_address: str | None, gpus: int |
 
 
 def sample_command(
-    run: Annotated[Path, typer.Argument(help="A run directory, its train folder, or a model directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory, its train folder, a model directory, or a released bundle's .tar.gz.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue (instruct students: the input).")] = "Once upon a time",
     n: Annotated[int, typer.Option("-n", min=1, max=MAX_COUNT, help="How many samples.")] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help="Longest sample, in tokens.")] = 200,

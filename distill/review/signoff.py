@@ -6,12 +6,18 @@ the bound is above the policy's `max_defect_rate`. The bound is the one-sided ex
 bound (`scipy.stats.beta`): the largest defect rate p for which seeing at most the observed number of
 defects still has probability >= 1 - confidence. With no defects it is 1 - (1 - confidence)^(1/n):
 59 clean samples bound the rate below 5% at 95%.
+
+When the sample is the whole population (every kept record graded) nothing is estimated: the defect
+rate is exactly defects / kept records, so a pilot of 20 kept records with 0 defects passes a 5% limit.
+`needed_sample_size` says how many clean samples a policy's limit needs, for `distill validate`/`plan`,
+the submit check and the sign-off page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +30,7 @@ from distill.review.checkpoints import checkpoint_key, write_checkpoint
 from distill.review.policy import Policy
 
 METHOD = "one-sided Clopper-Pearson exact binomial upper bound"
+CENSUS = "census: every kept record graded; the defect rate is exact (defects / kept records)"
 
 
 def upper_bound(defects: int, n: int, confidence: float = 0.95) -> float:
@@ -51,6 +58,52 @@ def required_sample_size(review_dir: Path, policy: Policy) -> int:
     return policy.signoff.sample_size
 
 
+def defect_bound(defects: int, n: int, confidence: float, kept: int | None = None) -> tuple[float, str]:
+    """The bound a sign-off compares with the policy's limit, and its method: exact when the `n` graded
+    records are all `kept` records, else the Clopper-Pearson upper bound."""
+    if kept is not None and 0 < n == kept:
+        return defects / n, CENSUS
+    return upper_bound(defects, n, confidence), METHOD
+
+
+def needed_sample_size(max_defect_rate: float, confidence: float) -> int:
+    """The fewest graded records, all clean, whose upper bound is within `max_defect_rate`."""
+    n = math.ceil(math.log(1 - confidence) / math.log(1 - max_defect_rate))
+    while n > 1 and upper_bound(0, n - 1, confidence) <= max_defect_rate:  # the float log may round up by one
+        n -= 1
+    return n
+
+
+def signoff_outlook(policy: Policy, planned: int) -> tuple[str, str | None]:
+    """What a sign-off of up to `planned` kept records needs (a line for the spec check), and a warning
+    when the policy's own sample cannot reach its limit."""
+    rule = policy.signoff
+    if policy.auto_signoff:
+        return f"sign-off: automatic (policy {policy.name} sets auto_signoff)", None
+    needed = needed_sample_size(rule.max_defect_rate, rule.confidence)
+    line = (f"sign-off: a sample needs {needed} clean records to show a defect rate under {rule.max_defect_rate:.1%} at "
+            f"{rule.confidence:.0%} confidence (policy {policy.name} draws {rule.sample_size}); a sample of every kept "
+            f"record gives the exact rate: up to {math.floor(rule.max_defect_rate * planned + 1e-9)} defects in {planned:,}")
+    if rule.sample_size >= needed or planned <= rule.sample_size:
+        return line, None
+    return line, (f"policy {policy.name}'s sign-off sample of {rule.sample_size} records cannot show a defect rate under "
+                  f"{rule.max_defect_rate:.1%} even with no defects (it needs {needed}); with up to {planned:,} kept "
+                  f"records the reviewer must draw at least {needed} (sample --size {needed})")
+
+
+def spec_signoff_outlook(loaded) -> tuple[str | None, str | None]:
+    """`signoff_outlook` for a spec's policy and planned records; (None, None) when the policy does not
+    load (the spec check reports that)."""
+    from distill.errors import DistillError
+    from distill.review.policy import spec_policy
+
+    try:
+        policy = spec_policy(loaded)
+    except DistillError:
+        return None, None
+    return signoff_outlook(policy, loaded.spec.records)
+
+
 def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: str, seed: int | None = None) -> dict:
     """Pick records for grading (all of them when fewer than `size` are kept) and record the draw."""
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
@@ -62,9 +115,11 @@ def draw_sample(review_dir: Path, kept_ids: list[int], size: int, *, reviewer: s
     return sample
 
 
-def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list[int], view_digest: str, pending: int) -> dict:
-    """Grade the drawn sample (the ids in `defective` are defects) and sign off if the bound allows.
-    Returns the decision; a refusal is logged too, and only an acceptance writes `signoff.json`."""
+def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list[int], view_digest: str, pending: int,
+             kept_ids: list[int] | None = None) -> dict:
+    """Grade the drawn sample (the ids in `defective` are defects) and sign off if the bound allows; when
+    the sample is every one of `kept_ids`, the exact rate. Returns the decision; a refusal is logged
+    too, and only an acceptance writes `signoff.json`."""
     sample_path = review_dir / "sample.json"
     if not sample_path.exists():
         raise RunDirError(f"no sample has been drawn in {review_dir}; run `distill review RUN sample` and grade it first")
@@ -78,13 +133,14 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     n, defects = len(sample["ids"]), len(set(defective))
     absent = judge_absent(review_dir)
     _check_judge_rule(policy, absent, n, sample.get("population"))
-    bound = upper_bound(defects, n, policy.signoff.confidence)
+    census = kept_ids is not None and set(sample["ids"]) == set(kept_ids)
+    bound, method = defect_bound(defects, n, policy.signoff.confidence, n if census else None)
     decision = {
         "accepted": bound <= policy.signoff.max_defect_rate,
         "reviewer": reviewer,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "policy": policy.name,
-        "method": METHOD,
+        "method": method,
         "sample": sample["ids"],
         "sample_seed": sample["seed"],
         "defective": sorted(set(defective)),

@@ -7,14 +7,15 @@ plain hash is enough: there is nothing to brute-force), so a leaked database lea
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from distill.errors import ConfigError, Problem
-from distill.service.db import Assignment, Job, Tenant, Token, User, utcnow
+from distill.service.db import Assignment, Job, Tenant, Token, User, WebSession, utcnow
 from distill.service.problems import Conflict, NotFound
 
 Role = Literal["admin", "reviewer", "customer"]
@@ -32,6 +33,7 @@ def token_hash(token: str) -> str:
 
 def create_tenant(session: Session, name: str, *, spending_cap_usd: float | None = None,
                   allowed_key_envs: list[str] = (), dataset_download: bool = False) -> Tenant:
+    check_cap(spending_cap_usd)
     if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
         raise Conflict(Problem(f"a tenant named {name!r} already exists", key="name"))
     tenant = Tenant(id=new_id("ten"), name=name, spending_cap_usd=spending_cap_usd,
@@ -84,22 +86,30 @@ def issue_token(session: Session, user: User, name: str = "") -> tuple[Token, st
 
 
 def revoke_token(session: Session, token_id: str) -> Token:
+    """Revoke a token and end every browser session logged in with it."""
     token = session.get(Token, token_id)
     if token is None:
         raise NotFound(Problem(f"no token {token_id!r}", key="token"))
-    token.revoked_at = token.revoked_at or utcnow()
+    now = utcnow()
+    token.revoked_at = token.revoked_at or now
+    session.execute(update(WebSession).where(WebSession.token_id == token.id, WebSession.ended_at.is_(None))
+                    .values(ended_at=now))
     session.commit()
     return token
 
 
-def authenticate(session: Session, text: str) -> User | None:
-    """The user a bearer token belongs to, or None for an unknown, revoked or malformed token."""
+def live_token(session: Session, text: str) -> Token | None:
+    """The token row for a bearer token's text, or None for an unknown, revoked or malformed token."""
     if not text.startswith(TOKEN_PREFIX) or len(text) > 200:
         return None
     token = session.scalar(select(Token).where(Token.sha256 == token_hash(text)))
-    if token is None or token.revoked_at is not None:
-        return None
-    return session.get(User, token.user_id)
+    return None if token is None or token.revoked_at is not None else token
+
+
+def authenticate(session: Session, text: str) -> User | None:
+    """The user a bearer token belongs to, or None for an unknown, revoked or malformed token."""
+    token = live_token(session, text)
+    return None if token is None else session.get(User, token.user_id)
 
 
 def visible_tenants(session: Session, user: User) -> list[str] | None:
@@ -118,12 +128,18 @@ def can_see(session: Session, user: User, job: Job) -> bool:
 
 def set_spending_cap(session: Session, tenant_id: str, cap_usd: float | None) -> Tenant:
     """Change a tenant's spending cap (None: no cap); running jobs keep the cap they started with."""
-    if cap_usd is not None and cap_usd < 0:
-        raise ConfigError(Problem("a spending cap cannot be negative", key="spending_cap_usd"))
+    check_cap(cap_usd)
     tenant = find_tenant(session, tenant_id)
     tenant.spending_cap_usd = cap_usd
     session.commit()
     return tenant
+
+
+def check_cap(cap_usd: float | None) -> None:
+    """A spending cap is a finite number of dollars, zero or more (None: no cap)."""
+    if cap_usd is not None and not (math.isfinite(cap_usd) and cap_usd >= 0):
+        raise ConfigError(Problem(f"a spending cap must be a finite amount of USD, zero or more, not {cap_usd}",
+                                  key="spending_cap_usd", hint="leave it out for no cap"))
 
 
 def list_accounts(session: Session) -> tuple[list[Tenant], list[User], list[Token], list[Assignment]]:

@@ -71,6 +71,7 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))  # sent back in every form (synchronizer token)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    token_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # revoking it ends the session
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -89,6 +90,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the executor running it
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker_deaths: Mapped[int] = mapped_column(Integer, default=0)  # workers that died running it (retried, bounded)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # last launch
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -122,9 +125,17 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'distill.db'}"
 
 
+# The pool serves requests, not open event streams (they wait on the notifier's queues, holding no
+# connection): at most 40 request threads (Starlette's thread pool) + 6 short event reads (asyncio's
+# default threads on 2 cores) + the executor, the notifier and the webhook sender. 20 kept + 40 more
+# covers them with room; on PostgreSQL that is up to 60 connections per `distill serve` process.
+POOL_SIZE, POOL_OVERFLOW = 20, 40
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
         @event.listens_for(engine, "connect")
         def _pragmas(connection, _record) -> None:  # WAL: readers never wait for the writer
@@ -136,7 +147,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def make_sessions(engine: Engine) -> sessionmaker:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from distill.paths import data_path
 from distill.service import accounts, jobs
-from distill.service.db import Job, Token, User, utcnow
+from distill.service.db import Job, Token, User
 
 TENANT = "demo"
 USERS = (("demo-admin", "admin"), ("demo-reviewer", "reviewer"), ("demo-customer", "customer"))
@@ -43,9 +43,8 @@ def set_up_demo(session: Session, data_dir: Path) -> dict[str, str]:
         if user is None:
             user = accounts.create_user(session, name, role, tenant=TENANT if role == "customer" else None,
                                         assign=[TENANT] if role == "reviewer" else [])
-        for old in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))):
-            old.revoked_at = utcnow()
-        session.commit()
+        for old in list(session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None)))):
+            accounts.revoke_token(session, old.id)  # ends the browser sessions made with it too
         tokens[name] = accounts.issue_token(session, user, name="demo")[1]
     customer = session.scalar(select(User).where(User.name == "demo-customer"))
     if session.scalar(select(Job).where(Job.tenant_id == customer.tenant_id)) is None:

@@ -3,7 +3,9 @@
 in the jobs table, so several API processes on one database never run a job twice), runs them
 somewhere, and renews the lease while they run.
 
-Jobs whose lease ran out (their server was killed) are claimed again and resume from their run dir.
+Jobs whose lease ran out (their server was killed) are claimed again and resume from their run dir; so
+are jobs whose worker died (killed, out of memory), up to `Limits.worker_attempts` deaths. The next job
+is picked fairly between tenants, each under its running limit (`distill.service.quotas`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.orm import sessionmaker
 
 from distill.service import jobs
 from distill.service.db import Job, utcnow
+from distill.service.quotas import Limits, pick_fairly, tenant_load
 
 log = logging.getLogger("distill.service")
 LEASE_S = 10.0
@@ -43,10 +46,11 @@ class _Running:
 
 
 class LocalExecutor:
-    def __init__(self, sessions: sessionmaker, database_url: str, *, max_jobs: int = 1):
+    def __init__(self, sessions: sessionmaker, database_url: str, *, max_jobs: int = 1, limits: Limits = Limits()):
         self.sessions = sessions
         self.database_url = database_url
         self.max_jobs = max_jobs
+        self.limits = limits
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.running: dict[str, _Running] = {}
         self._wake = threading.Event()
@@ -104,9 +108,26 @@ class LocalExecutor:
             # Exit 0: the worker recorded the outcome itself; a job runnable again since (signed off while
             # this loop slept) is for the next claim, not a death.
             if code != 0 and job.status in jobs.RUNNABLE and not job.cancel_requested:
-                job.error = {"code": "worker_died", "message": f"the worker exited with code {code}"}
-                jobs.set_status(session, job, "failed", f"the worker stopped unexpectedly (exit code {code})")
+                self._worker_died(session, job, code)
             self._release(job_id)
+
+    def _worker_died(self, session, job: Job, code: int) -> None:
+        """A worker killed from outside (the OOM killer, kill -9): the job resumes from its stage's files
+        on the next claim, until it has lost `worker_attempts` workers."""
+        job.worker_deaths = (job.worker_deaths or 0) + 1
+        attempts = self.limits.worker_attempts
+        if job.worker_deaths < attempts:
+            jobs.add_event(session, job.id, "error", f"the worker stopped unexpectedly (exit code {code}); the job "
+                           f"resumes from its stage's files (attempt {job.worker_deaths + 1} of {attempts})",
+                           {"exit_code": code, "worker_deaths": job.worker_deaths})
+            session.commit()
+            return
+        job.error = {"code": "worker_died", "message": f"the job's worker stopped unexpectedly {job.worker_deaths} times "
+                     f"(last exit code {code}); the job stopped retrying after {attempts} attempts",
+                     "problems": [{"message": "the worker process died (killed, or out of memory) on every attempt",
+                                   "key": "worker_attempts", "hint": "retry the job when the server has more memory"}]}
+        jobs.set_status(session, job, "failed", f"the worker stopped unexpectedly {job.worker_deaths} times "
+                        f"(last exit code {code}); no attempts left")
 
     def _cancel(self, session) -> None:
         for job in session.scalars(select(Job).where(Job.cancel_requested.is_(True), Job.status.not_in(jobs.TERMINAL))):
@@ -129,17 +150,20 @@ class LocalExecutor:
         if free <= 0:
             return
         now = utcnow()
-        candidates = session.scalars(select(Job.id).where(
+        candidates = list(session.scalars(select(Job).where(
             Job.status.in_(jobs.RUNNABLE), Job.cancel_requested.is_(False),
-            or_(Job.lease_until.is_(None), Job.lease_until < now)).order_by(Job.created_at).limit(free)).all()
-        for job_id in candidates:
-            if claim(session, job_id, self.owner):
-                self._launch(session, session.get(Job, job_id))
+            or_(Job.lease_until.is_(None), Job.lease_until < now))))
+        running, served = tenant_load(session, now)
+        for job in pick_fairly(candidates, running, served, free, self.limits.running):
+            if claim(session, job.id, self.owner):
+                session.refresh(job)
+                self._launch(session, job)
 
     def _launch(self, session, job: Job) -> None:
         folder = Path(job.run_dir).parents[2]
         worker_log = open(folder / "worker.log", "ab")
         resumed = job.status != "queued"
+        job.started_at = utcnow()
         jobs.add_event(session, job.id, "info", "job resumed from its run directory" if resumed else "job started")
         session.commit()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -157,13 +181,13 @@ class LocalExecutor:
 
 
 def make_executor(kind: str, sessions: sessionmaker, database_url: str, *, max_jobs: int = 1,
-                  ray_address: str | None = None) -> Executor:
+                  ray_address: str | None = None, limits: Limits = Limits()) -> Executor:
     """The executor `distill serve --executor KIND` asked for."""
     if kind == "ray":
         from distill.service.ray_executor import RayExecutor
 
-        return RayExecutor(sessions, database_url, max_jobs=max_jobs, ray_address=ray_address)
-    return LocalExecutor(sessions, database_url, max_jobs=max_jobs)
+        return RayExecutor(sessions, database_url, max_jobs=max_jobs, ray_address=ray_address, limits=limits)
+    return LocalExecutor(sessions, database_url, max_jobs=max_jobs, limits=limits)
 
 
 def claim(session, job_id: str, owner: str) -> bool:
@@ -171,7 +195,8 @@ def claim(session, job_id: str, owner: str) -> bool:
     racing for the job exactly one wins."""
     now = utcnow()
     claimed = session.execute(update(Job).where(Job.id == job_id, or_(Job.lease_until.is_(None), Job.lease_until < now))
-                              .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_S)))
+                              .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_S))
+                              .execution_options(synchronize_session=False))  # SQLite hands back naive times
     session.commit()
     return claimed.rowcount == 1
 

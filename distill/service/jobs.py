@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from distill.errors import DistillError, Problem, scrub_text
-from distill.service import runner
+from distill.service import runner, webhooks
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.db import Event, Job, Tenant, User, utcnow
 from distill.service.uploads import extract_upload, find_spec_file, teacher_problems
@@ -50,6 +50,7 @@ def set_status(session: Session, job: Job, status: str, message: str = "", **dat
     if status in TERMINAL:
         job.finished_at = utcnow()
     add_event(session, job.id, "status", message or f"job is {status}", {"status": status, **data})
+    webhooks.record_state_change(session, job, status)
     session.commit()
 
 
@@ -140,6 +141,29 @@ def cancel_job(session: Session, job: Job) -> Job:
     return job
 
 
+class NotRetryable(DistillError):
+    """Only a failed job can be retried."""
+
+    title = "cannot retry"
+
+
+def retry_job(session: Session, job: Job) -> Job:
+    """Queue a failed job again: it resumes at the stage that failed, every earlier stage's work and the
+    review's sign-off kept (each stage resumes from its files). Raises NotRetryable unless it failed."""
+    moved = session.execute(update(Job).where(Job.id == job.id, Job.status == "failed")
+                            .values(status="queued", error=None, finished_at=None, worker_deaths=0, cancel_requested=False)
+                            .execution_options(synchronize_session=False)).rowcount
+    if not moved:
+        session.rollback()
+        session.refresh(job)
+        raise NotRetryable(Problem(f"the job is {job.status}; only a failed job can be retried", key="status"))
+    add_event(session, job.id, "status", "job retried: it resumes at the stage that failed, earlier stages' work and "
+              "the sign-off kept", {"status": "queued"})
+    session.commit()
+    session.refresh(job)
+    return job
+
+
 def resume_after_signoff(session: Session, job: Job) -> bool:
     """A job waiting for review continues once the policy's sign-off exists. The sign-off request and
     every executor may all see it at once; a conditional update lets exactly one of them move the job,
@@ -156,6 +180,7 @@ def transition(session: Session, job: Job, current: str, status: str, message: s
                             .execution_options(synchronize_session=False)).rowcount
     if moved:
         add_event(session, job.id, "status", message, {"status": status})
+        webhooks.record_state_change(session, job, status)
     session.commit()
     session.refresh(job)
     return bool(moved)

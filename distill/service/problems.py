@@ -52,6 +52,7 @@ MEANING = {
     413: "the upload is too large",
     416: "the requested byte range is outside the file",
     422: "the request is invalid; each problem names its field (`key`) or the spec's file, line and key",
+    429: "over one of the tenant's quotas (the problem names it; `Retry-After` says when to try again)",
 }
 
 

@@ -89,6 +89,10 @@ def status(client: httpx.Client, job_id: str | None) -> Any:
     return check(client.get(f"/v1/jobs/{job_id}" if job_id else "/v1/jobs")).json()
 
 
+def retry(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return check(client.post(f"/v1/jobs/{job_id}/retry")).json()
+
+
 def events(client: httpx.Client, job_id: str, follow: bool, after: int = 0) -> Iterator[dict[str, Any]]:
     """The job's events; with `follow`, the live SSE stream until the job finishes."""
     if not follow:

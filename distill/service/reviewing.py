@@ -88,4 +88,5 @@ def signoff(run_dir: Path, defective: list[int], *, reviewer: str) -> dict:
     require_review(run_dir)
     view = build_view(run_dir)
     return sign_off(review_dir(run_dir), review_policy(run_dir), reviewer=reviewer, defective=defective,
-                    view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view))
+                    view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view),
+                    kept_ids=[r.id for r in view if r.status in ("kept", "redacted")])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.rundir import stage_completed
+from distill.service import progress as live
 from distill.spec import LoadedSpec
 
 STATUS_OF_STAGE = {"generate": "generating", "review": "reviewing", "train": "training", "eval": "evaluating",
@@ -32,13 +33,21 @@ class CheckedSpec:
 def check_and_plan(spec_file: Path, *, server: bool = False,
                    more: Callable[[LoadedSpec], list] | None = None) -> CheckedSpec:
     """Exactly `distill validate`'s checks (raises SpecError with every located problem), then the plan.
-    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass."""
+    `server`: an upload's paths stay inside it; `more`: the service's own checks, in the same pass, with
+    what would fail after the sign-off (training's batch against the planned records, the eval's needs).
+    A warning when the policy's sign-off sample cannot reach its limit."""
+    from distill.review.signoff import spec_signoff_outlook
+    from distill.service.prechecks import planned_problems
     from distill.synthesis.cost import estimate_plan, load_prices
     from distill.validate import check_spec
 
-    checked = check_spec(spec_file, server=server, more=more)
+    def service_checks(loaded: LoadedSpec) -> list:
+        return planned_problems(loaded) + (more(loaded) if more else [])
+
+    checked = check_spec(spec_file, server=server, more=service_checks)
     plan = estimate_plan(checked.loaded, load_prices(None))
-    return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings)
+    signoff_warning = spec_signoff_outlook(checked.loaded)[1]
+    return CheckedSpec(checked.loaded, plan.online_usd, checked.warnings + ([signoff_warning] if signoff_warning else []))
 
 
 def job_spec(spec_file: Path, max_cost_usd: float | None) -> LoadedSpec:
@@ -75,6 +84,13 @@ def run_job(spec_file: Path, runs_dir: Path, max_cost_usd: float | None, on_stag
         loaded = with_cap(RunDir.open(run_dir).load_spec(), max_cost_usd)
     summary = run_pipeline(loaded, runs_dir=runs_dir, run_id=RUN_ID,
                            show_progress=False, on_stage=on_stage, dispatch=dispatch)
+    if summary.waiting_for and not signed_off(run_dir):  # before a reviewer spends time on it
+        from distill.errors import ConfigError
+        from distill.service.prechecks import kept_texts, reviewed_problems
+
+        problems = reviewed_problems(loaded, kept_texts(run_dir))
+        if problems:
+            raise ConfigError(*problems)
     return None if summary.waiting_for else str(summary.bundle)
 
 
@@ -163,9 +179,19 @@ def _sum_costs(path: Path) -> float:
 
 
 def progress(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per stage: its state from the run manifest, and for generation how many records are written."""
-    files = (run_dir / "manifest.json", run_dir / "spec.resolved.json", run_dir / "generate" / "records.jsonl")
-    return copy.deepcopy(_CACHED.get(("progress", run_dir), file_stamp(*files), lambda: _progress(run_dir)))
+    """Per stage: its state from the run manifest, how long it has run, and for the running stage what
+    its files show so far (`distill.service.progress`: records for generation; step, loss, bpb, tokens/s
+    and time left for training)."""
+    files = (run_dir / "manifest.json", run_dir / "spec.resolved.json", run_dir / "generate" / "records.jsonl",
+             run_dir / "train" / "metrics.jsonl")
+    stages = copy.deepcopy(_CACHED.get(("progress", run_dir), file_stamp(*files), lambda: _progress(run_dir)))
+    for stage in stages.values():  # what moves with the clock is added after the cache
+        seconds = live.elapsed(stage.pop("_manifest"))
+        if seconds is not None:
+            stage["elapsed_seconds"] = seconds
+        if "records_written" in stage:
+            stage.update(live.generation(stage["records_written"], stage["records"], seconds))
+    return stages
 
 
 def _progress(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -177,12 +203,14 @@ def _progress(run_dir: Path) -> dict[str, dict[str, Any]]:
         stage = manifest.get("stages", {}).get(name, {})
         done = stage_completed(manifest, name)
         out[name] = {"state": "done" if done else stage.get("state", "pending"), "seconds": stage.get("seconds"),
-                     "counts": stage.get("counts", {})}
+                     "counts": stage.get("counts", {}), "_manifest": {"state": stage.get("state"), "started_at": stage.get("started_at")}}
     log = run_dir / "generate" / "records.jsonl"
     if out["generate"]["state"] != "done" and log.is_file():
         with log.open("rb") as handle:
             out["generate"]["records_written"] = min(records, sum(1 for _ in handle))
         out["generate"]["records"] = records
+    if out["train"]["state"] == "running":
+        out["train"].update(live.training(run_dir / "train"))
     return out
 
 

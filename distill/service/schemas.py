@@ -183,7 +183,7 @@ class AuditOut(BaseModel):
 
 class TenantIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    spending_cap_usd: float | None = Field(None, ge=0)
+    spending_cap_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
     allowed_key_envs: list[str] = Field(default_factory=list)
     dataset_download: bool = False
 

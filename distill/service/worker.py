@@ -27,6 +27,7 @@ from typing import Any, Callable
 from distill.errors import DistillError
 from distill.service import jobs, runner
 from distill.service.db import Job, make_engine, make_sessions
+from distill.service.progress import ProgressReporter, describe_progress
 
 WORKER_NICENESS = 10
 
@@ -46,6 +47,7 @@ def run_worker(database_url: str, job_id: str, dispatch: Callable[[str, Callable
     with sessions() as session:
         job = session.get(Job, job_id)
         spec_file, runs_dir, cap = Path(job.spec_file), Path(job.run_dir).parents[1], job.max_cost_usd
+        run_dir = Path(job.run_dir)
 
         def on_stage(name: str) -> None:
             session.refresh(job)
@@ -53,7 +55,8 @@ def run_worker(database_url: str, job_id: str, dispatch: Callable[[str, Callable
                 jobs.set_status(session, job, runner.STATUS_OF_STAGE[name], f"{name} started", stage=name)
 
         try:
-            bundle = runner.run_job(spec_file, runs_dir, cap, on_stage, dispatch)
+            with ProgressReporter(lambda: runner.progress(run_dir), _progress_writer(sessions, job_id)):
+                bundle = runner.run_job(spec_file, runs_dir, cap, on_stage, dispatch)
         except DistillError as exc:
             session.rollback()
             session.refresh(job)
@@ -74,6 +77,16 @@ def run_worker(database_url: str, job_id: str, dispatch: Callable[[str, Callable
         else:
             jobs.set_status(session, job, "succeeded", "released; the bundle can be downloaded", bundle=Path(bundle).name)
     return 0
+
+
+def _progress_writer(sessions, job_id: str) -> Callable[[str, dict[str, Any]], None]:
+    """Writes a running stage's progress as a `progress` event (from the reporter's thread: its own session)."""
+    def write(stage: str, progress: dict[str, Any]) -> None:
+        with sessions() as session:
+            jobs.add_event(session, job_id, "progress", describe_progress(stage, progress), {"stage": stage, **progress})
+            session.commit()
+
+    return write
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.serving.capture import CaptureLog, DeleteRequest, opted_out
 from distill.serving.engine import BatchEngine, Delta, SamplingParams, Sequence
-from distill.serving.schemas import (ChatRequest, CompletionRequest, chat_chunk_choice, chat_logprobs,
-                                     completion_logprobs, error_body, usage)
+from distill.serving.schemas import (ChatRequest, CompletionRequest, GenerationRequest, chat_chunk_choice,
+                                     chat_logprobs, completion_logprobs, error_body, usage)
 
 
 @dataclass
@@ -91,10 +91,11 @@ def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | 
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_token)])
     async def chat_completions(body: ChatRequest, request: Request):
+        refuse_unsupported(body)
         model = pick(body.model)
         prompt_ids = chat_prompt_ids(model.tokenizer, body)
-        job = Job(model, "chat.completion", prompt_ids,
-                  [body.sampling(default_max_tokens, i) for i in range(body.n)], "messages")
+        budget = completion_budget(body, len(prompt_ids), model.engine.context_length, default_max_tokens, "messages")
+        job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)])
         keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
         inputs = {"messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
         if body.stream:
@@ -110,11 +111,14 @@ def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | 
 
     @app.post("/v1/completions", dependencies=[Depends(check_token)])
     async def completions(body: CompletionRequest, request: Request):
+        refuse_unsupported(body)
         model = pick(body.model)
         prompts = [completion_prompt_ids(model.tokenizer, p) for p in body.prompts()]
         if len(prompts) * body.n > 16:
             raise ApiError(400, "at most 16 choices per request (prompts x n)", param="n")
-        job = MultiPromptJob(model, prompts, [body.sampling(default_max_tokens, i) for i in range(body.n)])
+        budget = completion_budget(body, max(map(len, prompts)), model.engine.context_length, default_max_tokens,
+                                   "prompt")
+        job = Job(model, "text_completion", prompts, [body.sampling(budget, i) for i in range(body.n)])
         keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
         inputs = {"prompt": body.prompts()}
         if body.stream:
@@ -149,6 +153,32 @@ def api_key_check(expected: str) -> Callable[[str], bool]:
     return lambda token: hmac.compare_digest(token.encode(), expected.encode())
 
 
+def refuse_unsupported(body: GenerationRequest) -> None:
+    unsupported = body.unsupported()
+    if unsupported is not None:
+        raise ApiError(400, unsupported.message, param=unsupported.param, code=unsupported.code)
+
+
+def completion_budget(body: GenerationRequest, prompt_tokens: int, context: int, default: int, prompt_field: str) -> int:
+    """The most tokens each choice may generate. What the request asks for, or a 400 when the context cannot
+    hold it (as OpenAI refuses: never clipped silently); the server's default, within the room left, when it
+    asks for nothing."""
+    if prompt_tokens >= context:
+        raise ApiError(400, f"This model's maximum context length is {context} tokens, and the {prompt_field} alone "
+                            f"is {prompt_tokens} tokens. Shorten the {prompt_field}.",
+                       param=prompt_field, code="context_length_exceeded")
+    requested = body.requested_max_tokens()
+    if requested is None:
+        return min(default, context - prompt_tokens)
+    field, wanted = requested
+    if prompt_tokens + wanted > context:
+        raise ApiError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                            f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the {prompt_field}, {wanted} in the "
+                            f"completion). Lower `{field}` to at most {context - prompt_tokens}, or shorten the "
+                            f"{prompt_field}.", param=field, code="context_length_exceeded")
+    return wanted
+
+
 # --- prompts ---
 
 
@@ -177,15 +207,10 @@ def laid_out(tokenizer, text: str) -> list[int]:
 
 
 class Job:
-    """The choices of one request, running as sequences on the engine; deltas arrive on one queue."""
+    """The choices of one request (each prompt x each sampling), running as sequences on the engine; deltas
+    arrive on one queue."""
 
-    def __init__(self, model: ServedModel, kind: str, prompt_ids: list[int], params: list[SamplingParams],
-                 param: str, *, prompts: list[list[int]] | None = None):
-        context = model.engine.context_length
-        prompts = prompts or [prompt_ids]
-        if max(map(len, prompts)) >= context:
-            raise ApiError(400, f"the prompt is {max(map(len, prompts))} tokens; this model's context is {context}",
-                           param=param, code="context_length_exceeded")
+    def __init__(self, model: ServedModel, kind: str, prompts: list[list[int]], params: list[SamplingParams]):
         prefix = {"chat.completion": "chatcmpl", "text_completion": "cmpl"}[kind]
         self.id, self.created, self.model = f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model
         self.queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
@@ -221,11 +246,6 @@ class Job:
             tokens[index] = delta.completion_tokens
             finishes[index] = delta.finish_reason or finishes[index]
         return texts, finishes, logprobs, sum(tokens)
-
-
-class MultiPromptJob(Job):
-    def __init__(self, model: ServedModel, prompts: list[list[int]], params: list[SamplingParams]):
-        super().__init__(model, "text_completion", prompts[0], params, "prompt", prompts=prompts)
 
 
 def sse(events: AsyncIterator[dict]) -> StreamingResponse:

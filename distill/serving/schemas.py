@@ -1,12 +1,16 @@
 """The OpenAI wire format: request bodies (validated) and the response/chunk objects we send back.
 
-Only the fields distill serves are declared; unknown fields are accepted and ignored, as OpenAI-compatible
-servers do, so clients that send `frequency_penalty` or `user` keep working.
+Only the fields distill serves are declared. Other fields are accepted when they cannot change the answer
+(`user`, `store`, `service_tier`, ...) or when they ask for nothing (`tools: []`, `frequency_penalty: 0`), so
+clients that always send them keep working; a field that asks for something distill does not do (tools, JSON
+mode, penalties) is refused with a 400 naming it, as OpenAI refuses what a model does not support, never
+answered as if it had not been sent.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,6 +40,35 @@ class ChatMessage(Lenient):
         return self.content or ""
 
 
+def _text_format(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and value.get("type") == "text")
+
+
+# Fields distill does not serve (yet), each with the test for the value that asks for nothing.
+NOT_SERVED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "functions": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": _text_format,
+    "modalities": lambda v: v in (None, ["text"]),
+    "audio": lambda v: v is None,
+    "prediction": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+    "logit_bias": lambda v: not v,
+    "frequency_penalty": lambda v: not v,
+    "presence_penalty": lambda v: not v,
+    "best_of": lambda v: v in (None, 1),
+    "suffix": lambda v: not v,
+}
+
+
+class Unsupported(NamedTuple):
+    param: str
+    message: str
+    code: str  # OpenAI's: unsupported_parameter, or unsupported_value where another value of it is served
+
+
 class GenerationRequest(Lenient):
     model: str
     max_tokens: int | None = Field(None, ge=1)
@@ -58,6 +91,25 @@ class GenerationRequest(Lenient):
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
+    def unsupported(self) -> Unsupported | None:
+        """The first field of the request that asks for something this server does not do."""
+        for name, value in (self.model_extra or {}).items():
+            if name not in NOT_SERVED or NOT_SERVED[name](value):
+                continue
+            if name == "response_format":
+                kind = value.get("type") if isinstance(value, dict) else value
+                return Unsupported(name, f"Unsupported value: 'response_format' of type {kind!r} is not supported by "
+                                         "this model; only {'type': 'text'} is (it answers in free text)",
+                                   "unsupported_value")
+            return Unsupported(name, f"Unsupported parameter: '{name}' is not supported by this model (a distilled "
+                                     "student that answers in text, without tools or sampling penalties)",
+                               "unsupported_parameter")
+        return None
+
+    def requested_max_tokens(self) -> tuple[str, int] | None:
+        """(field, value) of the completion length the request asks for; None when it leaves it to the server."""
+        return ("max_tokens", self.max_tokens) if self.max_tokens is not None else None
+
 
 class ChatRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -65,10 +117,14 @@ class ChatRequest(GenerationRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
-    def sampling(self, default_max: int, index: int) -> SamplingParams:
-        return SamplingParams(self.max_completion_tokens or self.max_tokens or default_max, self.temperature,
-                              self.top_p, None if self.seed is None else self.seed + index, self.stops(),
-                              (self.top_logprobs or 0) if self.logprobs else None)
+    def requested_max_tokens(self) -> tuple[str, int] | None:
+        if self.max_completion_tokens is not None:
+            return "max_completion_tokens", self.max_completion_tokens
+        return super().requested_max_tokens()
+
+    def sampling(self, max_tokens: int, index: int) -> SamplingParams:
+        return SamplingParams(max_tokens, self.temperature, self.top_p, None if self.seed is None else self.seed + index,
+                              self.stops(), (self.top_logprobs or 0) if self.logprobs else None)
 
 
 class CompletionRequest(GenerationRequest):
@@ -79,9 +135,9 @@ class CompletionRequest(GenerationRequest):
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
-    def sampling(self, default_max: int, index: int) -> SamplingParams:
-        return SamplingParams(self.max_tokens or default_max, self.temperature, self.top_p,
-                              None if self.seed is None else self.seed + index, self.stops(), self.logprobs)
+    def sampling(self, max_tokens: int, index: int) -> SamplingParams:
+        return SamplingParams(max_tokens, self.temperature, self.top_p, None if self.seed is None else self.seed + index,
+                              self.stops(), self.logprobs)
 
 
 def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,

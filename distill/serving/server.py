@@ -6,28 +6,21 @@ import json
 import sys
 from pathlib import Path
 
-from distill.errors import ConfigError, Problem
 
 
 def open_bundle(bundle: str | Path, *, max_batch: int = 64):
-    """A `ServedModel` for a bundle directory that matches its manifest (refused otherwise)."""
+    """A `ServedModel` for a bundle (its directory or its tar.gz) that matches its manifest (refused otherwise)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.release.verify import verify
+    from distill.release.unpack import verified_bundle
     from distill.serving.api import ServedModel
     from distill.serving.engine import BatchEngine
 
-    bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise ConfigError(Problem("not a bundle directory (unpack the tar.gz, or pass RUN/release/<name>-<version>)",
-                                  file=bundle))
-    report = verify(bundle)
-    if not report.ok:
-        raise ConfigError(*[Problem(f"refusing to serve: {p}", file=bundle) for p in report.problems])
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(bundle).eval()
-    tokenizer = AutoTokenizer.from_pretrained(bundle)
-    created = int((bundle / "manifest.json").stat().st_mtime)
+    with verified_bundle(bundle, purpose="serve") as folder:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    created = int(Path(bundle).stat().st_mtime)
     engine = BatchEngine(model, tokenizer, max_batch=max_batch)
     engine.warm_up()
     return ServedModel(f"{manifest['name']}-{manifest['version']}", engine, created)

@@ -3,30 +3,45 @@ Server-Sent Events stream), cancel."""
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import aclosing
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
-from distill.service import jobs, paging
-from distill.service.db import Event, Job, User
-from distill.service.deps import Customer, JobDep, SessionDep, UserDep, require
+from distill.service import jobs, paging, quotas
+from distill.service.db import User
+from distill.service.events import MAX_EVENT_ID, follow, read_events
+from distill.service.deps import Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, require
 from distill.service.problems import problem_responses
-from distill.service.schemas import EventOut, EventPage, JobOut, JobPage, JobStatus
+from distill.service.schemas import EventPage, JobOut, JobPage, JobStatus
 from distill.service.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+def streamed_job(request: Request, job_id: str) -> str:
+    """The id of a job the caller may see, checked in one short session of its own (one worker thread,
+    no connection held between dependency steps): an event stream holds no connection, neither while it
+    waits for events nor while it waits to start."""
+    with request.app.state.sessions() as session:
+        return find_visible_job(session, current_user(request, session), job_id).id
+
+
+StreamedJob = Annotated[str, Depends(streamed_job)]
+AfterQuery = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="events with a larger id than this")]
+LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="the id of the last event received; "
+                                           "the stream resumes after it (browsers send it when they reconnect)")]
+
+
 @router.post("", status_code=201, response_model=JobOut, operation_id="submitJob",
-             responses=problem_responses(401, 402, 403, 413, 422))
+             responses=problem_responses(401, 402, 403, 413, 422, 429))
 def submit(request: Request, session: SessionDep, file: Annotated[UploadFile, File(description="a spec YAML, or a tar/tar.gz/zip of a spec folder")],
            spec_path: Annotated[str | None, Form(description="the spec's path inside an archive")] = None,
            user: User = Customer) -> JobOut:
-    """Submit a spec: validated like `distill validate`; problems come back as a located list."""
+    """Submit a spec: validated like `distill validate`; problems come back as a located list. Past a tenant's
+    quota (jobs waiting, submissions a minute): 429 naming the limit, with Retry-After."""
+    quotas.check_submission(session, user.tenant_id, request.app.state.limits)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)
     job = jobs.submit_job(session, user, data, file.filename or "", spec_path, request.app.state.data_dir)
     request.app.state.executor.wake()
@@ -56,41 +71,37 @@ def cancel(request: Request, job: JobDep, session: SessionDep, user: User = requ
     return JobOut(**jobs.job_summary(job))
 
 
-def _events(session, job_id: str, after: int, limit: int) -> list[EventOut]:
-    rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit))
-    return [EventOut(id=e.id, time=jobs.iso(e.time), type=e.type, message=e.message, data=e.data) for e in rows]
+@router.post("/{job_id}/retry", response_model=JobOut, operation_id="retryJob", responses=problem_responses(401, 403, 404, 409))
+def retry(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+    """Retry a failed job from its failed stage; earlier stages' work and the review's sign-off are kept.
+    409 when the job has not failed."""
+    jobs.retry_job(session, job)
+    request.app.state.executor.wake()
+    return JobOut(**jobs.job_summary(job))
 
 
 @router.get("/{job_id}/events", response_model=EventPage, operation_id="listJobEvents",
             responses=problem_responses(401, 404, 422))
-def events(job: JobDep, session: SessionDep, after: Annotated[int, Query(ge=0)] = 0,
+def events(job: JobDep, session: SessionDep, after: AfterQuery = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPage:
-    page = _events(session, job.id, after, limit)
+    page = read_events(session, job.id, after, limit)
     return EventPage(events=page, next_after=page[-1].id if page else after)
 
 
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse, operation_id="streamJobEvents",
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "one SSE message per event"}, **problem_responses(401, 404, 422)})
-async def stream(request: Request, job: JobDep, after: Annotated[int, Query(ge=0)] = 0) -> EventSourceResponse:
-    """The job's events as Server-Sent Events (resumes after `Last-Event-ID`); ends when the job has finished."""
-    last = int(request.headers.get("last-event-id") or after)
-    sessions, job_id = request.app.state.sessions, job.id
+async def stream(request: Request, streamed: StreamedJob, after: AfterQuery = 0,
+                 last_event_id: LastEventId = None) -> EventSourceResponse:
+    """The job's events as Server-Sent Events (resumes after `Last-Event-ID`, else after `after`); ends
+    when the job has finished. A comment line every 15 s keeps proxies from closing an idle stream."""
+    return event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
-    def poll(since: int) -> tuple[list[EventOut], str]:
-        with sessions() as session:
-            return _events(session, job_id, since, 500), session.get(Job, job_id).status
 
+def event_stream(request: Request, job_id: str, after: int) -> EventSourceResponse:
     async def generate():
-        since = last
-        while True:
-            page, status = await run_in_threadpool(poll, since)
-            for event in page:
-                since = event.id
+        async with aclosing(follow(request.app.state.notifier, job_id, after)) as events:  # unsubscribes on disconnect
+            async for event in events:
                 yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
-            if not page and status in jobs.TERMINAL:
-                return
-            if not page:
-                await asyncio.sleep(0.5)
 
     return EventSourceResponse(generate(), ping=15)

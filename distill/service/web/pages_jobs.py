@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from distill.errors import DistillError
-from distill.service import jobs, runner
+from distill.service import jobs, quotas, runner
 from distill.service.db import Tenant
 from distill.service.deps import SessionDep
 from distill.service.routers import downloads
@@ -22,8 +22,8 @@ from distill.service.routers import jobs as jobs_api
 from distill.service.uploads import MAX_UPLOAD_BYTES, UploadError, find_spec_file, problem_json
 from distill.service.web.render import render
 from distill.service.web.sessions import (
-    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageJob, PageUser, WebSessionDep, end_session, require_role, set_cookie,
-    start_session,
+    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageJob, PageStreamedJob, PageUser, WebSessionDep, end_session, require_role,
+    set_cookie, start_session,
 )
 from distill.service.web.documents import FIGURE, report_with_charts
 from distill.service.web.views import job_view
@@ -157,13 +157,15 @@ async def submit(request: Request, user: PageUser, session: SessionDep, spec_tex
                  spec_path: Annotated[str, Form()] = "", archive: Annotated[UploadFile | None, File()] = None):
     require_role(user, "customer")
     try:
+        quotas.check_submission(session, user.tenant_id, request.app.state.limits)
         data, filename, override = await _read_upload(spec_text, archive)
         job = jobs.submit_job(session, user, data, filename, spec_path or None, request.app.state.data_dir, override)
     except DistillError as exc:
         result = {"ok": False, "problems": [problem_json(p, request.app.state.data_dir) for p in exc.problems],
                   "text": spec_text, "file": None, "estimate": None}
         return render(request, "submit.html", {"spec_text": spec_text, "spec_path": spec_path, "check": result,
-                                               "lines": _lines(result)}, status_code=422)
+                                               "lines": _lines(result)},
+                      status_code=429 if isinstance(exc, quotas.QuotaExceeded) else 422)
     request.app.state.executor.wake()
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
@@ -180,14 +182,26 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/events/stream")
-async def job_events(request: Request, job: PageJob, after: int = 0):
-    return await jobs_api.stream(request, job, after)
+def job_events(request: Request, streamed: PageStreamedJob, after: jobs_api.AfterQuery = 0,
+               last_event_id: jobs_api.LastEventId = None):
+    return jobs_api.event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])
 def cancel(request: Request, job: PageJob, user: PageUser, session: SessionDep):
     require_role(user, "admin", "customer")
     jobs.cancel_job(session, job)
+    request.app.state.executor.wake()
+    return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/retry", dependencies=[Csrf])
+def retry(request: Request, job: PageJob, user: PageUser, session: SessionDep):
+    require_role(user, "admin", "customer")
+    try:
+        jobs.retry_job(session, job)
+    except jobs.NotRetryable:
+        pass  # retried already (another tab): the job page shows where it is
     request.app.state.executor.wake()
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from distill.errors import DistillError, scrub_text
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
-from distill.review.signoff import judge_absent, read_sample, read_signoff, upper_bound
+from distill.review.signoff import defect_bound, judge_absent, needed_sample_size, read_sample, read_signoff
 from distill.review.store import review_dir
 from distill.service import reviewing
 from distill.service.deps import SessionDep
@@ -166,9 +166,13 @@ def signoff_page(request: Request, job: PageJob, user: PageUser, msg: str = ""):
     sample = read_sample(folder)
     records = [everything[i] for i in (sample or {}).get("ids", []) if i in everything]
     marked = sorted(set(defective) & {r.id for r in records})
-    bound = upper_bound(len(marked), len(records), policy.signoff.confidence) if records else None
+    kept = [r.id for r in everything.values() if r.status in ("kept", "redacted")]
+    census = bool(records) and {r.id for r in records} == set(kept)
+    bound = defect_bound(len(marked), len(records), policy.signoff.confidence, len(records) if census else None)[0] if records else None
     return render(request, "signoff.html", {
         "job": job, "sample": sample, "records": records, "defective": marked, "bound": bound, "policy": policy.signoff,
+        "census": census, "kept": len(kept),
+        "needed": needed_sample_size(policy.signoff.max_defect_rate, policy.signoff.confidence),
         "pending": sum(r.status == "pending" for r in everything.values()), "signoff": read_signoff(folder), "msg": msg,
         "reviewable": job.status == "awaiting_review", "not_checked": judge_absent(folder),
     })

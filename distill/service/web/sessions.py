@@ -2,7 +2,8 @@
 CSRF token (a synchronizer token kept in the session row and compared in constant time).
 
 The cookie is 32 random bytes, HttpOnly, SameSite=Lax, and Secure when the page is served over TLS;
-the database keeps only its sha256, like API tokens. Sessions last 12 hours or until logout.
+the database keeps only its sha256, like API tokens. Sessions last 12 hours, until logout, or until the
+API token they were made from is revoked.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from fastapi import Depends, Form, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from distill.service.accounts import authenticate, new_id, token_hash
-from distill.service.db import Job, User, WebSession, utcnow
+from distill.service.accounts import live_token, new_id, token_hash
+from distill.service.db import Job, Token, User, WebSession, utcnow
 from distill.service.deps import SessionDep, find_visible_job
 
 COOKIE = "distill_session"
@@ -33,12 +34,12 @@ class LoginNeeded(Exception):
 
 def start_session(session: Session, token_text: str) -> tuple[WebSession, str] | None:
     """A new browser session for the owner of an API token; returns the row and the cookie value."""
-    user = authenticate(session, token_text.strip())
-    if user is None:
+    token = live_token(session, token_text.strip())
+    if token is None:
         return None
     cookie = secrets.token_urlsafe(32)
-    row = WebSession(id=new_id("ses"), user_id=user.id, sha256=token_hash(cookie), csrf=secrets.token_urlsafe(32),
-                     expires_at=utcnow() + LIFETIME)
+    row = WebSession(id=new_id("ses"), user_id=token.user_id, sha256=token_hash(cookie), csrf=secrets.token_urlsafe(32),
+                     expires_at=utcnow() + LIFETIME, token_id=token.id)
     session.add(row)
     session.commit()
     return row, cookie
@@ -49,6 +50,9 @@ def find_session(session: Session, cookie: str | None) -> WebSession | None:
         return None
     row = session.scalar(select(WebSession).where(WebSession.sha256 == token_hash(cookie)))
     if row is None or row.ended_at is not None:
+        return None
+    token = session.get(Token, row.token_id) if row.token_id else None
+    if token is None or token.revoked_at is not None:  # a session lives no longer than its token
         return None
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=utcnow().tzinfo)
     return row if expires > utcnow() else None
@@ -100,6 +104,17 @@ def page_job(job_id: str, user: PageUser, session: SessionDep) -> Job:
 
 
 PageJob = Annotated[Job, Depends(page_job)]
+
+
+def page_streamed_job(request: Request, job_id: str) -> str:
+    """The id of a job the browser's session may see, checked in one short session of its own: an event
+    stream holds no connection, neither while it waits for events nor while it waits to start."""
+    with request.app.state.sessions() as session:
+        row = web_session(request, session)
+        return page_job(job_id, page_user(request, row, session), session).id
+
+
+PageStreamedJob = Annotated[str, Depends(page_streamed_job)]
 
 
 def require_role(user: User, *roles: str) -> None:

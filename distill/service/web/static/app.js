@@ -34,6 +34,13 @@
       if (status && ["succeeded", "failed", "cancelled"].includes(status.status)) source.close();
     };
     source.onmessage = null;
+    const chart = trainingChart();
+    source.addEventListener("progress", (message) => {  // a stage's progress: the chart and the status block, not the log
+      const event = JSON.parse(message.data);
+      if (chart && event.data && event.data.stage === "train") chart.add(event.data);
+      clearTimeout(pending);
+      pending = setTimeout(refresh, 150);
+    });
     const onEvent = (message) => {
       const event = JSON.parse(message.data);
       const item = document.createElement("li");
@@ -51,6 +58,45 @@
     for (const type of ["status", "stage", "review", "error", "info", "message"]) source.addEventListener(type, onEvent);
     source.onerror = () => { refresh(); };
   }
+
+  // Job page: the training curve (loss and validation bits per byte by step) as an SVG, grown by progress events.
+  function trainingChart() {
+    const section = document.getElementById("training");
+    const svg = document.getElementById("train-chart");
+    if (!section || !svg) return null;
+    const points = JSON.parse(section.dataset.series || "[]");
+    const ns = "http://www.w3.org/2000/svg", W = 600, H = 220, pad = 30;
+    const line = (key, cls) => {
+      const rows = points.filter((p) => typeof p[key] === "number");
+      if (rows.length === 0) return;
+      const steps = points.map((p) => p.step), values = points.flatMap((p) => [p.loss, p.val_bpb]).filter((v) => typeof v === "number");
+      const x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1), y0 = Math.min(...values), y1 = Math.max(...values, y0 + 1e-6);
+      const path = document.createElementNS(ns, "polyline");
+      path.setAttribute("class", cls);
+      path.setAttribute("points", rows.map((p) => `${pad + (W - 2 * pad) * (p.step - x0) / (x1 - x0)},${H - pad - (H - 2 * pad) * (p[key] - y0) / (y1 - y0)}`).join(" "));
+      svg.appendChild(path);
+    };
+    const draw = () => {
+      svg.querySelectorAll("polyline").forEach((el) => el.remove());
+      line("loss", "c-loss");
+      line("val_bpb", "c-bpb");
+    };
+    draw();
+    return {
+      add(progress) {
+        section.hidden = false;
+        const last = points[points.length - 1];
+        const point = {step: progress.step, loss: progress.loss};
+        if (last === undefined || last.val_bpb !== progress.val_bpb) point.val_bpb = progress.val_bpb;
+        if (typeof progress.step === "number" && (last === undefined || progress.step > last.step)) points.push(point);
+        document.getElementById("train-now").textContent = message(progress);
+        draw();
+      },
+    };
+  }
+  const message = (p) => p.step === undefined ? "" :
+    `step ${p.step}, loss ${p.loss.toFixed(3)}` + (p.val_bpb != null ? `, val bpb ${p.val_bpb.toFixed(3)}` : "") +
+    (p.eta_seconds != null ? `, about ${Math.round(p.eta_seconds)} s left` : "");
 
   // Review page: keyboard shortcuts (not while typing in a field, except Escape).
   const review = document.getElementById("review");
