@@ -347,6 +347,10 @@ class Release(Strict):
     version: str = Field(default="0.1.0", pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]*$")
     license: str = "apache-2.0"
     min_scores: dict[str, float] = Field(default_factory=dict)  # e.g. {grammar: 6.0, bpb_max: 1.2}
+    # Forms in the bundle besides the safetensors weights, each checked against them (distill.release.parity).
+    formats: list[Literal["safetensors", "onnx", "int8", "gguf"]] = Field(default_factory=lambda: ["safetensors"])
+    # The largest relative bits-per-byte delta vs safetensors each form may show (defaults: 1%, int8 5%).
+    parity: dict[Literal["onnx", "int8", "gguf"], Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
 
 
 class ColdStart(Strict):

@@ -231,8 +231,12 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
     return input_record(run_dir, "eval", values, [f for f in files if f is not None], presentation=report_templates(EVAL))
 
 
-def release_inputs(run_dir: Path, loaded: LoadedSpec, override_reason: str | None) -> dict[str, Any]:
+def release_inputs(run_dir: Path, loaded: LoadedSpec, override_reason: str | None,
+                   formats: list[str] | None = None) -> dict[str, Any]:
     from distill.release.cards import template_files
 
-    settings = {"release": loaded.spec.release.model_dump(mode="json"), "override_reason": override_reason}
+    release = loaded.spec.release.model_dump(mode="json")
+    if formats is not None:  # `distill export RUN --format F`: the spec's formats replaced
+        release["formats"] = formats
+    settings = {"release": release, "override_reason": override_reason}
     return input_record(run_dir, "release", settings, template_files())

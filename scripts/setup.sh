@@ -12,7 +12,7 @@ step 2 "upgrading pip"
 step 3 "installing torch 2.13.0 (the CPU wheel)"
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 step 4 "installing distill and its dependencies (dev, ray)"
-.venv/bin/python -m pip install --quiet -e ".[dev,ray]"  # ray: the Ray executor and its tests
+.venv/bin/python -m pip install --quiet -e ".[dev,ray,export]"  # ray: the Ray executor and its tests; export: ONNX/GGUF forms
 step 5 "installing the API client generator the contract tests use (apart: it pins older httpx and typer)"
 .venv/bin/python -m pip install --quiet --upgrade --target .venv/codegen "openapi-python-client==0.29.1"
 echo "setup [done, $((SECONDS - start)) s]: distill is installed in .venv; activate with: source .venv/bin/activate" >&2

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distill.cli.review import app
-from distill.errors import RunDirError
+from distill.errors import ConfigError, RunDirError
 from distill.rundir import RunDir
 from distill.spec import load_spec
 from test_review_stage import make_run
@@ -74,3 +74,29 @@ def test_actions_need_a_reviewer_name(run, monkeypatch):
     monkeypatch.delenv("DISTILL_REVIEWER")
     with pytest.raises(ConfigError, match="DISTILL_REVIEWER"):
         cli(run, "accept", 1)
+
+
+def test_decide_by_filter_with_the_count_confirmed_then_undo(run):
+    from distill.review.actions import CountChanged
+
+    assert cli(run, "--no-judge").exit_code == 0
+    listed = cli(run, "list", "--status", "pending", "--stage", "lexicon")
+    assert listed.stdout.split("\t")[0] == "1" and "1 of 6 records match" in listed.stderr
+    assert "decided by a person 0 / 6, 1 pending" in listed.stderr
+    with pytest.raises(CountChanged, match="now matches 1 records, not the 2 you confirmed"):
+        cli(run, "reject", "--status", "pending", "--expect", 2)
+    done = cli(run, "reject", "--status", "pending", "--expect", 1, "--note", "no guns")
+    assert done.exit_code == 0 and "rejected 1 record(s)" in done.stderr
+    assert cli(run, "list", "--status", "pending").stdout == ""
+    undone = cli(run, "undo", "--note", "decide it later")
+    assert undone.exit_code == 0 and "undone: your last reject on record(s) 1" in undone.stderr
+    assert cli(run, "list", "--status", "pending").stdout.split("\t")[0] == "1"
+    assert cli(run, "undo").exit_code == 1  # nothing of ana's left to undo
+    with pytest.raises(ConfigError, match="name the records to accept"):
+        cli(run, "accept")
+
+
+def test_show_gives_the_sampled_variables_of_a_text_record(run):
+    assert cli(run, "--no-judge").exit_code == 0
+    shown = json.loads(cli(run, "show", 0).stdout)
+    assert shown["prompt"] == "" and shown["variables"] == {"noun": "ball", "verb": "play", "adjective": "kind"}

@@ -20,6 +20,28 @@ def release(
              "copied into the run or the bundle.")] = None,
 ) -> None:
     """Gate the run, then write the bundle (weights, cards, manifest, signature) and its tar.gz under RUN/release/."""
+    _release(run, override_gate, signing_key, None)
+
+
+def export(
+    run: Path = typer.Argument(..., help="The run directory (runs/<spec-name>/<run-id>)."),
+    formats: Annotated[list[str], typer.Option("--format", metavar="F", help=(
+        "An exported form to put in the bundle: onnx, int8 (ONNX Runtime int8) or gguf (llama.cpp f16). "
+        "Repeat for several; each is checked against the safetensors weights by its own runtime."))] = ...,
+    override_gate: str = typer.Option(None, "--override-gate", metavar="REASON",
+                                      help="Release although the gate fails (local development only)."),
+    signing_key: Annotated[Optional[Path], typer.Option(
+        "--signing-key", metavar="KEY", envvar="DISTILL_SIGNING_KEY", show_envvar=True,
+        help="Your Ed25519 private key (PEM): signs the manifest, which holds the parity figures.")] = None,
+) -> None:
+    """Release the run with exported forms (replacing the spec's release.formats): each form a file in the
+    bundle, its parity with safetensors measured, gated and listed in the signed manifest."""
+    from distill.release.export import check_formats
+
+    _release(run, override_gate, signing_key, check_formats(["safetensors", *formats], "--format"))
+
+
+def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None) -> None:
     from distill.release import release as write_release
     from distill.rundir import RunDir
     from distill.stages import release_inputs, run_stage
@@ -27,9 +49,9 @@ def release(
 
     run_dir = RunDir.open(run)
     with run_lock(run_dir.path):
-        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate)
-        _, bundle = run_stage(run_dir, "release", inputs,
-                              lambda: write_release(run, override_reason=override_gate, signing_key=signing_key))
+        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate, formats)
+        _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(
+            run, override_reason=override_gate, signing_key=signing_key, formats=formats))
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 
@@ -54,6 +76,8 @@ def verify(
     if not report.ok:
         print(f"{bundle}: {len(report.problems)} problem(s)", file=sys.stderr)
         raise typer.Exit(1)
+    for line in report.format_lines:
+        print(line)
     signed = f"; signature by {report.signed_by} verifies" if report.signed_by else "; unsigned"
     origin = "" if key is not None or not report.signed_by else " (pass --key PUB to check who signed it)"
     print(f"OK {report.name} {report.version}: {report.files_checked} files match the manifest{signed}{origin} ({bundle})")

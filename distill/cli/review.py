@@ -6,6 +6,8 @@
     distill review RUN show 17
     distill review RUN accept 17 18 --reviewer ana      (or set DISTILL_REVIEWER)
     distill review RUN reject 19 --note "scary"
+    distill review RUN reject --stage judge --status pending --expect 12    every record a filter matches
+    distill review RUN undo --note "wrong record"        your last action, undone
     distill review RUN edit 20 --file fixed.txt
     distill review RUN apply-reason lexicon.violence reject
     distill review RUN sample                            draw records to grade
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -118,65 +121,114 @@ def review(
     print(Path(run).resolve() / "review" / "report.html")
 
 
+ReasonFilter = Annotated[Optional[str], typer.Option("--reason", help="Reason code or prefix (pii, pii.email).")]
+StatusFilter = Annotated[Optional[str], typer.Option("--status", help="kept, redacted, pending or rejected.")]
+StageFilter = Annotated[Optional[str], typer.Option("--stage", help="Only records with a finding from this stage.")]
+DecisionFilter = Annotated[Optional[str], typer.Option("--decision", help="pass, redact, flag or reject (after human actions).")]
+CategoryFilter = Annotated[Optional[str], typer.Option("--category", help="Only records with a finding in this category.")]
+SearchFilter = Annotated[Optional[str], typer.Option("--search", "-q", help="Text in the prompt or the text (any case).")]
+
+
+def _query(ids=None, **filters):
+    """The records a command acts on: the ids given, narrowed by every filter given."""
+    from distill.review.actions import Query
+
+    return Query(ids=tuple(ids) if ids else None, **{k: v for k, v in filters.items() if v})
+
+
 @app.command("list")
 def list_records(
     ctx: typer.Context,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="Reason code or prefix (pii, pii.email).")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="kept, redacted, pending or rejected.")] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Only records with a finding from this stage.")] = None,
+    reason: ReasonFilter = None,
+    status: StatusFilter = None,
+    stage: StageFilter = None,
+    decision: DecisionFilter = None,
+    category: CategoryFilter = None,
+    search: SearchFilter = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RECORDS, help="At most this many.")] = 50,
 ) -> None:
-    """List records (id, status, reason codes, start of the text), one per line on stdout."""
+    """List records (id, status, reason codes, start of the text), one per line on stdout; the count and
+    the review's progress on stderr."""
+    from distill.review.actions import find, progress
     from distill.review.store import build_view
 
-    matching = 0
-    for record in build_view(_run(ctx)):
-        if status and record.status != status:
-            continue
-        if reason and not any(c == reason or c.startswith(reason + ".") for c in record.codes):
-            continue
-        if stage and not any(f.stage == stage for f in record.reasons):
-            continue
-        matching += 1
-        if matching <= limit:
-            snippet = record.text[:70].replace("\n", " ")
-            print(f"{record.id}\t{record.status}\t{','.join(dict.fromkeys(record.codes)) or '-'}\t{snippet}")
-    if matching > limit:
-        _say(f"showing the first {limit} of {matching} matching records; see more with --limit {matching}, "
-             "or narrow the list with --reason, --status or --stage")
+    view = build_view(_run(ctx))
+    found = find(view, _query(reason=reason, status=status, stage=stage, decision=decision, category=category, q=search))
+    for record in found[:limit]:
+        snippet = record.text[:70].replace("\n", " ")
+        print(f"{record.id}\t{record.status}\t{','.join(dict.fromkeys(record.codes)) or '-'}\t{snippet}")
+    if len(found) > limit:
+        _say(f"showing the first {limit} of {len(found)} matching records; see more with --limit {len(found)}, "
+             "or narrow the list with --reason, --status, --stage, --decision, --category or --search")
+    done = progress(view)
+    _say(f"{len(found)} of {done['total']} records match; decided by a person {done['decided']} / {done['total']}, "
+         f"{done['pending']} pending")
 
 
 @app.command()
 def show(ctx: typer.Context, record: Annotated[int, typer.Argument(min=0, max=MAX_RECORDS, help="Record id.")]) -> None:
-    """One record as JSON: status, reasons with spans, the text the student would see, the last human action."""
-    from distill.errors import RunDirError
+    """One record as JSON: status, reasons with spans, the text the student would see, the last human
+    action, the variables sampled for it and what the teacher was asked."""
+    from distill.review.actions import find_one, record_context
     from distill.review.decisions import record_json
     from distill.review.store import build_view
 
-    found = [r for r in build_view(_run(ctx)) if r.id == record]
-    if not found:
-        raise RunDirError(f"no reviewed record with id {record} in {_run(ctx)}")
-    print(record_json(found[0]))
+    found = find_one(build_view(_run(ctx)), record, _run(ctx))
+    print(json.dumps({**json.loads(record_json(found)), **record_context(_run(ctx), record)}, ensure_ascii=False, indent=1))
+
+
+def _decide(ctx: typer.Context, decision: str, records: list[int] | None, filters: dict, expect: int | None,
+            reviewer: str | None, note: str) -> None:
+    from distill.errors import ConfigError
+    from distill.review.actions import decide
+    from distill.review.decisions import reviewer_name
+
+    query = _query(records, **filters)
+    if not query.filters():
+        raise ConfigError(f"name the records to {decision}: record ids, or a filter (--status, --reason, --stage, "
+                          "--decision, --category, --search) for every record it matches")
+    entry, ids = decide(_run(ctx), list(records) if records and len(query.filters()) == 1 else query, decision,
+                        reviewer=reviewer_name(reviewer), note=note, expected_count=expect)
+    _say(f"{decision}ed {len(ids)} record(s); audit entry {entry['seq']}" if entry else f"no records match {query.filters()}")
+
+
+ExpectOpt = Annotated[Optional[int], typer.Option("--expect", min=0, help="With a filter: the count you saw (`list`); "
+                                                  "refused, nothing decided, when the filter now matches another number.")]
+RecordIds = Annotated[Optional[list[int]], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids (or give a filter).")]
 
 
 @app.command()
-def accept(ctx: typer.Context, records: Annotated[list[int], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids.")],
-           reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
-    """Keep records (with their redactions), overriding the automatic decision."""
-    from distill.review.decisions import decide, reviewer_name
-
-    entry = decide(_run(ctx), records, "accept", reviewer=reviewer_name(reviewer), note=note)
-    _say(f"accepted {len(records)} record(s); audit entry {entry['seq']}")
+def accept(ctx: typer.Context, records: RecordIds = None, reason: ReasonFilter = None, status: StatusFilter = None,
+           stage: StageFilter = None, decision: DecisionFilter = None, category: CategoryFilter = None,
+           search: SearchFilter = None, expect: ExpectOpt = None, reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
+    """Keep records (with their redactions), overriding the automatic decision: the ids given, or every
+    record the filters match, in one audit entry."""
+    _decide(ctx, "accept", records, dict(reason=reason, status=status, stage=stage, decision=decision, category=category,
+                                         q=search), expect, reviewer, note)
 
 
 @app.command()
-def reject(ctx: typer.Context, records: Annotated[list[int], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids.")],
-           reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
-    """Remove records from the reviewed dataset (they stay in the generated one)."""
-    from distill.review.decisions import decide, reviewer_name
+def reject(ctx: typer.Context, records: RecordIds = None, reason: ReasonFilter = None, status: StatusFilter = None,
+           stage: StageFilter = None, decision: DecisionFilter = None, category: CategoryFilter = None,
+           search: SearchFilter = None, expect: ExpectOpt = None, reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
+    """Remove records from the reviewed dataset (they stay in the generated one): the ids given, or every
+    record the filters match, in one audit entry."""
+    _decide(ctx, "reject", records, dict(reason=reason, status=status, stage=stage, decision=decision, category=category,
+                                         q=search), expect, reviewer, note)
 
-    entry = decide(_run(ctx), records, "reject", reviewer=reviewer_name(reviewer), note=note)
-    _say(f"rejected {len(records)} record(s); audit entry {entry['seq']}")
+
+@app.command()
+def undo(ctx: typer.Context, reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
+    """Undo your own last decision or edit that is not undone yet (the log keeps both)."""
+    from distill.review.actions import undo as undo_last
+    from distill.review.decisions import reviewer_name
+
+    entry = undo_last(_run(ctx), reviewer=reviewer_name(reviewer), note=note)
+    if entry is None:
+        _say(f"nothing of {reviewer_name(reviewer)}'s to undo")
+        raise typer.Exit(1)
+    _say(f"undone: your last {entry['after']['action']} on record(s) {', '.join(map(str, entry['ids']))}; "
+         f"audit entry {entry['seq']}")
 
 
 @app.command()
@@ -216,7 +268,8 @@ def apply_reason(
 ) -> None:
     """Accept or reject every pending record with a reason code, in one audit entry."""
     from distill.errors import ConfigError
-    from distill.review.decisions import apply_reason as apply, reviewer_name
+    from distill.review.actions import apply_reason as apply
+    from distill.review.decisions import reviewer_name
 
     if decision not in ("accept", "reject"):
         raise ConfigError(f"decision must be accept or reject, not {decision!r}")
@@ -232,19 +285,13 @@ def sample(
     reviewer: ReviewerOpt = None,
 ) -> None:
     """Draw a random sample of kept records to grade; prints them as JSON lines (id, prompt, text)."""
-    import json
+    from distill.review.actions import sample as draw
+    from distill.review.decisions import reviewer_name
 
-    from distill.review.decisions import review_policy, reviewer_name
-    from distill.review.signoff import draw_sample, required_sample_size
-    from distill.review.store import build_view, review_dir
-
-    view = build_view(_run(ctx))
-    kept = {r.id: r for r in view if r.status in ("kept", "redacted")}
-    drawn = draw_sample(review_dir(_run(ctx)), list(kept), size or required_sample_size(review_dir(_run(ctx)), review_policy(_run(ctx))),
-                        reviewer=reviewer_name(reviewer), seed=seed)
-    for record_id in drawn["ids"]:
-        print(json.dumps({"id": record_id, "prompt": kept[record_id].prompt, "text": kept[record_id].text}, ensure_ascii=False))
-    _say(f"drew {len(drawn['ids'])} of {len(kept)} kept records (seed {drawn['seed']}); read each, then "
+    drawn, records, kept = draw(_run(ctx), reviewer=reviewer_name(reviewer), size=size, seed=seed)
+    for record in records:
+        print(json.dumps({"id": record.id, "prompt": record.prompt, "text": record.text}, ensure_ascii=False))
+    _say(f"drew {len(drawn['ids'])} of {kept} kept records (seed {drawn['seed']}); read each, then "
          f"`distill review {_run(ctx)} signoff --defective ID ...` naming the ones that should not be trained on")
 
 
@@ -256,15 +303,10 @@ def signoff(
 ) -> None:
     """Grade the drawn sample and sign off: refused (exit 1) when the upper confidence bound on the defect
     rate is above the policy's limit."""
-    from distill.review.decisions import review_policy, reviewer_name
-    from distill.review.signoff import sign_off
-    from distill.review.store import build_view, review_dir, view_digest
+    from distill.review.actions import sign_off
+    from distill.review.decisions import reviewer_name
 
-    view = build_view(_run(ctx))
-    policy = review_policy(_run(ctx))
-    decision = sign_off(review_dir(_run(ctx)), policy, reviewer=reviewer_name(reviewer), defective=list(defective or []),
-                        view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view),
-                        kept_ids=[r.id for r in view if r.status in ("kept", "redacted")])
+    decision = sign_off(_run(ctx), list(defective or []), reviewer=reviewer_name(reviewer))
     _say(f"{decision['defects']} defective in {decision['n']} sampled: defect rate at most {decision['upper_bound']:.2%} "
          f"({decision['method']}, {decision['confidence']:.0%}); policy maximum {decision['max_defect_rate']:.2%}")
     if decision.get("not_checked"):

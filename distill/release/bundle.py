@@ -3,12 +3,15 @@
 `RUN/release/<name>-<version>/` holds the weights and tokenizer as `save_pretrained` wrote them, the model
 card (README.md), the dataset card, the resolved spec, the license, the evaluation charts and
 `manifest.json`: the sha256 of every other file and the lineage (spec, templates, teacher, dataset,
-audit log, training config, distill version). Same inputs give a byte-identical directory and tar.gz:
-nothing in it depends on the clock, and the tar has sorted entries, fixed owners and times, gzip mtime 0.
+audit log, training config, distill version), and with `release.formats` the exported forms and their
+measured parity. Same inputs give a byte-identical directory and tar.gz: nothing in it depends on the clock
+(but the exported forms' tokens/s, measured on this machine), and the tar has sorted entries, fixed owners
+and times, gzip mtime 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -19,8 +22,10 @@ from typing import Any
 
 from distill.errors import Problem, RunDirError
 from distill.files import file_sha256, replace_dir, write_atomic, write_json_atomic
+from distill.release.export import FORM_FILES, check_formats, export_forms
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
+from distill.release.parity import measure_parity, parity_failures, parity_inputs_from_run
 from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
 from distill.release.verify import verify
@@ -32,24 +37,36 @@ MANIFEST_FORMAT = "distill-release/1"
 STAGE = "release"
 
 
-def release(run_dir: str | Path, *, override_reason: str | None = None, signing_key: Path | None = None) -> Path:
+def release(run_dir: str | Path, *, override_reason: str | None = None, signing_key: Path | None = None,
+            formats: list[str] | None = None) -> Path:
     """Gate, then write the bundle directory and its tar.gz under RUN/release, signed when the operator gives a
-    key (`signing_key`, else $DISTILL_SIGNING_KEY). Returns the bundle directory."""
+    key (`signing_key`, else $DISTILL_SIGNING_KEY). `formats` replaces the spec's `release.formats`. Returns the
+    bundle directory."""
     key = signing_key_from(signing_key)  # a bad key fails before any work
+    chosen = check_formats(formats, "--format") if formats is not None else None
     run = RunDir.open(run_dir)
     with run_lock(run.path):
         run = RunDir.open(run.path)  # as it is now that no other command can change it
         review = read_review(run.path, anchor_key=key.public_key() if key is not None else None)
-        return release_inputs(run, read_inputs(run.path, run.manifest, review),
-                              override_reason=override_reason, private_key=key)
+        inputs = read_inputs(run.path, run.manifest, review)
+        if chosen is not None:
+            inputs = dataclasses.replace(inputs, release=inputs.release.model_copy(update={"formats": chosen}))
+        if len(check_formats(inputs.release.formats)) > 1:
+            inputs = dataclasses.replace(inputs, parity_inputs=parity_inputs_from_run(run.path))
+        return release_inputs(run, inputs, override_reason=override_reason, private_key=key)
 
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None,
                    private_key: Any = None) -> Path:
     """`release` once the stages' files are read: the bundle, recorded in the run's manifest once it verifies."""
     gate = release_gate(inputs, override_reason)  # before the stage starts: a refused release records nothing
-    run.start_stage(STAGE)
-    bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key)
+    work = run.path / "release" / ".forms.tmp"
+    try:
+        forms = export_and_check(inputs, work, gate, override_reason)
+        run.start_stage(STAGE)
+        bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key, forms=forms)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     archive = bundle.parent / f"{bundle.name}.tar.gz"
     problems = verify(bundle).problems + verify(archive).problems  # done only when what was written is whole
     if problems:
@@ -85,22 +102,57 @@ def release_gate(inputs: ReleaseInputs, override_reason: str | None = None) -> d
     return gate
 
 
-def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any], private_key: Any = None) -> Path:
+def export_and_check(inputs: ReleaseInputs, work: Path, gate: dict[str, Any],
+                     override_reason: str | None) -> dict[str, Any] | None:
+    """Each exported form the release names, written under `work` and measured against the safetensors model
+    by its own runtime: {"files": format -> path, "table": format -> figures}. A form over the limits fails the
+    gate like any other condition (an override, where allowed, is recorded with it)."""
+    formats = check_formats(inputs.release.formats)
+    if len(formats) == 1:
+        return None
+    if inputs.parity_inputs is None:
+        raise ReleaseGateError(Problem("exported forms need held-out texts to be checked against", key="release.formats",
+                                       hint="release from a run directory (its eval's validation split)"))
+    model_dir = inputs.model_files[0].parent
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"release: exporting {', '.join(formats[1:])} and measuring parity with safetensors", file=sys.stderr)
+    files = export_forms(model_dir, work, formats)
+    table = measure_parity(model_dir, files, inputs.parity_inputs)
+    failures = parity_failures(table, dict(inputs.release.parity))
+    if failures and override_reason is None:
+        raise ReleaseGateError(*failures, Problem("release refused: an exported form is not the evaluated model",
+                                                  hint="drop the format, or fix the export, and release again"))
+    if failures:
+        gate["passed"] = False
+        gate["failures"] = [*gate["failures"], *map(str, failures)]
+    return {"files": files, "table": table}
+
+
+def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any], private_key: Any = None,
+                  forms: dict[str, Any] | None = None) -> Path:
     """The bundle directory and its tar.gz in `out_dir`, swapped in whole. Returns the bundle directory."""
     bundle = Path(out_dir) / inputs.bundle_name
     staging = Path(out_dir) / f".{inputs.bundle_name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    write_bundle(inputs, staging, gate=gate, private_key=private_key)
+    write_bundle(inputs, staging, gate=gate, private_key=private_key, forms=forms)
     replace_dir(staging, bundle)
     write_tar_gz(bundle, Path(out_dir) / f"{inputs.bundle_name}.tar.gz")
     return bundle
 
 
-def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], private_key: Any = None) -> None:
+def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], private_key: Any = None,
+                 forms: dict[str, Any] | None = None) -> None:
     """Every file of the bundle, then the manifest over them, then its signature."""
     bundle.mkdir(parents=True)
     for source in inputs.model_files:
         shutil.copyfile(source, bundle / source.name)
+    formats = {"safetensors": {"files": sorted(p.name for p in inputs.model_files if p.suffix == ".safetensors")}}
+    for form, source in (forms or {}).get("files", {}).items():
+        (bundle / FORM_FILES[form]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, bundle / FORM_FILES[form])
+        formats[form] = {"files": [FORM_FILES[form]]}
+    for form, figures in (forms or {}).get("table", {}).items():
+        formats[form] = {**formats[form], "parity": figures}
     figures = []
     for prefix, sources in (("eval", inputs.evaluation.figures), ("train", inputs.train_figures)):
         for source in sources:
@@ -114,11 +166,10 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
     if inputs.spec_resolved is not None:
         write_atomic(bundle / "spec.yaml", "# The resolved task spec this model was distilled from (defaults filled in).\n"
                      + yaml.safe_dump(inputs.spec_resolved, sort_keys=True, allow_unicode=True))
-    context = card_context(inputs, gate=gate, figures=figures)
+    context = card_context(inputs, gate=gate, figures=figures, formats=formats)
     write_atomic(bundle / "README.md", render_model_card(context))
     write_atomic(bundle / "DATASET_CARD.md", render_dataset_card(context))
     write_atomic(bundle / "LICENSE", license_text(context))
-    exports = {"onnx": export_onnx(bundle)}
     if private_key is not None:
         write_atomic(bundle / PUBLIC_KEY, public_pem(private_key))  # listed and hashed like every other file
     write_json_atomic(bundle / MANIFEST, {
@@ -128,7 +179,7 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
         "files": bundle_files(bundle),
         "lineage": lineage(inputs),
         "gate": gate,
-        "exports": exports,
+        "formats": formats,  # each form's files and its parity with safetensors, measured by its own runtime
         "signed_by": key_fingerprint(private_key.public_key()) if private_key is not None else None,
     })
     if private_key is not None:
@@ -166,34 +217,6 @@ def lineage(inputs: ReleaseInputs) -> dict[str, Any]:
         "stage_input_files": inputs.stage_input_files,
         "distill_version": inputs.distill_version,
     }
-
-
-def export_onnx(bundle: Path) -> str:
-    """ONNX export when the `onnx` package is installed; otherwise says why it was skipped."""
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        message = "skipped: the onnx package is not installed (pip install onnx to export model.onnx)"
-        print(f"ONNX export {message}", file=sys.stderr)
-        return message
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(bundle).eval()
-    model.config.use_cache = False  # export the plain forward: input_ids -> logits
-    example = torch.zeros((1, 8), dtype=torch.long)
-    (bundle / "onnx").mkdir()
-    try:
-        torch.onnx.export(model, (example,), str(bundle / "onnx" / "model.onnx"), input_names=["input_ids"],
-                          output_names=["logits"], dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                                                 "logits": {0: "batch", 1: "sequence"}}, dynamo=False)
-    except torch.onnx.OnnxExporterError as exc:  # an operator this torch cannot export yet: the bundle ships without
-        shutil.rmtree(bundle / "onnx")
-        message = f"skipped: the exporter cannot export this model ({str(exc).splitlines()[0][:200]})"
-        print(f"ONNX export {message}", file=sys.stderr)
-        return message
-    print(f"ONNX export written to {bundle / 'onnx' / 'model.onnx'}", file=sys.stderr)
-    return "onnx/model.onnx"
 
 
 def write_tar_gz(bundle: Path, archive: Path) -> None:

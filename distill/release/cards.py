@@ -26,7 +26,8 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[str]) -> dict[str, Any]:
+def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[str],
+                 formats: dict[str, Any] | None = None) -> dict[str, Any]:
     evaluation = inputs.evaluation
 
     def interval(metric: str) -> str:
@@ -47,6 +48,7 @@ def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[s
         "interval": interval,
         "figures": figures,
         "gate": gate,
+        "formats": formats or {},  # format -> {files, parity}: the exported forms and their measured parity
         "distill_version": inputs.distill_version,
     }
 

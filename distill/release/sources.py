@@ -99,6 +99,7 @@ class ReleaseInputs:
     chain: "ChainFacts | None" = None  # a run's hash chain (read_chain); None for a library caller's inputs
     stage_input_files: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> file label -> sha256
     distill_version: str = __version__
+    parity_inputs: Any = None  # distill.release.parity.ParityInputs: what exported forms are measured on
 
     @property
     def bundle_name(self) -> str:

@@ -43,6 +43,7 @@ class VerifyReport:
     name: str | None = None
     version: str | None = None
     signed_by: str | None = None  # the fingerprint of the key whose signature verified
+    format_lines: list[str] = field(default_factory=list)  # the exported forms' parity table, as the manifest says
 
     @property
     def ok(self) -> bool:
@@ -177,6 +178,8 @@ def check_entries(bundle: Path, entries: dict[str, Entry], public_key: Path | No
         if relative not in (MANIFEST, SIGNATURE) and relative not in listed:
             report.problems.append(f"{relative}: extra file not in the manifest")
     report.problems += missing_parts(listed)
+    report.problems += format_problems(manifest.get("formats"), listed)
+    report.format_lines = format_lines(manifest.get("formats"))
     report.problems += _check_signature(manifest_bytes, entries, listed, public_key, report)
     return report
 
@@ -242,6 +245,30 @@ def missing_parts(listed: dict[str, object]) -> list[str]:
     if not any(name.endswith(".safetensors") and "/" not in name for name in listed):
         problems.append("model.safetensors: a bundle must contain the weights (*.safetensors), and this manifest lists none")
     return problems
+
+
+def format_problems(formats: Any, listed: dict[str, Any]) -> list[str]:
+    """Every exported form the manifest names must be files it lists (and so hashed and checked above)."""
+    if formats is None:
+        return []
+    if not isinstance(formats, dict) or not all(isinstance(v, dict) for v in formats.values()):
+        return [f"{MANIFEST}: wrong shape ('formats' must map each format to its files and parity)"]
+    return [f"{name}: the {form} form's file is not listed in the manifest" for form, row in sorted(formats.items())
+            for name in row.get("files") or [] if name not in listed]
+
+
+def format_lines(formats: Any) -> list[str]:
+    """The parity table of the exported forms (empty for a bundle of safetensors only)."""
+    if not isinstance(formats, dict) or not any(isinstance(r, dict) and "parity" in r for r in formats.values()):
+        return []
+    from distill.release.export import FORMATS
+    from distill.release.parity import format_table
+
+    order = sorted(formats, key=lambda f: FORMATS.index(f) if f in FORMATS else len(FORMATS))
+    try:
+        return format_table({form: formats[form]["parity"] for form in order if "parity" in formats[form]})
+    except (KeyError, TypeError, ValueError):
+        return [f"{MANIFEST}: the formats' parity figures are not readable"]
 
 
 def _check_signature(manifest_bytes: bytes, entries: dict[str, Entry], listed: dict[str, Any],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.review.stage import run_review
-from distill.review.store import build_view, review_dir, view_digest
+from distill.review.store import build_view, review_dir, trainable, view_digest
 from distill.review.signoff import read_signoff, signoff_current
 
 __all__ = ["run_review", "reviewed_examples", "signoff_state"]
@@ -19,7 +19,7 @@ __all__ = ["run_review", "reviewed_examples", "signoff_state"]
 
 def reviewed_examples(run_dir: Path) -> list[dict[str, Any]]:
     """Kept and redacted records as {id, prompt, text}, redactions and edits applied, in id order."""
-    return [{"id": r.id, "prompt": r.prompt, "text": r.text} for r in build_view(Path(run_dir)) if r.status in ("kept", "redacted")]
+    return [{"id": r.id, "prompt": r.prompt, "text": r.text} for r in build_view(Path(run_dir)) if trainable(r)]
 
 
 def signoff_state(run_dir: Path) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from distill.review.audit import append_entry, read_log
 from distill.review.chain import Chain
 from distill.review.policy import Policy, load_policy
 from distill.review.summary import ReviewState
-from distill.review.store import STATE, ReviewedRecord, build_view, review_dir
+from distill.review.store import STATE, ReviewedRecord, build_view, has_reason, review_dir
 
 
 def reviewer_name(given: str | None) -> str:
@@ -72,8 +72,7 @@ def apply_reason(run_dir: Path, code: str, decision: Literal["accept", "reject"]
                  only_pending: bool = True, note: str = "") -> dict | None:
     """Accept or reject every record that has reason `code` (or a code under it: `pii` covers
     `pii.email`). By default only records still pending a human are touched."""
-    matches = [r for r in build_view(run_dir)
-               if any(c == code or c.startswith(code + ".") for c in r.codes) and (r.status == "pending" or not only_pending)]
+    matches = [r for r in build_view(run_dir) if has_reason(r, code) and (r.status == "pending" or not only_pending)]
     if not matches:
         return None
     return append_entry(review_dir(run_dir), reviewer=reviewer, action="apply_reason", ids=[r.id for r in matches],

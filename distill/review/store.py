@@ -195,8 +195,17 @@ def _replay(entry: dict[str, Any], records: dict[int, ReviewedRecord]) -> None:
         record.status = _status(record.decision, redacted)
 
 
+def trainable(record: ReviewedRecord) -> bool:
+    """What the student may train on: kept records, with or without redactions (the one place that says so)."""
+    return record.status in ("kept", "redacted")
+
+
+def has_reason(record: ReviewedRecord, code: str) -> bool:
+    """Whether the record has reason `code` or a code under it (`pii` covers `pii.email`)."""
+    return any(c == code or c.startswith(code + ".") for c in record.codes)
+
+
 def view_digest(records: list[ReviewedRecord]) -> str:
     """Identifies the reviewed dataset: the kept records' ids and the exact texts the student sees."""
-    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text} for r in records
-                           if r.status in ("kept", "redacted"))
+    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text} for r in records if trainable(r))
 

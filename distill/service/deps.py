@@ -1,5 +1,5 @@
-"""What every route depends on: the database session, the caller (from `Authorization: Bearer`), role
-checks, and the job the caller asked for (404 when it belongs to a tenant they cannot see)."""
+"""What every route depends on: the database session, the caller (from `Authorization: Bearer`), what
+they may do (permissions.authorize), and the job the caller asked for (404 when it belongs to a tenant they cannot see)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from distill.service.accounts import authenticate, can_see
+from distill.service.accounts import authenticate
 from distill.service.db import Job, User
+from distill.service.permissions import authorize
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -27,7 +28,10 @@ SessionDep = Annotated[Session, Depends(get_session)]
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API token: `Authorization: Bearer dst_...`")
 
 
-def current_user(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> User:
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def current_user(session: SessionDep, credentials: BearerCredentials) -> User:
     user = authenticate(session, credentials.credentials.strip()) if credentials else None
     if user is None:
         raise HTTPException(401, "missing, malformed, unknown or revoked token; send Authorization: Bearer <token>",
@@ -38,10 +42,10 @@ def current_user(session: SessionDep, credentials: Annotated[HTTPAuthorizationCr
 UserDep = Annotated[User, Depends(current_user)]
 
 
-def require(*roles: str):
-    def check(user: UserDep) -> User:
-        if user.role not in roles:
-            raise HTTPException(403, f"this action needs the role {' or '.join(roles)}; you are {user.role}")
+def permit(action: str):
+    """A dependency: the caller, when `permissions.authorize` lets them do `action` (else 403)."""
+    def check(user: UserDep, session: SessionDep) -> User:
+        authorize(session, user, action)
         return user
 
     return Depends(check)
@@ -50,8 +54,9 @@ def require(*roles: str):
 def find_visible_job(session, user, job_id: str) -> Job:
     """The job, or 404 when it does not exist or belongs to a tenant the user cannot see."""
     job = session.get(Job, job_id)
-    if job is None or not can_see(session, user, job):
+    if job is None:
         raise HTTPException(404, f"no job {job_id}")
+    authorize(session, user, "read", job)
     return job
 
 
@@ -60,6 +65,6 @@ def visible_job(job_id: str, user: UserDep, session: SessionDep) -> Job:
 
 
 JobDep = Annotated[Job, Depends(visible_job)]
-Admin = require("admin")
-Reviewer = require("admin", "reviewer")
-Customer = require("customer")
+Admin = permit("administer")
+Reviewer = permit("review")
+Customer = permit("submit")

@@ -20,10 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from fastapi import Header, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
+
+from sse_starlette.sse import EventSourceResponse
 
 from distill.service.db import Event, Job
 from distill.service.schemas import EventOut
@@ -164,3 +169,18 @@ async def follow(notifier: EventNotifier, job_id: str, after: int) -> AsyncItera
 def _backlog(sessions: sessionmaker, job_id: str, since: int) -> tuple[list[EventOut], bool]:
     with sessions() as session:
         return read_events(session, job_id, since, BACKLOG_PAGE), job_finished(session, job_id)
+
+
+# The stream's parameters and response, for the API's route and the job page alike.
+AfterQuery = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="events with a larger id than this")]
+LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="the id of the last event received; "
+                                           "the stream resumes after it (browsers send it when they reconnect)")]
+
+
+def event_stream(request: Request, job_id: str, after: int) -> EventSourceResponse:
+    async def generate():
+        async with aclosing(follow(request.app.state.notifier, job_id, after)) as events:  # unsubscribes on disconnect
+            async for event in events:
+                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
+
+    return EventSourceResponse(generate(), ping=15)

@@ -221,3 +221,4 @@ def job_summary(job: Job, *, detail: bool = False) -> dict[str, Any]:
     if detail:
         out["progress"] = runner.progress(run_dir)
     return out
+

@@ -68,6 +68,6 @@ def _eval_needs(loaded: LoadedSpec) -> None:
 
 
 def kept_texts(run_dir: Path) -> list[str]:
-    from distill.review.store import build_view
+    from distill.review.store import build_view, trainable
 
-    return [r.text for r in build_view(run_dir) if r.status in ("kept", "redacted")]
+    return [r.text for r in build_view(run_dir) if trainable(r)]

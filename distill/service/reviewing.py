@@ -1,18 +1,26 @@
-"""Review queries over a job's run directory: filter the reviewed view, and act on every record a query
-matches. The actions themselves are the review package's (`decide`, `edit`, `undo`, `draw_sample`,
-`sign_off`), so the CLI and the API write the same audit log."""
+"""Review for the service: the job-level face of `distill.review.actions` that both the API routes
+(routers/review.py) and the web pages (web/pages_review.py) call, so a decision made in the browser and
+one made over the API take the same path and write the same audit log. Adds what a job adds: the
+reviewer's identity, the job's state (actions only while it awaits review), a cached view, and the
+sign-off moving the job on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+
+from fastapi import HTTPException
 
 from distill.errors import Problem
-from distill.review.decisions import decide, review_policy
-from distill.review.signoff import draw_sample, required_sample_size, sign_off
-from distill.review.store import ReviewedRecord, build_view, review_dir, view_digest
+from distill.review import actions
+from distill.review.actions import Query
+from distill.review.store import ReviewedRecord, build_view, review_dir
+from distill.service import jobs
 from distill.service.problems import Conflict
 from distill.service.runner import StampedCache, file_stamp
 from distill.service.schemas import RecordDetail, RecordOut, ReviewQuery
+
+REVIEWABLE = ("awaiting_review",)
 
 
 def reviewer_identity(user) -> str:
@@ -25,19 +33,8 @@ def require_review(run_dir: Path) -> None:
         raise Conflict(Problem("the job's dataset has not been reviewed yet; wait until the job reaches awaiting_review"))
 
 
-def matches(record: ReviewedRecord, query: ReviewQuery) -> bool:
-    if query.status and record.status != query.status:
-        return False
-    if query.decision and record.decision != query.decision:
-        return False
-    if query.reason and not any(c == query.reason or c.startswith(query.reason + ".") for c in record.codes):
-        return False
-    if query.category and not any(f.category == query.category for f in record.reasons):
-        return False
-    if query.q:
-        needle = query.q.casefold()
-        return needle in record.text.casefold() or needle in record.prompt.casefold()
-    return True
+def query_of(query: ReviewQuery | None) -> Query:
+    return Query() if query is None else Query(**{k: v or None for k, v in query.model_dump().items()})
 
 
 _VIEWS = StampedCache(keep=16)
@@ -48,13 +45,21 @@ VIEW_FILES = ("dataset/dataset_info.json", "dataset/state.json", "review/state.j
 def current_view(run_dir: Path) -> list[ReviewedRecord]:
     """The reviewed view, rebuilt only when one of the files it is made from changed (listing pages of
     records must not reload the dataset each time). Callers must not modify the records."""
+    require_review(run_dir)
+    run_dir = Path(run_dir)
     stamp = file_stamp(*(run_dir / name for name in VIEW_FILES))
     return _VIEWS.get(run_dir, stamp, lambda: build_view(run_dir))
 
 
-def find_records(run_dir: Path, query: ReviewQuery) -> list[ReviewedRecord]:
-    require_review(run_dir)
-    return [r for r in current_view(Path(run_dir)) if matches(r, query)]
+def find_records(run_dir: Path, query: ReviewQuery | Query | None = None) -> list[ReviewedRecord]:
+    return actions.find(current_view(run_dir), query if isinstance(query, Query) else query_of(query))
+
+
+def find_record(job, record_id: int) -> ReviewedRecord:
+    found = [r for r in current_view(Path(job.run_dir)) if r.id == record_id]
+    if not found:
+        raise HTTPException(404, f"no reviewed record {record_id} in job {job.id}")
+    return found[0]
 
 
 def record_out(record: ReviewedRecord) -> RecordOut:
@@ -68,25 +73,49 @@ def record_detail(record: ReviewedRecord) -> RecordDetail:
                         original_text=record.original_text if record.original_text != record.text else None)
 
 
-def decide_query(run_dir: Path, query: ReviewQuery, decision: str, *, reviewer: str, note: str) -> tuple[dict | None, int]:
-    """Accept or reject every record the query matches (all pages), in one audit entry."""
-    ids = [r.id for r in find_records(run_dir, query)]
-    if not ids:
-        return None, 0
-    return decide(run_dir, ids, decision, reviewer=reviewer, note=note), len(ids)
+def reviewable(job) -> Path:
+    """The job's run directory, or 409 when the job is not awaiting review."""
+    if job.status not in REVIEWABLE:
+        raise HTTPException(409, f"the job is {job.status}; review actions are taken while it is awaiting_review")
+    return Path(job.run_dir)
 
 
-def sample(run_dir: Path, size: int | None, seed: int | None, *, reviewer: str) -> tuple[dict, list[ReviewedRecord]]:
-    require_review(run_dir)
-    kept = {r.id: r for r in build_view(run_dir) if r.status in ("kept", "redacted")}
-    drawn = draw_sample(review_dir(run_dir), list(kept), size or required_sample_size(review_dir(run_dir), review_policy(run_dir)),
-                        reviewer=reviewer, seed=seed)
-    return drawn, [kept[i] for i in drawn["ids"]]
+def decide(job, user, target: list[int] | ReviewQuery | Query, decision: Literal["accept", "reject"], reason: str,
+           expected: int | None = None) -> tuple[dict | None, int]:
+    """Accept or reject ids, or every record a query matches (all pages); 409 when `expected` is given and
+    the query's count changed since the caller saw it."""
+    run_dir = reviewable(job)
+    if isinstance(target, ReviewQuery):
+        target = query_of(target)
+    try:
+        entry, ids = actions.decide(run_dir, target, decision, reviewer=reviewer_identity(user), note=reason,
+                                    expected_count=expected, view=current_view(run_dir) if isinstance(target, Query) else None)
+    except actions.CountChanged as exc:
+        raise HTTPException(409, exc.problems[0].message) from None
+    return entry, len(ids)
 
 
-def signoff(run_dir: Path, defective: list[int], *, reviewer: str) -> dict:
-    require_review(run_dir)
-    view = build_view(run_dir)
-    return sign_off(review_dir(run_dir), review_policy(run_dir), reviewer=reviewer, defective=defective,
-                    view_digest=view_digest(view), pending=sum(r.status == "pending" for r in view),
-                    kept_ids=[r.id for r in view if r.status in ("kept", "redacted")])
+def edit(job, user, record_id: int, text: str, reason: str, prompt: str | None = None) -> dict:
+    return actions.edit(reviewable(job), record_id, text, prompt=prompt, reviewer=reviewer_identity(user), note=reason)
+
+
+def undo(job, user, reason: str) -> dict | None:
+    """Undo the user's own last decision or edit that is not undone yet (None: nothing to undo)."""
+    return actions.undo(reviewable(job), reviewer=reviewer_identity(user), note=reason)
+
+
+def sample(job, user, size: int | None, seed: int | None) -> tuple[dict, list[ReviewedRecord]]:
+    drawn, records, _ = actions.sample(reviewable(job), reviewer=reviewer_identity(user), size=size, seed=seed)
+    return drawn, records
+
+
+def sign_off(session, job, user, defective: list[int], executor) -> dict:
+    """Grade the drawn sample; an accepted sign-off queues the job again (training follows by itself)."""
+    decision = actions.sign_off(reviewable(job), defective, reviewer=reviewer_identity(user))
+    jobs.add_event(session, job.id, "review", f"sign-off {'accepted' if decision['accepted'] else 'refused'} "
+                   f"({decision['defects']} defective of {decision['n']})", {"reviewer": reviewer_identity(user)})
+    session.commit()
+    if decision["accepted"]:
+        jobs.resume_after_signoff(session, job)
+        executor.wake()
+    return decision

@@ -245,7 +245,7 @@ def card(run_dir: Path, which: str) -> Path | None:
 
 def dataset_archive(run_dir: Path) -> Path | None:
     """The reviewed dataset as the student trained on it (the records the review kept), as JSONL."""
-    from distill.review.store import build_view
+    from distill.review.store import build_view, trainable
 
     if not stage_completed(read_manifest(run_dir), "train"):
         return None
@@ -253,7 +253,7 @@ def dataset_archive(run_dir: Path) -> Path | None:
     if not path.is_file():
         from distill.rundir import write_atomic
 
-        kept = [r for r in build_view(run_dir) if r.status in ("kept", "redacted")]
+        kept = [r for r in build_view(run_dir) if trainable(r)]
         write_atomic(path, "".join(json.dumps({"id": r.id, "prompt": r.prompt, "text": r.text}, ensure_ascii=False) + "\n"
                                    for r in kept))
     return path

@@ -112,6 +112,7 @@ class ReviewQuery(BaseModel):
     decision: Decision | None = Field(None, description="after human actions")
     reason: str | None = Field(None, description="reason code or prefix: pii matches pii.email")
     category: str | None = None
+    stage: str | None = Field(None, description="only records with a finding from this stage (lexicon, judge, dedup...)")
     q: str | None = Field(None, description="text search in the prompt and text (case-insensitive)")
 
 
@@ -125,6 +126,8 @@ class BulkIn(BaseModel):
     query: ReviewQuery
     decision: HumanDecision
     reason: str = Field(min_length=1)
+    expected: int | None = Field(None, ge=0, description="the count you confirmed (`total` of the same query): "
+                                 "409 and nothing decided when the query now matches another number of records")
 
 
 class EditIn(BaseModel):

@@ -16,14 +16,14 @@ from distill.serving.capture import DeleteRequest, delete_captures
 from distill.service import deployments as logic
 from distill.service import jobs, paging
 from distill.service.db import Deployment, Job, User
-from distill.service.deps import JobDep, SessionDep, UserDep, require
+from distill.service.deps import JobDep, SessionDep, UserDep, permit
 from distill.service.problems import problem_responses
 from distill.service.schemas import (
     CapturePage, CapturesDeleted, CapturesKept, ColdStartOut, DeploymentOut, DeploymentPage, LineageOut,
 )
 
 router = APIRouter(tags=["deployments"])
-Owner = require("admin", "customer")
+Owner = permit("deploy")
 
 
 class CaptureSettings(BaseModel):

@@ -4,20 +4,16 @@ release gate has passed every download is a 409."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from distill.rundir import file_sha256
-from distill.service import runner
-from distill.service.db import Tenant
+from distill.service import downloads
 from distill.service.deps import JobDep, SessionDep
 from distill.service.problems import problem_responses
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["downloads"])
-NOT_YET = "the job has not been released yet (it is {status}); downloads open once the release gate passes"
 BINARY = {"type": "string", "format": "binary"}
 FILE_HEADERS = {
     "Content-Disposition": {"description": "attachment; filename=...", "schema": {"type": "string"}},
@@ -42,31 +38,13 @@ def _file(description: str, *media_types: str, headers: dict | None = None) -> d
             **RANGE_ERRORS}
 
 
-def _released(job) -> Path:
-    archive = runner.bundle_archive(Path(job.run_dir))
-    if archive is None:
-        raise HTTPException(409, NOT_YET.format(status=job.status))
-    return archive
-
-
-def _sha256(path: Path) -> str:
-    sidecar = path.with_name(path.name + ".sha256")  # computed once per bundle
-    if not sidecar.is_file() or sidecar.stat().st_mtime < path.stat().st_mtime:
-        from distill.rundir import write_atomic
-
-        write_atomic(sidecar, file_sha256(path))
-    return sidecar.read_text().strip()
-
-
 BUNDLE = {**_file("the release bundle (tar.gz)", "application/gzip", headers=SHA256), **problem_responses(401, 404, 409)}
 
 
 @router.get("/bundle", response_class=FileResponse, operation_id="downloadBundle", responses=BUNDLE)
 def bundle(job: JobDep) -> FileResponse:
     """The release bundle as tar.gz; `Range: bytes=...` resumes a download; check it with `distill verify`."""
-    archive = _released(job)
-    return FileResponse(archive, media_type="application/gzip", filename=archive.name,
-                        headers={"X-Content-SHA256": _sha256(archive)})
+    return downloads.bundle(job)
 
 
 REPORT = _file("the eval report: html, md or json (eval.json)", "text/html", "text/markdown")
@@ -76,28 +54,17 @@ REPORT[200]["content"]["application/json"] = REPORT[206]["content"]["application
 @router.get("/report", response_class=FileResponse, operation_id="downloadReport",
             responses={**REPORT, **problem_responses(401, 404, 409, 422)})
 def report(job: JobDep, format: Literal["html", "md", "json"] = "html") -> FileResponse:
-    _released(job)
-    path = runner.eval_report(Path(job.run_dir), format)
-    if path is None:
-        raise HTTPException(404, f"the job has no {format} eval report")
-    return FileResponse(path, filename=path.name)
+    return downloads.report(job, format)
 
 
 @router.get("/cards/{which}", response_class=FileResponse, operation_id="downloadCard",
             responses={**_file("the model or dataset card (Markdown)", "text/markdown"), **problem_responses(401, 404, 409, 422)})
 def card(job: JobDep, which: Literal["model", "dataset"]) -> FileResponse:
-    _released(job)
-    path = runner.card(Path(job.run_dir), which)
-    if path is None:
-        raise HTTPException(404, f"the bundle has no {which} card")
-    return FileResponse(path, media_type="text/markdown", filename=path.name)
+    return downloads.card(job, which)
 
 
 @router.get("/dataset", response_class=FileResponse, operation_id="downloadDataset",
             responses={**_file("the reviewed dataset (JSON Lines)", "application/jsonl"), **problem_responses(401, 403, 404, 409)})
 def dataset(job: JobDep, session: SessionDep) -> FileResponse:
     """The reviewed dataset as JSONL, when the tenant's policy allows customers to download it."""
-    _released(job)
-    if not session.get(Tenant, job.tenant_id).dataset_download:
-        raise HTTPException(403, "this tenant's policy does not allow downloading the dataset")
-    return FileResponse(runner.dataset_archive(Path(job.run_dir)), media_type="application/jsonl", filename="dataset.jsonl")
+    return downloads.dataset(session, job)

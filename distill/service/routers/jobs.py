@@ -3,16 +3,17 @@ Server-Sent Events stream), cancel."""
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from sse_starlette.sse import EventSourceResponse
 
 from distill.service import jobs, paging, quotas
 from distill.service.db import User
-from distill.service.events import MAX_EVENT_ID, follow, read_events
-from distill.service.deps import Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, require
+from distill.service.events import AfterQuery, LastEventId, event_stream, read_events
+from distill.service.deps import (
+    BearerCredentials, Customer, JobDep, SessionDep, UserDep, current_user, find_visible_job, permit,
+)
 from distill.service.problems import problem_responses
 from distill.service.schemas import EventPage, JobOut, JobPage, JobStatus
 from distill.service.uploads import MAX_UPLOAD_BYTES
@@ -20,18 +21,15 @@ from distill.service.uploads import MAX_UPLOAD_BYTES
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def streamed_job(request: Request, job_id: str) -> str:
+def streamed_job(request: Request, job_id: str, credentials: BearerCredentials) -> str:
     """The id of a job the caller may see, checked in one short session of its own (one worker thread,
     no connection held between dependency steps): an event stream holds no connection, neither while it
     waits for events nor while it waits to start."""
     with request.app.state.sessions() as session:
-        return find_visible_job(session, current_user(request, session), job_id).id
+        return find_visible_job(session, current_user(session, credentials), job_id).id
 
 
 StreamedJob = Annotated[str, Depends(streamed_job)]
-AfterQuery = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="events with a larger id than this")]
-LastEventId = Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID, description="the id of the last event received; "
-                                           "the stream resumes after it (browsers send it when they reconnect)")]
 
 
 @router.post("", status_code=201, response_model=JobOut, operation_id="submitJob",
@@ -65,14 +63,14 @@ def show(job: JobDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, operation_id="cancelJob", responses=problem_responses(401, 403, 404))
-def cancel(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+def cancel(request: Request, job: JobDep, session: SessionDep, user: User = permit("cancel")) -> JobOut:
     jobs.cancel_job(session, job)
     request.app.state.executor.wake()
     return JobOut(**jobs.job_summary(job))
 
 
 @router.post("/{job_id}/retry", response_model=JobOut, operation_id="retryJob", responses=problem_responses(401, 403, 404, 409))
-def retry(request: Request, job: JobDep, session: SessionDep, user: User = require("admin", "customer")) -> JobOut:
+def retry(request: Request, job: JobDep, session: SessionDep, user: User = permit("retry")) -> JobOut:
     """Retry a failed job from its failed stage; earlier stages' work and the review's sign-off are kept.
     409 when the job has not failed."""
     jobs.retry_job(session, job)
@@ -97,11 +95,3 @@ async def stream(request: Request, streamed: StreamedJob, after: AfterQuery = 0,
     when the job has finished. A comment line every 15 s keeps proxies from closing an idle stream."""
     return event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
-
-def event_stream(request: Request, job_id: str, after: int) -> EventSourceResponse:
-    async def generate():
-        async with aclosing(follow(request.app.state.notifier, job_id, after)) as events:  # unsubscribes on disconnect
-            async for event in events:
-                yield {"id": str(event.id), "event": event.type, "data": event.model_dump_json()}
-
-    return EventSourceResponse(generate(), ping=15)

@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from distill.review.audit import read_log, verify_log
-from distill.review.decisions import decide, edit, undo
 from distill.review.store import review_dir
-from distill.service import jobs, paging, reviewing
+from distill.service import paging, reviewing
 from distill.service.db import User
 from distill.service.deps import JobDep, Reviewer, SessionDep
 from distill.service.problems import problem_responses
@@ -23,7 +22,6 @@ from distill.service.schemas import (
 )
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["review"])
-REVIEWABLE = ("awaiting_review",)
 
 
 def _action(entry: dict | None, affected: int) -> ActionOut:
@@ -31,12 +29,6 @@ def _action(entry: dict | None, affected: int) -> ActionOut:
         return ActionOut(entry=None, affected=0)
     return ActionOut(entry=AuditEntryOut(**{k: entry[k] for k in ("seq", "action", "reviewer", "ids", "note", "hash")}),
                      affected=affected)
-
-
-def _reviewable(job) -> Path:
-    if job.status not in REVIEWABLE:
-        raise HTTPException(409, f"the job is {job.status}; review actions are taken while it is awaiting_review")
-    return Path(job.run_dir)
 
 
 @router.get("/records", response_model=RecordPage, operation_id="listRecords", responses=problem_responses(401, 404, 409, 422))
@@ -55,48 +47,41 @@ def list_records(job: JobDep, query: Annotated[ReviewQuery, Depends()], offset: 
 @router.get("/records/{record_id}", response_model=RecordDetail, operation_id="getRecord",
             responses=problem_responses(401, 404, 409, 422))
 def show_record(job: JobDep, record_id: int) -> RecordDetail:
-    found = [r for r in reviewing.find_records(Path(job.run_dir), ReviewQuery()) if r.id == record_id]
-    if not found:
-        raise HTTPException(404, f"no reviewed record {record_id} in job {job.id}")
-    return reviewing.record_detail(found[0])
+    return reviewing.record_detail(reviewing.find_record(job, record_id))
 
 
 @router.post("/review/decisions", response_model=ActionOut, operation_id="decideRecords",
              responses=problem_responses(401, 403, 404, 409, 422))
 def decide_records(job: JobDep, body: DecisionIn, user: User = Reviewer) -> ActionOut:
-    entry = decide(_reviewable(job), body.ids, body.decision, reviewer=reviewing.reviewer_identity(user), note=body.reason)
-    return _action(entry, len(body.ids))
+    return _action(*reviewing.decide(job, user, body.ids, body.decision, body.reason))
 
 
 @router.post("/review/bulk", response_model=ActionOut, operation_id="decideMatchingRecords",
              responses=problem_responses(401, 403, 404, 409, 422))
 def decide_query(job: JobDep, body: BulkIn, user: User = Reviewer) -> ActionOut:
-    """Accept or reject every record the query matches (not just one page)."""
-    entry, count = reviewing.decide_query(_reviewable(job), body.query, body.decision,
-                                          reviewer=reviewing.reviewer_identity(user), note=body.reason)
-    return _action(entry, count)
+    """Accept or reject every record the query matches (not just one page); with `expected`, 409 and nothing
+    decided when the query no longer matches that many records."""
+    return _action(*reviewing.decide(job, user, body.query, body.decision, body.reason, expected=body.expected))
 
 
 @router.post("/records/{record_id}/edit", response_model=ActionOut, operation_id="editRecord",
              responses=problem_responses(401, 403, 404, 409, 422))
 def edit_record(job: JobDep, record_id: int, body: EditIn, user: User = Reviewer) -> ActionOut:
-    entry = edit(_reviewable(job), record_id, body.text, prompt=body.prompt, reviewer=reviewing.reviewer_identity(user),
-                 note=body.reason)
-    return _action(entry, 1)
+    return _action(reviewing.edit(job, user, record_id, body.text, body.reason, prompt=body.prompt), 1)
 
 
 @router.post("/review/undo", response_model=ActionOut, operation_id="undoLastDecision",
              responses=problem_responses(401, 403, 404, 409, 422))
 def undo_last(job: JobDep, body: UndoIn, user: User = Reviewer) -> ActionOut:
     """Undo your own last decision or edit that is not undone yet."""
-    entry = undo(_reviewable(job), reviewer=reviewing.reviewer_identity(user), note=body.reason)
+    entry = reviewing.undo(job, user, body.reason)
     return _action(entry, len(entry["ids"]) if entry else 0)
 
 
 @router.post("/review/sample", response_model=SampleOut, operation_id="drawReviewSample",
              responses=problem_responses(401, 403, 404, 409, 422))
 def draw(job: JobDep, body: SampleIn, user: User = Reviewer) -> SampleOut:
-    drawn, records = reviewing.sample(_reviewable(job), body.size, body.seed, reviewer=reviewing.reviewer_identity(user))
+    drawn, records = reviewing.sample(job, user, body.size, body.seed)
     return SampleOut(seed=drawn["seed"], ids=drawn["ids"], records=[reviewing.record_out(r) for r in records])
 
 
@@ -104,13 +89,7 @@ def draw(job: JobDep, body: SampleIn, user: User = Reviewer) -> SampleOut:
              responses=problem_responses(401, 403, 404, 409, 422))
 def sign(request: Request, job: JobDep, body: SignoffIn, session: SessionDep, user: User = Reviewer) -> SignoffOut:
     """Grade the drawn sample; an accepted sign-off lets the job continue to training by itself."""
-    decision = reviewing.signoff(_reviewable(job), body.defective, reviewer=reviewing.reviewer_identity(user))
-    jobs.add_event(session, job.id, "review", f"sign-off {'accepted' if decision['accepted'] else 'refused'} "
-                   f"({decision['defects']} defective of {decision['n']})", {"reviewer": reviewing.reviewer_identity(user)})
-    session.commit()
-    if decision["accepted"]:
-        jobs.resume_after_signoff(session, job)
-        request.app.state.executor.wake()
+    decision = reviewing.sign_off(session, job, user, body.defective, request.app.state.executor)
     return SignoffOut(accepted=decision["accepted"], n=decision["n"], defects=decision["defects"],
                       upper_bound=decision["upper_bound"], max_defect_rate=decision["max_defect_rate"], job_status=job.status)
 

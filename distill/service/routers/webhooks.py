@@ -14,14 +14,14 @@ from sqlalchemy import select
 from distill.errors import ConfigError, Problem
 from distill.service import webhooks
 from distill.service.db import Tenant, User, utcnow
-from distill.service.deps import Admin, SessionDep, require
+from distill.service.deps import Admin, SessionDep, permit
 from distill.service.jobs import iso
 from distill.service.problems import problem_responses
 from distill.service.schemas import DateTime
 from distill.service.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-Manager = require("admin", "customer")
+Manager = permit("webhooks")
 
 
 class WebhookIn(BaseModel):

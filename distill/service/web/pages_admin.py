@@ -15,7 +15,7 @@ from distill.service import accounts
 from distill.service.deps import SessionDep
 from distill.service.jobs import tenant_spent
 from distill.service.web.render import render
-from distill.service.web.sessions import Csrf, PageUser, require_role
+from distill.service.web.sessions import Csrf, PageAdmin
 
 router = APIRouter(prefix="/ui/admin", include_in_schema=False)
 
@@ -44,8 +44,7 @@ def _refused(request: Request, session, exc: DistillError):
 
 
 @router.get("")
-def admin_page(request: Request, user: PageUser, session: SessionDep, msg: str = ""):
-    require_role(user, "admin")
+def admin_page(request: Request, user: PageAdmin, session: SessionDep, msg: str = ""):
     return _page(request, session, msg)
 
 
@@ -64,10 +63,9 @@ def _cap(text: str) -> float | None:
 
 
 @router.post("/tenants", dependencies=[Csrf])
-def create_tenant(request: Request, user: PageUser, session: SessionDep, name: Annotated[str, Form()],
+def create_tenant(request: Request, user: PageAdmin, session: SessionDep, name: Annotated[str, Form()],
                   spending_cap_usd: Annotated[str, Form()] = "", allowed_key_envs: Annotated[str, Form()] = "",
                   dataset_download: Annotated[bool, Form()] = False):
-    require_role(user, "admin")
     try:
         tenant = accounts.create_tenant(session, name.strip(), spending_cap_usd=_cap(spending_cap_usd),
                                         allowed_key_envs=allowed_key_envs.split(), dataset_download=dataset_download)
@@ -77,9 +75,8 @@ def create_tenant(request: Request, user: PageUser, session: SessionDep, name: A
 
 
 @router.post("/tenants/{tenant_id}/cap", dependencies=[Csrf])
-def set_cap(request: Request, tenant_id: str, user: PageUser, session: SessionDep,
+def set_cap(request: Request, tenant_id: str, user: PageAdmin, session: SessionDep,
             spending_cap_usd: Annotated[str, Form()] = ""):
-    require_role(user, "admin")
     try:
         tenant = accounts.set_spending_cap(session, tenant_id, _cap(spending_cap_usd))
     except DistillError as exc:
@@ -88,9 +85,8 @@ def set_cap(request: Request, tenant_id: str, user: PageUser, session: SessionDe
 
 
 @router.post("/users", dependencies=[Csrf])
-def create_user(request: Request, user: PageUser, session: SessionDep, name: Annotated[str, Form()],
+def create_user(request: Request, user: PageAdmin, session: SessionDep, name: Annotated[str, Form()],
                 role: Annotated[str, Form()], tenant: Annotated[str, Form()] = "", assign: Annotated[str, Form()] = ""):
-    require_role(user, "admin")
     try:
         made = accounts.create_user(session, name.strip(), role, tenant=tenant or None, assign=assign.split())
     except DistillError as exc:
@@ -100,9 +96,8 @@ def create_user(request: Request, user: PageUser, session: SessionDep, name: Ann
 
 
 @router.post("/users/{user_id}/tokens", dependencies=[Csrf])
-def issue_token(request: Request, user_id: str, user: PageUser, session: SessionDep):
+def issue_token(request: Request, user_id: str, user: PageAdmin, session: SessionDep):
     """The new token is in this reply only (no redirect: it must not land in a URL or the history)."""
-    require_role(user, "admin")
     try:
         owner = accounts.find_user(session, user_id)
     except DistillError as exc:
@@ -114,8 +109,7 @@ def issue_token(request: Request, user_id: str, user: PageUser, session: Session
 
 
 @router.post("/tokens/{token_id}/revoke", dependencies=[Csrf])
-def revoke(request: Request, token_id: str, user: PageUser, session: SessionDep):
-    require_role(user, "admin")
+def revoke(request: Request, token_id: str, user: PageAdmin, session: SessionDep):
     try:
         accounts.revoke_token(session, token_id)
     except DistillError as exc:

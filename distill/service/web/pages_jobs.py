@@ -1,7 +1,7 @@
 """Pages for everyone: log in and out, the jobs list (a reviewer's queue), submitting a spec (checked
 before it is submitted, problems shown at their line), and the job page with its live events and
-downloads. Downloads and the event stream are the API's own route functions, called with the job the
-session may see."""
+downloads. Downloads and the event stream come from the same service functions the API's routes call,
+with the job the session may see."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from distill.errors import DistillError
-from distill.service import jobs, quotas, runner
+from distill.service import downloads, jobs, quotas, runner
+from distill.service.events import AfterQuery, LastEventId, event_stream
 from distill.service.db import Tenant
 from distill.service.deps import SessionDep
-from distill.service.routers import downloads
-from distill.service.routers import jobs as jobs_api
 from distill.service.uploads import MAX_UPLOAD_BYTES, UploadError, find_spec_file, problem_json
 from distill.service.web.render import render
 from distill.service.web.sessions import (
-    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageJob, PageStreamedJob, PageUser, WebSessionDep, end_session, require_role,
+    COOKIE, LIFETIME, LOGIN_COOKIE, Csrf, PageCanceller, PageCustomer, PageJob, PageRetrier, PageStreamedJob, PageUser, WebSessionDep,
+    end_session,
     set_cookie, start_session,
 )
 from distill.service.web.documents import FIGURE, report_with_charts
@@ -80,8 +80,7 @@ def jobs_list(request: Request, user: PageUser, session: SessionDep, status: str
 
 
 @router.get("/submit")
-def submit_page(request: Request, user: PageUser):
-    require_role(user, "customer")
+def submit_page(request: Request, user: PageCustomer):
     return render(request, "submit.html", {"spec_text": "", "spec_path": "", "check": None})
 
 
@@ -136,10 +135,9 @@ def _lines(check: dict) -> list[dict]:
 
 
 @router.post("/submit/check", dependencies=[Csrf])
-async def check(request: Request, user: PageUser, session: SessionDep, spec_text: Annotated[str, Form()] = "",
+async def check(request: Request, user: PageCustomer, session: SessionDep, spec_text: Annotated[str, Form()] = "",
                 spec_path: Annotated[str, Form()] = "", archive: Annotated[UploadFile | None, File()] = None):
     """The checks a submission gets, without submitting: a partial for the submit page."""
-    require_role(user, "customer")
     try:
         data, filename, override = await _read_upload(spec_text, archive)
         result = check_result(request, session, user, data, filename, spec_path, override)
@@ -153,9 +151,8 @@ async def check(request: Request, user: PageUser, session: SessionDep, spec_text
 
 
 @router.post("/submit", dependencies=[Csrf])
-async def submit(request: Request, user: PageUser, session: SessionDep, spec_text: Annotated[str, Form()] = "",
+async def submit(request: Request, user: PageCustomer, session: SessionDep, spec_text: Annotated[str, Form()] = "",
                  spec_path: Annotated[str, Form()] = "", archive: Annotated[UploadFile | None, File()] = None):
-    require_role(user, "customer")
     try:
         quotas.check_submission(session, user.tenant_id, request.app.state.limits)
         data, filename, override = await _read_upload(spec_text, archive)
@@ -182,22 +179,19 @@ def job_status(request: Request, job: PageJob, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/events/stream")
-def job_events(request: Request, streamed: PageStreamedJob, after: jobs_api.AfterQuery = 0,
-               last_event_id: jobs_api.LastEventId = None):
-    return jobs_api.event_stream(request, streamed, last_event_id if last_event_id is not None else after)
+def job_events(request: Request, streamed: PageStreamedJob, after: AfterQuery = 0, last_event_id: LastEventId = None):
+    return event_stream(request, streamed, last_event_id if last_event_id is not None else after)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Csrf])
-def cancel(request: Request, job: PageJob, user: PageUser, session: SessionDep):
-    require_role(user, "admin", "customer")
+def cancel(request: Request, job: PageJob, user: PageCanceller, session: SessionDep):
     jobs.cancel_job(session, job)
     request.app.state.executor.wake()
     return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=[Csrf])
-def retry(request: Request, job: PageJob, user: PageUser, session: SessionDep):
-    require_role(user, "admin", "customer")
+def retry(request: Request, job: PageJob, user: PageRetrier, session: SessionDep):
     try:
         jobs.retry_job(session, job)
     except jobs.NotRetryable:
@@ -223,10 +217,8 @@ def card(job: PageJob, which: Literal["model", "dataset"]):
 
 @router.get("/jobs/{job_id}/eval/{name}")
 def eval_file(job: PageJob, name: Literal["report.html", "bpb_curve.png", "scores.png", "probes.png"]):
-    """The eval report page and its charts, side by side so the report's relative image links work."""
-    from fastapi.responses import FileResponse
-
-    downloads._released(job)
+    """The eval report page (its charts inlined) and each chart."""
+    downloads.released(job)
     report_path = runner.eval_report(Path(job.run_dir), "html")
     if report_path is None or not (report_path.parent / name).is_file():
         raise HTTPException(404, f"the job has no {name}")

@@ -10,6 +10,8 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from distill.service.permissions import permitted
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.autoescape = True  # every template, whatever its file name
 
@@ -37,7 +39,7 @@ def money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
 
 
-templates.env.globals.update(csrf_field=csrf_field)
+templates.env.globals.update(csrf_field=csrf_field, may=permitted)  # {% if may(user, "review") %}: the API's rule
 templates.env.filters.update(money=money, highlight=highlight)
 
 

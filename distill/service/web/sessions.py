@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from distill.service.accounts import live_token, new_id, token_hash
 from distill.service.db import Job, Token, User, WebSession, utcnow
 from distill.service.deps import SessionDep, find_visible_job
+from distill.service.permissions import authorize
 
 COOKIE = "distill_session"
 LOGIN_COOKIE = "distill_login_csrf"  # double-submit token for the login form (there is no session yet)
@@ -106,6 +107,22 @@ def page_job(job_id: str, user: PageUser, session: SessionDep) -> Job:
 PageJob = Annotated[Job, Depends(page_job)]
 
 
+def page_permit(action: str):
+    """A page dependency: the session's user, when `permissions.authorize` lets them do `action` (else 403)."""
+    def check(user: PageUser, session: SessionDep) -> User:
+        authorize(session, user, action)
+        return user
+
+    return Depends(check)
+
+
+PageReviewer = Annotated[User, page_permit("review")]
+PageCustomer = Annotated[User, page_permit("submit")]
+PageAdmin = Annotated[User, page_permit("administer")]
+PageCanceller = Annotated[User, page_permit("cancel")]
+PageRetrier = Annotated[User, page_permit("retry")]
+
+
 def page_streamed_job(request: Request, job_id: str) -> str:
     """The id of a job the browser's session may see, checked in one short session of its own: an event
     stream holds no connection, neither while it waits for events nor while it waits to start."""
@@ -115,8 +132,3 @@ def page_streamed_job(request: Request, job_id: str) -> str:
 
 
 PageStreamedJob = Annotated[str, Depends(page_streamed_job)]
-
-
-def require_role(user: User, *roles: str) -> None:
-    if user.role not in roles:
-        raise HTTPException(403, f"this page needs the role {' or '.join(roles)}; you are {user.role}")

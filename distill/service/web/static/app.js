@@ -126,6 +126,17 @@
       reason.focus();
       reason.select();
     };
+    // "then open the next pending record": remembered in this browser, sent with every decision form
+    const advance = document.getElementById("advance");
+    const syncAdvance = () => {
+      const hidden = document.querySelector('#common-reasons input[name="advance"]');
+      if (advance && hidden) hidden.value = advance.checked ? "1" : "";
+    };
+    if (advance) {
+      advance.checked = localStorage.getItem("distill.advance") === "1";
+      advance.addEventListener("change", () => { localStorage.setItem("distill.advance", advance.checked ? "1" : ""); syncAdvance(); });
+      syncAdvance();
+    }
     const reasonBox = document.getElementById("reason");
     if (reasonBox) reasonBox.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && chosen) {
@@ -146,6 +157,8 @@
         b: () => { const b = document.getElementById("bulk-accept"); if (b) b.focus(); },  // Tab reaches "Reject all"
         "?": () => document.getElementById("keys").scrollIntoView(),
       };
+      const common = document.querySelector(`#common-reasons button[data-key="${event.key}"]`);
+      if (common) { event.preventDefault(); syncAdvance(); common.form.requestSubmit(common); return; }
       if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
     });
   }
