@@ -114,7 +114,7 @@ def file_stamp(*paths: Path) -> tuple:
     for path in paths:
         try:
             info = path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent, or a file stands where its folder would
             stamps.append(None)
         else:
             stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))

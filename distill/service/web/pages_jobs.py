@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from distill.errors import DistillError
 from distill.service import downloads, jobs, quotas, runner
@@ -25,6 +25,7 @@ from distill.service.web.sessions import (
     end_session,
     set_cookie, start_session,
 )
+from distill.service.web.documents import FIGURE, report_with_charts
 from distill.service.web.views import job_view
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -216,13 +217,24 @@ def card(job: PageJob, which: Literal["model", "dataset"]):
 
 @router.get("/jobs/{job_id}/eval/{name}")
 def eval_file(job: PageJob, name: Literal["report.html", "bpb_curve.png", "scores.png", "probes.png"]):
-    """The eval report page and its charts, side by side so the report's relative image links work."""
-    from fastapi.responses import FileResponse
-
+    """The eval report page (its charts inlined) and each chart."""
     downloads.released(job)
     report_path = runner.eval_report(Path(job.run_dir), "html")
     if report_path is None or not (report_path.parent / name).is_file():
         raise HTTPException(404, f"the job has no {name}")
-    # the report is rendered by the eval stage with its texts escaped; it runs no script either way
-    return FileResponse(report_path.parent / name, headers={"Content-Security-Policy": "sandbox; default-src 'none'; "
-                                                            "img-src 'self'; style-src 'unsafe-inline'"})
+    if name != "report.html":
+        return FileResponse(report_path.parent / name)
+    # The report is rendered by the eval stage with its texts escaped, and runs no script either way. In its
+    # sandbox its origin is opaque, so its own image requests would carry no session cookie: its charts
+    # come inlined, and it may load nothing else.
+    return HTMLResponse(report_with_charts(report_path), headers={
+        "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"})
+
+
+@router.get("/jobs/{job_id}/figures/{name}")
+def figure(job: PageJob, name: str):
+    """A chart the released bundle carries (figures/NAME), for the model card shown on the job page."""
+    bundle = runner.bundle_dir(Path(job.run_dir))
+    if bundle is None or not FIGURE.match(f"figures/{name}") or not (bundle / "figures" / name).is_file():
+        raise HTTPException(404, f"the bundle has no figure {name}")
+    return FileResponse(bundle / "figures" / name, media_type="image/png")

@@ -1,31 +1,42 @@
 """What the job page shows, gathered from the job row and its run directory (through `runner`, like
-the API): the stage timeline, progress, recent events, and once released the sha256, the eval
-report's charts and sample completions, and the model and dataset cards."""
+the API): the stage timeline (the stage a failed job stopped in marked, and a job whose worker has
+started shown as starting, not queued), the spending cap that applies, progress, recent events, and once
+released the sha256, the eval report's charts and sample completions, and the model and dataset cards
+as sanitised HTML."""
 
 from __future__ import annotations
 
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from distill.evaluate.result import EvalResult
 from distill.service import downloads, jobs, runner
-from distill.service.db import Job
+from distill.service.db import Event, Job, utcnow
 from distill.service.events import latest_events
 from distill.service.progress import training_series
+from distill.service.web.documents import card_html
+from distill.spec import load_spec
 
 TIMELINE = ("queued", "generating", "reviewing", "awaiting_review", "training", "evaluating", "releasing", "succeeded")
 CHARTS = ("bpb_curve.png", "scores.png", "probes.png")
 
 
-def timeline(status: str) -> list[dict[str, str]]:
-    """Each step as done, now or later (a failed or cancelled job shows where it stopped)."""
+def timeline(status: str, stopped_at: str | None = None) -> list[dict[str, str]]:
+    """Each step as done, now or later. A failed or cancelled job shows where it stopped: `stopped_at`
+    (a TIMELINE step) marked with the status, the steps before it done."""
     if status in TIMELINE:
         at = TIMELINE.index(status)
         return [{"name": s, "state": "done" if i < at or status == "succeeded" else "now" if i == at else "later"}
                 for i, s in enumerate(TIMELINE)]
-    return [{"name": s, "state": "later"} for s in TIMELINE] + [{"name": status, "state": "now"}]
+    mark = status if status in ("failed", "cancelled") else "now"
+    if stopped_at not in TIMELINE:
+        return [{"name": s, "state": "later"} for s in TIMELINE] + [{"name": status, "state": mark}]
+    at = TIMELINE.index(stopped_at)
+    return [{"name": s, "state": "done" if i < at else mark if i == at else "later"} for i, s in enumerate(TIMELINE)]
 
 
 def job_view(session: Session, job: Job) -> dict[str, Any]:
@@ -36,6 +47,7 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
             "sha256": downloads.sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
             "bundle_bytes": archive.stat().st_size if archive else None, "charts": [], "samples": [], "cards": {},
             "train_series": training_series(run_dir / "train")}
+    view.update(where_it_is(session, job, summary), caps=spending_caps(job))
     if archive is None:
         return view
     report = runner.eval_report(run_dir, "json")
@@ -44,5 +56,61 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
         view["samples"] = EvalResult.from_json(report).samples[:6]
     for which in ("model", "dataset"):
         card = runner.card(run_dir, which)
-        view["cards"][which] = card.read_text(encoding="utf-8", errors="replace") if card else None
+        view["cards"][which] = card_html(card.read_text(encoding="utf-8", errors="replace"),
+                                         f"/ui/jobs/{job.id}/figures/") if card else None
     return view
+
+
+def where_it_is(session: Session, job: Job, summary: dict[str, Any]) -> dict[str, Any]:
+    """The status to show and the timeline. A queued job whose worker holds the lease is starting (the
+    worker loads the pipeline before its first stage reports), with the stage it starts next; a failed
+    job names the stage it failed in (None: before any stage started)."""
+    if job.status == "queued" and _leased(job):
+        upcoming = next((n for n, p in (summary.get("progress") or {}).items() if p["state"] != "done"), None)
+        step = runner.STATUS_OF_STAGE.get(upcoming, "queued")
+        return {"shown_status": "starting", "next_stage": upcoming, "failed_stage": None,
+                "timeline": timeline(step)}
+    for progress in (summary.get("progress") or {}).values():
+        if job.status in jobs.TERMINAL and progress["state"] == "running":
+            progress["state"] = job.status  # its worker stopped mid-stage and wrote no end
+    failed = failed_stage(session, job.id) if job.status == "failed" else None
+    stopped = runner.STATUS_OF_STAGE.get(failed) if failed else None
+    if job.status == "cancelled":
+        stopped = _last_step(session, job.id)
+    return {"shown_status": job.status, "next_stage": None, "failed_stage": failed,
+            "timeline": timeline(job.status, stopped)}
+
+
+def _leased(job: Job) -> bool:
+    until = job.lease_until
+    if job.lease_owner is None or until is None:
+        return False
+    return (until if until.tzinfo else until.replace(tzinfo=timezone.utc)) > utcnow()
+
+
+def _status_events(session: Session, job_id: str) -> list[Event]:
+    """The job's status events, newest first (a job has a few dozen)."""
+    return list(session.scalars(select(Event).where(Event.job_id == job_id, Event.type == "status")
+                                .order_by(Event.id.desc()).limit(500)))
+
+
+def failed_stage(session: Session, job_id: str) -> str | None:
+    """The stage a failed job was in: the last stage the worker reported starting (None: none started)."""
+    return next(((e.data or {})["stage"] for e in _status_events(session, job_id) if (e.data or {}).get("stage")), None)
+
+
+def _last_step(session: Session, job_id: str) -> str | None:
+    """The timeline step a cancelled job was at when it was cancelled."""
+    steps = ((e.data or {}).get("status") for e in _status_events(session, job_id))
+    return next((s for s in steps if s in TIMELINE), None)
+
+
+def spending_caps(job: Job) -> dict[str, Any]:
+    """The caps on the teacher's spending: the spec's `teacher.max_cost_usd`, what was left of the tenant's
+    cap when the job was submitted, and the one that applies (the lower; None when neither is set)."""
+    spec_cap = load_spec(Path(job.spec_file)).spec.teacher.max_cost_usd
+    tenant_cap = job.max_cost_usd
+    caps = [c for c in (spec_cap, tenant_cap) if c is not None]
+    applies = min(caps) if caps else None
+    source = None if applies is None else "spec" if applies == spec_cap else "tenant"
+    return {"spec": spec_cap, "tenant": tenant_cap, "applies": applies, "source": source}

@@ -65,21 +65,36 @@
     const svg = document.getElementById("train-chart");
     if (!section || !svg) return null;
     const points = JSON.parse(section.dataset.series || "[]");
-    const ns = "http://www.w3.org/2000/svg", W = 600, H = 220, pad = 30;
-    const line = (key, cls) => {
+    const ns = "http://www.w3.org/2000/svg", W = 600, H = 220, pad = 46;
+    const label = (x, y, text, cls, anchor) => {
+      const node = document.createElementNS(ns, "text");
+      node.setAttribute("x", x);
+      node.setAttribute("y", y);
+      node.setAttribute("class", cls);
+      node.setAttribute("text-anchor", anchor);
+      node.textContent = text;
+      svg.appendChild(node);
+    };
+    // each series on its own scale (loss in nats per token, bpb in bits per byte), its range written at its side
+    const line = (key, cls, left) => {
       const rows = points.filter((p) => typeof p[key] === "number");
       if (rows.length === 0) return;
-      const steps = points.map((p) => p.step), values = points.flatMap((p) => [p.loss, p.val_bpb]).filter((v) => typeof v === "number");
+      const steps = points.map((p) => p.step), values = rows.map((p) => p[key]);
       const x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1), y0 = Math.min(...values), y1 = Math.max(...values, y0 + 1e-6);
       const path = document.createElementNS(ns, "polyline");
       path.setAttribute("class", cls);
       path.setAttribute("points", rows.map((p) => `${pad + (W - 2 * pad) * (p.step - x0) / (x1 - x0)},${H - pad - (H - 2 * pad) * (p[key] - y0) / (y1 - y0)}`).join(" "));
       svg.appendChild(path);
+      const x = left ? pad - 6 : W - pad + 6, anchor = left ? "end" : "start";
+      label(x, pad + 4, y1.toFixed(3), cls, anchor);
+      label(x, H - pad + 4, y0.toFixed(3), cls, anchor);
+      label(pad, H - pad + 20, `step ${x0}`, "axis", "start");
+      label(W - pad, H - pad + 20, `step ${x1}`, "axis", "end");
     };
     const draw = () => {
-      svg.querySelectorAll("polyline").forEach((el) => el.remove());
-      line("loss", "c-loss");
-      line("val_bpb", "c-bpb");
+      svg.querySelectorAll("polyline, text").forEach((el) => el.remove());
+      line("loss", "c-loss", true);
+      line("val_bpb", "c-bpb", false);
     };
     draw();
     return {
