@@ -175,12 +175,18 @@ def delivery_latencies(server: LiveServer, heard: list[tuple[int, float]], opene
     return [arrived - written[event_id] for event_id, arrived in heard if written[event_id] > opened_at]
 
 
-def streams_mode(args, spec: Path, work: Path) -> None:
+def bench_server(work: Path) -> tuple[LiveServer, str]:
+    """A started service on a fresh data folder with one tenant, and its customer's token."""
     (work / "data").mkdir()
     server = LiveServer(work / "data")
     server.admin("tenant", "bench")
     token = server.admin("user", "customer", "--role", "customer", "--tenant", "bench")
     server.start()
+    return server, token
+
+
+def streams_mode(args, spec: Path, work: Path) -> None:
+    server, token = bench_server(work)
     try:
         alone, _ = submit(server, token, spec)
         with server.client(token) as client:
@@ -230,11 +236,7 @@ def main() -> None:
         direct = reference_run(spec, work / "runs")
         print(f"distill run:           {direct:7.1f} s", file=sys.stderr)
 
-        (work / "data").mkdir()
-        server = LiveServer(work / "data")
-        server.admin("tenant", "bench")
-        token = server.admin("user", "customer", "--role", "customer", "--tenant", "bench")
-        server.start()
+        server, token = bench_server(work)
         try:
             job_id, started = submit(server, token, spec)
             with server.client(token) as client:
