@@ -11,7 +11,7 @@ step 2 "upgrading pip"
 .venv/bin/python -m pip install --quiet --upgrade pip
 step 3 "installing torch 2.13.0 (the CPU wheel)"
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-step 4 "installing distill and its dependencies (dev, ray)"
+step 4 "installing distill and its dependencies (dev, ray, export)"
 .venv/bin/python -m pip install --quiet -e ".[dev,ray,export]"  # ray: the Ray executor and its tests; export: ONNX/GGUF forms
 step 5 "installing the API client generator the contract tests use (apart: it pins older httpx and typer)"
 .venv/bin/python -m pip install --quiet --upgrade --target .venv/codegen "openapi-python-client==0.29.1"
