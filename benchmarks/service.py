@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
     args = parser.parse_args()
     if args.smoke:  # flags given still win over these
-        args = parser.parse_args(namespace=argparse.Namespace(records=24, max_steps=10, clients=3, every=0.5, seconds=1.0))
+        args = parser.parse_args(namespace=argparse.Namespace(records=60, max_steps=10, clients=3, every=0.5, seconds=1.0))
     work = Path(tempfile.mkdtemp(prefix="distill-bench-service-"))
     try:
         spec = prepare_spec(args.spec.resolve(), args.records, args.max_steps, work / "spec")

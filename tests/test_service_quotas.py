@@ -100,7 +100,7 @@ def test_a_spending_cap_must_be_a_finite_amount_not_below_zero(session, tmp_path
         accounts.set_spending_cap(session, tenant.id, math.nan)
     for cap in ("-5", "nan"):
         done = run_distill("admin", "--data-dir", tmp_path / "admin", "tenant", f"t{cap}", "--spending-cap", cap)
-        assert done.returncode == 2 and "spending_cap_usd" in done.stderr and "Traceback" not in done.stderr
+        assert done.returncode == 2 and "--spending-cap" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_revoking_a_token_ends_its_browser_sessions_and_a_demo_restart_ends_the_demos(session, tmp_path: Path) -> None:
