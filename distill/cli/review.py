@@ -192,7 +192,7 @@ def _decide(ctx: typer.Context, decision: str, records: list[int] | None, filter
     _say(f"{decision}ed {len(ids)} record(s); audit entry {entry['seq']}" if entry else f"no records match {query.filters()}")
 
 
-ExpectOpt = Annotated[Optional[int], typer.Option("--expect", min=0, help="With a filter: the count you saw (`list`); "
+ExpectOpt = Annotated[Optional[int], typer.Option("--expect", min=0, max=MAX_RECORDS, help="With a filter: the count you saw (`list`); "
                                                   "refused, nothing decided, when the filter now matches another number.")]
 RecordIds = Annotated[Optional[list[int]], typer.Argument(min=0, max=MAX_RECORDS, help="Record ids (or give a filter).")]
 
