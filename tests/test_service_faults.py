@@ -14,25 +14,12 @@ import pytest
 
 from conftest import run_distill
 from distill.review.audit import read_log
-from service_live import LiveServer, job_status, small_spec, tar_folder, wait_for, wait_status
+from service_live import job_status, small_spec, wait_for, wait_status
+from test_service_restart import _server, _submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded machine trains slowly
 
 
-def _server(root: Path, *serve_args: str) -> tuple[LiveServer, dict[str, str]]:
-    (root / "data").mkdir(parents=True)
-    server = LiveServer(root / "data", serve_args=serve_args)
-    server.admin("tenant", "acme")
-    tokens = {"ann": server.admin("user", "ann", "--role", "customer", "--tenant", "acme"),
-              "rita": server.admin("user", "rita", "--role", "reviewer", "--assign", "acme")}
-    return server.start(), tokens
-
-
-def _submit(server: LiveServer, token: str, spec: Path) -> str:
-    with server.client(token) as client:
-        response = client.post("/v1/jobs", files={"file": ("q.tar.gz", tar_folder(spec.parent))}, data={"spec_path": spec.name})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def _worker_pid(job_id: str) -> int | None:

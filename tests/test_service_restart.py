@@ -16,9 +16,9 @@ from service_live import LiveServer, small_spec, tar_folder, wait_for, wait_stat
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # a loaded machine trains slowly
 
 
-def _server(root: Path) -> tuple[LiveServer, dict[str, str]]:
+def _server(root: Path, *serve_args: str) -> tuple[LiveServer, dict[str, str]]:
     (root / "data").mkdir(parents=True)
-    server = LiveServer(root / "data")
+    server = LiveServer(root / "data", serve_args=serve_args)
     server.admin("tenant", "acme")
     tokens = {"ann": server.admin("user", "ann", "--role", "customer", "--tenant", "acme"),
               "rita": server.admin("user", "rita", "--role", "reviewer", "--assign", "acme")}
