@@ -106,7 +106,7 @@ class LiveServer:
             [sys.executable, "-m", "distill", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
              "--database-url", self.database_url, "--max-jobs", str(self.max_jobs), *self.serve_args],
             cwd=REPO, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO)})
-        wait_for(self._healthy, 60, "the server's /healthz")
+        wait_for(self._healthy, 180, "the server's /healthz")
         return self
 
     def _healthy(self) -> bool:

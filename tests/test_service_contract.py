@@ -145,6 +145,30 @@ def test_no_operation_shows_another_tenants_objects(service, schema, role) -> No
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("role", ["north-customer", "south-reviewer"])
+def test_sequences_of_calls_keep_to_the_document(service, tmp_path, role) -> None:
+    """The schemathesis CLI's stateful phase: chains of calls that feed one answer's ids into the next
+    request (links it infers from the document), as a customer and as a reviewer. Cancelling and retrying
+    stay out (the later tests need the jobs as they are)."""
+    server, tokens, *_ = service
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json", "--phases", "stateful",
+         "-H", f"Authorization: Bearer {tokens[role]}", "--checks", ",".join(check.__name__ for check in CHECKS),
+         "--max-examples", "30", "--seed", "7", "--workers", "1", "--no-color",
+         *[arg for name in (*SKIPPED, "cancelJob", "retryJob") for arg in ("--exclude-operation-id", name)]],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    covered = re.search(r"API Links:\s+(\d+) covered", done.stdout)
+    assert covered and int(covered.group(1)) > 0, done.stdout[-3000:]  # the chains really followed links
+
+
+def test_a_body_that_is_not_json_is_a_located_422(service) -> None:
+    server, tokens, *_ = service
+    with server.client(tokens["admin"]) as admin:
+        answer = admin.post("/v1/tenants", content=b"\xff{", headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["problems"][0]["key"] == "body", answer.text
+
+
 def test_the_document_declares_bearer_auth_problems_enums_and_readable_ids(service) -> None:
     server, *_ = service
     document = httpx.get(f"{server.url}/openapi.json").json()

@@ -120,7 +120,24 @@ def test_failing_receiver_gets_a_signed_delivery_after_retries_and_a_redelivery(
         _check_signature(webhook["secret"], receiver.requests[-1], delivery["id"])
         with server.client(tokens["bob"]) as bob:  # another tenant's customer sees none of it
             assert bob.get(f"/v1/webhooks/{webhook['id']}/deliveries").status_code == 404
-            assert bob.get("/v1/webhooks").json() == {"webhooks": []}
+            assert bob.get("/v1/webhooks").json() == {"webhooks": [], "next_cursor": None}
+
+
+def test_endpoint_list_pages_with_a_cursor(live) -> None:
+    server, tokens, receiver, _ = live
+    _allow(server, tokens, ["127.0.0.1"])
+    with server.client(tokens["bob"]) as bob:
+        made = [bob.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/page{n}"}).json()["id"]
+                for n in range(3)]
+        first = bob.get("/v1/webhooks", params={"limit": 2}).json()
+        second = bob.get("/v1/webhooks", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        seen = [w["id"] for w in first["webhooks"] + second["webhooks"]]
+        assert sorted(seen) == sorted(made) and len(first["webhooks"]) == 2 and second["next_cursor"] is None
+        assert seen == made[::-1]  # newest first
+        bad = bob.get("/v1/webhooks", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422 and "cursor" in bad.text
+        for webhook_id in made:
+            assert bob.delete(f"/v1/webhooks/{webhook_id}").status_code == 200
 
 
 def _check_signature(secret: str, request: dict, delivery_id: str) -> None:

@@ -10,6 +10,9 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
 from distill.errors import ConfigError, Problem
 
 LIMIT_DESCRIPTION = "items on a page"
@@ -54,3 +57,14 @@ def read_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
 def _utc(time: datetime) -> datetime:
     """Times are stored in UTC (SQLite hands them back without the zone)."""
     return time if time.tzinfo else time.replace(tzinfo=timezone.utc)
+
+
+def newest_first(session: Session, query: Select, model: Any, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+    """One page of `query`'s `model` rows, newest first by (created_at, id), from `cursor` on; and the cursor
+    of the next page (None on the last)."""
+    query = query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+    if (before := read_time_cursor(cursor)) is not None:
+        query = query.where((model.created_at < before[0]) | ((model.created_at == before[0]) & (model.id < before[1])))
+    found = list(session.scalars(query))
+    page = found[:limit]
+    return page, time_cursor(page[-1].created_at, page[-1].id) if len(found) > limit else None

@@ -56,6 +56,9 @@ MEANING = {
 }
 
 
+UNPARSED_BODY = "There was an error parsing the body"
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each status with the problems body it really sends."""
     return {status: {"model": ProblemsOut, "description": MEANING[status]} for status in statuses}
@@ -71,6 +74,9 @@ async def http_problem(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code in (204, 304):  # answers without a body
         return Response(status_code=exc.status_code, headers=headers)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and detail == UNPARSED_BODY:  # FastAPI's answer to a body that is not JSON
+        problem = {"key": "body", "message": "the body is not valid JSON", "hint": "send a JSON object (UTF-8)"}
+        return JSONResponse(problems_body("the request is invalid", [problem]), status_code=422, headers=headers)
     return JSONResponse(problems_body(detail), status_code=exc.status_code, headers=headers)
 
 

@@ -70,15 +70,10 @@ def list_deployments(session: SessionDep, user: UserDep,
                      cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
                      limit: Annotated[int, Query(ge=1, le=500, description=paging.LIMIT_DESCRIPTION)] = 100) -> dict:
     """The deployments of the caller's tenant (every one for admins), newest first."""
-    query = select(Deployment).order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
+    query = select(Deployment)
     if user.role != "admin":
         query = query.where(Deployment.tenant_id == user.tenant_id)
-    if (before := paging.read_time_cursor(cursor)) is not None:
-        query = query.where((Deployment.created_at < before[0])
-                            | ((Deployment.created_at == before[0]) & (Deployment.id < before[1])))
-    found = list(session.scalars(query))
-    page = found[:limit]
-    more = paging.time_cursor(page[-1].created_at, page[-1].id) if len(found) > limit else None
+    page, more = paging.newest_first(session, query, Deployment, cursor, limit)
     return {"deployments": [logic.deployment_summary(r) for r in page], "next_cursor": more}
 
 

@@ -7,21 +7,23 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from distill.errors import ConfigError, Problem
-from distill.service import webhooks
+from distill.service import paging, webhooks
 from distill.service.db import Tenant, User, utcnow
 from distill.service.deps import Admin, SessionDep, permit
 from distill.service.jobs import iso
 from distill.service.problems import problem_responses
-from distill.service.schemas import DateTime
+from distill.service.schemas import Cursor, DateTime
 from distill.service.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Manager = permit("webhooks")
+CursorQuery = Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)]
+LimitQuery = Annotated[int, Query(ge=1, le=500, description=paging.LIMIT_DESCRIPTION)]
 
 
 class WebhookIn(BaseModel):
@@ -43,6 +45,7 @@ class WebhookOut(BaseModel):
 
 class WebhookPage(BaseModel):
     webhooks: list[WebhookOut]
+    next_cursor: Cursor | None = None
 
 
 class AttemptOut(BaseModel):
@@ -67,6 +70,7 @@ class DeliveryOut(BaseModel):
 
 class DeliveryPage(BaseModel):
     deliveries: list[DeliveryOut]
+    next_cursor: Cursor | None = None
 
 
 class AllowedHosts(BaseModel):
@@ -103,11 +107,14 @@ def create(request: Request, body: WebhookIn, session: SessionDep, user: User = 
 
 
 @router.get("", response_model=WebhookPage, operation_id="listWebhooks", responses=problem_responses(401, 403))
-def list_endpoints(session: SessionDep, user: User = Manager) -> WebhookPage:
-    query = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at)
+def list_endpoints(session: SessionDep, cursor: CursorQuery = None, limit: LimitQuery = 100,
+                   user: User = Manager) -> WebhookPage:
+    """The endpoints the caller manages, newest first, a page at a time."""
+    query = select(WebhookEndpoint)
     if user.role == "customer":
         query = query.where(WebhookEndpoint.tenant_id == user.tenant_id, WebhookEndpoint.audience == "customer")
-    return WebhookPage(webhooks=[_endpoint_out(e) for e in session.scalars(query)])
+    page, more = paging.newest_first(session, query, WebhookEndpoint, cursor, limit)
+    return WebhookPage(webhooks=[_endpoint_out(e) for e in page], next_cursor=more)
 
 
 def visible_endpoint(webhook_id: str, session: SessionDep, user: User = Manager) -> WebhookEndpoint:
@@ -147,11 +154,12 @@ def ping(request: Request, endpoint: EndpointDep, session: SessionDep) -> Delive
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, operation_id="listWebhookDeliveries",
             responses=problem_responses(401, 403, 404))
-def deliveries(endpoint: EndpointDep, session: SessionDep) -> DeliveryPage:
+def deliveries(endpoint: EndpointDep, session: SessionDep, cursor: CursorQuery = None,
+               limit: LimitQuery = 100) -> DeliveryPage:
     """The endpoint's deliveries, newest first, each with every attempt (status code or error, time taken)."""
-    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
-                           .order_by(WebhookDelivery.created_at.desc()).limit(200))
-    return DeliveryPage(deliveries=[_delivery_out(session, d) for d in rows])
+    query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+    page, more = paging.newest_first(session, query, WebhookDelivery, cursor, limit)
+    return DeliveryPage(deliveries=[_delivery_out(session, d) for d in page], next_cursor=more)
 
 
 @router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut,
