@@ -61,6 +61,7 @@ def test_a_killed_worker_resumes_its_stage_and_the_job_finishes_until_attempts_r
         assert job["progress"]["generate"]["counts"]["ok"] == 300
         assert len(log.read_text().splitlines()) == 300  # resumed, not generated twice
         assert run_distill("verify", next((log.parents[1] / "release").glob("*.tar.gz"))).returncode == 0
+        _a_finished_job_is_the_next_ones_base_model(server, tokens["ann"], spec, job_id)
 
         doomed = _submit(server, tokens["ann"], spec)
         _kill_worker(doomed)
@@ -70,6 +71,22 @@ def test_a_killed_worker_resumes_its_stage_and_the_job_finishes_until_attempts_r
         assert failed["error"]["code"] == "worker_died" and "after 2 attempts" in failed["error"]["message"]
     finally:
         server.stop()
+
+
+def _a_finished_job_is_the_next_ones_base_model(server, token: str, spec: Path, job_id: str) -> None:
+    """`base_model: job:<id>` on a succeeded job of the tenant: its model is linked into the new upload."""
+    spec.write_text(spec.read_text().replace("student:\n", f"student:\n  base_model: 'job:{job_id}'\n"))
+    try:
+        again = _submit(server, token, spec)
+    finally:
+        spec.write_text(spec.read_text().replace(f"  base_model: 'job:{job_id}'\n", ""))
+    upload = server.data_dir / "jobs" / again / "spec"
+    trained = next((server.data_dir / "jobs" / job_id).glob("runs/*/main/train/model"))
+    brought = upload / "base-models" / job_id
+    assert (brought / "config.json").read_bytes() == (trained / "config.json").read_bytes()
+    assert f"base_model: base-models/{job_id}" in (upload / spec.name).read_text()
+    with server.client(token) as client:
+        assert client.post(f"/v1/jobs/{again}/cancel").status_code in (200, 202)
 
 
 def _log_in(client: httpx.Client, token: str) -> None:

@@ -115,16 +115,20 @@ def test_a_key_pasted_in_the_description_is_refused_at_submit(two_tenants, tmp_p
     assert "tR8vQ2" not in response.text
 
 
-def test_a_base_model_naming_a_job_is_refused_with_a_clear_reason(two_tenants, tmp_path) -> None:
+def test_a_base_model_naming_another_tenants_or_an_unfinished_job_gets_one_answer(two_tenants, tmp_path) -> None:
     server, tokens, job, spec = two_tenants
-    folder = tmp_path / "upload"
-    folder.mkdir()
-    (folder / "spec.yaml").write_text(spec.read_text().replace("policy: policy.yaml", "policy: children")
-                                      .replace("student:\n", f"student:\n  base_model: 'job:{job}'\n"))
-    response = upload(server, tokens["bob"], folder)
-    assert response.status_code == 422, response.text
-    problem = next(p for p in response.json()["problems"] if p["key"] == "student.base_model")
-    assert "not available yet" in problem["message"]
+    answers = []
+    for who, named in (("bob", job), ("ann", job), ("ann", "job_0000000000000000")):  # A's; A's own but cancelled; none
+        folder = tmp_path / f"upload-{who}-{named}"
+        folder.mkdir()
+        (folder / "spec.yaml").write_text(spec.read_text().replace("policy: policy.yaml", "policy: children")
+                                          .replace("student:\n", f"student:\n  base_model: 'job:{named}'\n"))
+        response = upload(server, tokens[who], folder)
+        assert response.status_code == 422, response.text
+        problem = next(p for p in response.json()["problems"] if p["key"] == "student.base_model")
+        answers.append(problem["message"].replace(named, "<id>"))
+    assert answers == ["job:<id> names no succeeded job of this tenant"] * 3
+    assert not [where for where in server_paths(server) if where in str(answers)]
 
 
 @pytest.mark.parametrize("typed", ["ten", "nan", "-1", "inf"])

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from distill.errors import DistillError, Problem, scrub_text
 from distill.service import runner, webhooks
 from distill.service.accounts import new_id, visible_tenants
+from distill.service.base_models import bring_job_model
 from distill.service.db import Event, Job, Tenant, User, utcnow
 from distill.service.uploads import extract_upload, find_spec_file, teacher_problems
 
@@ -70,6 +71,7 @@ def check_upload(session: Session, tenant: Tenant, data: bytes, filename: str, s
     spec_file = find_spec_file(folder / "spec", spec_path)
     if spec_text is not None:
         spec_file.write_text(spec_text, encoding="utf-8")
+    bring_job_model(session, tenant.id, spec_file)
     # one pass: the spec's own checks, every path it names confined to the upload, and the tenant's rules
     checked = runner.check_and_plan(spec_file, server=True,
                                     more=lambda loaded: teacher_problems(loaded.spec, tenant.allowed_key_envs, spec_file))

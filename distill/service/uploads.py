@@ -16,7 +16,6 @@ from pathlib import Path, PurePosixPath
 from distill.errors import DistillError, Problem, public_problem
 from distill.keys import key_references
 from distill.spec import Spec
-from distill.spec_refs import JOB_PREFIX
 
 MAX_UPLOAD_BYTES = 20 << 20
 MAX_MEMBERS = 500
@@ -151,11 +150,6 @@ def teacher_problems(spec: Spec, allowed_key_envs: list[str], spec_file: Path) -
         if teacher.provider == "hf":
             problems.append(Problem("a submitted spec cannot use a local hf model on the server", file=spec_file,
                                     key=f"{key}.provider", hint="use openai, anthropic, replay or offline"))
-    base_model = spec.student.base_model
-    if base_model is not None and str(base_model).startswith(JOB_PREFIX):
-        problems.append(Problem("naming a job's model as the base model is not available yet", file=spec_file,
-                                key="student.base_model", hint="upload the model folder with the spec and name it "
-                                "relative to the spec (e.g. base_model: model)"))
     return problems
 
 
