@@ -19,7 +19,9 @@ from distill.review import actions
 from distill.review.actions import Query
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
-from distill.review.signoff import defect_bound, judge_absent, needed_sample_size, read_sample, read_signoff
+from distill.review.signoff import (
+    defect_bound, judge_absent, needed_sample_size, read_sample, read_signoff, required_sample_size,
+)
 from distill.review.store import review_dir
 from distill.service import reviewing
 from distill.service.deps import SessionDep
@@ -185,7 +187,7 @@ def signoff_page(request: Request, job: PageJob, user: PageReviewer, msg: str = 
     bound = defect_bound(len(marked), len(records), policy.signoff.confidence, len(records) if census else None)[0] if records else None
     return render(request, "signoff.html", {
         "job": job, "sample": sample, "records": records, "defective": marked, "bound": bound, "policy": policy.signoff,
-        "census": census, "kept": len(kept),
+        "census": census, "kept": len(kept), "sample_size": required_sample_size(folder, policy),
         "needed": needed_sample_size(policy.signoff.max_defect_rate, policy.signoff.confidence),
         "pending": sum(r.status == "pending" for r in everything.values()), "signoff": read_signoff(folder), "msg": msg,
         "reviewable": job.status == "awaiting_review", "not_checked": judge_absent(folder),
