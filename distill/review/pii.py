@@ -46,11 +46,13 @@ _PHONE_CONTEXT = frozenset("call calls calling phone phones text texting ring di
                            "cell whatsapp contact reach".split())
 _PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/~_]{0,2}\d){6,14}")
 # words before a number that make it an order, booking or case number rather than a phone
-_REFERENCE = re.compile(r"(?:\b(?:order|invoice|ticket|booking|reference|ref|tracking|case|part|isbn|item|sku)\b|\bno\.|#)\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
+_REFERENCE = re.compile(r"(?:\b(?:order|invoice|ticket|booking|reference|ref|tracking|case|part|isbn|item|sku|confirmation|"
+                        r"receipt|transaction|serial|account|member|membership|customer|policy|claim|flight|shipment|"
+                        r"parcel|patent|model|batch|lot|id)\b|\bno\.|#)\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
 # what a written phone number looks like: international (+44 7700 900123) or with a trunk/area prefix
 # (07700 900123, (555) 123-4567), in two or more groups; bare digit runs (ids, amounts) are not phones
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}|\(\d{2,5}\)|0\d{1,5})(?:[ .\-]?\(?\d{2,5}\)?){1,4}(?:[ .\-]\d{2,5})*")
-_CARD = re.compile(r"\b\d(?:[ .-]?\d){12,18}\b")
+_CARD = re.compile(r"(?<![\d.])\d(?:(?:[ .\-_/]|\s?\n\s?)?\d){12,18}(?![\d])")  # any one separator between digits
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv|\bver\.?)\s*$", re.I)

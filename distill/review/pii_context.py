@@ -85,7 +85,7 @@ def _valid(validator: Callable[[str], bool], number: str) -> bool:
 
 # --- IBANs: any case, spaces or dashes between groups; mod-97 and the country's length (python-stdnum)
 
-_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,30}\b")
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:(?:[ \-.]|\s?\n\s?)?[A-Za-z0-9]){11,30}\b")  # any one separator, a line break too
 
 
 def ibans(text: str) -> list[Finding]:
@@ -94,7 +94,7 @@ def ibans(text: str) -> list[Finding]:
         raw = match.group()
         # shrink from the right until it validates: the regex may swallow a following word
         for end in range(len(raw), 14, -1):
-            compact = re.sub(r"[ \-]", "", raw[:end]).upper()
+            compact = re.sub(r"[\s\-.]", "", raw[:end]).upper()
             if _valid(lambda n: stdnum_iban.is_valid(n, check_country=False) and _iban_length_ok(n), compact):
                 found.append(finding("pii", "pii.iban", (match.start(), match.start() + end), raw[:end], "[IBAN]"))
                 break
@@ -153,7 +153,8 @@ _PUBLIC_PLACE = re.compile(
     r"castle|monument|memorial|stories|novel|fictional|landmark)\b", re.I)
 _PERSONAL = re.compile(
     r"\b(?:my|our|i\s+live|i'm\s+at|lives\s+at|live\s+at|living\s+at|home|apartment|apt|flat|unit|deliver|ship\s+to|send|"
-    r"mail\s+to|visit\s+me|address\s+is|moved\s+to|drop\s+it\s+off)\b", re.I)
+    r"mail\s+to|visit\s+me|address\s+is|moved\s+to|drop\s+it\s+off|find\s+(?:me|us)|(?:i|we)\s+(?:am|are|stay|'m|'re)\s+at|"
+    r"come\s+(?:to|over)|meet\s+(?:me|us)\s+at)\b", re.I)
 _SENTENCE = re.compile(r"[^.!?]*(?:[.!?](?=\s|$)|$)")
 
 
