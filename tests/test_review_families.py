@@ -4,8 +4,8 @@ recall with the right reason code on each half of the families, false positives 
 families under `general`, reworded duplicates, and the false-duplicate rate on distinct records of one
 template.
 
-The held-out v2 families (`tests/data/safety_families_heldout_v2/`, protocol in `docs/safety.md`) are
-checked at the rates measured on them: floors, so a change that loses what they catch fails, and clean
+The held-out v2 and v3 families (`tests/data/safety_families_heldout_v*/`, protocol in `docs/safety.md`)
+are checked at the rates measured on them: floors, so a change that loses what they catch fails, and clean
 records (the families' controls and the shared TinyStories sample) stay under 2% "any finding" flagged."""
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ sys.modules[_SPEC.name] = bench  # dataclasses look their module up there
 _SPEC.loader.exec_module(bench)
 
 FAMILIES = bench.load_families()
-HELDOUT_V2 = bench.load_families(Path(__file__).parent / "data" / "safety_families_heldout_v2")
-# (half, kind) -> cases caught, as measured (docs/safety.md). Half A was tuned on; B is held out.
-HELDOUT_V2_FLOORS = {
-    ("A", "pii"): 32, ("A", "secrets"): 15, ("A", "toxicity"): 16, ("A", "injection"): 20, ("A", "duplicates"): 8,
-    ("B", "pii"): 19, ("B", "secrets"): 10, ("B", "toxicity"): 2, ("B", "injection"): 13, ("B", "duplicates"): 8,
+HELDOUT = {version: bench.load_families(Path(__file__).parent / "data" / f"safety_families_heldout_{version}")
+           for version in ("v2", "v3")}
+# (version, half, kind) -> cases caught, as measured (docs/safety.md). v2: round one tuned on half A and
+# measured half B, round two tuned on half B; v3 was written before round two and never tuned on.
+HELDOUT_FLOORS = {
+    ("v2", "A", "pii"): 32, ("v2", "A", "secrets"): 15, ("v2", "A", "toxicity"): 16, ("v2", "A", "injection"): 20,
+    ("v2", "A", "duplicates"): 8, ("v2", "B", "pii"): 26, ("v2", "B", "secrets"): 15, ("v2", "B", "toxicity"): 15,
+    ("v2", "B", "injection"): 19, ("v2", "B", "duplicates"): 8,
+    ("v3", "A", "pii"): 8, ("v3", "A", "secrets"): 5, ("v3", "A", "toxicity"): 3, ("v3", "A", "injection"): 3,
+    ("v3", "A", "duplicates"): 3, ("v3", "B", "pii"): 5, ("v3", "B", "secrets"): 2, ("v3", "B", "toxicity"): 1,
+    ("v3", "B", "injection"): 4, ("v3", "B", "duplicates"): 3,
 }
 
 
@@ -110,22 +116,23 @@ def test_lookalikes_stay_clean(chain: Chain, text: str) -> None:
     assert not [f.code for f in chain.check(text).reasons if f.stage in bench.DETECTOR_STAGES]
 
 
-@pytest.mark.parametrize(("half", "kind"), sorted(HELDOUT_V2_FLOORS))
-def test_heldout_v2_families_are_caught_at_their_measured_rate(chain: Chain, half: str, kind: str) -> None:
+@pytest.mark.parametrize(("version", "half", "kind"), sorted(HELDOUT_FLOORS))
+def test_heldout_families_are_caught_at_their_measured_rate(chain: Chain, version: str, half: str, kind: str) -> None:
     distractors = bench.template_records(60, seed=1)
     misses: list[str] = []
     hits = 0
-    for family in (f for f in HELDOUT_V2 if f.kind == kind and f.half == half):
+    for family in (f for f in HELDOUT[version] if f.kind == kind and f.half == half):
         hits += bench.family_score(chain, family, distractors, misses)[0]
-    assert hits >= HELDOUT_V2_FLOORS[half, kind], "\n".join(misses)
+    assert hits >= HELDOUT_FLOORS[version, half, kind], "\n".join(misses)
 
 
-def test_heldout_v2_clean_controls_get_under_two_percent_of_any_finding(chain: Chain) -> None:
-    cases = [(f.name, case) for f in HELDOUT_V2 if f.kind == "clean" for case in f.cases]
+def test_heldout_clean_controls_get_under_two_percent_of_any_finding(chain: Chain) -> None:
+    cases = [(f.name, case) for families in HELDOUT.values() for f in families if f.kind == "clean" for case in f.cases]
     flagged = [(name, case, codes) for name, case in cases if (codes := bench.flagged(chain, case, detectors_only=False))]
-    assert len(cases) >= 90 and len(flagged) / len(cases) <= 0.02, flagged
-    identity = [case for f in HELDOUT_V2 if f.name.startswith("identity_terms") for case in f.cases]
-    assert identity and not [case for case in identity if bench.flagged(chain, case, detectors_only=False)]
+    assert len(cases) >= 110 and len(flagged) / len(cases) <= 0.02, flagged
+    identity = [case for families in HELDOUT.values() for f in families
+                if f.kind == "clean" and f.name.startswith("identity") for case in f.cases]
+    assert len(identity) >= 15 and not [case for case in identity if bench.flagged(chain, case, detectors_only=False)]
 
 
 def test_clean_stories_get_under_two_percent_of_any_finding(chain: Chain, tinystories_sample: Path) -> None:
