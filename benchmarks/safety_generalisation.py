@@ -8,9 +8,9 @@ Reworded duplicates run through the corpus dedup stage with the policy's setting
 records of one template (whose false-duplicate rate is reported too). Clean families are checked under
 every shipped policy: "detector" counts findings of the personal-data, secret, injection, toxicity,
 offensive-language and lexicon stages; "any" counts every finding a policy does not pass (quality and
-conformance included).
+conformance included). Clean stories from the shared TinyStories sample are checked the same way.
 
-    .venv/bin/python benchmarks/safety_generalisation.py [--policy general] [--half A|B] [--misses] [--folder DIR]
+    .venv/bin/python benchmarks/safety_generalisation.py [--policy general] [--half A|B] [--misses] [--folder DIR] [--stories N]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from distill.review.dedup import find_duplicates
 from distill.review.policy import Policy, load_policy
 
 FAMILIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "safety_families"
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories" / "tinystories_v1_train_head_2MiB.txt"
 DETECTOR_STAGES = ("pii", "secrets", "injection", "toxicity", "offensive", "lexicon")
 KINDS = ("pii", "secrets", "toxicity", "injection", "duplicates", "clean")
 
@@ -170,12 +171,38 @@ def report_clean(families: list[Family], show_misses: bool) -> None:
         print(f"  false duplicates among 300 distinct records of one template: {false_duplicate_rate(chain.policy, records):.1%}")
 
 
+def clean_stories(count: int, path: Path = STORIES) -> list[str]:
+    """The first `count` complete stories of the shared TinyStories sample (none of which should be
+    flagged); empty when the sample is not there."""
+    if not path.is_file():
+        return []
+    stories = [s.strip() for s in path.read_text(encoding="utf-8").split("<|endoftext|>")[:-1]]  # the last is cut off
+    return [s for s in stories if s][:count]
+
+
+def report_clean_corpus(count: int, show_misses: bool) -> None:
+    stories = clean_stories(count)
+    if not stories:
+        print(f"\n(clean corpus skipped: {STORIES} is not there)")
+        return
+    for name in shipped_policies():
+        chain = Chain(load_policy(name))
+        for detectors_only in (True, False):
+            hits = [(story, codes) for story in stories if (codes := flagged(chain, story, detectors_only))]
+            which = "detector" if detectors_only else "any"
+            print(f"\n== clean corpus ({len(stories)} TinyStories), policy {name}, {which} findings: "
+                  f"{len(hits)}/{len(stories)} flagged ({len(hits) / len(stories):.1%}) ==")
+            if show_misses or (name == "general" and detectors_only):
+                print("\n".join(f"  FP {codes} {story[:80]!r}" for story, codes in hits))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="general")
     parser.add_argument("--half", choices=["A", "B"], help="only report this half as the held-out one")
     parser.add_argument("--misses", action="store_true", help="print each missed case and each false positive")
     parser.add_argument("--folder", type=Path, default=FAMILIES, help="the family files (default: %(default)s)")
+    parser.add_argument("--stories", type=int, default=500, help="clean TinyStories records to check (0: none)")
     parser.add_argument("--smoke", action="store_true", help="accepted for the suite's smoke run; the full run takes seconds")
     args = parser.parse_args()
     families = load_families(args.folder)
@@ -184,6 +211,8 @@ def main() -> None:
           f"({sum(len(f.cases) for f in families)} cases)")
     report_swaps(families, Chain(load_policy(args.policy)), args.misses, args.half)
     report_clean(families, args.misses)
+    if args.stories:
+        report_clean_corpus(args.stories, args.misses)
 
 
 if __name__ == "__main__":

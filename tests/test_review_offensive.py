@@ -127,3 +127,9 @@ def test_the_neutral_terms_are_a_policy_file_and_a_missing_one_is_located(tmp_pa
     with pytest.raises(SpecError) as caught:
         load_policy(policy)
     assert "no_such_list" in str(caught.value)
+
+
+def test_under_general_only_sentences_addressing_someone_are_scored() -> None:
+    general = Chain(load_policy("general"))
+    assert not [f for f in general.check('"These prunes are stupid!" Tim said. Then she shut the drawer tightly.').reasons]
+    assert [f.code for f in general.check("Honestly, you are so stupid and ugly.").reasons if f.stage == "offensive"] == ["offensive.insult"]

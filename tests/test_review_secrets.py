@@ -29,3 +29,12 @@ def test_placeholders_pass():
     assert codes("The docs use AKIAIOSFODNN7EXAMPLE as the sample key.") == []
     assert codes("Connect to mysql://root:${DB_PASSWORD}@localhost/app when ready.") == []
     assert codes("Connect to redis://default:password@localhost:6379 for tests.") == []
+
+
+def test_secrets_in_command_lines_url_paths_and_env_names():
+    assert codes("curl -u deploy:Vx9#mQ2!kL7p https://artifacts.acme.io/upload") == ["secrets.command_password"]
+    assert codes("mysql -u root -pH8k2Lq9Zx4 shop_db") == ["secrets.command_password"]
+    assert codes("hook: https://chat.acme.io/hooks/xq7k9m2p4r6t8v1w3y5z0a2b4c") == ["secrets.webhook_url"]
+    assert codes("NEW_RELIC_LICENSE_KEY=eu01xx4f8a2c9e1b7d4f6a0c5e9b2d7a1fNRAL") == ["secrets.assignment"]
+    assert codes("curl -H \"Authorization: Bearer $TOKEN\" https://api.github.com/user") == []
+    assert codes("API_KEY=changeme  # replace before deploying") == []

@@ -74,3 +74,11 @@ def test_quality_heuristics():
 def test_a_character_may_apologise_but_the_teacher_may_not():
     assert quality("I'm sorry, but I can't write that story for you.") == ["quality.refusal"]
     assert quality("Ben said, \"I'm sorry, but I can't come to the party.\" Mia smiled at him.") == []
+
+
+def test_a_last_line_of_code_and_a_data_uri_are_not_defects():
+    assert quality("git commit -m 'fix typo' && git push origin main") == []
+    assert quality("password = os.environ['DB_PASSWORD']  # read from the environment") == []
+    data = "data:image/png;base64," + "iVBORw0KGgo" * 12
+    assert codes(check_decoding(f"The logo is {data} here.", max_chars=1000, max_token_chars=100)) == []
+    assert codes(check_decoding("see " + "z" * 130 + " now", max_chars=1000, max_token_chars=100)) == ["decoding.absurd_token"]

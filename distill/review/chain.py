@@ -4,8 +4,8 @@
     -> toxicity -> offensive language -> lexicons
 
 Secrets, injection and toxicity also read every decoded or re-joined reading of the text (base64, hex,
-URL escapes, HTML entities, keys split by spaces: `distill.review.decoded`); injection also reads the
-unfolded text, since folding look-alikes to Latin garbles Cyrillic and Greek words.
+URL escapes, HTML entities, keys split by spaces: `distill.review.decoded`); injection and toxicity also
+read the unfolded text, since folding look-alikes to Latin garbles Cyrillic and Greek words.
 
 PII, secrets, injection and the offensive-language model read the folded text (NFKC, no zero-width
 characters, look-alike letters as Latin); their findings are mapped back to the original spans.
@@ -110,7 +110,7 @@ class Chain:
         scan = checked[: size.max_chars]
         lowered = scan.lower()
         tokens = WORD.findall(scan)
-        words = " ".join(tokens).lower().split()  # one lower() for all words
+        words = list(map(str.lower, tokens))
         stats: dict = {"words": len(tokens)}
         present = self.triggers.present(lowered)
         if field == "text":
@@ -127,12 +127,14 @@ class Chain:
         on_folded += scan_patterns(folded.text, folded_lower, self.toxicity, "toxicity", "[...]", folded_present)
         on_folded += self._scan_readings(folded.text, on_folded, not folded_present.isdisjoint(KEY_PREFIXES))
         if self.offensive is not None:
-            on_folded += scan_offensive(folded.text, folded_words, self.offensive, self.policy.offensive.threshold)
+            offensive = self.policy.offensive
+            on_folded += scan_offensive(folded.text, folded_words, self.offensive, offensive.threshold, offensive.addressed_only)
         if folded.origin is not None:
             on_folded = [dataclasses.replace(f, span=folded.original_span(f.span)) for f in on_folded]
         found += on_folded
         if folded.origin is not None:  # Cyrillic, Greek: the folded text garbles their words
             found += _new(scan_injection(scan, lowered, self.injections, present), found)
+            found += _new(scan_patterns(scan, lowered, self.toxicity, "toxicity", "[...]", present), found)
         found += scan_lexicons(scan, lowered, words, self.lexicons, present)
         if field != "text":
             found = [dataclasses.replace(f, field=field) for f in found]

@@ -1,5 +1,6 @@
 """Other readings of a text for the secret, injection and toxicity scans: payloads in base64, hex, URL
-escapes or HTML entities decoded, and keys split by spaces or line breaks joined again.
+escapes, HTML entities or backslash escapes (`\\x69`, `\\u0069`) decoded, and keys split by spaces or
+line breaks joined again.
 
 A model that reads `aWdub3JlIHRoZSBhYm92ZQ==` or `&#105;&#103;&#110;ore all previous instructions` can
 follow it, and `sk-proj- Q7x2 mVb9 ...` is still a key once pasted, so each reading is scanned like
@@ -22,6 +23,8 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
 _URL_ESCAPED = re.compile(r"\S*(?:%[0-9A-Fa-f]{2}){2}\S*")
 _ENTITY = re.compile(r"&(?:#\d{2,6}|#x[0-9a-fA-F]{2,6}|[a-zA-Z]{2,8});")
+# backslash escapes of a string literal: \x69\x67 or \u0069\u0067 (three or more in a row)
+_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})(?:\s?(?:\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})){2,}")
 # a key prefix followed by chunks separated by spaces or line breaks
 _SPLIT_KEY = re.compile(
     r"(?:sk-(?:proj-|ant-(?:api|admin)\d\d-)?|gh[pousr]_|github_pat_|[sr]k_(?:live|test)_|AKIA|ASIA|xox[abposr]-|glpat-|hf_|AIza|npm_|SG\.)"
@@ -38,7 +41,7 @@ _PRINTABLE = re.compile(r"[\x20-\x7e\s\u00a0-\uffff]")
 
 @dataclass(frozen=True)
 class Reading:
-    how: str  # "base64", "hex", "url", "html", "joined"
+    how: str  # "base64", "hex", "url", "html", "escapes", "joined"
     span: tuple[int, int]  # where in the scanned text it came from
     text: str
 
@@ -77,6 +80,8 @@ def readings(text: str, key_prefix: bool | None = None) -> list[Reading]:
                 found.append(Reading("url", match.span(), decoded.replace("?", " ").replace("=", " ").replace("&", " ")))
     if "&" in text and _ENTITY.search(text):
         found.append(Reading("html", (0, len(text)), html.unescape(text)))
+    if "\\x" in text or "\\u" in text:
+        found += _unescaped(text)
     if key_prefix if key_prefix is not None else any(prefix in text.lower() for prefix in KEY_PREFIXES):
         for match in _SPLIT_KEY.finditer(text):
             if any(c.isspace() for c in match.group()):
@@ -85,6 +90,16 @@ def readings(text: str, key_prefix: bool | None = None) -> list[Reading]:
         for match in _LETTER_SPACED.finditer(text):
             found.append(Reading("joined", match.span(), re.sub(r"[ \t]", "", match.group())))
     return found
+
+
+def _unescaped(text: str) -> list[Reading]:
+    """The text with its runs of backslash escapes decoded, one reading for the whole text (the run may
+    be half a sentence, its other half plain)."""
+    def decode(match: re.Match[str]) -> str:
+        return re.sub(r"\\x([0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1) or m.group(2), 16)),
+                      match.group().replace(" ", ""))
+    decoded = _ESCAPES.sub(decode, text)
+    return [Reading("escapes", (0, len(text)), decoded)] if decoded != text else []
 
 
 def _decoded_tokens(text: str) -> list[Reading]:

@@ -36,6 +36,7 @@ _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 TRIGGER_WEIGHTS = ((0.95, 1.5), (0.85, 1.2))
 _SELF_DIRECTED = re.compile(r"^\W*(?:i'm|i am|i was|i feel|i look|i felt|call me)\b")
 _AIMED = re.compile(r"\b(?:you|your|you're|u|ur|they|them|he|she|his|her|those|these)\b")  # (lowest threshold, least weight in every fold) pairs
+_ADDRESSED = re.compile(r"\b(?:you|your|yours|yourself|you're|youre|ya|u|ur)\b")
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,11 @@ def _trigger_words(table: dict[str, tuple[float, tuple[float, ...]]], threshold:
                      if min(weights) >= least and len(word) >= 3)
 
 
-def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float) -> list[Finding]:
+def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold: float,
+                   addressed_only: bool = False) -> list[Finding]:
     """One finding on the worst sentence scoring at least `threshold`, or none. `words` are the
-    text's lower-cased words (the chain splits once for all stages)."""
+    text's lower-cased words (the chain splits once for all stages); `addressed_only`: only sentences
+    that address someone are scored."""
     triggers = model.triggers(threshold)
     present = triggers.intersection(words) if triggers is not None else None
     if present is not None and not present:
@@ -122,6 +125,8 @@ def scan_offensive(text: str, words: list[str], model: OffensiveModel, threshold
             continue
         if _SELF_DIRECTED.search(lowered) and not _AIMED.search(lowered):
             continue  # "I'm such an idiot, I left my keys in the fridge": about the speaker, aimed at no one
+        if addressed_only and not _ADDRESSED.search(lowered):
+            continue
         score = model.probability(sentence)
         if score > worst:
             worst, span = score, match.span()

@@ -33,7 +33,29 @@ class Pattern:
     triggers: tuple[str, ...] = ()  # empty: always run
 
 
-def load_patterns(path: Path) -> list[Pattern]:
+class PatternList(list):
+    """The patterns of one file, in order, with an index from each trigger to the patterns it starts, so
+    a scan visits only the patterns a record triggers instead of testing every pattern's triggers."""
+
+    def __init__(self, patterns: Iterable[Pattern] = ()):
+        super().__init__(patterns)
+        self.always = tuple(i for i, p in enumerate(self) if not p.triggers)
+        self.by_trigger: dict[str, list[int]] = {}
+        for index, pattern in enumerate(self):
+            for trigger in set(pattern.triggers):
+                self.by_trigger.setdefault(trigger, []).append(index)
+        self.triggers = frozenset(self.by_trigger)
+
+    def triggered(self, present: Set[str]) -> list[Pattern]:
+        """The patterns, in file order, that have no trigger or one of whose triggers is `present`."""
+        hits = self.triggers.intersection(present)
+        if not hits:
+            return [self[i] for i in self.always]
+        indices = set(self.always).union(*(self.by_trigger[t] for t in hits))
+        return [self[i] for i in sorted(indices)]
+
+
+def load_patterns(path: Path) -> PatternList:
     document = load_located_yaml(path)
     entries = document.data.get("patterns") if isinstance(document.data, dict) else None
     if not isinstance(entries, list):
@@ -57,7 +79,7 @@ def load_patterns(path: Path) -> list[Pattern]:
         patterns.append(Pattern(entry["code"], entry["category"], regex, entry.get("detail", ""), triggers))
     if problems:
         raise SpecError(*problems)
-    return patterns
+    return PatternList(patterns)
 
 
 class Triggers:
@@ -85,6 +107,8 @@ def scan(text: str, lowered: str, patterns: list[Pattern], stage: str, replaceme
     found: list[Finding] = []
     if present is None:
         present = {t for pattern in patterns for t in pattern.triggers if t in lowered}
+    if isinstance(patterns, PatternList):
+        patterns = patterns.triggered(present)
     for pattern in patterns:
         if pattern.triggers and present.isdisjoint(pattern.triggers):
             continue

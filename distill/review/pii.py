@@ -23,12 +23,16 @@ from phonenumbers import Leniency, PhoneNumberMatcher
 from distill.review.patterns import Pattern, scan
 from distill.review.pii_context import BIRTH_WORDS, dates_of_birth, ibans, street_addresses
 from distill.review.pii_context import national_ids as national_ids_in_context
-from distill.review.text_checks import finding
+from distill.review.text_checks import FUNCTION_WORDS, finding
 from distill.review.verdict import Finding
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b")
-_AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s+at\s+)"
-_DOT = r"(?:\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*|\s+dot\s+)"
+# "at" and "dot" spelled out in English, Spanish, French, German, Portuguese, Italian, Dutch, Russian
+_AT_WORD = r"(?:at|at-sign|arroba|arobase|chez|klammeraffe|ät|sobre|chiocciola|apenstaartje|собака)"
+_DOT_WORD = r"(?:dot|punto|point|punkt|ponto|punt|точка)"
+_AT = rf"(?:\s*[\[({{<]\s*(?:{_AT_WORD}|@)\s*[\])}}>]\s*|\s+{_AT_WORD}\s+)"
+_DOT = rf"(?:\s*[\[({{<]\s*(?:{_DOT_WORD}|\.)\s*[\])}}>]\s*|\s+{_DOT_WORD}\s+)"
+_HIDDEN_DOT = re.compile(rf"\b{_DOT_WORD}\b|[\[({{<]\.[\])}}>]", re.I)
 _TLD = (r"(?:com|org|net|edu|gov|io|co|uk|de|fr|in|info|me|us|ca|au|it|es|nl|be|ch|at|se|no|dk|fi|pl|pt|br|mx|jp|cn|ru|nz|"
         r"za|ie|biz|app|dev)")
 _OBFUSCATED = re.compile(rf"\b[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}{_TLD}\b", re.I)
@@ -46,11 +50,13 @@ _PHONE_CONTEXT = frozenset("call calls calling phone phones text texting ring di
                            "cell whatsapp contact reach".split())
 _PHONE_CANDIDATE = re.compile(r"(?:\+|\()?\d(?:[\s().\-/~_]{0,2}\d){6,14}")
 # words before a number that make it an order, booking or case number rather than a phone
-_REFERENCE = re.compile(r"(?:\b(?:order|invoice|ticket|booking|reference|ref|tracking|case|part|isbn|item|sku)\b|\bno\.|#)\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
+_REFERENCE = re.compile(r"(?:\b(?:order|invoice|ticket|booking|reference|ref|tracking|case|part|isbn|item|sku|confirmation|"
+                        r"receipt|transaction|serial|account|member|membership|customer|policy|claim|flight|shipment|"
+                        r"parcel|patent|model|batch|lot|id)\b|\bno\.|#)\W{0,3}(?:\w+\W{1,3}){0,2}$", re.I)
 # what a written phone number looks like: international (+44 7700 900123) or with a trunk/area prefix
 # (07700 900123, (555) 123-4567), in two or more groups; bare digit runs (ids, amounts) are not phones
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}|\(\d{2,5}\)|0\d{1,5})(?:[ .\-]?\(?\d{2,5}\)?){1,4}(?:[ .\-]\d{2,5})*")
-_CARD = re.compile(r"\b\d(?:[ .-]?\d){12,18}\b")
+_CARD = re.compile(r"(?<![\d.])\d(?:(?:[ .\-_/]|\s?\n\s?)?\d){12,18}(?![\d])")  # any one separator between digits
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
 _VERSION_CONTEXT = re.compile(r"(?:version|release|build|\bv|\bver\.?)\s*$", re.I)
@@ -127,8 +133,9 @@ def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Findi
             if not _placeholder_domain(match.group(1), placeholders):
                 found.append(finding("pii", "pii.email", match.span(), match.group(), "[EMAIL]"))
     claimed = [f.span for f in found]
-    hidden_dot = "dot" in lowered or "[.]" in text or "(.)" in text or "{.}" in text or "<.>" in text
-    regexes = ((_OBFUSCATED,) if hidden_dot and ("at" in lowered or "@" in text) else ()) + ((_SPACED,) if "@" in text else ())
+    hidden_dot = (any(word in lowered for word in ("dot", "punt", "punkt", "point", "ponto", "точка", ".]", ".)", ".}", ".>"))
+                  and _HIDDEN_DOT.search(text) is not None)
+    regexes = ((_OBFUSCATED,) if hidden_dot else ()) + ((_SPACED,) if "@" in text else ())
     if regexes:
         for regex in regexes:
             for match in regex.finditer(text):
@@ -136,6 +143,8 @@ def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Findi
                 if regex is _SPACED and (plain is None or " " not in match.group()
                                          or _placeholder_domain(plain.group(1), placeholders)):
                     continue  # an ordinary address (reported above, or a placeholder)
+                if regex is _OBFUSCATED and _prose_parts(match.group()):
+                    continue  # "meet me at the point at noon": words of a sentence, not parts of an address
                 if not any(s < match.end() and match.start() < e for s, e in claimed):
                     claimed.append(match.span())
                     found.append(finding("pii", "pii.email_obfuscated", match.span(), match.group(), "[EMAIL]"))
@@ -146,6 +155,12 @@ def _emails(text: str, lowered: str, placeholders: frozenset[str]) -> list[Findi
             if email and not _placeholder_domain(email.group(1), placeholders) and not any(s < run.end() and run.start() < e for s, e in claimed):
                 found.append(finding("pii", "pii.email_obfuscated", run.span(), collapsed, "[EMAIL]"))
     return found
+
+
+def _prose_parts(candidate: str) -> bool:
+    """An address spelled out whose name or domain labels are function words ("me", "the")."""
+    parts = re.split(rf"{_AT}|{_DOT}", candidate, flags=re.I)
+    return any(part.strip().lower() in FUNCTION_WORDS for part in parts[:-1])
 
 
 def _enough_digits(text: str, words: list[str]) -> bool:

@@ -51,7 +51,7 @@ _ID_KEYWORDS: dict[str, tuple[str, Callable[[str], bool]]] = {
 _KEYWORD = re.compile(r"(?<!\w)(" + "|".join(sorted(map(re.escape, _ID_KEYWORDS), key=len, reverse=True)) + r")(?!\w)", re.I)
 _ID_CANDIDATE = re.compile(r"(?<!\w)[A-Za-z]{0,2}\d(?:[ .\-/]?\d){5,17}(?:[ ]?[A-Za-z])?(?!\w)")
 _NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]")
-_CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
+_CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b", re.I)  # checksummed: any case
 
 
 def _ssn_shape(number: str) -> bool:
@@ -71,7 +71,7 @@ def national_ids(text: str) -> list[Finding]:
                 found.append(finding("pii", "pii.national_id", candidate.span(), what, "[ID]"))
                 break
     for match in _CODICE_FISCALE.finditer(text):
-        if codicefiscale.is_valid(match.group()) and not any(f.span[0] <= match.start() < f.span[1] for f in found):
+        if codicefiscale.is_valid(match.group().upper()) and not any(f.span[0] <= match.start() < f.span[1] for f in found):
             found.append(finding("pii", "pii.national_id", match.span(), "Italian fiscal code", "[ID]"))
     return found
 
@@ -85,7 +85,7 @@ def _valid(validator: Callable[[str], bool], number: str) -> bool:
 
 # --- IBANs: any case, spaces or dashes between groups; mod-97 and the country's length (python-stdnum)
 
-_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,30}\b")
+_IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:(?:[ \-.]|\s?\n\s?)?[A-Za-z0-9]){11,30}\b")  # any one separator, a line break too
 
 
 def ibans(text: str) -> list[Finding]:
@@ -94,7 +94,7 @@ def ibans(text: str) -> list[Finding]:
         raw = match.group()
         # shrink from the right until it validates: the regex may swallow a following word
         for end in range(len(raw), 14, -1):
-            compact = re.sub(r"[ \-]", "", raw[:end]).upper()
+            compact = re.sub(r"[\s\-.]", "", raw[:end]).upper()
             if _valid(lambda n: stdnum_iban.is_valid(n, check_country=False) and _iban_length_ok(n), compact):
                 found.append(finding("pii", "pii.iban", (match.start(), match.start() + end), raw[:end], "[IBAN]"))
                 break
@@ -144,22 +144,25 @@ _EUROPEAN = re.compile(
     r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|straat|laan|gracht|plein|kade|steeg|"
     r"gatan|vägen|vej|gade)\s+\d{1,4}[a-z]?\b"
     r"|\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|boulevard|bd|chemin|allée|impasse|quai|cours)\s+(?:[\w'’\-]+\s?){1,5}"
-    r"|\b(?:calle|c/|avenida|avda\.?|paseo|plaza|carrer|via|viale|piazza|corso|rua|travessa|largo)\s+(?:[A-ZÁÉÍÓÚ][\w'’\-]*\s+){1,4}\d{1,4}\b",
+    r"|\b(?:calle|c/|avenida|avda\.?|paseo|plaza|carrer|via|viale|piazza|corso|rua|travessa|largo)\s+(?:[A-ZÁÉÍÓÚ][\w'’\-]*\s+){1,4}\d{1,4}\b"
+    r"|(?<!\w)(?:ul\.|ulica|al\.|aleja|os\.|osiedle|ulice|nám\.)\s*(?:[A-ZŁŚŻŹĆŃÓ][\w'’\-]*\s+){1,3}\d{1,4}[a-z]?(?:/\d{1,4})?",
     re.I,
 )
 _PUBLIC_PLACE = re.compile(
     r"\b(?:white\s+house|building|museum|tower|palace|cathedral|church|station|stadium|library|hall|university|college|"
     r"hospital|embassy|parliament|prime\s+minister|president|headquarters|hotel|theat(?:re|er)|gallery|zoo|airport|"
-    r"castle|monument|memorial|stories|novel|fictional|landmark)\b", re.I)
+    r"castle|monument|memorial|stories|novel|fictional|landmark|hiding\s+place|birthplace|former\s+home|house\s+museum)\b", re.I)
 _PERSONAL = re.compile(
     r"\b(?:my|our|i\s+live|i'm\s+at|lives\s+at|live\s+at|living\s+at|home|apartment|apt|flat|unit|deliver|ship\s+to|send|"
-    r"mail\s+to|visit\s+me|address\s+is|moved\s+to|drop\s+it\s+off)\b", re.I)
+    r"mail\s+to|visit\s+me|address\s+is|moved\s+to|drop\s+it\s+off|find\s+(?:me|us)|(?:i|we)\s+(?:am|are|stay|'m|'re)\s+at|"
+    r"come\s+(?:to|over)|meet\s+(?:me|us)\s+at)\b", re.I)
 _SENTENCE = re.compile(r"[^.!?]*(?:[.!?](?=\s|$)|$)")
 
 
 _TYPE_WORDS = frozenset(_TYPES[3:-1].split("|"))
 _EUROPEAN_MARKERS = ("stra", "weg ", "gasse", "platz", "allee", "laan ", "gracht", "rue ", "calle ", "avenida ", "via ", "viale ",
-                     "piazza ", "corso ", "rua ", "plaza ", "paseo ", "carrer ", "gatan ", "vägen ", "vej ", "gade ")
+                     "piazza ", "corso ", "rua ", "plaza ", "paseo ", "carrer ", "gatan ", "vägen ", "vej ", "gade ", "avenue ",
+                     "boulevard ", "chemin ", "allée ", "impasse ", "quai ", "ul.", "ulica ", "aleja ", "osiedle ", "ulice ")
 
 
 def street_addresses(text: str, lowered: str, words: list[str], digits: bool) -> list[Finding]:

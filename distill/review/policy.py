@@ -81,6 +81,9 @@ class Offensive(Strict):
 
     enabled: bool = True
     threshold: Share = 0.95  # a sentence at least this likely to be offensive is reported
+    # only sentences that address someone ("you", "your") are scored: the model also scores "these prunes
+    # are stupid" or "she shut the drawer" at 98-100%, which insult nobody
+    addressed_only: bool = False
     # a file under safety/vocabulary/ (or a path): words naming groups of people, scored as absent so a
     # mention of a group is not an insult by itself; none: score every word the model knows
     neutral_terms: str | None = "identity_terms"

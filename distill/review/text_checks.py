@@ -28,7 +28,7 @@ def finding(stage: str, code: str, span: tuple[int, int], detail: str = "", repl
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_URL = re.compile(r"^(?:https?|ftp)://", re.I)
+_URL = re.compile(r"^(?:(?:https?|ftp)://|data:[\w.+-]+/[\w.+-]+[;,])", re.I)  # data: URIs embed files in one token
 
 
 def decode(raw: str | bytes) -> tuple[str, list[Finding]]:
@@ -60,6 +60,8 @@ def check_decoding(text: str, *, max_chars: int, max_token_chars: int) -> list[F
     control = _CONTROL.search(text)
     if control:
         found.append(finding("decoding", "decoding.control_chars", control.span(), f"U+{ord(control.group()):04X}"))
+    if len(text) <= max_token_chars or max(map(len, text.split())) <= max_token_chars:
+        return found  # a split is several times cheaper than the regex, and most texts have no long run
     for match in re.finditer(r"\S{%d,}" % (max_token_chars + 1), text):
         if not _URL.match(match.group()):
             found.append(finding("decoding", "decoding.absurd_token", match.span(), f"{match.end() - match.start()} characters without a space"))
@@ -160,6 +162,8 @@ _NOT_ASCII_SYMBOLS = str.maketrans("", "", "".join(chr(c) for c in range(128) if
 _SENTENCE_END = frozenset(".!?\"')]}>*;\u201d\u2019\u2026\u00bb`")
 _ENDS_WITH_URL = re.compile(r"\bhttps?://\S+$")
 _THE_END = re.compile(r"\bthe end\W*$", re.I)
+# A last line that reads as code or a shell command ends where the code ends, not with a full stop.
+_CODE_LINE = re.compile(r"[=#{}|$]|&&|\(\)|::|\w\.\w+\(")
 
 
 @dataclass(frozen=True)
@@ -178,8 +182,7 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
     found = []
     span = (0, len(text))
     if len(words) >= 12:
-        trigrams = list(zip(words, words[1:], words[2:]))
-        repeated = 1 - len(set(trigrams)) / len(trigrams)
+        repeated = 1 - len(set(zip(words, words[1:], words[2:]))) / (len(words) - 2)
         if repeated > settings.max_repeated_ngram_share:
             found.append(finding("quality", "quality.repetition", span, f"{repeated:.0%} of word 3-grams are repeats"))
     visible = len(text) - text.count(" ") - text.count("\n")
@@ -188,14 +191,14 @@ def check_quality(text: str, lowered: str, words: list[str], settings: QualitySe
         if symbols / visible > settings.max_symbol_ratio:
             found.append(finding("quality", "quality.symbol_ratio", span, f"{symbols / visible:.0%} symbols"))
     if settings.language == "en" and len(words) >= 15:  # fewer words say little about the language
-        share = len([w for w in words if w in FUNCTION_WORDS]) / len(words)
+        share = sum(map(FUNCTION_WORDS.__contains__, words)) / len(words)
         if share < settings.min_function_word_share:
             found.append(finding("quality", "quality.language", span, f"only {share:.0%} English function words"))
     stripped = text.rstrip()
     if settings.check_truncation and stripped and len(words) >= 5:
         last = stripped[-1]
         if (last not in _SENTENCE_END and not _is_emoji_part(last) and not _THE_END.search(stripped[-12:])
-                and not _ENDS_WITH_URL.search(stripped[-300:])):
+                and not _ENDS_WITH_URL.search(stripped[-300:]) and not _CODE_LINE.search(stripped[stripped.rfind("\n") + 1 :])):
             found.append(finding("quality", "quality.truncated", (len(stripped) - 1, len(stripped)), f"ends with {stripped[-12:]!r}"))
     found += scan(text, lowered, refusals, "quality", present=present)[:1]
     return found
