@@ -24,7 +24,7 @@ from distill.evaluate.probes import Probe  # noqa: E402
 from distill.release.bundle import release_inputs  # noqa: E402
 from distill.release.export import (  # noqa: E402
     GGUF_PRE_TOKENIZER, check_formats, export_forms, export_gguf, gguf_metadata, gguf_tensors, read_gguf_tensors)
-from distill.release.gate import OVERRIDE_ENV, ReleaseGateError  # noqa: E402
+from distill.release.gate import ReleaseGateError  # noqa: E402
 from distill.release.parity import ParityInputs, measure_parity, parity_failures  # noqa: E402
 from distill.release.runtimes import llama_cpp_missing  # noqa: E402
 from distill.release.signing import generate_key_pair, load_private_key  # noqa: E402
@@ -62,17 +62,13 @@ def release_with(run, formats, *, parity=None, override=None, key=None) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, model_dir, png_bytes):
-    """A signed bundle with the ONNX and int8 forms (and GGUF: measured where llama.cpp is installed,
-    otherwise released under a recorded override so its file can still be checked)."""
+    """A signed bundle with the ONNX, int8 and GGUF forms (GGUF run by llama.cpp where it is installed, otherwise
+    read back and run by the numpy reference forward)."""
     tmp = tmp_path_factory.mktemp("exported")
     key_path = tmp / "release.key"
     generate_key_pair(key_path)
     run = make_run(tmp / "run", model_dir, png_bytes)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(OVERRIDE_ENV, "1")
-        override = "llama-cpp-python is not installed here" if llama_cpp_missing() else None
-        bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], override=override,
-                              key=load_private_key(key_path))
+    bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], key=load_private_key(key_path))
     return bundle, key_path.with_name("release.key.pub")
 
 
@@ -89,8 +85,12 @@ def test_each_form_is_a_file_in_the_bundle_with_its_parity_in_the_signed_manifes
     assert abs(int8["bpb_delta"]) < 0.05 and int8["bytes"] < onnx["bytes"]
     assert onnx["probe_verdicts_same"] == onnx["probes"] == 2 and onnx["tokens_per_s"] > 0
     assert formats["safetensors"]["parity"]["bpb_delta"] == 0.0
+    gguf = formats["gguf"]["parity"]
+    assert gguf["runtime"] == ("llama.cpp" if llama_cpp_missing() is None else "gguf-reader+numpy")
+    assert abs(gguf["bpb_delta"]) < 0.01 and gguf["probe_regressions"] == [] and gguf["greedy_agreement"] > 0.5
     card = (bundle / "README.md").read_text()
     assert "## Formats" in card and f"| onnx | onnx/model.onnx | {onnx['bytes']} | " in card
+    assert " | onnxruntime |" in card
     report = verify(bundle, public_key=public)
     assert report.ok, report.problems
     assert report.format_lines[0].split()[:2] == ["format", "bytes"] and len(report.format_lines) == 5
@@ -245,3 +245,36 @@ def test_gguf_runs_in_llama_cpp_with_the_safetensors_model_s_bits_per_byte(tmp_p
     table = measure_parity(model_dir, forms, parity_inputs())
     assert table["gguf"]["measured"] and abs(table["gguf"]["bpb_delta"]) < 0.01, table["gguf"]
     assert table["gguf"]["probe_regressions"] == []
+
+
+def test_a_gguf_with_q_and_k_in_the_wrong_rope_layout_is_caught_by_its_parity_run(tmp_path, monkeypatch):
+    """The GGUF's parity run reads the file and runs it in llama.cpp's conventions (the numpy reference where
+    llama.cpp is not installed): its logits are the safetensors model's, and an export that skipped the q/k
+    permutation (the classic "behaves differently in Ollama") is not. Sharp attention, so rope matters."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import distill.release.export as export
+    from distill.release.runtimes import TorchRuntime, open_runtime
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(len(tokenizer))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    ids = [0, *AutoTokenizer.from_pretrained(tmp_path / "model").encode(STORIES[0])][:40]
+    expected, _ = TorchRuntime(tmp_path / "model").start(ids)
+    right = export_forms(tmp_path / "model", tmp_path / "right", ["gguf"])["gguf"]
+    monkeypatch.setattr(export, "_permute", lambda weights, heads: weights)
+    wrong = export_forms(tmp_path / "model", tmp_path / "wrong", ["gguf"])["gguf"]
+    runtime = open_runtime("gguf", tmp_path / "model", right, config)
+    logits, state = runtime.start(ids[:-1])
+    np.testing.assert_allclose(logits, expected[:-1], atol=2e-2)
+    step, _ = runtime.step(ids[-1], state)  # the key/value cache gives the last position's logits too
+    np.testing.assert_allclose(step, expected[-1], atol=2e-2)
+    unpermuted, _ = open_runtime("gguf", tmp_path / "model", wrong, config).start(ids)
+    assert np.abs(unpermuted - expected).max() > 0.1
