@@ -278,3 +278,62 @@ def test_a_gguf_with_q_and_k_in_the_wrong_rope_layout_is_caught_by_its_parity_ru
     np.testing.assert_allclose(step, expected[-1], atol=2e-2)
     unpermuted, _ = open_runtime("gguf", tmp_path / "model", wrong, config).start(ids)
     assert np.abs(unpermuted - expected).max() > 0.1
+
+
+PROMPTS = ["Once upon a time", "Lily", "One day, a little dog went to the park and saw"]
+
+
+def served_texts(bundle: Path, form: str) -> tuple[list[str], list[str]]:
+    """Greedy completions through the real openai SDK from `serve-model --form form`'s app: one request at a time,
+    then all at once (batched by the engine, prompts of different lengths left-padded together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+    from tiny_bundle import LoopbackServer
+
+    from distill.serving.api import create_app
+    from distill.serving.server import open_bundle
+
+    served = open_bundle(bundle, form=form, max_batch=8)
+    try:
+        with LoopbackServer(create_app([served])) as server:
+            client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+
+            def complete(prompt: str) -> str:
+                return client.completions.create(model=served.id, prompt=prompt, max_tokens=10,
+                                                 temperature=0).choices[0].text
+
+            one_by_one = [complete(p) for p in PROMPTS]
+            with ThreadPoolExecutor(len(PROMPTS)) as pool:
+                together = list(pool.map(complete, PROMPTS))
+    finally:
+        served.engine.close()
+    return one_by_one, together
+
+
+def test_serve_model_serves_each_exported_form_over_the_openai_api(exported):
+    bundle, _ = exported
+    reference, _ = served_texts(bundle, "safetensors")
+    for form in ("onnx", "int8", "gguf"):
+        one_by_one, together = served_texts(bundle, form)
+        assert together == one_by_one, form  # batching with padding gives each sequence its own result
+        assert all(one_by_one), form
+        if form == "onnx":
+            assert one_by_one == reference  # fp32 ONNX is the same model
+
+
+def test_serve_model_refuses_a_form_the_bundle_lacks_or_whose_recorded_check_failed(exported, tmp_path):
+    from distill.serving.forms import checked_parity
+
+    bundle, _ = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match="the bundle has no gguf form") as missing:
+        checked_parity(bundle, {**manifest, "formats": {"safetensors": {}}}, "gguf")
+    assert missing.value.problems[0].key == "--form"
+    drifted = json.loads(json.dumps(manifest["formats"]))
+    drifted["int8"]["parity"]["bpb_delta"] = 0.2
+    with pytest.raises(ConfigError, match="refusing to serve: the int8 form's bits per byte differ"):
+        checked_parity(bundle, {**manifest, "formats": drifted}, "int8")
+    done = subprocess.run([sys.executable, "-m", "distill", "serve-model", str(bundle), "--form", "tflite"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--form: unknown form 'tflite'" in done.stderr and "Traceback" not in done.stderr
