@@ -337,3 +337,27 @@ def test_serve_model_refuses_a_form_the_bundle_lacks_or_whose_recorded_check_fai
     done = subprocess.run([sys.executable, "-m", "distill", "serve-model", str(bundle), "--form", "tflite"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--form: unknown form 'tflite'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_web_job_page_lists_the_bundle_s_formats_with_their_checks_escaped(exported, tmp_path):
+    import shutil
+
+    from distill.service.web.render import templates
+    from distill.service.web.views import bundle_formats
+
+    bundle, _ = exported
+    rows = {row["format"]: row for row in bundle_formats(bundle)}
+    assert list(rows) == ["safetensors", "onnx", "int8", "gguf"]
+    assert rows["onnx"]["files"] == "onnx/model.onnx" and rows["onnx"]["delta"] == "+0.000%"
+    assert rows["onnx"]["runtime"] == "onnxruntime" and rows["onnx"]["probes"] == "2/2"
+    assert rows["safetensors"]["delta"] == "reference" and rows["gguf"]["size"].endswith("kB")
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["formats"]["int8"]["parity"]["runtime"] = "<script>alert(1)</script>"
+    manifest["formats"]["<b>x</b>"] = {"files": ["<img src=x>"], "parity": {"measured": False, "why": "<i>no</i>"}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shown = templates.env.get_template("_formats.html").render(formats=bundle_formats(copy))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script" not in shown
+    assert "&lt;b&gt;x&lt;/b&gt;" in shown and "<img" not in shown and "not run: &lt;i&gt;no&lt;/i&gt;" in shown
+    assert '<th scope="row">gguf</th>' in shown
