@@ -17,6 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
 
 from test_release import SIGNED, make_run, png_bytes, review_and_sign_off  # noqa: E402,F401  (fixture reused)
+from test_export_signing import model_signing_verify  # noqa: E402
 from tiny_lm import STORIES, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from distill.errors import ConfigError  # noqa: E402
@@ -27,6 +28,7 @@ from distill.release.export import (  # noqa: E402
 from distill.release.gate import ReleaseGateError  # noqa: E402
 from distill.release.parity import ParityInputs, measure_parity, parity_failures  # noqa: E402
 from distill.release.runtimes import llama_cpp_missing  # noqa: E402
+from distill.release.openssf import generate_ec_key_pair, load_ec_private_key  # noqa: E402
 from distill.release.signing import generate_key_pair, load_private_key  # noqa: E402
 from distill.release.sources import read_inputs  # noqa: E402
 from distill.release.verify import verify  # noqa: E402
@@ -53,11 +55,11 @@ def parity_inputs() -> ParityInputs:
                         policy=load_policy("general"))
 
 
-def release_with(run, formats, *, parity=None, override=None, key=None) -> Path:
+def release_with(run, formats, *, parity=None, override=None, key=None, openssf_key=None) -> Path:
     inputs = read_inputs(run.path, run.manifest, SIGNED)
     chosen = inputs.release.model_copy(update={"formats": formats, "parity": parity or {}})
     inputs = dataclasses.replace(inputs, release=chosen, parity_inputs=parity_inputs())
-    return release_inputs(run, inputs, override_reason=override, private_key=key)
+    return release_inputs(run, inputs, override_reason=override, private_key=key, openssf_key=openssf_key)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,9 @@ def exported(tmp_path_factory, model_dir, png_bytes):
     key_path = tmp / "release.key"
     generate_key_pair(key_path)
     run = make_run(tmp / "run", model_dir, png_bytes)
-    bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], key=load_private_key(key_path))
+    openssf = generate_ec_key_pair(tmp / "openssf.key")
+    bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], key=load_private_key(key_path),
+                          openssf_key=load_ec_private_key(openssf.with_suffix("")))
     return bundle, key_path.with_name("release.key.pub")
 
 
@@ -94,6 +98,8 @@ def test_each_form_is_a_file_in_the_bundle_with_its_parity_in_the_signed_manifes
     report = verify(bundle, public_key=public)
     assert report.ok, report.problems
     assert report.format_lines[0].split()[:2] == ["format", "bytes"] and len(report.format_lines) == 5
+    done = model_signing_verify(bundle, public.with_name("openssf.key.pub"))  # the forms signed for outside tools
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_verify_prints_the_parity_table(exported):
