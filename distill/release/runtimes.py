@@ -128,10 +128,10 @@ class GgufNumpyRuntime(Runtime):
         self.context = int(meta["llama.context_length"])
 
     def start(self, ids):
-        return self._forward(ids, (0, [None] * self.layers))
+        return self.forward(ids, (0, [None] * self.layers))
 
     def step(self, token, state):
-        logits, state = self._forward([token], state)
+        logits, state = self.forward([token], state)
         return logits[-1], state
 
     def _norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -147,7 +147,9 @@ class GgufNumpyRuntime(Runtime):
         out[..., 1::2] = even * np.sin(angles) + odd * np.cos(angles)
         return out
 
-    def _forward(self, ids: list[int], state):
+    def forward(self, ids: list[int], state):
+        """Logits [len(ids), vocab] for `ids` at positions from state's start, and the next state: (position,
+        per layer (keys, values) as [t, kv_heads, head_dim], or None before the first token)."""
         start, caches = state
         x, caches = self.w["token_embd.weight"][ids], list(caches)
         for layer in range(self.layers):

@@ -92,7 +92,7 @@ def gguf_runner(path: Path) -> tuple[RowRunner, int]:
 
     def run_row(ids, positions, past):
         caches = [(k.transpose(1, 0, 2), v.transpose(1, 0, 2)) for k, v in past] or [None] * runtime.layers
-        logits, (_, caches) = runtime._forward([int(i) for i in ids], (int(positions[0]), caches))
+        logits, (_, caches) = runtime.forward([int(i) for i in ids], (int(positions[0]), caches))
         return logits.astype(np.float32), [(k.transpose(1, 0, 2), v.transpose(1, 0, 2)) for k, v in caches]
 
     return run_row, runtime.context
