@@ -1,6 +1,7 @@
 """Serving throughput: `distill serve-model`'s batching engine vs one `model.generate` at a time, same bundle.
 
-    python benchmarks/serve.py [--bundle BUNDLE_DIR_OR_TAR_GZ] [--clients 1,4,16] [--max-tokens 64] [--smoke]
+    python benchmarks/serve.py [--bundle BUNDLE_DIR_OR_TAR_GZ] [--form onnx|int8|gguf] [--clients 1,4,16]
+                               [--max-tokens 64] [--smoke]
 
 Each server runs in its own process on loopback, as a deployment would: the batched one is the real
 `distill serve-model BUNDLE` command, the plain one (`--serve-plain`, this file) streams `model.generate`
@@ -272,6 +273,8 @@ def measure(batched: Endpoint, plain: Endpoint, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a bundle directory or its .tar.gz (verified before use)")
+    parser.add_argument("--form", default="safetensors",
+                        help="the bundle's form the batched server runs (serve-model --form); the plain one runs safetensors")
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--requests-each", type=int, default=2)
@@ -288,7 +291,7 @@ def main() -> None:
         args.clients, args.max_tokens, args.requests_each, args.repeat = "1,4", 8, 1, 1
     with tempfile.TemporaryDirectory() as scratch:
         bundle = args.bundle or quickstart_size_bundle(Path(scratch), smoke=args.smoke)
-        distill = [sys.executable, "-m", "distill", "serve-model", str(bundle)]
+        distill = [sys.executable, "-m", "distill", "serve-model", str(bundle), "--form", args.form]
         plain = [sys.executable, __file__, "--serve-plain", str(bundle)]
         with servers([distill, plain], args.threads) as (batched_server, plain_server):
             measure(batched_server, plain_server, args)

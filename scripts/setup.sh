@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-step() { echo "setup [$1/5, $((SECONDS - start)) s]: $2" >&2; }
+step() { echo "setup [$1/6, $((SECONDS - start)) s]: $2" >&2; }
 step 1 "creating .venv (the first set-up takes about 4 minutes; later runs only check)"
 python3 -m venv .venv
 step 2 "upgrading pip"
@@ -15,4 +15,6 @@ step 4 "installing distill and its dependencies (dev, ray, export)"
 .venv/bin/python -m pip install --quiet -e ".[dev,ray,export]"  # ray: the Ray executor and its tests; export: ONNX/GGUF forms
 step 5 "installing the API client generator the contract tests use (apart: it pins older httpx and typer)"
 .venv/bin/python -m pip install --quiet --upgrade --target .venv/codegen "openapi-python-client==0.29.1"
+step 6 "installing the OpenSSF model signing tool the signature tests verify with (apart: it pins older cryptography)"
+.venv/bin/python -m pip install --quiet --upgrade --target .venv/signing "model-signing==1.1.1" "pyopenssl"
 echo "setup [done, $((SECONDS - start)) s]: distill is installed in .venv; activate with: source .venv/bin/activate" >&2

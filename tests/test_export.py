@@ -17,6 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
 
 from test_release import SIGNED, make_run, png_bytes, review_and_sign_off  # noqa: E402,F401  (fixture reused)
+from test_export_signing import model_signing_verify  # noqa: E402
 from tiny_lm import STORIES, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from distill.errors import ConfigError  # noqa: E402
@@ -24,9 +25,10 @@ from distill.evaluate.probes import Probe  # noqa: E402
 from distill.release.bundle import release_inputs  # noqa: E402
 from distill.release.export import (  # noqa: E402
     GGUF_PRE_TOKENIZER, check_formats, export_forms, export_gguf, gguf_metadata, gguf_tensors, read_gguf_tensors)
-from distill.release.gate import OVERRIDE_ENV, ReleaseGateError  # noqa: E402
+from distill.release.gate import ReleaseGateError  # noqa: E402
 from distill.release.parity import ParityInputs, measure_parity, parity_failures  # noqa: E402
 from distill.release.runtimes import llama_cpp_missing  # noqa: E402
+from distill.release.openssf import generate_ec_key_pair, load_ec_private_key  # noqa: E402
 from distill.release.signing import generate_key_pair, load_private_key  # noqa: E402
 from distill.release.sources import read_inputs  # noqa: E402
 from distill.release.verify import verify  # noqa: E402
@@ -53,26 +55,24 @@ def parity_inputs() -> ParityInputs:
                         policy=load_policy("general"))
 
 
-def release_with(run, formats, *, parity=None, override=None, key=None) -> Path:
+def release_with(run, formats, *, parity=None, override=None, key=None, openssf_key=None) -> Path:
     inputs = read_inputs(run.path, run.manifest, SIGNED)
     chosen = inputs.release.model_copy(update={"formats": formats, "parity": parity or {}})
     inputs = dataclasses.replace(inputs, release=chosen, parity_inputs=parity_inputs())
-    return release_inputs(run, inputs, override_reason=override, private_key=key)
+    return release_inputs(run, inputs, override_reason=override, private_key=key, openssf_key=openssf_key)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, model_dir, png_bytes):
-    """A signed bundle with the ONNX and int8 forms (and GGUF: measured where llama.cpp is installed,
-    otherwise released under a recorded override so its file can still be checked)."""
+    """A signed bundle with the ONNX, int8 and GGUF forms (GGUF run by llama.cpp where it is installed, otherwise
+    read back and run by the numpy reference forward)."""
     tmp = tmp_path_factory.mktemp("exported")
     key_path = tmp / "release.key"
     generate_key_pair(key_path)
     run = make_run(tmp / "run", model_dir, png_bytes)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(OVERRIDE_ENV, "1")
-        override = "llama-cpp-python is not installed here" if llama_cpp_missing() else None
-        bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], override=override,
-                              key=load_private_key(key_path))
+    openssf = generate_ec_key_pair(tmp / "openssf.key")
+    bundle = release_with(run, ["safetensors", "onnx", "int8", "gguf"], key=load_private_key(key_path),
+                          openssf_key=load_ec_private_key(openssf.with_suffix("")))
     return bundle, key_path.with_name("release.key.pub")
 
 
@@ -89,11 +89,17 @@ def test_each_form_is_a_file_in_the_bundle_with_its_parity_in_the_signed_manifes
     assert abs(int8["bpb_delta"]) < 0.05 and int8["bytes"] < onnx["bytes"]
     assert onnx["probe_verdicts_same"] == onnx["probes"] == 2 and onnx["tokens_per_s"] > 0
     assert formats["safetensors"]["parity"]["bpb_delta"] == 0.0
+    gguf = formats["gguf"]["parity"]
+    assert gguf["runtime"] == ("llama.cpp" if llama_cpp_missing() is None else "gguf-reader+numpy")
+    assert abs(gguf["bpb_delta"]) < 0.01 and gguf["probe_regressions"] == [] and gguf["greedy_agreement"] > 0.5
     card = (bundle / "README.md").read_text()
     assert "## Formats" in card and f"| onnx | onnx/model.onnx | {onnx['bytes']} | " in card
+    assert " | onnxruntime |" in card
     report = verify(bundle, public_key=public)
     assert report.ok, report.problems
     assert report.format_lines[0].split()[:2] == ["format", "bytes"] and len(report.format_lines) == 5
+    done = model_signing_verify(bundle, public.with_name("openssf.key.pub"))  # the forms signed for outside tools
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_verify_prints_the_parity_table(exported):
@@ -245,3 +251,119 @@ def test_gguf_runs_in_llama_cpp_with_the_safetensors_model_s_bits_per_byte(tmp_p
     table = measure_parity(model_dir, forms, parity_inputs())
     assert table["gguf"]["measured"] and abs(table["gguf"]["bpb_delta"]) < 0.01, table["gguf"]
     assert table["gguf"]["probe_regressions"] == []
+
+
+def test_a_gguf_with_q_and_k_in_the_wrong_rope_layout_is_caught_by_its_parity_run(tmp_path, monkeypatch):
+    """The GGUF's parity run reads the file and runs it in llama.cpp's conventions (the numpy reference where
+    llama.cpp is not installed): its logits are the safetensors model's, and an export that skipped the q/k
+    permutation (the classic "behaves differently in Ollama") is not. Sharp attention, so rope matters."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import distill.release.export as export
+    from distill.release.runtimes import TorchRuntime, open_runtime
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(len(tokenizer))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    ids = [0, *AutoTokenizer.from_pretrained(tmp_path / "model").encode(STORIES[0])][:40]
+    expected, _ = TorchRuntime(tmp_path / "model").start(ids)
+    right = export_forms(tmp_path / "model", tmp_path / "right", ["gguf"])["gguf"]
+    monkeypatch.setattr(export, "_permute", lambda weights, heads: weights)
+    wrong = export_forms(tmp_path / "model", tmp_path / "wrong", ["gguf"])["gguf"]
+    runtime = open_runtime("gguf", tmp_path / "model", right, config)
+    logits, state = runtime.start(ids[:-1])
+    np.testing.assert_allclose(logits, expected[:-1], atol=2e-2)
+    step, _ = runtime.step(ids[-1], state)  # the key/value cache gives the last position's logits too
+    np.testing.assert_allclose(step, expected[-1], atol=2e-2)
+    unpermuted, _ = open_runtime("gguf", tmp_path / "model", wrong, config).start(ids)
+    assert np.abs(unpermuted - expected).max() > 0.1
+
+
+PROMPTS = ["Once upon a time", "Lily", "One day, a little dog went to the park and saw"]
+
+
+def served_texts(bundle: Path, form: str) -> tuple[list[str], list[str]]:
+    """Greedy completions through the real openai SDK from `serve-model --form form`'s app: one request at a time,
+    then all at once (batched by the engine, prompts of different lengths left-padded together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+    from tiny_bundle import LoopbackServer
+
+    from distill.serving.api import create_app
+    from distill.serving.server import open_bundle
+
+    served = open_bundle(bundle, form=form, max_batch=8)
+    try:
+        with LoopbackServer(create_app([served])) as server:
+            client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+
+            def complete(prompt: str) -> str:
+                return client.completions.create(model=served.id, prompt=prompt, max_tokens=10,
+                                                 temperature=0).choices[0].text
+
+            one_by_one = [complete(p) for p in PROMPTS]
+            with ThreadPoolExecutor(len(PROMPTS)) as pool:
+                together = list(pool.map(complete, PROMPTS))
+    finally:
+        served.engine.close()
+    return one_by_one, together
+
+
+def test_serve_model_serves_each_exported_form_over_the_openai_api(exported):
+    bundle, _ = exported
+    reference, _ = served_texts(bundle, "safetensors")
+    for form in ("onnx", "int8", "gguf"):
+        one_by_one, together = served_texts(bundle, form)
+        assert together == one_by_one, form  # batching with padding gives each sequence its own result
+        assert all(one_by_one), form
+        if form == "onnx":
+            assert one_by_one == reference  # fp32 ONNX is the same model
+
+
+def test_serve_model_refuses_a_form_the_bundle_lacks_or_whose_recorded_check_failed(exported, tmp_path):
+    from distill.serving.forms import checked_parity
+
+    bundle, _ = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match="the bundle has no gguf form") as missing:
+        checked_parity(bundle, {**manifest, "formats": {"safetensors": {}}}, "gguf")
+    assert missing.value.problems[0].key == "--form"
+    drifted = json.loads(json.dumps(manifest["formats"]))
+    drifted["int8"]["parity"]["bpb_delta"] = 0.2
+    with pytest.raises(ConfigError, match="refusing to serve: the int8 form's bits per byte differ"):
+        checked_parity(bundle, {**manifest, "formats": drifted}, "int8")
+    done = subprocess.run([sys.executable, "-m", "distill", "serve-model", str(bundle), "--form", "tflite"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--form: unknown form 'tflite'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_web_job_page_lists_the_bundle_s_formats_with_their_checks_escaped(exported, tmp_path):
+    import shutil
+
+    from distill.service.web.render import templates
+    from distill.service.web.views import bundle_formats
+
+    bundle, _ = exported
+    rows = {row["format"]: row for row in bundle_formats(bundle)}
+    assert list(rows) == ["safetensors", "onnx", "int8", "gguf"]
+    assert rows["onnx"]["files"] == "onnx/model.onnx" and rows["onnx"]["delta"] == "+0.000%"
+    assert rows["onnx"]["runtime"] == "onnxruntime" and rows["onnx"]["probes"] == "2/2"
+    assert rows["safetensors"]["delta"] == "reference" and rows["gguf"]["size"].endswith("kB")
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["formats"]["int8"]["parity"]["runtime"] = "<script>alert(1)</script>"
+    manifest["formats"]["<b>x</b>"] = {"files": ["<img src=x>"], "parity": {"measured": False, "why": "<i>no</i>"}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shown = templates.env.get_template("_formats.html").render(formats=bundle_formats(copy))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script" not in shown
+    assert "&lt;b&gt;x&lt;/b&gt;" in shown and "<img" not in shown and "not run: &lt;i&gt;no&lt;/i&gt;" in shown
+    assert '<th scope="row">gguf</th>' in shown

@@ -18,9 +18,13 @@ def release(
         "--signing-key", metavar="KEY", envvar="DISTILL_SIGNING_KEY", show_envvar=True,
         help="Your Ed25519 private key (PEM, from `distill keygen`): signs the manifest. Read only; never "
              "copied into the run or the bundle.")] = None,
+    openssf_key: Annotated[Optional[Path], typer.Option(
+        "--openssf-key", metavar="KEY", envvar="DISTILL_OPENSSF_KEY", show_envvar=True,
+        help="Your EC P-256 private key (PEM, from `distill keygen --openssf`): also signs the bundle in the "
+             "OpenSSF model signing format (model.sig), which `model_signing verify key` checks.")] = None,
 ) -> None:
     """Gate the run, then write the bundle (weights, cards, manifest, signature) and its tar.gz under RUN/release/."""
-    _release(run, override_gate, signing_key, None)
+    _release(run, override_gate, signing_key, None, openssf_key)
 
 
 def export(
@@ -33,15 +37,20 @@ def export(
     signing_key: Annotated[Optional[Path], typer.Option(
         "--signing-key", metavar="KEY", envvar="DISTILL_SIGNING_KEY", show_envvar=True,
         help="Your Ed25519 private key (PEM): signs the manifest, which holds the parity figures.")] = None,
+    openssf_key: Annotated[Optional[Path], typer.Option(
+        "--openssf-key", metavar="KEY", envvar="DISTILL_OPENSSF_KEY", show_envvar=True,
+        help="Your EC P-256 private key (PEM, from `distill keygen --openssf`): also signs the bundle in the "
+             "OpenSSF model signing format (model.sig), which `model_signing verify key` checks.")] = None,
 ) -> None:
     """Release the run with exported forms (replacing the spec's release.formats): each form a file in the
     bundle, its parity with safetensors measured, gated and listed in the signed manifest."""
     from distill.release.export import check_formats
 
-    _release(run, override_gate, signing_key, check_formats(["safetensors", *formats], "--format"))
+    _release(run, override_gate, signing_key, check_formats(["safetensors", *formats], "--format"), openssf_key)
 
 
-def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None) -> None:
+def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None,
+             openssf_key: Path | None = None) -> None:
     from distill.release import release as write_release
     from distill.rundir import RunDir
     from distill.stages import release_inputs, run_stage
@@ -51,7 +60,7 @@ def _release(run: Path, override_gate: str | None, signing_key: Path | None, for
     with run_lock(run_dir.path):
         inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate, formats)
         _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(
-            run, override_reason=override_gate, signing_key=signing_key, formats=formats))
+            run, override_reason=override_gate, signing_key=signing_key, formats=formats, openssf_key=openssf_key))
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 
@@ -59,7 +68,9 @@ def _release(run: Path, override_gate: str | None, signing_key: Path | None, for
 def verify(
     bundle: Path = typer.Argument(..., help="A bundle directory or its .tar.gz."),
     key: Annotated[Optional[Path], typer.Option("--key", metavar="PUB",
-                                                help="The publisher's public key: the manifest's signature must verify under it.")] = None,
+                                                help="The publisher's public key: an Ed25519 key checks the manifest's "
+                                                     "signature (manifest.sig), an EC key the OpenSSF model "
+                                                     "signature (model.sig); it must verify.")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", metavar="RUN",
                                                 help="Also check that RUN's audit log still holds the head the signed manifest names.")] = None,
 ) -> None:
@@ -78,15 +89,19 @@ def verify(
         raise typer.Exit(1)
     for line in report.format_lines:
         print(line)
-    signed = f"; signature by {report.signed_by} verifies" if report.signed_by else "; unsigned"
-    origin = "" if key is not None or not report.signed_by else " (pass --key PUB to check who signed it)"
+    signers = [s for s in (report.signed_by, report.openssf_signed_by and f"OpenSSF {report.openssf_signed_by}") if s]
+    signed = f"; signature by {' and '.join(signers)} verifies" if signers else "; unsigned"
+    origin = "" if key is not None or not signers else " (pass --key PUB to check who signed it)"
     print(f"OK {report.name} {report.version}: {report.files_checked} files match the manifest{signed}{origin} ({bundle})")
 
 
-def keygen(path: Path = typer.Argument(..., help="Where to write the private key (PATH.pub gets the public key).")) -> None:
+def keygen(path: Path = typer.Argument(..., help="Where to write the private key (PATH.pub gets the public key)."),
+           openssf: bool = typer.Option(False, "--openssf", help="An EC P-256 key pair for the OpenSSF model "
+                                        "signature (release --openssf-key) instead of Ed25519.")) -> None:
     """Make an Ed25519 key pair for signing releases. Keep the private key out of runs and bundles."""
+    from distill.release.openssf import generate_ec_key_pair
     from distill.release.signing import generate_key_pair
 
-    public = generate_key_pair(path)
+    public = (generate_ec_key_pair if openssf else generate_key_pair)(path)
     print(f"private key: {path} (mode 0600; keep it secret)", file=sys.stderr)
     print(public)

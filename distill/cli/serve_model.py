@@ -27,13 +27,21 @@ def serve_model(
     capture_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Share of non-opted-out requests captured (0..1)."),
     retention_days: int = typer.Option(30, min=1, max=36500, help="Captured lines older than this are purged."),
     max_batch: int = typer.Option(64, min=1, max=4096, help="Most sequences decoded together."),
+    form: str = typer.Option("safetensors", "--form", metavar="F",
+                             help="Which form of the bundle runs: safetensors, onnx, int8 (ONNX Runtime) or gguf. "
+                                  "An exported form is served only if the signed manifest records its parity "
+                                  "check as passed."),
 ) -> None:
     """Serve a verified bundle over an OpenAI-compatible API (/v1/chat/completions, /v1/completions)."""
+    from distill.errors import ConfigError, Problem
     from distill.serving.capture import CaptureLog
+    from distill.serving.forms import SERVED_FORMS
     from distill.serving.server import serve
 
+    if form not in SERVED_FORMS:
+        raise ConfigError(Problem(f"unknown form {form!r}", key="--form", hint=f"one of {', '.join(SERVED_FORMS)}"))
     log = CaptureLog(capture, rate=capture_rate, retention_days=retention_days) if capture else None
-    serve(bundle, host=host, port=port, api_key=api_key, capture=log, max_batch=max_batch)
+    serve(bundle, host=host, port=port, api_key=api_key, capture=log, max_batch=max_batch, form=form)
 
 
 @captures_app.command("delete")

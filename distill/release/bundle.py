@@ -25,6 +25,7 @@ from distill.files import file_sha256, replace_dir, write_atomic, write_json_ato
 from distill.release.export import FORM_FILES, check_formats, export_forms
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
+from distill.release.openssf import OPENSSF_PUBLIC_KEY, OPENSSF_SIGNATURE, ec_public_pem, openssf_key_from, sign_bundle
 from distill.release.parity import measure_parity, parity_failures, parity_inputs_from_run
 from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
@@ -38,11 +39,12 @@ STAGE = "release"
 
 
 def release(run_dir: str | Path, *, override_reason: str | None = None, signing_key: Path | None = None,
-            formats: list[str] | None = None) -> Path:
+            formats: list[str] | None = None, openssf_key: Path | None = None) -> Path:
     """Gate, then write the bundle directory and its tar.gz under RUN/release, signed when the operator gives a
-    key (`signing_key`, else $DISTILL_SIGNING_KEY). `formats` replaces the spec's `release.formats`. Returns the
-    bundle directory."""
+    key (`signing_key`, else $DISTILL_SIGNING_KEY; `openssf_key`, else $DISTILL_OPENSSF_KEY, for the OpenSSF
+    model signature). `formats` replaces the spec's `release.formats`. Returns the bundle directory."""
     key = signing_key_from(signing_key)  # a bad key fails before any work
+    openssf = openssf_key_from(openssf_key)
     chosen = check_formats(formats, "--format") if formats is not None else None
     run = RunDir.open(run_dir)
     with run_lock(run.path):
@@ -53,18 +55,19 @@ def release(run_dir: str | Path, *, override_reason: str | None = None, signing_
             inputs = dataclasses.replace(inputs, release=inputs.release.model_copy(update={"formats": chosen}))
         if len(check_formats(inputs.release.formats)) > 1:
             inputs = dataclasses.replace(inputs, parity_inputs=parity_inputs_from_run(run.path))
-        return release_inputs(run, inputs, override_reason=override_reason, private_key=key)
+        return release_inputs(run, inputs, override_reason=override_reason, private_key=key, openssf_key=openssf)
 
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None,
-                   private_key: Any = None) -> Path:
+                   private_key: Any = None, openssf_key: Any = None) -> Path:
     """`release` once the stages' files are read: the bundle, recorded in the run's manifest once it verifies."""
     gate = release_gate(inputs, override_reason)  # before the stage starts: a refused release records nothing
     work = run.path / "release" / ".forms.tmp"
     try:
         forms = export_and_check(inputs, work, gate, override_reason)
         run.start_stage(STAGE)
-        bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key, forms=forms)
+        bundle = write_release(inputs, run.path / "release", gate=gate, private_key=private_key, forms=forms,
+                               openssf_key=openssf_key)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     archive = bundle.parent / f"{bundle.name}.tar.gz"
@@ -77,7 +80,7 @@ def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str |
     run.finish_stage(STAGE, counts={"files": sum(1 for p in bundle.rglob("*") if p.is_file()),
                                     "bytes": archive.stat().st_size, "gate_passed": gate["passed"],
                                     "gate_overridden": gate["override"] is not None,
-                                    "signed": private_key is not None})
+                                    "signed": private_key is not None, "openssf_signed": openssf_key is not None})
     if private_key is None:
         print("warning: the bundle is unsigned: pass --signing-key KEY (or set DISTILL_SIGNING_KEY) so customers "
               "can check its origin with `distill verify --key`", file=sys.stderr)
@@ -129,30 +132,23 @@ def export_and_check(inputs: ReleaseInputs, work: Path, gate: dict[str, Any],
 
 
 def write_release(inputs: ReleaseInputs, out_dir: Path, *, gate: dict[str, Any], private_key: Any = None,
-                  forms: dict[str, Any] | None = None) -> Path:
+                  forms: dict[str, Any] | None = None, openssf_key: Any = None) -> Path:
     """The bundle directory and its tar.gz in `out_dir`, swapped in whole. Returns the bundle directory."""
     bundle = Path(out_dir) / inputs.bundle_name
     staging = Path(out_dir) / f".{inputs.bundle_name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    write_bundle(inputs, staging, gate=gate, private_key=private_key, forms=forms)
+    write_bundle(inputs, staging, gate=gate, private_key=private_key, forms=forms, openssf_key=openssf_key)
     replace_dir(staging, bundle)
     write_tar_gz(bundle, Path(out_dir) / f"{inputs.bundle_name}.tar.gz")
     return bundle
 
 
 def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], private_key: Any = None,
-                 forms: dict[str, Any] | None = None) -> None:
-    """Every file of the bundle, then the manifest over them, then its signature."""
+                 forms: dict[str, Any] | None = None, openssf_key: Any = None) -> None:
+    """Every file of the bundle, then the manifest over them, then its signature, then the OpenSSF model
+    signature over all of them."""
     bundle.mkdir(parents=True)
-    for source in inputs.model_files:
-        shutil.copyfile(source, bundle / source.name)
-    formats = {"safetensors": {"files": sorted(p.name for p in inputs.model_files if p.suffix == ".safetensors")}}
-    for form, source in (forms or {}).get("files", {}).items():
-        (bundle / FORM_FILES[form]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, bundle / FORM_FILES[form])
-        formats[form] = {"files": [FORM_FILES[form]]}
-    for form, figures in (forms or {}).get("table", {}).items():
-        formats[form] = {**formats[form], "parity": figures}
+    formats = copy_model_files(inputs, bundle, forms)
     figures = []
     for prefix, sources in (("eval", inputs.evaluation.figures), ("train", inputs.train_figures)):
         for source in sources:
@@ -172,6 +168,8 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
     write_atomic(bundle / "LICENSE", license_text(context))
     if private_key is not None:
         write_atomic(bundle / PUBLIC_KEY, public_pem(private_key))  # listed and hashed like every other file
+    if openssf_key is not None:
+        write_atomic(bundle / OPENSSF_PUBLIC_KEY, ec_public_pem(openssf_key.public_key()))
     write_json_atomic(bundle / MANIFEST, {
         "format": MANIFEST_FORMAT,
         "name": inputs.name,
@@ -184,6 +182,22 @@ def write_bundle(inputs: ReleaseInputs, bundle: Path, *, gate: dict[str, Any], p
     })
     if private_key is not None:
         write_atomic(bundle / SIGNATURE, sign((bundle / MANIFEST).read_bytes(), private_key))
+    if openssf_key is not None:
+        sign_bundle(bundle, inputs.bundle_name, openssf_key)
+
+
+def copy_model_files(inputs: ReleaseInputs, bundle: Path, forms: dict[str, Any] | None) -> dict[str, Any]:
+    """The trained model's files and each exported form's file into the bundle; returns the manifest's formats."""
+    for source in inputs.model_files:
+        shutil.copyfile(source, bundle / source.name)
+    formats = {"safetensors": {"files": sorted(p.name for p in inputs.model_files if p.suffix == ".safetensors")}}
+    for form, source in (forms or {}).get("files", {}).items():
+        (bundle / FORM_FILES[form]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, bundle / FORM_FILES[form])
+        formats[form] = {"files": [FORM_FILES[form]]}
+    for form, figures in (forms or {}).get("table", {}).items():
+        formats[form] = {**formats[form], "parity": figures}
+    return formats
 
 
 def bundle_files(bundle: Path) -> dict[str, dict[str, Any]]:
@@ -191,7 +205,7 @@ def bundle_files(bundle: Path) -> dict[str, dict[str, Any]]:
     files = {}
     for path in sorted(bundle.rglob("*")):
         relative = path.relative_to(bundle).as_posix()
-        if path.is_file() and relative not in (MANIFEST, SIGNATURE):
+        if path.is_file() and relative not in (MANIFEST, SIGNATURE, OPENSSF_SIGNATURE):
             files[relative] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
     return files
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import Problem
-from distill.release.runtimes import llama_cpp_missing, open_runtime
+from distill.release.runtimes import open_runtime
 
 DEFAULT_LIMITS = {"onnx": 0.01, "gguf": 0.01, "int8": 0.05}  # relative bpb delta vs safetensors
 GREEDY_TOKENS = 24
@@ -38,7 +38,7 @@ class ParityInputs:
 
 
 def measure_parity(model_dir: Path, forms: dict[str, Path], inputs: ParityInputs) -> dict[str, dict[str, Any]]:
-    """format -> figures, safetensors first (the reference); a form whose runtime is missing says why."""
+    """format -> figures, safetensors first (the reference), each with the runtime that measured it."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -46,13 +46,11 @@ def measure_parity(model_dir: Path, forms: dict[str, Path], inputs: ParityInputs
     reference = _figures(open_runtime("safetensors", model_dir, None, config), tokenizer, inputs)
     table = {"safetensors": _row(reference, reference, Path(model_dir), sum(
         p.stat().st_size for p in Path(model_dir).glob("*.safetensors")))}
+    table["safetensors"]["runtime"] = "transformers"
     for form, path in forms.items():
-        missing = llama_cpp_missing() if form == "gguf" else None
-        if missing:
-            table[form] = {"file": path.name, "bytes": path.stat().st_size, "measured": False, "why": missing}
-            continue
-        figures = _figures(open_runtime(form, model_dir, path, config), tokenizer, inputs)
-        table[form] = _row(figures, reference, path, path.stat().st_size)
+        runtime = open_runtime(form, model_dir, path, config)
+        table[form] = {**_row(_figures(runtime, tokenizer, inputs), reference, path, path.stat().st_size),
+                       "runtime": runtime.name}
     return table
 
 
@@ -136,7 +134,7 @@ def parity_failures(table: dict[str, dict[str, Any]], limits: dict[str, float] |
 
 def format_table(table: dict[str, dict[str, Any]]) -> list[str]:
     """The parity table as aligned text lines."""
-    lines = [f"{'format':<12}{'bytes':>12}{'bpb':>10}{'delta':>9}{'greedy':>8}{'probes same':>13}{'tok/s':>9}"]
+    lines = [f"{'format':<12}{'bytes':>12}{'bpb':>10}{'delta':>9}{'greedy':>8}{'probes same':>13}{'tok/s':>9}  runtime"]
     for form, row in table.items():
         if not row.get("measured"):
             lines.append(f"{form:<12}{row.get('bytes', 0):>12}  not run: {row.get('why')}")
@@ -144,7 +142,8 @@ def format_table(table: dict[str, dict[str, Any]]) -> list[str]:
         agreement = row["greedy_agreement"]
         lines.append(f"{form:<12}{row['bytes']:>12}{row['bits_per_byte']:>10.4f}{row['bpb_delta']:>+9.3%}"
                      f"{'-' if agreement is None else f'{agreement:.0%}':>8}"
-                     f"{row['probe_verdicts_same']:>6}/{row['probes']:<6}{row['tokens_per_s']:>9.1f}")
+                     f"{row['probe_verdicts_same']:>6}/{row['probes']:<6}{row['tokens_per_s']:>9.1f}"
+                     f"  {row.get('runtime', '-')}")
     return lines
 
 

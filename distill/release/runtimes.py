@@ -2,6 +2,11 @@
 llama-cpp-python (gguf, an optional extra). One small interface, so parity is measured the same way for all:
 `start(ids)` gives the logits at every position of a prompt and a state, `step(token, state)` the logits for
 the next position.
+
+Where llama.cpp is not installed, the GGUF file is run by `GgufNumpyRuntime`: the file read back with the
+`gguf` package's reader and run by a plain numpy Llama forward in llama.cpp's conventions (hyper-parameters
+from the file's metadata, not the model's config; q/k rows in llama.cpp's interleaved rope layout). It
+checks what the export wrote, not llama.cpp itself; the parity record names the runtime that measured it.
 """
 
 from __future__ import annotations
@@ -107,6 +112,73 @@ class LlamaCppRuntime(Runtime):
         return np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32), None
 
 
+class GgufNumpyRuntime(Runtime):
+    name = "gguf-reader+numpy"
+
+    def __init__(self, path: Path):
+        from distill.release.export import gguf_metadata, read_gguf_tensors
+
+        meta = gguf_metadata(path)
+        self.w = {name: array.astype(np.float32) for name, array in read_gguf_tensors(path).items()}
+        self.layers, self.heads = int(meta["llama.block_count"]), int(meta["llama.attention.head_count"])
+        self.kv_heads = int(meta.get("llama.attention.head_count_kv", self.heads))
+        self.head_dim = int(meta["llama.embedding_length"]) // self.heads
+        self.eps = float(meta["llama.attention.layer_norm_rms_epsilon"])
+        self.base = float(meta.get("llama.rope.freq_base", 10000.0))
+        self.context = int(meta["llama.context_length"])
+
+    def start(self, ids):
+        return self.forward(ids, (0, [None] * self.layers))
+
+    def step(self, token, state):
+        logits, state = self.forward([token], state)
+        return logits[-1], state
+
+    def _norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * weight
+
+    def _rope(self, x: np.ndarray, start: int) -> np.ndarray:
+        """llama.cpp's rope for Llama: each adjacent pair of a head's dimensions rotated ([seq, heads, dim])."""
+        freqs = self.base ** (-np.arange(0, self.head_dim, 2) / self.head_dim)
+        angles = np.arange(start, start + x.shape[0])[:, None, None] * freqs
+        even, odd = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = even * np.cos(angles) - odd * np.sin(angles)
+        out[..., 1::2] = even * np.sin(angles) + odd * np.cos(angles)
+        return out
+
+    def forward(self, ids: list[int], state):
+        """Logits [len(ids), vocab] for `ids` at positions from state's start, and the next state: (position,
+        per layer (keys, values) as [t, kv_heads, head_dim], or None before the first token)."""
+        start, caches = state
+        x, caches = self.w["token_embd.weight"][ids], list(caches)
+        for layer in range(self.layers):
+            x, caches[layer] = self._block(x, start, layer, caches[layer])
+        logits = self._norm(x, self.w["output_norm.weight"]) @ self.w["output.weight"].T
+        return logits, (start + len(ids), caches)
+
+    def _block(self, x: np.ndarray, start: int, layer: int, cache):
+        w = {name: self.w[f"blk.{layer}.{name}.weight"] for name in
+             ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")}
+        seq, d = x.shape[0], self.head_dim
+        h = self._norm(x, w["attn_norm"])
+        q = self._rope((h @ w["attn_q"].T).reshape(seq, self.heads, d), start)
+        k = self._rope((h @ w["attn_k"].T).reshape(seq, self.kv_heads, d), start)
+        v = (h @ w["attn_v"].T).reshape(seq, self.kv_heads, d)
+        if cache is not None:
+            k, v = np.concatenate([cache[0], k]), np.concatenate([cache[1], v])
+        group = self.heads // self.kv_heads
+        keys, values = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # [total, heads, d]
+        scores = np.einsum("qhd,khd->hqk", q, keys) / np.sqrt(d)
+        scores += np.triu(np.full((seq, k.shape[0]), -np.inf), k=k.shape[0] - seq + 1)  # causal
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        attended = np.einsum("hqk,khd->qhd", scores / scores.sum(-1, keepdims=True), values).reshape(seq, -1)
+        x = x + attended @ w["attn_output"].T
+        h = self._norm(x, w["ffn_norm"])
+        gate = h @ w["ffn_gate"].T
+        return x + (gate / (1 + np.exp(-gate)) * (h @ w["ffn_up"].T)) @ w["ffn_down"].T, (k, v)
+
+
 def llama_cpp_missing() -> str | None:
     """Why GGUF cannot be run here, or None."""
     try:
@@ -121,4 +193,6 @@ def open_runtime(form: str, model_dir: Path, path: Path | None, config: dict[str
         return TorchRuntime(model_dir)
     if form in ("onnx", "int8"):
         return OnnxRuntime(path, config)
+    if llama_cpp_missing():
+        return GgufNumpyRuntime(path)
     return LlamaCppRuntime(path, config["max_position_embeddings"])

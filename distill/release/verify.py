@@ -12,6 +12,8 @@ nothing after it, and nothing in the tar after its end-of-archive marker but zer
 
 With `--key PUB` the manifest's Ed25519 signature (`manifest.sig`) must verify under that public key:
 the manifest, and through it every file's hash and the review's audit-log head, come from the key holder.
+Either signature will do: given an EC key, the OpenSSF model signature (`model.sig`, see
+`distill.release.openssf`) must verify under it and sign exactly the bundle's files as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from distill.release.openssf import (OPENSSF_PUBLIC_KEY, OPENSSF_SIGNATURE, is_ec_public_key, key_hint,
+                                     load_ec_public_key, signed_digests)
 from distill.release.signing import SIGNATURE, check_signature
 
 MANIFEST = "manifest.json"
@@ -43,6 +47,7 @@ class VerifyReport:
     name: str | None = None
     version: str | None = None
     signed_by: str | None = None  # the fingerprint of the key whose signature verified
+    openssf_signed_by: str | None = None  # the key hint of the key whose OpenSSF model signature verified
     format_lines: list[str] = field(default_factory=list)  # the exported forms' parity table, as the manifest says
 
     @property
@@ -175,13 +180,63 @@ def check_entries(bundle: Path, entries: dict[str, Entry], public_key: Path | No
         report.files_checked += 1
         report.problems += _check_file(relative, expected, entries.get(relative))
     for relative in sorted(entries):
-        if relative not in (MANIFEST, SIGNATURE) and relative not in listed:
+        if relative not in (MANIFEST, SIGNATURE, OPENSSF_SIGNATURE) and relative not in listed:
             report.problems.append(f"{relative}: extra file not in the manifest")
     report.problems += missing_parts(listed)
     report.problems += format_problems(manifest.get("formats"), listed)
     report.format_lines = format_lines(manifest.get("formats"))
-    report.problems += _check_signature(manifest_bytes, entries, listed, public_key, report)
+    ec_key = public_key is not None and _is_ec_key_file(public_key)
+    report.problems += _check_signature(manifest_bytes, entries, listed, None if ec_key else public_key, report)
+    report.problems += _check_openssf(entries, listed, public_key if ec_key else None, report)
     return report
+
+
+def _is_ec_key_file(path: Path) -> bool:
+    try:
+        return is_ec_public_key(Path(path).read_bytes()[:1 << 16])
+    except OSError:
+        return False  # the Ed25519 path reports the unreadable key
+
+
+def _read(entry: Entry, limit: int) -> bytes:
+    with entry.open() as handle:
+        return handle.read(limit)
+
+
+def _check_openssf(entries: dict[str, Entry], listed: dict[str, Any], public_key: Path | None,
+                   report: VerifyReport) -> list[str]:
+    """With an EC key: model.sig must be there and verify under it. Without one: a model.sig present must verify
+    under the bundle's own openssf_key.pub. Either way its statement must sign every file of the bundle as it is
+    (each listed file's sha256, which the manifest check above compared with the file, and the manifest and its
+    signature themselves), and no other."""
+    entry = entries.get(OPENSSF_SIGNATURE)
+    if entry is None:
+        return [f"{OPENSSF_SIGNATURE}: missing, so the OpenSSF signature cannot be checked (the release was not "
+                "signed with --openssf-key)"] if public_key is not None else []
+    if public_key is not None:
+        key, problem = load_ec_public_key(Path(public_key).read_bytes()[:1 << 16], str(public_key))
+    elif OPENSSF_PUBLIC_KEY in entries and OPENSSF_PUBLIC_KEY in listed:
+        key, problem = load_ec_public_key(_read(entries[OPENSSF_PUBLIC_KEY], 1 << 16), OPENSSF_PUBLIC_KEY)
+    else:
+        return [f"{OPENSSF_SIGNATURE}: present, but the bundle has no {OPENSSF_PUBLIC_KEY} listed in its manifest"]
+    if problem:
+        return [problem]
+    if not entry.plain or entry.size > MAX_MANIFEST_BYTES:
+        return [f"{OPENSSF_SIGNATURE}: not a plain file of at most {MAX_MANIFEST_BYTES >> 20} MiB"]
+    digests, problem = signed_digests(_read(entry, MAX_MANIFEST_BYTES), key)
+    if problem:
+        return [problem]
+    actual = {name: row.get("sha256") for name, row in listed.items()}
+    for name in (MANIFEST, SIGNATURE):
+        if name in entries and entries[name].plain:
+            actual[name] = _sha256(entries[name])
+    problems = [f"{OPENSSF_SIGNATURE}: signs {name} with another sha256 than the bundle's file"
+                for name in sorted(set(digests) & set(actual)) if digests[name] != actual[name]]
+    problems += [f"{OPENSSF_SIGNATURE}: does not sign {name}" for name in sorted(set(actual) - set(digests))]
+    problems += [f"{OPENSSF_SIGNATURE}: signs {name}, which the bundle does not hold" for name in sorted(set(digests) - set(actual))]
+    if not problems:
+        report.openssf_signed_by = "ecdsa:" + key_hint(key)[:32]
+    return problems
 
 
 def _manifest_bytes(entries: dict[str, Entry]) -> tuple[bytes, str | None]:
@@ -212,7 +267,7 @@ def _parse_manifest(data: bytes) -> dict[str, Any] | str:
 
 def _check_file(relative: str, expected: dict[str, Any], entry: Entry | None) -> list[str]:
     path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts or relative in (MANIFEST, SIGNATURE):
+    if path.is_absolute() or ".." in path.parts or relative in (MANIFEST, SIGNATURE, OPENSSF_SIGNATURE):
         return [f"{relative}: the manifest names a path outside the bundle"]
     if entry is None:
         return [f"{relative}: missing"]

@@ -8,17 +8,23 @@ from pathlib import Path
 
 
 
-def open_bundle(bundle: str | Path, *, max_batch: int = 64):
-    """A `ServedModel` for a bundle (its directory or its tar.gz) that matches its manifest (refused otherwise)."""
+def open_bundle(bundle: str | Path, *, max_batch: int = 64, form: str = "safetensors"):
+    """A `ServedModel` for a bundle (its directory or its tar.gz) that matches its manifest (refused otherwise),
+    running its safetensors weights or the exported `form` the manifest records as checked."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from distill.release.unpack import verified_bundle
     from distill.serving.api import ServedModel
     from distill.serving.engine import BatchEngine
+    from distill.serving.forms import describe, load_form
 
     with verified_bundle(bundle, purpose="serve") as folder:
         manifest = json.loads((folder / "manifest.json").read_text())
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        if form == "safetensors":
+            model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        else:
+            model, parity = load_form(folder, manifest, form)
+            print(f"{manifest['name']}-{manifest['version']}: serving {describe(form, parity)}", file=sys.stderr)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     created = int(Path(bundle).stat().st_mtime)
     engine = BatchEngine(model, tokenizer, max_batch=max_batch)
@@ -26,7 +32,7 @@ def open_bundle(bundle: str | Path, *, max_batch: int = 64):
     return ServedModel(f"{manifest['name']}-{manifest['version']}", engine, created)
 
 
-def open_deployment(path: Path, *, max_batch: int = 64):
+def open_deployment(path: Path, *, max_batch: int = 64, form: str = "safetensors"):
     """(models, choose) for a deployment file: each route's bundle, and a picker that sends a request
     for the deployment's name to a route with probability percent/100 (a route's own id picks it)."""
     import random
@@ -34,7 +40,7 @@ def open_deployment(path: Path, *, max_batch: int = 64):
     from distill.coldstart.promote import read_deployment
 
     deployment = read_deployment(path)
-    models = [open_bundle(route["bundle"], max_batch=max_batch) for route in deployment["routes"]]
+    models = [open_bundle(route["bundle"], max_batch=max_batch, form=form) for route in deployment["routes"]]
     weights = [route["percent"] for route in deployment["routes"]]
     by_id = {m.id: m for m in models}
 
@@ -46,15 +52,16 @@ def open_deployment(path: Path, *, max_batch: int = 64):
     return models, choose, deployment["name"]
 
 
-def serve(bundle: Path, *, host: str, port: int, api_key: str | None, capture=None, max_batch: int = 64) -> None:
+def serve(bundle: Path, *, host: str, port: int, api_key: str | None, capture=None, max_batch: int = 64,
+          form: str = "safetensors") -> None:
     import uvicorn
 
     from distill.serving.api import api_key_check, create_app
 
     if bundle.is_file() and bundle.suffix == ".json":
-        models, choose, name = open_deployment(bundle, max_batch=max_batch)
+        models, choose, name = open_deployment(bundle, max_batch=max_batch, form=form)
     else:
-        models, choose = [open_bundle(bundle, max_batch=max_batch)], None
+        models, choose = [open_bundle(bundle, max_batch=max_batch, form=form)], None
         name = models[0].id
     app = create_app(models, authorize=api_key_check(api_key) if api_key else None, capture=capture, choose=choose)
     auth = "Bearer key required" if api_key else "NO authentication (pass --api-key or set DISTILL_SERVE_API_KEY)"

@@ -6,6 +6,7 @@ as sanitised HTML."""
 
 from __future__ import annotations
 
+import json
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     view.update(where_it_is(session, job, summary), caps=spending_caps(job))
     if archive is None:
         return view
+    view["formats"] = bundle_formats(runner.bundle_dir(run_dir))
     report = runner.eval_report(run_dir, "json")
     if report is not None:
         view["charts"] = [c for c in CHARTS if (report.parent / c).is_file()]
@@ -59,6 +61,48 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
         view["cards"][which] = card_html(card.read_text(encoding="utf-8", errors="replace"),
                                          f"/ui/jobs/{job.id}/figures/") if card else None
     return view
+
+
+def bundle_formats(bundle: Path | None) -> list[dict[str, str]]:
+    """One row per form of the model in a released bundle, as its manifest records it: the files, their size,
+    and for an exported form its parity with safetensors and the runtime that measured it (plain text; the
+    template escapes it)."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        formats, files = manifest.get("formats") or {}, manifest["files"]
+    except (OSError, TypeError, ValueError, KeyError):
+        return []
+    rows, order = [], ("safetensors", "onnx", "int8", "gguf")  # the trained model first, as `distill verify` shows
+    for form, entry in sorted(formats.items() if isinstance(formats, dict) else (),
+                              key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0])):
+        names = [n for n in (entry.get("files") or []) if isinstance(n, str)] if isinstance(entry, dict) else []
+        size = sum(int((files.get(n) or {}).get("bytes") or 0) for n in names)
+        rows.append({"format": str(form), "files": ", ".join(names), "size": _size(size),
+                     **_parity_cells(form, entry.get("parity") if isinstance(entry, dict) else None)})
+    return rows
+
+
+def _parity_cells(form: str, parity: Any) -> dict[str, str]:
+    if not isinstance(parity, dict):
+        return {"delta": "reference" if form == "safetensors" else "not measured", "greedy": "", "probes": "",
+                "runtime": ""}
+    if not parity.get("measured"):
+        return {"delta": f"not run: {parity.get('why') or 'no runtime'}", "greedy": "", "probes": "", "runtime": ""}
+    try:
+        greedy = parity.get("greedy_agreement")
+        return {"delta": "reference" if form == "safetensors" else f"{float(parity['bpb_delta']):+.3%}",
+                "greedy": "" if greedy is None else f"{float(greedy):.0%}",
+                "probes": f"{parity.get('probe_verdicts_same')}/{parity.get('probes')}",
+                "runtime": str(parity.get("runtime") or "")}
+    except (KeyError, TypeError, ValueError):
+        return {"delta": "unreadable", "greedy": "", "probes": "", "runtime": ""}
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def where_it_is(session: Session, job: Job, summary: dict[str, Any]) -> dict[str, Any]:
