@@ -42,16 +42,9 @@ def export(
 
 
 def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None) -> None:
-    from distill.release import release as write_release
-    from distill.rundir import RunDir
-    from distill.stages import release_inputs, run_stage
-    from distill.runlock import run_lock
+    from distill.stage_table import run_command
 
-    run_dir = RunDir.open(run)
-    with run_lock(run_dir.path):
-        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate, formats)
-        _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(
-            run, override_reason=override_gate, signing_key=signing_key, formats=formats))
+    _, bundle = run_command("release", run, override_reason=override_gate, signing_key=signing_key, formats=formats)
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 

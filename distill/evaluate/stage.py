@@ -25,7 +25,6 @@ from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.files import file_sha256, read_json_file, remove_temps
 from distill.lineage import weights_digest
 from distill.rundir import RunDir
-from distill.runlock import run_lock
 from distill.spec import Evaluation, flat_settings
 
 SEPARATOR = "<|endoftext|>"
@@ -249,10 +248,10 @@ def progress_bar():
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> EvalResult:
     """`distill eval` on a run directory: the run's student, its validation split (or `heldout`) and
-    its spec's task; writes RUN/eval and returns what eval.json holds."""
-    run = RunDir.open(run_dir)
-    with run_lock(run.path):
-        return _evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
+    its spec's task; writes RUN/eval and returns what eval.json holds. The caller holds the run's lock
+    (`distill.stage_table`)."""
+    return _evaluate_run(RunDir.open(run_dir), settings=settings, judge=judge, no_judge=no_judge, heldout=heldout,
+                         against=against)
 
 
 def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
