@@ -1,7 +1,7 @@
 """Count the imports inside distill that run back up its layers.
 
 distill's packages stand in layers, each allowed to import only from its own layer and the ones below:
-the data flow of the pipeline (spec -> prompts -> providers -> synthesis -> review -> train -> evaluate
+the data flow of the pipeline (spec -> providers -> prompts -> synthesis -> review -> train -> evaluate
 -> release), then what is built on a finished run (serving, cold start), the stage runner, the service
 and the command line. An import from a lower layer into a higher one is "upward": it makes the lower
 package depend on everything above it, and it is how cycles start.
@@ -24,10 +24,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distill"
 
 # Lowest first. A unit is a top-level module or package of distill.
 LAYERS: list[set[str]] = [
-    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox"},
+    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox", "signing"},
     {"spec", "spec_refs", "keys", "lineage", "runlock", "reports", "student_plan"},
-    {"rundir", "prompts"},
     {"providers"},
+    {"rundir", "prompts"},
     {"synthesis"},
     {"review"},
     {"train"},

@@ -78,7 +78,7 @@ def verify(
 
 def keygen(path: Path = typer.Argument(..., help="Where to write the private key (PATH.pub gets the public key).")) -> None:
     """Make an Ed25519 key pair for signing releases. Keep the private key out of runs and bundles."""
-    from distill.release.signing import generate_key_pair
+    from distill.signing import generate_key_pair
 
     public = generate_key_pair(path)
     print(f"private key: {path} (mode 0600; keep it secret)", file=sys.stderr)

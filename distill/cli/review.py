@@ -74,7 +74,7 @@ def review(
     if ctx.invoked_subcommand is not None:
         return
     if verify_log:
-        from distill.release.signing import read_public_key
+        from distill.signing import read_public_key
         from distill.review.checkpoints import log_report
         from distill.review.store import review_dir
 

@@ -81,13 +81,14 @@ def sample_command(
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
 ) -> None:
     """Generate from the run's student: the finished model, else the newest checkpoint of a training in progress."""
-    from distill.train.sample import generate, load_student
+    from distill.release.unpack import open_student
+    from distill.train.sample import generate
 
     train_dir = run / "train" if (run / "train").is_dir() else run
     if chat is None:
         stored = train_dir / "run.json"
         chat = stored.is_file() and json.loads(stored.read_text())["kind"] == "instruct"
-    model, tokenizer, source = load_student(train_dir)
+    model, tokenizer, source = open_student(train_dir)
     print(f"sampling from {source}", file=sys.stderr)
     for i in range(n):
         text = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,

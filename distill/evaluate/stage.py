@@ -290,7 +290,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
     evaluation (where it is, and its result) to show side by side; `source` says where the student came
     from (default: `model_dir`)."""
-    from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
+    from distill.train.bpb import bits_per_byte, concatenated_bits_per_byte
     from distill.evaluate.compare import compare_results
     from distill.evaluate.report import write_eval_report
 

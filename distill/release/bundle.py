@@ -26,7 +26,7 @@ from distill.release.export import FORM_FILES, check_formats, export_forms
 from distill.release.cards import card_context, license_text, render_dataset_card, render_model_card, template_files
 from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
 from distill.release.parity import measure_parity, parity_failures, parity_inputs_from_run
-from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
+from distill.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
 from distill.release.verify import verify
 from distill.rundir import RunDir

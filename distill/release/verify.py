@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from distill.release.signing import SIGNATURE, check_signature
+from distill.signing import SIGNATURE, check_signature
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists hashes: megabytes at most

@@ -31,7 +31,7 @@ from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
-from distill.evaluate.bpb import bits_per_byte
+from distill.train.bpb import bits_per_byte
 from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.lineage import examples_digest, weights_digest
 from distill.threads import ThreadTuner
