@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distill"
 
 # Lowest first. A unit is a top-level module or package of distill.
 LAYERS: list[set[str]] = [
-    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox", "signing"},
+    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox", "signing", "scanning"},
     {"spec", "spec_refs", "keys", "lineage", "runlock", "reports", "student_plan"},
     {"providers"},
     {"rundir", "prompts"},
