@@ -8,6 +8,7 @@ package depend on everything above it, and it is how cycles start.
 
     python scripts/import_layers.py          # list every upward import; exit 1 when there is one
     python scripts/import_layers.py --count  # print only the number
+    python scripts/import_layers.py --inside # also count distill imports made inside functions, outside the CLI
 
 The command line's lazy imports (inside functions, for `distill --help`'s start-up time) are counted
 like any other: the CLI is the top layer, so they are never upward.
@@ -98,8 +99,24 @@ def upward_imports(package: Path = PACKAGE) -> list[Upward]:
     return found
 
 
+def imports_inside_functions(package: Path = PACKAGE) -> int:
+    """distill imports made inside a function body, the CLI's (deliberately lazy, for start-up time) excepted."""
+    count = 0
+    for path in package.rglob("*.py"):
+        if unit_of(path) in ("cli", "__main__"):
+            continue
+        inside = {}  # each import statement once, however deeply its functions nest
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside.update({id(n): n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))})
+        count += sum(len(imported_modules(n)) for n in inside.values())
+    return count
+
+
 def main(argv: list[str]) -> int:
     found = upward_imports()
+    if "--inside" in argv:
+        print(f"{imports_inside_functions()} distill import(s) inside functions outside the CLI", file=sys.stderr)
     if "--count" in argv:
         print(len(found))
     else:
