@@ -133,9 +133,11 @@ def review_stage_inputs(run_dir: Path, loaded: LoadedSpec, settings: dict[str, A
                                 eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings))
 
 
-REVIEW = Stage("review", review_settings, review_stage_inputs,
-               lambda run, loaded, settings: review_with_settings(run.path, settings), summary=summary_line,
-               rerender=rerender_report)
+def review_work(run: RunDir, loaded: LoadedSpec, settings: dict[str, Any]):
+    return review_with_settings(run.path, settings)
+
+
+REVIEW = Stage("review", review_settings, review_stage_inputs, review_work, summary=summary_line, rerender=rerender_report)
 
 
 # --- train ---
@@ -237,11 +239,14 @@ def release_intact(run_dir: Path) -> bool:
     return intact
 
 
+def release_work(run: RunDir, loaded: LoadedSpec, settings: ReleaseSettings) -> Path:
+    return release(run.path, override_reason=settings.override_reason, signing_key=settings.signing_key,
+                   formats=settings.formats)
+
+
 RELEASE = Stage("release", lambda loaded, **flags: ReleaseSettings(**flags),
                 lambda run_dir, loaded, s: stages.release_inputs(run_dir, loaded, s.override_reason, s.formats),
-                lambda run, loaded, s: release(run.path, override_reason=s.override_reason, signing_key=s.signing_key,
-                                               formats=s.formats),
-                summary=str, intact=release_intact)
+                release_work, summary=str, intact=release_intact)
 
 
 STAGE_TABLE: dict[str, Stage] = {stage.name: stage for stage in (GENERATE, REVIEW, TRAIN, EVAL, RELEASE)}
