@@ -14,7 +14,7 @@ the ratio distill / plain of the concatenated held-out score: measured side by s
 machine, where an absolute figure depends on the machine's speed and load. `--no-baseline` skips it.
 
 - per story: every held-out story scored on its own after the document-start token
-  (`distill.evaluate.bpb.bits_per_byte`, the figure training logs);
+  (`distill.train.bpb.bits_per_byte`, the figure training logs);
 - concatenated: the held-out stories joined by newlines into one text, cut into non-overlapping
   windows of the context length, every token scored once, bits over the text's UTF-8 bytes
   (`concatenated_bits_per_byte`, the way plain language-model baselines are scored; target <= 1.05).
@@ -50,7 +50,7 @@ SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train
 
 import yaml  # noqa: E402
 
-from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte  # noqa: E402
+from distill.train.bpb import bits_per_byte, concatenated_bits_per_byte  # noqa: E402
 from distill.train import TrainConfig, train_student  # noqa: E402
 from distill.train.budget import plan_student  # noqa: E402
 from distill.train.checkpoint import checkpoints  # noqa: E402

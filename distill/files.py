@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from distill.errors import DistillError, Problem, RunDirError, SpecError
+
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one."""
@@ -91,8 +93,6 @@ def read_jsonl(path: Path) -> list[Any]:
             try:
                 values.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                from distill.errors import Problem, RunDirError
-
                 raise RunDirError(Problem(f"corrupt line: {exc.msg}", file=path, line=number, column=exc.colno,
                                           hint="restore the file from a copy, or delete it to recompute it")) from None
     return values
@@ -132,8 +132,6 @@ def tree_sha256(folder: Path) -> str | None:
 
 def read_json_file(path: Path, *, made_by: str | None = None, shape: type = dict) -> Any:
     """A JSON file a stage wrote; a missing, corrupt or wrong-shaped one is a located RunDirError."""
-    from distill.errors import Problem, RunDirError
-
     fix = f"re-run `{made_by}` to rewrite it" if made_by else "restore it from a copy"
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -155,8 +153,6 @@ def read_record(path: Path, record: type, *, made_by: str) -> Any:
     file is a RunDirError naming the file and the first key that does not fit."""
     from pydantic import ValidationError
 
-    from distill.errors import Problem, RunDirError
-
     value = read_json_file(path, made_by=made_by)
     try:
         return record.model_validate(value)
@@ -165,3 +161,19 @@ def read_record(path: Path, record: type, *, made_by: str) -> Any:
         key = ".".join(str(part) for part in error["loc"]) or None
         raise RunDirError(Problem(f"wrong shape: {error['msg'].lower()} (expected a {record.__name__})", file=path,
                                   key=key, hint=f"re-run `{made_by}` to rewrite it")) from None
+
+
+def parse_jsonl_objects(lines: Iterable[str], path: Path, error: type[DistillError] = SpecError) -> list[dict[str, Any]]:
+    """JSON objects, one per non-blank line; a bad line raises `error` located at its line and column."""
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(Problem(f"invalid JSON: {exc.msg}", file=path, line=number, column=exc.colno)) from None
+        if not isinstance(row, dict):
+            raise error(Problem("each line must be a JSON object", file=path, line=number, column=1))
+        rows.append(row)
+    return rows

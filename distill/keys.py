@@ -17,6 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from distill.errors import ConfigError, Problem
+from distill.paths import data_path
+from distill.scanning.patterns import load_patterns
+from distill.scanning.secrets import scan_secrets
+from distill.spec_refs import referenced_files
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 KEY_ENVS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -28,16 +32,11 @@ _HELD: set[str] = set()  # key variables named by the specs this process loaded
 
 @lru_cache(maxsize=1)
 def _patterns():
-    from distill.review.patterns import load_patterns
-    from distill.review.policy import safety_file
-
-    return load_patterns(safety_file("patterns", "secrets", ".yaml"))
+    return load_patterns(data_path("safety") / "patterns" / "secrets.yaml")  # the review's secrets stage reads it too
 
 
 def find_secrets(text: str) -> list[tuple[int, int, str]]:
     """(start, end, what) of every credential the detectors find, placeholders excepted."""
-    from distill.review.secrets import scan_secrets
-
     return [(f.span[0], f.span[1], f.detail) for f in scan_secrets(text, text.lower(), _patterns())]
 
 
@@ -115,8 +114,6 @@ def spec_text_problems(path: Path, files: list[Path]) -> list[Problem]:
 def check_spec_secrets(loaded) -> None:
     """Every key check on a loaded spec before anything is written or sent: its text and the files it
     names, and each api_key_env (teacher, judges). Remembers the key variables it names for redaction."""
-    from distill.spec_refs import referenced_files
-
     hold_key_envs(loaded.spec)
     problems = spec_text_problems(loaded.path, referenced_files(loaded.document, loaded.directory, server=False))
     for key, reference in key_references(loaded.spec):

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distill.files import file_sha256
+
 
 def examples_digest(examples: Iterable[dict[str, Any]]) -> str:
     """The dataset fingerprint: sha256 over the (id, prompt, text) the student sees, in id order. The sign-off's
@@ -32,8 +34,6 @@ def weights_digest(model_dir: Path) -> str | None:
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file()) if Path(model_dir).is_dir() else []
     if not any(p.name.endswith(".safetensors") for p in files):
         return None
-    from distill.rundir import file_sha256
-
     listing = "".join(f"{file_sha256(path)}  {path.name}\n" for path in files)  # like `sha256sum *`
     return hashlib.sha256(listing.encode()).hexdigest()
 

@@ -21,12 +21,13 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SecurityError
 
-from distill.errors import DistillError, Problem, SpecError, TemplateError
+from distill.errors import Problem, SpecError, TemplateError
+from distill.files import parse_jsonl_objects
 from distill.located_yaml import read_text_file
 from distill.paths import data_path
 from distill.providers.protocol import Message
@@ -72,22 +73,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         raise SpecError(Problem("rows file must be .jsonl or .csv", file=path))
     return parse_jsonl_objects(text.splitlines(), path)
-
-
-def parse_jsonl_objects(lines: Iterable[str], path: Path, error: type[DistillError] = SpecError) -> list[dict[str, Any]]:
-    """JSON objects, one per non-blank line; a bad line raises `error` located at its line and column."""
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(Problem(f"invalid JSON: {exc.msg}", file=path, line=number, column=exc.colno)) from None
-        if not isinstance(row, dict):
-            raise error(Problem("each line must be a JSON object", file=path, line=number, column=1))
-        rows.append(row)
-    return rows
 
 
 class VariableSampler:

@@ -14,7 +14,8 @@ Each `*_inputs` function turns a stage's settings into an input record: the sett
 the files it reads (hashed by content, under a label such as `templates/tinystories/story.j2`) and the
 fingerprint of the upstream stage's output as it is on disk now. `RunDir.stale_reasons` compares a
 record with the one the stage last completed with; `distill run`, the stage commands and the service
-all go through `run_stage`, so they agree on what is fresh. A stale stage makes every later one stale.
+all go through `run_stage` (from `distill.stage_table`, where each stage is wired), so they agree on
+what is fresh. A stale stage makes every later one stale.
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from jinja2 import meta
+
+from distill.evaluate.probes import probe_set_path
 from distill.files import file_sha256, fingerprint, tree_sha256
 from distill.paths import data_path
+from distill.prompts import PromptRenderer, is_template_file, resolve_inside, template_folders
+from distill.release.cards import template_files as card_templates
+from distill.reports import EVAL, REVIEW
+from distill.reports import template_files as report_templates
+from distill.review import signoff_state
+from distill.review.policy import referenced_files, spec_policy
 from distill.rundir import RunDir, StageState
 from distill.spec import LoadedSpec
 
@@ -76,8 +86,6 @@ def output_fingerprint(run_dir: Path, stage: str) -> str | None:
     if stage == "generate":
         return tree_sha256(run_dir / "dataset")
     if stage == "review":
-        from distill.review import signoff_state
-
         return fingerprint(signoff_state(run_dir))
     if stage == "train":
         return tree_sha256(run_dir / "train" / "model")
@@ -146,8 +154,6 @@ def generate_inputs(run_dir: Path, loaded: LoadedSpec) -> dict[str, Any]:
 def spec_files(loaded: LoadedSpec) -> list[Path]:
     """Every file the generate stage reads for a spec: word lists, rows files, templates (with the
     templates they import), JSON schema files and local replay data."""
-    from distill.prompts import PromptRenderer, is_template_file, resolve_inside
-
     spec, folder = loaded.spec, loaded.directory
     files = []
     for name, variable in spec.variables.items():
@@ -167,8 +173,6 @@ def spec_files(loaded: LoadedSpec) -> list[Path]:
 
 def template_sources(env, references: list[str], is_file: Callable[[str], bool]) -> list[Path]:
     """The files behind template references, following `{% import %}`, `{% include %}` and `{% extends %}`."""
-    from jinja2 import meta
-
     found: dict[str, Path] = {}
     sources = []
     for reference in references:
@@ -190,13 +194,10 @@ def template_sources(env, references: list[str], is_file: Callable[[str], bool])
 def review_inputs(run_dir: Path, *, policy, judge_model: str | None, eval_files: list[Path],
                   auto_signoff: bool) -> dict[str, Any]:
     """`judge_model` None: no judge runs."""
-    from distill.reports import REVIEW, template_files
-    from distill.review.policy import referenced_files
-
     files = [policy.source] if policy.source else []
     settings = {"policy": policy.name, "judge": judge_model, "auto_signoff": auto_signoff}
     return input_record(run_dir, "review", settings, [*files, *referenced_files(policy), *eval_files],
-                        presentation=template_files(REVIEW))
+                        presentation=report_templates(REVIEW))
 
 
 def train_inputs(run_dir: Path, config, kind: str) -> dict[str, Any]:
@@ -206,12 +207,6 @@ def train_inputs(run_dir: Path, config, kind: str) -> dict[str, Any]:
 
 def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, heldout: Path | None) -> dict[str, Any]:
     """`judge` is the line saying who grades (or why nobody does)."""
-    from distill.evaluate.probes import probe_set_path
-    from distill.prompts import template_folders
-    from distill.reports import EVAL
-    from distill.reports import template_files as report_templates
-    from distill.review.policy import referenced_files, spec_policy
-
     spec = loaded.spec
     policy = spec_policy(loaded)
     sets = settings.probe_sets or (("instruct",) if spec.kind == "instruct" else ("story",))
@@ -233,10 +228,8 @@ def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, held
 
 def release_inputs(run_dir: Path, loaded: LoadedSpec, override_reason: str | None,
                    formats: list[str] | None = None) -> dict[str, Any]:
-    from distill.release.cards import template_files
-
     release = loaded.spec.release.model_dump(mode="json")
     if formats is not None:  # `distill export RUN --format F`: the spec's formats replaced
         release["formats"] = formats
     settings = {"release": release, "override_reason": override_reason}
-    return input_record(run_dir, "release", settings, template_files())
+    return input_record(run_dir, "release", settings, card_templates())

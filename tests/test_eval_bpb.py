@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distill.evaluate.bpb import bits_per_byte
+from distill.train.bpb import bits_per_byte
 from tiny_lm import STORIES, tiny_llama, tiny_tokenizer
 
 
@@ -91,7 +91,7 @@ def test_windows_overlap_by_one_token(model, tok):
 
 
 def test_concatenated_bpb_matches_hand_computation(model, tok):
-    from distill.evaluate.bpb import concatenated_bits_per_byte
+    from distill.train.bpb import concatenated_bits_per_byte
 
     texts = ["Tom liked the big red ball.", "Lily saw a dög in the park é!", "", "The sun was warm ☀."]
     joined = "Tom liked the big red ball.\nLily saw a dög in the park é!\nThe sun was warm ☀."
@@ -113,7 +113,7 @@ def test_concatenated_bpb_matches_hand_computation(model, tok):
 
 
 def test_concatenated_rejects_empty_input(model, tok):
-    from distill.evaluate.bpb import concatenated_bits_per_byte
+    from distill.train.bpb import concatenated_bits_per_byte
 
     with pytest.raises(ValueError, match="no text"):
         concatenated_bits_per_byte(model, tok, ["", ""], context_length=16, batch_size=1)

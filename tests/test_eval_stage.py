@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from distill.cli.evaluate import eval_command, inspect_command
 from distill.errors import RunDirError
 from distill.files import file_sha256
-from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
+from distill.train.bpb import bits_per_byte, concatenated_bits_per_byte
 from distill.evaluate.report import rerender_eval_report, write_eval_report
 from distill.evaluate.result import EvalResult, Score
 from distill.evaluate.stage import EvalSettings, evaluate_run, inspect_run

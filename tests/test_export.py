@@ -29,7 +29,7 @@ from distill.release.gate import ReleaseGateError  # noqa: E402
 from distill.release.parity import ParityInputs, measure_parity, parity_failures  # noqa: E402
 from distill.release.runtimes import llama_cpp_missing  # noqa: E402
 from distill.release.openssf import generate_ec_key_pair, load_ec_private_key  # noqa: E402
-from distill.release.signing import generate_key_pair, load_private_key  # noqa: E402
+from distill.signing import generate_key_pair, load_private_key  # noqa: E402
 from distill.release.sources import read_inputs  # noqa: E402
 from distill.release.verify import verify  # noqa: E402
 from distill.review.policy import load_policy  # noqa: E402

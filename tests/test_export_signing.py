@@ -17,7 +17,7 @@ from test_release import SIGNED, make_run, model_dir, png_bytes  # noqa: F401  (
 
 from distill.release.bundle import release_inputs
 from distill.release.openssf import OPENSSF_PUBLIC_KEY, OPENSSF_SIGNATURE, generate_ec_key_pair, load_ec_private_key
-from distill.release.signing import generate_key_pair, load_private_key
+from distill.signing import generate_key_pair, load_private_key
 from distill.release.sources import read_inputs
 from distill.release.verify import verify
 

@@ -17,7 +17,7 @@ from tiny_lm import tiny_llama, tiny_tokenizer
 from distill.errors import ConfigError, DistillError
 from distill.release import release, verify
 from distill.release.gate import OVERRIDE_ENV, ReleaseGateError
-from distill.release.signing import KEY_ENV, generate_key_pair
+from distill.signing import KEY_ENV, generate_key_pair
 from distill.release.verify import check_audit_anchor
 from distill.review.audit import GENESIS, _digest, read_log
 from distill.review.policy import load_policy

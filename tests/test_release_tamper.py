@@ -20,7 +20,7 @@ from distill.files import file_sha256, remove_temps
 from distill.release import release, verify
 from distill.release.bundle import write_tar_gz
 from distill.release.gate import OVERRIDE_ENV
-from distill.release.signing import KEY_ENV, generate_key_pair
+from distill.signing import KEY_ENV, generate_key_pair
 from distill.review.audit import GENESIS, _digest, read_log, verify_log
 from distill.review.signoff import record_digest
 from distill.rundir import RunDir

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distill.review.patterns import load_patterns
+from distill.scanning.patterns import load_patterns
 from distill.review.policy import safety_file
 from distill.review.text_checks import QualitySettings, check_decoding, check_normalisation, check_quality, decode
 

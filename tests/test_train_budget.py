@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from distill.evaluate.bpb import bits_per_byte
+from distill.train.bpb import bits_per_byte
 from distill.train import TrainConfig
 from distill.train.checkpoint import TrainState
 from distill.train.data import TrainBatches, encode_examples

@@ -32,21 +32,12 @@ def eval_command(
     import sys
 
     from distill.evaluate.compare import table_text
-    from distill.evaluate.stage import eval_settings_from_spec, evaluate_run, judge_reference
-    from distill.rundir import RunDir
-    from distill.stages import eval_inputs, run_stage
+    from distill.stage_table import run_command
 
-    run_dir = RunDir.open(run)
-    loaded = run_dir.load_spec()
-    settings = eval_settings_from_spec(loaded.spec, loaded.directory)
-    settings = settings.model_copy(update={
-        "prompts": prompts or settings.prompts, "samples_per_prompt": samples or settings.samples_per_prompt,
-        "max_new_tokens": max_new_tokens or settings.max_new_tokens, "probe_samples": probe_samples or settings.probe_samples,
-        "seed": seed, "probe_sets": [p.strip() for p in probes.split(",") if p.strip()] if probes else settings.probe_sets})
-    judge_line = "Not graded (--no-judge)." if no_judge else judge_reference(loaded, judge)[1]
-    inputs = eval_inputs(run_dir.path, loaded, settings, judge=judge_line, heldout=heldout)
-    _, result = run_stage(run_dir, "eval", inputs, lambda: evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge,
-                                                                         heldout=heldout, against=against))
+    _, result = run_command("eval", run, judge=judge, no_judge=no_judge, heldout=heldout, against=against,
+                            prompts=prompts, samples_per_prompt=samples, max_new_tokens=max_new_tokens,
+                            probe_samples=probe_samples, seed=seed,
+                            probe_sets=[p.strip() for p in probes.split(",") if p.strip()] if probes else None)
     print(_summary(result), file=sys.stderr)
     if result.against is not None:
         print(table_text((result.against.header, result.against.rows)))

@@ -33,11 +33,7 @@ def generate(
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
-    from distill.keys import check_spec_secrets
-    from distill.rundir import RunDir, run_path
-    from distill.runlock import run_lock
-    from distill.stages import generate_inputs, run_stage
-    from distill.synthesis import generate as run_generate
+    from distill.stage_table import run_command
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
     from distill.validate import check_spec
@@ -49,33 +45,11 @@ def generate(
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
-    check_spec_secrets(loaded)  # before anything is written under --runs-dir
-    shard_of = parse_shard(shard)
-    # The Ray driver shares the run with its own shard tasks; a single process holds it alone (or, as a
-    # --shard, shares it with the other shards).
-    lock = run_lock(run_path(loaded.spec.name, root=runs_dir, run_id=run_id), shard=shard_of,
-                    driver=executor == "ray")
-    with lock:
-        run = RunDir.create(loaded, root=runs_dir, run_id=run_id)
-        show_progress = sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS"))
-
-        def work():
-            if executor == "ray":
-                from distill.scale import import_ray
-
-                import_ray()
-                from distill.scale.ray_synthesis import generate_on_ray
-
-                done = generate_on_ray(loaded, run, address=ray_address, shards=shards, max_cost_usd=max_cost,
-                                       prices_path=prices, show_progress=show_progress)
-            else:
-                done = run_generate(loaded, run, shard=shard_of, mode=mode, max_cost_usd=max_cost,  # type: ignore[arg-type]
-                                    prices_path=prices, show_progress=show_progress, batch_poll_s=batch_poll_s)
-            return done
-
-        # A lone shard, or a run stopped by the spending cap, leaves nothing to record yet.
-        result = run_stage(run, "generate", generate_inputs(run.path, loaded), work,
-                           state_of=lambda done: "done" if done.complete else None)[1]
+    # A lone shard, or a run stopped by the spending cap, leaves nothing to record yet.
+    _, result = run_command("generate", (runs_dir, run_id), loaded, shard=parse_shard(shard), mode=mode,
+                            max_cost_usd=max_cost, prices=prices, batch_poll_s=batch_poll_s, executor=executor,
+                            ray_address=ray_address, shards=shards,
+                            show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)

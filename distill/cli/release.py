@@ -51,16 +51,10 @@ def export(
 
 def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None,
              openssf_key: Path | None = None) -> None:
-    from distill.release import release as write_release
-    from distill.rundir import RunDir
-    from distill.stages import release_inputs, run_stage
-    from distill.runlock import run_lock
+    from distill.stage_table import run_command
 
-    run_dir = RunDir.open(run)
-    with run_lock(run_dir.path):
-        inputs = release_inputs(run_dir.path, run_dir.load_spec(), override_gate, formats)
-        _, bundle = run_stage(run_dir, "release", inputs, lambda: write_release(
-            run, override_reason=override_gate, signing_key=signing_key, formats=formats, openssf_key=openssf_key))
+    _, bundle = run_command("release", run, override_reason=override_gate, signing_key=signing_key, formats=formats,
+                            openssf_key=openssf_key)
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 
@@ -100,7 +94,7 @@ def keygen(path: Path = typer.Argument(..., help="Where to write the private key
                                         "signature (release --openssf-key) instead of Ed25519.")) -> None:
     """Make an Ed25519 key pair for signing releases. Keep the private key out of runs and bundles."""
     from distill.release.openssf import generate_ec_key_pair
-    from distill.release.signing import generate_key_pair
+    from distill.signing import generate_key_pair
 
     public = (generate_ec_key_pair if openssf else generate_key_pair)(path)
     print(f"private key: {path} (mode 0600; keep it secret)", file=sys.stderr)

@@ -74,7 +74,7 @@ def review(
     if ctx.invoked_subcommand is not None:
         return
     if verify_log:
-        from distill.release.signing import read_public_key
+        from distill.signing import read_public_key
         from distill.review.checkpoints import log_report
         from distill.review.store import review_dir
 
@@ -91,31 +91,10 @@ def review(
         _say("audit log: no break found (read above what that proves)" if not problems
              else f"audit log BROKEN: {len(problems)} problem(s)")
         raise typer.Exit(1 if problems else 0)
-    from distill.review.policy import load_policy
     from distill.review.report import summary_lines
-    from distill.review.stage import review_auto_signoff, review_with_settings, spec_review_settings, summary_line
-    from distill.rundir import RunDir
-    from distill.stages import review_inputs, run_stage
+    from distill.stage_table import run_command
 
-    from distill.runlock import run_lock
-
-    run_dir = RunDir.open(run)
-    with run_lock(run_dir.path):
-        settings = spec_review_settings(run_dir.load_spec(), judge=not no_judge)
-        if policy:
-            settings["policy"] = load_policy(policy)
-        settings["eval_files"] += list(eval_file or [])
-        inputs = review_inputs(run_dir.path, policy=settings["policy"],
-                               judge_model=settings["judge"] and settings["judge_model"],
-                               eval_files=settings["eval_files"], auto_signoff=review_auto_signoff(settings))
-        summaries = []
-
-        def work():
-            summaries.append(review_with_settings(run, settings))
-            return summary_line(summaries[0])
-
-        run_stage(run_dir, "review", inputs, work)
-    summary = summaries[0]
+    _, summary = run_command("review", run, no_judge=no_judge, policy=policy, eval_files=list(eval_file or []))
     for line in summary_lines(summary):
         _say(line)
     print(Path(run).resolve() / "review" / "report.html")

@@ -35,49 +35,14 @@ def train_command(
 
         flag = "--ray-address" if ray_address is not None else "--gpus"
         raise ConfigError(Problem(f"{flag} needs --executor ray", key=flag, hint="add --executor ray"))
-    from distill.rundir import RunDir
-    from distill.runlock import run_lock
+    from distill.stage_table import run_command
 
-    run_dir = RunDir.open(run)
-    with run_lock(run_dir.path):
-        result = _train(run_dir, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads)
+    # A person's `distill train` refuses a train/ folder holding a training from other inputs (`distill run` clears it).
+    _, result = run_command("train", run, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads,
+                            replace_other=False)
     print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
           f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
-
-
-def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | None, compile: bool | None,
-           threads: int | None):
-    from distill.review import reviewed_examples
-    from distill.stages import run_stage, train_inputs
-    from distill.train import make_train_config, spec_train_config, train_student
-    from distill.train.budget import planned_config, write_plan
-    from distill.train.config import pinned_fields
-
-    loaded = run_dir.load_spec()
-    spec = loaded.spec
-    config = spec_train_config(loaded)
-    overrides: dict = {}
-    if config.budget is not None and (minutes is not None or tokens is not None) and steps is None:
-        overrides["budget"] = {"minutes": minutes} if minutes is not None else {"tokens": tokens}
-    elif minutes is not None or steps is not None or tokens is not None:
-        overrides.update(max_minutes=minutes, max_steps=steps, max_tokens=tokens, budget=None)
-    if compile is not None:
-        overrides["compile"] = compile
-    if threads is not None:
-        overrides["num_threads"] = threads
-    config = make_train_config({**config.model_dump(), **overrides})
-
-    def train():
-        examples = reviewed_examples(run_dir.path)
-        planned, plan = planned_config(config, [e["text"] for e in examples], run_dir.path / "train",
-                                       pinned=pinned_fields(loaded))
-        result = train_student(examples, run_dir.path / "train", planned, kind=spec.kind)
-        if plan is not None:
-            write_plan(run_dir.path / "train", plan)
-        return result
-
-    return run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind), train)[1]
 
 
 def _train_on_ray(run: Path, executor: str, ray_address: str | None, gpus: int | None, **flags) -> None:
@@ -116,13 +81,14 @@ def sample_command(
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
 ) -> None:
     """Generate from the run's student: the finished model, else the newest checkpoint of a training in progress."""
-    from distill.train.sample import generate, load_student
+    from distill.release.unpack import open_student
+    from distill.train.sample import generate
 
     train_dir = run / "train" if (run / "train").is_dir() else run
     if chat is None:
         stored = train_dir / "run.json"
         chat = stored.is_file() and json.loads(stored.read_text())["kind"] == "instruct"
-    model, tokenizer, source = load_student(train_dir)
+    model, tokenizer, source = open_student(train_dir)
     print(f"sampling from {source}", file=sys.stderr)
     for i in range(n):
         text = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -35,15 +35,15 @@ def read_heldout(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_model(path: Path):
-    from distill.train.sample import load_student
+    from distill.release.unpack import open_student
 
-    model, tokenizer, _ = load_student(path)
+    model, tokenizer, _ = open_student(path)
     return model.eval(), tokenizer
 
 
 def student_scores(path: Path, rows: list[dict[str, Any]], *, max_new_tokens: int) -> tuple[dict, list[str]]:
     """(bits per byte on the teacher's answers, the student's greedy answers) for one student."""
-    from distill.evaluate.bpb import bits_per_byte
+    from distill.train.bpb import bits_per_byte
     from distill.train.data import render_prompt
     from distill.train.sample import generate
 

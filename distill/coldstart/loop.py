@@ -104,18 +104,7 @@ def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str
     captures = read_captures(captures_path)
     texts = real_inputs(captures)
     unique = deduplicate(texts)
-    chain = Chain(spec_policy(loaded))
-    given, rejected, unparsed = [], 0, 0
-    for text in unique:
-        verdict = chain.check(text)
-        if verdict.decision == "reject":
-            rejected += 1
-            continue
-        parsed = parse_input(verdict.redacted_text or verdict.checked_text, settings)
-        if parsed is None:
-            unparsed += 1
-        else:
-            given.append(parsed)
+    given, rejected, unparsed = usable_inputs(unique, Chain(spec_policy(loaded)), settings)
     if len(given) < 2:
         raise ConfigError(Problem(f"only {len(given)} usable real inputs in the captures (need 2 or more)",
                                   file=captures_path, hint="capture more traffic, or check coldstart.input_pattern"))
@@ -139,17 +128,7 @@ def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str
 
     write_dataset(dataset_rows, run.path / "dataset")
     folder = run.path / "coldstart"
-    folder.mkdir(exist_ok=True)
-    with (folder / "real_inputs.jsonl").open("w", encoding="utf-8") as handle:
-        for record_id, (variables, outputs) in sorted(given_by_id.items()):
-            handle.write(json.dumps({"id": record_id, "input": outputs[settings.input_step], "variables": variables},
-                                    ensure_ascii=False) + "\n")
-    with (folder / "heldout.jsonl").open("w", encoding="utf-8") as handle:
-        for row in held:
-            step_input = json.loads(row["steps"])
-            message = next(s["output"] for s in step_input if s["name"] == settings.input_step)
-            handle.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "text": row["text"],
-                                     "input": message}, ensure_ascii=False) + "\n")
+    write_real_inputs(folder, given_by_id, held, settings.input_step)
     counts = {"captured": len(captures), "inputs": len(texts), "unique": len(unique), "rejected": rejected,
               "unparsed": unparsed, "relabelled": len(real_ok), "failed": len(rows) - len(real_ok),
               "real_train": len(real_train), "held_out": len(held), "synthetic": len(synthetic)}
@@ -159,6 +138,38 @@ def build_next_run(v1_dir: str | Path, captures_path: str | Path, *, run_id: str
     write_json_atomic(folder / "lineage.json", lineage)
     mark_generated(run, loaded2, counts, lineage)
     return ColdStartResult(run.path, counts, spent)
+
+
+def usable_inputs(texts: list[str], chain, settings) -> tuple[list, int, int]:
+    """(parsed inputs, rejected, unparsed): each captured text through the safety chain (a rejected one is
+    dropped, a redacted one kept redacted), then parsed into the step's variables."""
+    given, rejected, unparsed = [], 0, 0
+    for text in texts:
+        verdict = chain.check(text)
+        if verdict.decision == "reject":
+            rejected += 1
+            continue
+        parsed = parse_input(verdict.redacted_text or verdict.checked_text, settings)
+        if parsed is None:
+            unparsed += 1
+        else:
+            given.append(parsed)
+    return given, rejected, unparsed
+
+
+def write_real_inputs(folder: Path, given_by_id: dict[int, Any], held: list[dict[str, Any]], input_step: str) -> None:
+    """RUN/coldstart/real_inputs.jsonl (every usable real input) and heldout.jsonl (those kept out of training)."""
+    folder.mkdir(exist_ok=True)
+    with (folder / "real_inputs.jsonl").open("w", encoding="utf-8") as handle:
+        for record_id, (variables, outputs) in sorted(given_by_id.items()):
+            handle.write(json.dumps({"id": record_id, "input": outputs[input_step], "variables": variables},
+                                    ensure_ascii=False) + "\n")
+    with (folder / "heldout.jsonl").open("w", encoding="utf-8") as handle:
+        for row in held:
+            step_input = json.loads(row["steps"])
+            message = next(s["output"] for s in step_input if s["name"] == input_step)
+            handle.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "text": row["text"],
+                                     "input": message}, ensure_ascii=False) + "\n")
 
 
 def mix_synthetic(v1: RunDir, real: int, real_share: float, seed: int) -> list[dict[str, Any]]:

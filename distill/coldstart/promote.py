@@ -20,22 +20,11 @@ from typing import Any
 
 from distill.errors import ConfigError, DistillError, Problem
 from distill.rundir import write_json_atomic
+from distill.serving.deployment import read_deployment
 
 
 class PromotionRefused(DistillError):
     """The bundle may not take traffic: it does not verify, its gate failed, or it was not better."""
-
-
-def read_deployment(path: Path) -> dict[str, Any]:
-    try:
-        deployment = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(Problem("no such deployment", file=path, hint="create it with `distill promote`")) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(Problem(f"not JSON ({exc.msg})", file=path, line=exc.lineno)) from None
-    if not isinstance(deployment, dict) or not isinstance(deployment.get("routes"), list) or not deployment["routes"]:
-        raise ConfigError(Problem("not a deployment file (needs name and routes)", file=path))
-    return deployment
 
 
 def check_bundle(bundle: Path) -> str:

@@ -25,8 +25,8 @@ from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.files import file_sha256, read_json_file, remove_temps
 from distill.lineage import weights_digest
 from distill.rundir import RunDir
-from distill.runlock import run_lock
 from distill.spec import Evaluation, flat_settings
+from distill.train.bpb import bits_per_byte, concatenated_bits_per_byte
 
 SEPARATOR = "<|endoftext|>"
 
@@ -249,10 +249,10 @@ def progress_bar():
 def evaluate_run(run_dir: Path, *, settings: EvalSettings = EvalSettings(), judge: str | None = None,
                  no_judge: bool = False, heldout: Path | None = None, against: Path | None = None) -> EvalResult:
     """`distill eval` on a run directory: the run's student, its validation split (or `heldout`) and
-    its spec's task; writes RUN/eval and returns what eval.json holds."""
-    run = RunDir.open(run_dir)
-    with run_lock(run.path):
-        return _evaluate_run(run, settings=settings, judge=judge, no_judge=no_judge, heldout=heldout, against=against)
+    its spec's task; writes RUN/eval and returns what eval.json holds. The caller holds the run's lock
+    (`distill.stage_table`)."""
+    return _evaluate_run(RunDir.open(run_dir), settings=settings, judge=judge, no_judge=no_judge, heldout=heldout,
+                         against=against)
 
 
 def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_judge: bool, heldout: Path | None,
@@ -291,7 +291,6 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
     evaluation (where it is, and its result) to show side by side; `source` says where the student came
     from (default: `model_dir`)."""
-    from distill.evaluate.bpb import bits_per_byte, concatenated_bits_per_byte
     from distill.evaluate.compare import compare_results
     from distill.evaluate.report import write_eval_report
 
@@ -303,19 +302,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
                                   hint="let training finish, then evaluate again"))
     prompts_of = _prompt_renderer(tokenizer, task.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
-    scored = examples[: settings.bpb_texts]
-    bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
-                                       batch_size=settings.batch_size,
-                                       prompts=[prompts_of(e["prompt"]) for e in scored] if task.kind == "instruct" else None)}
-    if task.kind == "text":  # also as one text, the way plain language-model baselines are scored
-        bpb["validation, concatenated"] = concatenated_bits_per_byte(
-            model, tokenizer, [e["text"] for e in scored], context_length=context_length, batch_size=settings.batch_size)
-    for name, documents in task.extra_texts.items():
-        bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=settings.batch_size)
-    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}"
-        + (f" per document, {bpb['validation, concatenated']['bits_per_byte']:.4f} concatenated"
-           if "validation, concatenated" in bpb else ""))
-
+    bpb = _bits_per_byte(model, tokenizer, examples[: settings.bpb_texts], task, settings, prompts_of)
     tasks = _grading_tasks(examples, task.kind, settings)
     with progress_bar() as bar:
         student = _generate(bar, "student completions", model, tokenizer, [prompts_of(t["beginning"]) for t in tasks],
@@ -345,6 +332,25 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     result.to_json(Path(out_dir) / EVAL_JSON)
     write_eval_report(result, Path(out_dir), metrics_path=metrics_path, comparison=comparison)
     return result
+
+
+def _bits_per_byte(model, tokenizer, scored: list[dict[str, Any]], task: EvalTask, settings: EvalSettings,
+                   prompts_of) -> dict[str, dict[str, Any]]:
+    """Bits per byte on the held-out texts (per document; for text specs also as one text, the way plain
+    language-model baselines are scored) and on each extra text."""
+    context_length, batch_size = task.context_length, settings.batch_size
+    bpb = {"validation": bits_per_byte(model, tokenizer, [e["text"] for e in scored], context_length=context_length,
+                                       batch_size=batch_size,
+                                       prompts=[prompts_of(e["prompt"]) for e in scored] if task.kind == "instruct" else None)}
+    if task.kind == "text":
+        bpb["validation, concatenated"] = concatenated_bits_per_byte(
+            model, tokenizer, [e["text"] for e in scored], context_length=context_length, batch_size=batch_size)
+    for name, documents in task.extra_texts.items():
+        bpb[name] = bits_per_byte(model, tokenizer, documents, context_length=context_length, batch_size=batch_size)
+    say(f"eval: validation bits per byte {bpb['validation']['bits_per_byte']:.4f}"
+        + (f" per document, {bpb['validation, concatenated']['bits_per_byte']:.4f} concatenated"
+           if "validation, concatenated" in bpb else ""))
+    return bpb
 
 
 def _prompt_renderer(tokenizer, kind: str):

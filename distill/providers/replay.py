@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem
+from distill.files import parse_jsonl_objects
 from distill.providers.offline import approximate_tokens
 from distill.providers.protocol import ProviderFault, TeacherReply, TeacherRequest
 from distill.spec import ReplaySource
@@ -114,8 +115,6 @@ def split_text(text: str, separator: str) -> list[str]:
 
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
-    from distill.prompts import parse_jsonl_objects
-
     with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         return parse_jsonl_objects(handle, path, ConfigError)
 

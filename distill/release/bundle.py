@@ -27,11 +27,10 @@ from distill.release.cards import card_context, license_text, render_dataset_car
 from distill.release.gate import ReleaseGateError, chain_failures, check_gate, gate_failures
 from distill.release.openssf import OPENSSF_PUBLIC_KEY, OPENSSF_SIGNATURE, ec_public_pem, openssf_key_from, sign_bundle
 from distill.release.parity import measure_parity, parity_failures, parity_inputs_from_run
-from distill.release.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
+from distill.signing import PUBLIC_KEY, SIGNATURE, key_fingerprint, public_pem, sign, signing_key_from
 from distill.release.sources import ReleaseInputs, read_inputs, read_review
 from distill.release.verify import verify
 from distill.rundir import RunDir
-from distill.runlock import run_lock
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "distill-release/1"
@@ -42,20 +41,19 @@ def release(run_dir: str | Path, *, override_reason: str | None = None, signing_
             formats: list[str] | None = None, openssf_key: Path | None = None) -> Path:
     """Gate, then write the bundle directory and its tar.gz under RUN/release, signed when the operator gives a
     key (`signing_key`, else $DISTILL_SIGNING_KEY; `openssf_key`, else $DISTILL_OPENSSF_KEY, for the OpenSSF
-    model signature). `formats` replaces the spec's `release.formats`. Returns the bundle directory."""
+    model signature). `formats` replaces the spec's `release.formats`. Returns the bundle directory. The caller
+    holds the run's lock (`distill.stage_table`), so the run read here is as it stays until the bundle is written."""
     key = signing_key_from(signing_key)  # a bad key fails before any work
     openssf = openssf_key_from(openssf_key)
     chosen = check_formats(formats, "--format") if formats is not None else None
     run = RunDir.open(run_dir)
-    with run_lock(run.path):
-        run = RunDir.open(run.path)  # as it is now that no other command can change it
-        review = read_review(run.path, anchor_key=key.public_key() if key is not None else None)
-        inputs = read_inputs(run.path, run.manifest, review)
-        if chosen is not None:
-            inputs = dataclasses.replace(inputs, release=inputs.release.model_copy(update={"formats": chosen}))
-        if len(check_formats(inputs.release.formats)) > 1:
-            inputs = dataclasses.replace(inputs, parity_inputs=parity_inputs_from_run(run.path))
-        return release_inputs(run, inputs, override_reason=override_reason, private_key=key, openssf_key=openssf)
+    review = read_review(run.path, anchor_key=key.public_key() if key is not None else None)
+    inputs = read_inputs(run.path, run.manifest, review)
+    if chosen is not None:
+        inputs = dataclasses.replace(inputs, release=inputs.release.model_copy(update={"formats": chosen}))
+    if len(check_formats(inputs.release.formats)) > 1:
+        inputs = dataclasses.replace(inputs, parity_inputs=parity_inputs_from_run(run.path))
+    return release_inputs(run, inputs, override_reason=override_reason, private_key=key, openssf_key=openssf)
 
 
 def release_inputs(run: RunDir, inputs: ReleaseInputs, *, override_reason: str | None = None,

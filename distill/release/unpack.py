@@ -15,13 +15,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from distill.errors import ConfigError, Problem
+from distill.lineage import load_saved_model
 from distill.release.verify import verify
+from distill.train.sample import load_student
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def open_student(path: Path):
+    """(model, tokenizer, source) from a released bundle's tar.gz (verified before it is unpacked), or from
+    anything `load_student` reads: a model directory, a train folder (its model, else its newest checkpoint)."""
+    path = Path(path)
+    if not is_archive(path):
+        return load_student(path)
+    with verified_bundle(path, purpose="sample") as folder:
+        return (*load_saved_model(folder), path)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from distill.release.openssf import (OPENSSF_PUBLIC_KEY, OPENSSF_SIGNATURE, is_ec_public_key, key_hint,
                                      load_ec_public_key, signed_digests)
-from distill.release.signing import SIGNATURE, check_signature
+from distill.signing import SIGNATURE, check_signature
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists hashes: megabytes at most

@@ -26,11 +26,11 @@ from distill.review.folding import fold
 from distill.review.injection import scan_injection
 from distill.review.lexicon import index_lexicons, load_lexicon, scan_lexicons
 from distill.review.offensive import OffensiveModel, load_model, scan_offensive
-from distill.review.patterns import Triggers, load_patterns
-from distill.review.patterns import scan as scan_patterns
+from distill.scanning.patterns import Triggers, load_patterns
+from distill.scanning.patterns import scan as scan_patterns
 from distill.review.pii import PiiSettings, scan_pii
 from distill.review.policy import Policy, safety_file
-from distill.review.secrets import scan_secrets
+from distill.scanning.secrets import scan_secrets
 from distill.review.text_checks import QualitySettings, check_decoding, check_normalisation, check_quality, decode
 from distill.review.verdict import Finding, RecordVerdict, apply_redactions, most_severe
 

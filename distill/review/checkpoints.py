@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.files import append_jsonl, read_jsonl
+from distill import signing
 from distill.review.audit import LOG, _complete_size, verify_log
 
 CHECKPOINTS = "audit.checkpoints.jsonl"
@@ -36,16 +37,9 @@ class Anchor:
     signed_by: str | None = None  # the fingerprint the signatures verified under (None: not checked)
 
 
-def _signing():
-    """distill.release.signing, imported when used: the release package reads the review (a cycle at import)."""
-    from distill.release import signing
-
-    return signing
-
-
 def checkpoint_key() -> Any | None:
     """The operator's private key ($DISTILL_SIGNING_KEY), or None: then sign-offs are not checkpointed."""
-    return _signing().signing_key_from(None)
+    return signing.signing_key_from(None)
 
 
 def logged_hashes(review_dir: Path) -> list[str | None]:
@@ -72,7 +66,6 @@ def write_checkpoint(review_dir: Path, entry: dict[str, Any], private_key: Any |
     """Sign the head that `entry` (just appended) makes, when the operator's key is at hand."""
     if private_key is None:
         return None
-    signing = _signing()
     checkpoint = {"count": entry["seq"] + 1, "hash": entry["hash"], "time": entry["time"],
                   "signed_by": signing.key_fingerprint(private_key.public_key())}
     checkpoint["signature"] = signing.sign(_signed_part(checkpoint), private_key).decode().strip()
@@ -83,7 +76,6 @@ def write_checkpoint(review_dir: Path, entry: dict[str, Any], private_key: Any |
 def check_checkpoints(review_dir: Path, public_key: Any | None = None) -> Anchor:
     """Every checkpoint must name the head the log has at its position; with `public_key`, its signature must
     verify too (without one, a checkpoint proves only that whoever rewrote the log did not also rewrite it)."""
-    signing = _signing()
     path = review_dir / CHECKPOINTS
     hashes = logged_hashes(review_dir)
     anchor = Anchor(signed_by=signing.key_fingerprint(public_key) if public_key is not None else None)

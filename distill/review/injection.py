@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 
-from distill.review.patterns import Pattern, scan
+from distill.scanning.patterns import Pattern, scan
 from distill.review.verdict import Finding
 
 

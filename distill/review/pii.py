@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
-from distill.review.patterns import Pattern, scan
+from distill.scanning.patterns import Pattern, scan
 from distill.review.pii_context import BIRTH_WORDS, dates_of_birth, ibans, street_addresses
 from distill.review.pii_context import national_ids as national_ids_in_context
 from distill.review.text_checks import FUNCTION_WORDS, finding

@@ -230,7 +230,7 @@ def load_policy(name_or_path: str | Path) -> Policy:
 def known_codes(policy: Policy) -> set[str]:
     """Every reason code this policy's checks can emit."""
     from distill.review.lexicon import load_lexicon
-    from distill.review.patterns import load_patterns
+    from distill.scanning.patterns import load_patterns
 
     codes = set(CODES) | {f"judge.{c}" for c in CATEGORIES}
     for path in referenced_files(policy):

@@ -15,7 +15,7 @@ import ftfy
 import ftfy.badness
 
 from distill.review.codes import CODES
-from distill.review.patterns import Pattern, scan
+from distill.scanning.patterns import Pattern, scan
 from distill.review.verdict import Finding
 
 

@@ -9,39 +9,12 @@ severe action among its findings.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-Decision = Literal["pass", "flag", "redact", "reject"]
+from distill.scanning.finding import SEVERITY, Decision, Finding
 
-# redact < flag: a record with a redacted email and a flagged word still needs a human.
-SEVERITY: dict[str, int] = {"pass": 0, "redact": 1, "flag": 2, "reject": 3}
-
-@dataclass(frozen=True)
-class Finding:
-    """One reason. `span` is (start, end) in characters of the checked text of `field`; a finding about
-    the whole record spans the whole text. Stage `decoding`/`normalisation` spans index the original
-    text, later stages index the normalised text (see `RecordVerdict.checked_text`)."""
-
-    stage: str
-    code: str
-    category: str
-    span: tuple[int, int]
-    detail: str = ""
-    action: Decision = "flag"
-    field: str = "text"  # "text" or "prompt"
-    replacement: str | None = None  # for action "redact": what replaces the span
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["span"] = list(self.span)
-        if self.replacement is None:
-            del data["replacement"]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Finding":
-        return cls(**{**data, "span": tuple(data["span"])})
+__all__ = ["SEVERITY", "Decision", "Finding", "RecordVerdict", "most_severe", "apply_redactions"]
 
 
 def most_severe(findings: list[Finding] | tuple[Finding, ...]) -> Decision:

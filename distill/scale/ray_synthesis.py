@@ -27,6 +27,7 @@ import ray
 from distill.errors import DistillError
 from distill.prompts import PromptRenderer
 from distill.rundir import RunDir
+from distill.runlock import run_lock
 from distill.scale.ray_budget import SharedCap, SharedLimiter, shared_limiter, spend_budget
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.dataset import log_path
@@ -65,8 +66,9 @@ def generate_shard(loaded: LoadedSpec, run_path: str, shard: tuple[int, int], li
                    budget: ray.actor.ActorHandle | None, options: dict[str, Any]) -> Tally:
     """One shard's records into the run's cache and its shard log (the dataset is the driver's job)."""
     spending = SharedCap(budget, shard[0]) if budget is not None else None
-    result = generate(loaded, RunDir.open(run_path), shard=shard, limiter=limiter, spending=spending,
-                      build_dataset=False, show_progress=False, **options)
+    with run_lock(Path(run_path), shard=shard):  # this task's process holds its shard, as the driver holds the run
+        result = generate(loaded, RunDir.open(run_path), shard=shard, limiter=limiter, spending=spending,
+                          build_dataset=False, show_progress=False, **options)
     return result.tally
 
 

@@ -72,7 +72,8 @@ def create_deployment(session: Session, user: User, job: Job, data_dir: Path, *,
 
 
 def deployment_summary(row: Deployment) -> dict[str, Any]:
-    from distill.coldstart.promote import read_deployment, read_events
+    from distill.coldstart.promote import read_events
+    from distill.serving.deployment import read_deployment
 
     file = Path(row.file)
     current = read_deployment(file)
@@ -110,7 +111,7 @@ def compare_on_real_inputs(target: Job, row: Deployment) -> Path | None:
     """The comparison (`distill compare`) of the serving bundle and the target on the target run's held-out
     real inputs; computed once and kept in the run. None when the target is not a cold-start run."""
     from distill.coldstart.compare import compare, spec_judge
-    from distill.coldstart.promote import read_deployment
+    from distill.serving.deployment import read_deployment
 
     run = Path(target.run_dir)
     heldout, report = run / "coldstart" / "heldout.jsonl", run / "coldstart" / "compare.json"

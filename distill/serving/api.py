@@ -45,20 +45,58 @@ class ApiError(Exception):
         self.status, self.body = status, error_body(message, type=type, param=param, code=code)
 
 
+@dataclass
+class ServedModels:
+    """What an app serves: its models, which of them answers a request (`choose`), the capture log (None:
+    off) and the completion length when a request names none."""
+
+    models: list[ServedModel]
+    choose: Callable[[str], ServedModel | None] | None = None
+    capture: CaptureLog | None = None
+    default_max_tokens: int = 256
+
+    def pick(self, requested: str) -> ServedModel:
+        model = self.choose(requested) if self.choose else next((m for m in self.models if m.id == requested), None)
+        if model is None:
+            raise ApiError(404, f"The model `{requested}` does not exist; GET /v1/models lists what is served",
+                           param="model", code="model_not_found")
+        return model
+
+    def keeps(self, body: GenerationRequest, request: Request) -> bool:
+        """Whether this request's inputs and outputs go to the capture log."""
+        return self.capture is not None and self.capture.wants(opted_out(body.metadata, request.headers))
+
+
 def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | None = None,
                capture: CaptureLog | None = None, choose: Callable[[str], ServedModel] | None = None,
                default_max_tokens: int = 256) -> FastAPI:
     """`authorize(token)` says whether a bearer token may call (None: no auth). `choose(requested)` picks
     the model that answers a request naming `requested` (default: the model with that id)."""
-    by_id = {m.id: m for m in models}
+    served = ServedModels(models, choose, capture, default_max_tokens)
     app = FastAPI(title="distill student", docs_url=None, redoc_url=None, openapi_url=None)
+    add_error_handlers(app)
+    checked = [Depends(token_check(authorize))]
 
-    def pick(requested: str) -> ServedModel:
-        model = choose(requested) if choose else by_id.get(requested)
-        if model is None:
-            raise ApiError(404, f"The model `{requested}` does not exist; GET /v1/models lists what is served",
-                           param="model", code="model_not_found")
-        return model
+    @app.get("/v1/models", dependencies=checked)
+    async def list_models():
+        return {"object": "list", "data": [{"id": m.id, "object": "model", "created": m.created,
+                                            "owned_by": "distill"} for m in models]}
+
+    @app.post("/v1/chat/completions", dependencies=checked)
+    async def chat_completions(body: ChatRequest, request: Request):
+        return await answer_chat(served, body, request)
+
+    @app.post("/v1/completions", dependencies=checked)
+    async def completions(body: CompletionRequest, request: Request):
+        return await answer_completion(served, body, request)
+
+    add_capture_routes(app, capture, checked)
+    app.state.models = models
+    return app
+
+
+def token_check(authorize: Callable[[str], bool] | None) -> Callable[..., None]:
+    """The routes' dependency: a bearer token `authorize` accepts (None: every caller may call)."""
 
     def check_token(authorization: str | None = Header(None)) -> None:
         if authorize is None:
@@ -67,6 +105,12 @@ def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | 
         if scheme.lower() != "bearer" or not token or not authorize(token):
             raise ApiError(401, "Incorrect or missing API key: send `Authorization: Bearer <key>`",
                            code="invalid_api_key")
+
+    return check_token
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as OpenAI's error body: ours, a request that fails validation, an unknown route."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, exc: ApiError):
@@ -84,68 +128,67 @@ def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | 
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return JSONResponse(error_body(str(exc.detail), code=code), status_code=exc.status_code)
 
-    @app.get("/v1/models", dependencies=[Depends(check_token)])
-    async def list_models():
-        return {"object": "list", "data": [{"id": m.id, "object": "model", "created": m.created,
-                                            "owned_by": "distill"} for m in models]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_token)])
-    async def chat_completions(body: ChatRequest, request: Request):
-        refuse_unsupported(body)
-        model = pick(body.model)
-        prompt_ids = chat_prompt_ids(model.tokenizer, body)
-        budget = completion_budget(body, len(prompt_ids), model.engine.context_length, default_max_tokens, "messages")
-        job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)])
-        keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
-        inputs = {"messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
-        if body.stream:
-            return sse(stream_chat(job, body, capture if keep else None, inputs))
-        texts, finishes, logprobs, completion = await job.collect()
-        if keep:
-            await asyncio.to_thread(capture.record, job.id, "chat.completions", model.id, inputs, texts)
-        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i], "refusal": None},
-                    "logprobs": chat_logprobs(logprobs[i]) if body.logprobs else None, "finish_reason": finishes[i]}
-                   for i in range(body.n)]
-        return {"id": job.id, "object": "chat.completion", "created": job.created, "model": model.id,
-                "choices": choices, "usage": usage(len(prompt_ids), completion)}
+async def answer_chat(served: ServedModels, body: ChatRequest, request: Request):
+    """POST /v1/chat/completions: the choices as one response, or streamed as server-sent events."""
+    refuse_unsupported(body)
+    model = served.pick(body.model)
+    prompt_ids = chat_prompt_ids(model.tokenizer, body)
+    budget = completion_budget(body, len(prompt_ids), model.engine.context_length, served.default_max_tokens, "messages")
+    job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)])
+    keep = served.keeps(body, request)
+    inputs = {"messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
+    if body.stream:
+        return sse(stream_chat(job, body, served.capture if keep else None, inputs))
+    texts, finishes, logprobs, completion = await job.collect()
+    if keep:
+        await asyncio.to_thread(served.capture.record, job.id, "chat.completions", model.id, inputs, texts)
+    choices = [{"index": i, "message": {"role": "assistant", "content": texts[i], "refusal": None},
+                "logprobs": chat_logprobs(logprobs[i]) if body.logprobs else None, "finish_reason": finishes[i]}
+               for i in range(body.n)]
+    return {"id": job.id, "object": "chat.completion", "created": job.created, "model": model.id,
+            "choices": choices, "usage": usage(len(prompt_ids), completion)}
 
-    @app.post("/v1/completions", dependencies=[Depends(check_token)])
-    async def completions(body: CompletionRequest, request: Request):
-        refuse_unsupported(body)
-        model = pick(body.model)
-        prompts = [completion_prompt_ids(model.tokenizer, p) for p in body.prompts()]
-        if len(prompts) * body.n > 16:
-            raise ApiError(400, "at most 16 choices per request (prompts x n)", param="n")
-        budget = completion_budget(body, max(map(len, prompts)), model.engine.context_length, default_max_tokens,
-                                   "prompt")
-        job = Job(model, "text_completion", prompts, [body.sampling(budget, i) for i in range(body.n)])
-        keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
-        inputs = {"prompt": body.prompts()}
-        if body.stream:
-            return sse(stream_completion(job, body, capture if keep else None, inputs))
-        texts, finishes, logprobs, completion = await job.collect()
-        if keep:
-            await asyncio.to_thread(capture.record, job.id, "completions", model.id, inputs, texts)
-        choices = [{"index": i, "text": texts[i], "finish_reason": finishes[i],
-                    "logprobs": completion_logprobs(logprobs[i], 0) if body.logprobs is not None else None}
-                   for i in range(len(texts))]
-        return {"id": job.id, "object": "text_completion", "created": job.created, "model": model.id,
-                "choices": choices, "usage": usage(sum(map(len, prompts)) * body.n, completion)}
 
-    @app.post("/v1/captures/delete", dependencies=[Depends(check_token)])
+async def answer_completion(served: ServedModels, body: CompletionRequest, request: Request):
+    """POST /v1/completions: up to 16 choices (prompts x n), as one response or streamed."""
+    refuse_unsupported(body)
+    model = served.pick(body.model)
+    prompts = [completion_prompt_ids(model.tokenizer, p) for p in body.prompts()]
+    if len(prompts) * body.n > 16:
+        raise ApiError(400, "at most 16 choices per request (prompts x n)", param="n")
+    budget = completion_budget(body, max(map(len, prompts)), model.engine.context_length, served.default_max_tokens,
+                               "prompt")
+    job = Job(model, "text_completion", prompts, [body.sampling(budget, i) for i in range(body.n)])
+    keep = served.keeps(body, request)
+    inputs = {"prompt": body.prompts()}
+    if body.stream:
+        return sse(stream_completion(job, body, served.capture if keep else None, inputs))
+    texts, finishes, logprobs, completion = await job.collect()
+    if keep:
+        await asyncio.to_thread(served.capture.record, job.id, "completions", model.id, inputs, texts)
+    choices = [{"index": i, "text": texts[i], "finish_reason": finishes[i],
+                "logprobs": completion_logprobs(logprobs[i], 0) if body.logprobs is not None else None}
+               for i in range(len(texts))]
+    return {"id": job.id, "object": "text_completion", "created": job.created, "model": model.id,
+            "choices": choices, "usage": usage(sum(map(len, prompts)) * body.n, completion)}
+
+
+def add_capture_routes(app: FastAPI, capture: CaptureLog | None, dependencies: list) -> None:
+    """The calls that delete captured requests (by id, or by a query), refused when capture is off."""
+
+    def log() -> CaptureLog:
+        if capture is None:
+            raise ApiError(404, "capture is off for this deployment: nothing is stored", code="capture_off")
+        return capture
+
+    @app.post("/v1/captures/delete", dependencies=dependencies)
     async def delete_captures(body: DeleteRequest):
-        if capture is None:
-            raise ApiError(404, "capture is off for this deployment: nothing is stored", code="capture_off")
-        return {"deleted": await asyncio.to_thread(capture.delete, body)}
+        return {"deleted": await asyncio.to_thread(log().delete, body)}
 
-    @app.delete("/v1/captures/{request_id}", dependencies=[Depends(check_token)])
+    @app.delete("/v1/captures/{request_id}", dependencies=dependencies)
     async def delete_capture(request_id: str):
-        if capture is None:
-            raise ApiError(404, "capture is off for this deployment: nothing is stored", code="capture_off")
-        return {"deleted": await asyncio.to_thread(capture.delete, DeleteRequest(request_ids=[request_id]))}
-
-    app.state.models = models
-    return app
+        return {"deleted": await asyncio.to_thread(log().delete, DeleteRequest(request_ids=[request_id]))}
 
 
 def api_key_check(expected: str) -> Callable[[str], bool]:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from distill.serving.deployment import read_deployment
 
 
 def open_bundle(bundle: str | Path, *, max_batch: int = 64, form: str = "safetensors"):
@@ -36,8 +37,6 @@ def open_deployment(path: Path, *, max_batch: int = 64, form: str = "safetensors
     """(models, choose) for a deployment file: each route's bundle, and a picker that sends a request
     for the deployment's name to a route with probability percent/100 (a route's own id picks it)."""
     import random
-
-    from distill.coldstart.promote import read_deployment
 
     deployment = read_deployment(path)
     models = [open_bundle(route["bundle"], max_batch=max_batch, form=form) for route in deployment["routes"]]

@@ -14,7 +14,6 @@ from typing import Any, Literal
 from distill.errors import ConfigError, Problem
 from distill.providers.offline import STAND_IN_MODEL
 from distill.rundir import RunDir
-from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
 from distill.synthesis.recovery import open_cache
@@ -84,18 +83,18 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
              backoff_base_s: float = 1.0, limiter: Limiter | None = None, spending: Cap | None = None,
              build_dataset: bool = True) -> GenerateResult:
     """`distill generate` and `distill run`: the spec's records (of `shard`) into `RUN/dataset`, with the
-    stage's outcome in the run's manifest. Holds the run's lock (shared, for a shard). See `synthesize`."""
+    stage's outcome in the run's manifest. The caller holds the run's lock (`distill.stage_table`, shared
+    for a shard). See `synthesize`."""
     whole_run = shard == (0, 1)
-    with run_lock(run.path, shard=shard):
-        result = synthesize(generation_plan(loaded), run.path, loaded.spec.teacher, records=loaded.spec.records,
-                            teacher_dir=loaded.directory, spec_file=loaded.path, shard=shard, mode=mode,
-                            max_cost_usd=max_cost_usd, prices_path=prices_path, show_progress=show_progress,
-                            batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s, limiter=limiter,
-                            spending=spending, build_dataset=build_dataset,
-                            on_start=(lambda: run.start_stage("generate")) if whole_run else None)
-        if build_dataset:
-            record_generate(run, result, whole_run=whole_run)
-        return result
+    result = synthesize(generation_plan(loaded), run.path, loaded.spec.teacher, records=loaded.spec.records,
+                        teacher_dir=loaded.directory, spec_file=loaded.path, shard=shard, mode=mode,
+                        max_cost_usd=max_cost_usd, prices_path=prices_path, show_progress=show_progress,
+                        batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s, limiter=limiter,
+                        spending=spending, build_dataset=build_dataset,
+                        on_start=(lambda: run.start_stage("generate")) if whole_run else None)
+    if build_dataset:
+        record_generate(run, result, whole_run=whole_run)
+    return result
 
 
 def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),

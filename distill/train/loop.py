@@ -31,7 +31,7 @@ from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from transformers import LlamaForCausalLM
 
 from distill.errors import ConfigError, Problem, RunDirError
-from distill.evaluate.bpb import bits_per_byte
+from distill.train.bpb import bits_per_byte
 from distill.files import fingerprint as stable_fingerprint, read_json_file, write_json_atomic
 from distill.lineage import examples_digest, weights_digest
 from distill.threads import ThreadTuner
@@ -55,12 +55,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
         return done
 
-    accelerator = make_accelerator(config, out_dir)  # one process, DDP or FSDP (distill.train.sharding)
-    if config.ema_decay is not None and is_sharded(accelerator):  # the average would be a whole copy per process
-        raise ConfigError(Problem("a weight average is not kept under FSDP sharding", key="training.ema_decay",
-                                  hint="drop training.ema_decay, or train with sharding: ddp"))
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    accelerator = _accelerator(config, out_dir)
     with accelerator.main_process_first():  # the main process writes run.json, the split and the tokenizer
         _claim(out_dir, inputs_fingerprint, config, kind, replace_other)
         split = load_or_make_split(out_dir / "split.json", examples, val_fraction=config.val_fraction,
@@ -77,22 +72,8 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     val_texts = [e["text"] for e in val_examples]
     val_prompts = [render_prompt(tokenizer, e["prompt"]) for e in val_examples] if kind == "instruct" else None
 
-    optimizers = make_optimizers(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
-    average = make_weight_average(model, config.ema_decay)
-    model, *optimizers = accelerator.prepare(model, *optimizers)
-    if average is not None:  # saved and restored with every checkpoint, on every process
-        average.to(accelerator.device)
-        accelerator.register_for_checkpointing(average)
-    if checkpoints(out_dir):
-        check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
-    state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
-    metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
-    if config.report_to:
-        accelerator.init_trackers("distill-train", config=config.model_dump(mode="json"))
-
-    def log(row: dict) -> None:
-        metrics.write(row)
-        accelerator.log(row, step=row["step"])  # TensorBoard / W&B when asked for, else nothing
+    model, optimizers, average, state = _prepare_to_train(accelerator, model, config, out_dir)
+    log = _metrics_log(accelerator, config, out_dir, state)
 
     def released():
         """The weights validation scores and the release saves: the average's, if one is kept."""
@@ -115,26 +96,73 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         return scores[0]
 
     final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average)
-
-    result = None
-    unwrapped = whole_model(accelerator, model)  # every process takes part in gathering a sharded model
-    if accelerator.is_main_process:
-        if average is not None:
-            unwrapped = average.module
-        non_embedding, trainable, _ = count_parameters(unwrapped)
-        save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
-        plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
-        result = TrainResult(
-            model_dir=out_dir / "model", steps=state.step, tokens=state.tokens, seconds=state.seconds,
-            stopped_by=state.stopped_by, val_loss=final_eval["val_loss"], val_bpb=final_eval["val_bpb"],
-            non_embedding_params=non_embedding, trainable_params=trainable,
-            metrics_path=out_dir / "metrics.jsonl", loss_curve_path=out_dir / "loss_curve.png",
-            dataset_fingerprint=examples_digest(examples), weights_sha256=weights_digest(out_dir / "model") or "",
-        )
-        write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
+    result = _save_result(accelerator, model, average, tokenizer, out_dir, state, final_eval,
+                          examples_digest(examples), inputs_fingerprint)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: with several processes it also ends their process group
     return result or _finished(out_dir, inputs_fingerprint)
+
+
+def _accelerator(config: TrainConfig, out_dir: Path):
+    """One process, DDP or FSDP (distill.train.sharding), checked against the settings it cannot serve."""
+    accelerator = make_accelerator(config, out_dir)
+    if config.ema_decay is not None and is_sharded(accelerator):  # the average would be a whole copy per process
+        raise ConfigError(Problem("a weight average is not kept under FSDP sharding", key="training.ema_decay",
+                                  hint="drop training.ema_decay, or train with sharding: ddp"))
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    return accelerator
+
+
+def _prepare_to_train(accelerator, model, config: TrainConfig, out_dir: Path):
+    """(model, optimizers, weight average or None, state): placed for the accelerator, resumed from the
+    newest checkpoint when there is one."""
+    optimizers = make_optimizers(model, config, fused=accelerator.device.type in ("cpu", "cuda"))
+    average = make_weight_average(model, config.ema_decay)
+    model, *optimizers = accelerator.prepare(model, *optimizers)
+    if average is not None:  # saved and restored with every checkpoint, on every process
+        average.to(accelerator.device)
+        accelerator.register_for_checkpointing(average)
+    if checkpoints(out_dir):
+        check_checkpoint_layout(accelerator, checkpoints(out_dir)[-1])
+    state = load_checkpoint(accelerator, checkpoints(out_dir)[-1]) if checkpoints(out_dir) else TrainState()
+    return model, optimizers, average, state
+
+
+def _metrics_log(accelerator, config: TrainConfig, out_dir: Path, state: TrainState):
+    """The function each metrics row goes to: metrics.jsonl, and TensorBoard / W&B when asked for."""
+    metrics = MetricsLog(out_dir / "metrics.jsonl", after_step=state.step, enabled=accelerator.is_main_process)
+    if config.report_to:
+        accelerator.init_trackers("distill-train", config=config.model_dump(mode="json"))
+
+    def log(row: dict) -> None:
+        metrics.write(row)
+        accelerator.log(row, step=row["step"])
+
+    return log
+
+
+def _save_result(accelerator, model, average: AveragedModel | None, tokenizer, out_dir: Path, state: TrainState,
+                 final_eval: dict, dataset_fingerprint: str, inputs_fingerprint: str) -> TrainResult | None:
+    """The released model (the average's weights, if one is kept), the loss curve and result.json, written by
+    the main process (None elsewhere); every process takes part in gathering a sharded model."""
+    unwrapped = whole_model(accelerator, model)
+    if not accelerator.is_main_process:
+        return None
+    if average is not None:
+        unwrapped = average.module
+    non_embedding, trainable, _ = count_parameters(unwrapped)
+    save_release_model(unwrapped, tokenizer, out_dir / "model", adapter_dir=out_dir / "adapter")
+    plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+    result = TrainResult(
+        model_dir=out_dir / "model", steps=state.step, tokens=state.tokens, seconds=state.seconds,
+        stopped_by=state.stopped_by, val_loss=final_eval["val_loss"], val_bpb=final_eval["val_bpb"],
+        non_embedding_params=non_embedding, trainable_params=trainable,
+        metrics_path=out_dir / "metrics.jsonl", loss_curve_path=out_dir / "loss_curve.png",
+        dataset_fingerprint=dataset_fingerprint, weights_sha256=weights_digest(out_dir / "model") or "",
+    )
+    write_json_atomic(out_dir / "result.json", {"fingerprint": inputs_fingerprint, **asdict(result)})
+    return result
 
 
 def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate, state: TrainState, config: TrainConfig,
@@ -148,11 +176,7 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     precision = torch.bfloat16 if _trains_in_bf16(config) else torch.float32
     peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
     loss_of = torch.compile(next_token_loss) if config.compile else next_token_loss
-    # On a CPU shared with other processes fewer threads can train faster; the tuner tries them. Not with a
-    # count the user pinned (bit-for-bit resumes), compiled kernels (their thread count is fixed when
-    # compiled) or several processes (each would decide alone).
-    tuner = (ThreadTuner(torch.get_num_threads()) if accelerator.device.type == "cpu" and not config.num_threads
-             and not config.compile and accelerator.num_processes == 1 else None)
+    tuner = _thread_tuner(accelerator, config)
     model.train()
     clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
     window = (state.tokens, time.perf_counter())  # tokens/s over the steps since the last log line
@@ -165,31 +189,9 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
         while (stop := state.stopped_by or _out_of_budget(state, config, ahead=step_seconds)) is None:
             step_started = time.perf_counter()
             lr = learning_rate(state, config, ahead=step_seconds)
-            for optimizer in optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            loss_sum = torch.zeros((), device=accelerator.device)
-            step_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
-            for micro in range(config.grad_accum):
-                inputs, targets = batches.get(state.epoch, state.batch)
-                state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
-                step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
-                if config.token_dropout:
-                    inputs = replace_tokens(inputs, config.token_dropout, vocab_size)
-                inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
-                # Gradients are all-reduced across processes only on the last micro-batch.
-                sync = micro == config.grad_accum - 1
-                with (nullcontext() if sync else accelerator.no_sync(model),
-                      torch.autocast(accelerator.device.type, dtype=precision, enabled=precision == torch.bfloat16)):
-                    loss = loss_of(model, inputs, targets)
-                accelerator.backward(loss / config.grad_accum)
-                loss_sum += loss.detach()
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            for optimizer in optimizers:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if average is not None:
-                average.update_parameters(accelerator.unwrap_model(model))
+            _set_learning_rate(optimizers, lr)
+            loss_sum, step_tokens = _accumulate(accelerator, model, batches, state, config, loss_of, precision, vocab_size)
+            grad_norm = _optimizer_step(accelerator, model, optimizers, config, average)
             state.step += 1
             state.tokens += int(accelerator.reduce(step_tokens, "sum"))
             # Every process must stop at the same step: the main process's clock decides.
@@ -216,21 +218,83 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                 state.stopped_by = _early_stop(last_eval, state, config)
                 window = (state.tokens, time.perf_counter())  # eval time is not training throughput
             if state.step % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
-                if accelerator.is_main_process and time.perf_counter() - plotted > 60:  # plotting takes ~0.3 s
-                    plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
-                    plotted = time.perf_counter()
+                plotted = _checkpoint(accelerator, model, out_dir, state, config, plotted)
                 window = (state.tokens, time.perf_counter())
         bar.update(task, completed=1.0)
 
     state.stopped_by = stop
+    return _final_evaluation(accelerator, model, evaluate, last_eval, state, config, out_dir, log)
+
+
+def _set_learning_rate(optimizers: list, lr: float) -> None:
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _checkpoint(accelerator, model, out_dir: Path, state: TrainState, config: TrainConfig, plotted: float) -> float:
+    """Save a checkpoint; redraw the loss curve when the last drawing is a minute old. Returns when it was drawn."""
+    save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
+    if accelerator.is_main_process and time.perf_counter() - plotted > 60:  # plotting takes ~0.3 s
+        plot_loss_curve(MetricsLog.read(out_dir / "metrics.jsonl"), out_dir / "loss_curve.png")
+        return time.perf_counter()
+    return plotted
+
+
+def _thread_tuner(accelerator, config: TrainConfig) -> ThreadTuner | None:
+    """On a CPU shared with other processes fewer threads can train faster; the tuner tries them. Not with a
+    count the user pinned (bit-for-bit resumes), compiled kernels (their thread count is fixed when
+    compiled) or several processes (each would decide alone)."""
+    if accelerator.device.type == "cpu" and not config.num_threads and not config.compile and accelerator.num_processes == 1:
+        return ThreadTuner(torch.get_num_threads())
+    return None
+
+
+def _accumulate(accelerator, model, batches: TrainBatches, state: TrainState, config: TrainConfig, loss_of,
+                precision: torch.dtype, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over one step's micro-batches (advancing `state`'s place in the data); returns
+    the summed loss and the number of tokens trained on, both on the device."""
+    loss_sum = torch.zeros((), device=accelerator.device)
+    step_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    for micro in range(config.grad_accum):
+        inputs, targets = batches.get(state.epoch, state.batch)
+        state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
+        step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
+        if config.token_dropout:
+            inputs = replace_tokens(inputs, config.token_dropout, vocab_size)
+        inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
+        # Gradients are all-reduced across processes only on the last micro-batch.
+        sync = micro == config.grad_accum - 1
+        with (nullcontext() if sync else accelerator.no_sync(model),
+              torch.autocast(accelerator.device.type, dtype=precision, enabled=precision == torch.bfloat16)):
+            loss = loss_of(model, inputs, targets)
+        accelerator.backward(loss / config.grad_accum)
+        loss_sum += loss.detach()
+    return loss_sum, step_tokens
+
+
+def _optimizer_step(accelerator, model, optimizers: list, config: TrainConfig, average: AveragedModel | None):
+    """Clip, step and clear the gradients; update the weight average. Returns the gradient norm before clipping."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if average is not None:
+        average.update_parameters(accelerator.unwrap_model(model))
+    return grad_norm
+
+
+def _final_evaluation(accelerator, model, evaluate, last_eval: dict | None, state: TrainState, config: TrainConfig,
+                      out_dir: Path, log) -> dict:
+    """The evaluation the result reports (on the whole validation split, whatever eval_max_texts says),
+    after the last checkpoint is saved."""
     if last_eval is not None and last_eval["step"] == state.step and config.eval_max_texts is None:
         final_eval = last_eval
-    else:  # the whole validation split, whatever eval_max_texts says
+    else:
         final_eval = _evaluate_and_log(evaluate, None, state, log)
     save_checkpoint(accelerator, model, out_dir, state, keep=config.keep_checkpoints)
     if accelerator.is_main_process:
-        print(f"train: stopped by {stop} at step {state.step}, {state.tokens:,} tokens, "
+        print(f"train: stopped by {state.stopped_by} at step {state.step}, {state.tokens:,} tokens, "
               f"val loss {final_eval['val_loss']:.4f}, val bpb {final_eval['val_bpb']:.4f}", file=sys.stderr)
     return final_eval
 

@@ -10,27 +10,21 @@ from safetensors import SafetensorError
 
 from distill.errors import Problem, RunDirError
 from distill.files import read_json_file
-from distill.release.unpack import is_archive, verified_bundle
+from distill.lineage import load_saved_model
 from distill.train.checkpoint import checkpoints
 from distill.train.config import TrainConfig
 from distill.train.data import render_prompt, start_token
 
 
 def load_student(path: Path):
-    """(model, tokenizer, source) from a model directory, a released bundle's tar.gz, or a train folder (RUN/train).
+    """(model, tokenizer, source) from a model directory or a train folder (RUN/train); a released bundle's
+    tar.gz opens with `distill.release.unpack.open_student`.
 
     A train folder gives its finished `model/` when there is one, else its newest checkpoint, rebuilt
-    from the run's settings (`run.json`) and tokenizer. An archive must verify before it is unpacked.
+    from the run's settings (`run.json`) and tokenizer.
     """
     path = Path(path)
-    if is_archive(path):
-        from distill.lineage import load_saved_model
-
-        with verified_bundle(path, purpose="sample") as folder:
-            return (*load_saved_model(folder), path)
     if (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
-        from distill.lineage import load_saved_model
-
         return (*load_saved_model(path), path)
     if (path / "model").is_dir():
         return load_student(path / "model")

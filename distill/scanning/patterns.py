@@ -19,7 +19,7 @@ import ahocorasick
 
 from distill.errors import Problem, SpecError
 from distill.located_yaml import load_located_yaml
-from distill.review.verdict import Finding
+from distill.scanning.finding import Finding
 
 _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
 

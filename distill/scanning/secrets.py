@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Set
 
-from distill.review.patterns import Pattern, scan
-from distill.review.verdict import Finding
+from distill.scanning.patterns import Pattern, scan
+from distill.scanning.finding import Finding
 
 _PLACEHOLDER = re.compile(
     r"EXAMPLE|x{4,}|X{4,}|\*{3,}|\.{3}|<[^>]*>|\$\{|\{\{|%\(|your[_-]|YOUR[_-]|"

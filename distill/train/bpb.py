@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from distill.train.data import start_token
+
 
 @dataclass(frozen=True)
 class _Window:
@@ -52,8 +54,6 @@ def bits_per_byte(
         raise ValueError(f"context_length must be >= 2, got {context_length}")
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
-    from distill.train.data import start_token  # here, not at the top: the trainer imports this module
-
     start = start_token(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 
@@ -84,8 +84,6 @@ def concatenated_bits_per_byte(model, tokenizer, texts: Sequence[str], *, contex
     """
     if context_length < 1:
         raise ValueError(f"context_length must be >= 1, got {context_length}")
-    from distill.train.data import start_token  # here, not at the top: the trainer imports this module
-
     text = "\n".join(t for t in texts if t)
     if not text:
         raise ValueError("no text to score: every text is empty")
