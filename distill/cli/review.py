@@ -315,3 +315,30 @@ def signoff(
         _say("sign-off REFUSED: fix or reject more records, draw a new sample and grade again")
         raise typer.Exit(1)
     _say(f"signed off by {decision['reviewer']}")
+
+
+@app.command()
+def agreement(ctx: typer.Context,
+              as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False) -> None:
+    """The LLM judge against the humans: on every record a person decided, the judge's verdict vs the
+    final decision; Cohen's kappa and agreement with 95% intervals, the confusion per reason family, and
+    the policy's floor (`signoff.min_judge_kappa`)."""
+    from distill.review.actions import require_review
+    from distill.review.agreement import judge_agreement
+    from distill.review.decisions import review_policy
+
+    require_review(_run(ctx))
+    found = judge_agreement(_run(ctx))
+    floor = review_policy(_run(ctx)).signoff.min_judge_kappa
+    if as_json:
+        print(json.dumps({**found.to_json(), "min_judge_kappa": floor}, indent=1))
+        return
+    print(found.line())
+    if found.no_verdict or found.not_judged:
+        print(f"not counted: {found.no_verdict} decided records without a clear judge verdict, "
+              f"{found.not_judged} the judge never read")
+    for family, cells in found.families.items():
+        print(f"  {family:<12} " + ", ".join(f"{k} {v}" for k, v in cells.items()))
+    if floor is not None:
+        below = found.kappa is None or found.kappa < floor
+        print(f"policy floor: kappa >= {floor}: {'BELOW: automatic sign-off refused, larger sample' if below else 'met'}")

@@ -123,6 +123,9 @@ class Signoff(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     sample_size: Annotated[int, Field(gt=0)] = 60
     sample_size_without_judge: Annotated[int, Field(gt=0)] = 200  # with judge.when_absent: larger_sample
+    # the least Cohen's kappa between the LLM judge and the humans' decisions (distill.review.agreement) for the
+    # judge to be trusted: below it automatic sign-off is refused and a human grades sample_size_without_judge
+    min_judge_kappa: Annotated[float, Field(ge=-1, le=1)] | None = None
 
 
 class Policy(Strict):
