@@ -206,13 +206,15 @@ def _train(run: RunDir, config, kind: str, *, pinned: set[str]) -> str:
     from distill.review import reviewed_examples
     from distill.train import train_student
     from distill.train.budget import planned_config, write_plan
+    from distill.train.preference import run_preference
 
     examples = reviewed_examples(run.path)
     config, plan = planned_config(config, [e["text"] for e in examples], run.path / "train", pinned=pinned)
     result = train_student(examples, run.path / "train", config, kind=kind, replace_other=True)
     if plan is not None:
         write_plan(run.path / "train", plan)
-    return f"{result.tokens:,} tokens, validation {result.val_bpb:.3f} bits/byte"
+    tuned = run_preference(run.path, config, kind)  # training.preference: DPO after the supervised phase
+    return f"{result.tokens:,} tokens, validation {result.val_bpb:.3f} bits/byte" + (f"; {tuned}" if tuned else "")
 
 
 def _evaluate(run: RunDir, settings) -> str:

@@ -53,6 +53,7 @@ def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | N
     from distill.train import make_train_config, spec_train_config, train_student
     from distill.train.budget import planned_config, write_plan
     from distill.train.config import pinned_fields
+    from distill.train.preference import run_preference
 
     loaded = run_dir.load_spec()
     spec = loaded.spec
@@ -75,6 +76,9 @@ def _train(run_dir, *, minutes: float | None, steps: int | None, tokens: int | N
         result = train_student(examples, run_dir.path / "train", planned, kind=spec.kind)
         if plan is not None:
             write_plan(run_dir.path / "train", plan)
+        tuned = run_preference(run_dir.path, config, spec.kind)  # training.preference: DPO after the supervised phase
+        if tuned:
+            print(tuned, file=sys.stderr)
         return result
 
     return run_stage(run_dir, "train", train_inputs(run_dir.path, config, spec.kind), train)[1]

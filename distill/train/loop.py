@@ -408,7 +408,8 @@ def _check_inputs(examples: list[dict], config: TrainConfig, kind: str) -> str:
     if problems:
         raise ConfigError(*problems)
     rows = [(e.get("id"), e.get("prompt", ""), e["text"]) for e in examples]
-    return stable_fingerprint(kind, rows, config.weights_fingerprint_fields())
+    supervised = {k: v for k, v in config.weights_fingerprint_fields().items() if k != "preference"}  # tuned after
+    return stable_fingerprint(kind, rows, supervised)
 
 
 def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
