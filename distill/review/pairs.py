@@ -225,7 +225,8 @@ def make_pairs(run_dir: Path, loaded, *, judge: bool = True, attempts: int = ATT
     edits, wanted = pair_sources(run_dir)
     rows = {row["id"]: row for row in _dataset_rows(run_dir)}
     chain = Chain(policy, task_for_length(policy, settings.get("longest_words")))
-    found = _alternatives(loaded, run_dir, chain, (settings, policy), [(rows[r.id], r, tuple(r.codes)) for r, _, _ in wanted], attempts)
+    asks = [(rows[r.id], r, tuple(r.codes)) for r, _, _ in wanted]
+    found = _alternatives(loaded, run_dir, chain, (settings, policy), asks, attempts)
     made = list(edits)
     for (record, source, seqs), chosen in zip(wanted, found):
         if chosen is not None:
@@ -343,7 +344,8 @@ def decide_pairs(run_dir: Path, target: list[int] | Query, decision: Literal["ac
 
 
 def sample_pairs(run_dir: Path, *, reviewer: str, size: int, seed: int | None = None) -> dict:
-    return draw_sample(pairs_dir(run_dir), [r.id for r in pairs_view(run_dir) if trainable(r)], size, reviewer=reviewer, seed=seed)
+    kept = [r.id for r in pairs_view(run_dir) if trainable(r)]
+    return draw_sample(pairs_dir(run_dir), kept, size, reviewer=reviewer, seed=seed)
 
 
 def sign_off_pairs(run_dir: Path, defective: list[int], *, reviewer: str) -> dict:

@@ -56,10 +56,11 @@ def training(train_dir: Path) -> dict[str, Any]:
 
 def preference_phase(train_dir: Path) -> dict[str, Any]:
     """The preference phase's progress from train/preference/metrics.jsonl while it runs ({} otherwise)."""
-    rows = _tail_rows(train_dir / "preference" / "metrics.jsonl")
-    run = train_dir / "preference" / "run.json"
-    if not rows or not run.is_file() or (train_dir / "result.json").stat().st_mtime > (train_dir / "preference" / "metrics.jsonl").stat().st_mtime:
-        return {}
+    metrics, run, result = (train_dir / "preference" / "metrics.jsonl", train_dir / "preference" / "run.json",
+                            train_dir / "result.json")
+    rows = _tail_rows(metrics)
+    if not rows or not run.is_file() or (result.is_file() and result.stat().st_mtime > metrics.stat().st_mtime):
+        return {}  # not started, or finished (result.json is written last)
     steps = json.loads(run.read_text()).get("settings", {}).get("steps") or rows[-1]["step"]
     last = rows[-1]
     return {"phase": "preference", "step": last["step"], "tokens": 0, "loss": round(last["loss"], 4),
