@@ -357,6 +357,13 @@ class Preference(Strict):
     """optimizer steps"""
     log_every: PositiveInt = 5
     """Optimizer steps between rows of train/preference/metrics.jsonl."""
+    nll_weight: Annotated[float, Field(ge=0)] = 0.0
+    """Adds the chosen texts' language-model loss (nats per token) times this to DPO's (RPO, Pang et al. 2024):
+    keeps the student's likelihood of good text from falling while it learns what to avoid. 0: plain DPO."""
+    eval_prompts: PositiveInt = 50
+    """Held-out prompts of the rejected kinds the evaluation samples, before and after tuning."""
+    eval_samples: PositiveInt = 4
+    """Samples per held-out prompt, before and after tuning."""
     max_bpb_increase: Annotated[float, Field(ge=0)] = 0.05
     """The held-out bits per byte may rise by at most this after tuning (eval reports it; the release gate refuses more)."""
     require_improvement: bool = False

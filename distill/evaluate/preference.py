@@ -76,6 +76,10 @@ def preference_eval(run_dir: Path, loaded, settings, heldout: list[dict[str, Any
     """The rejected behaviour's rate before and after preference tuning, with intervals, and the bpb cost."""
     spec = loaded.spec
     codes = rejected_codes(run_dir)
+    tuning = spec.training.preference
+    counts = {"prompts": tuning.eval_prompts if tuning else settings.prompts,
+              "samples_per_prompt": tuning.eval_samples if tuning else settings.samples_per_prompt}
+    settings = settings.model_copy(update=counts)
     prompts = heldout_prompts(run_dir, codes, spec.kind, settings.prompts)
     if not codes or not prompts:
         return {"measured": False, "why": "no rejected kinds with held-out prompts (no pair came from a rejection)",
@@ -89,7 +93,7 @@ def preference_eval(run_dir: Path, loaded, settings, heldout: list[dict[str, Any
                 for name, folder in (("before", "sft_model"), ("after", "model"))}
     before, after = measured["before"], measured["after"]
     low, high = newcombe(before["hits"], before["samples"], after["hits"], after["samples"])
-    margin = spec.training.preference.max_bpb_increase if spec.training.preference else None
+    margin = tuning.max_bpb_increase if tuning else None
     return {"measured": True, "codes": codes, "prompts": len(prompts), "judge": bool(review["judge"]),
             "method": trained.get("method"), "pairs": trained.get("pairs"), **measured,
             "fall": before["rate"] - after["rate"], "fall_interval": [low, high], "fell": low > 0,

@@ -420,6 +420,7 @@ def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
     stored = read_json_file(path, made_by="distill train RUN")
     if stored.pop("fingerprint", None) != inputs_fingerprint:
         return None
+    stored.pop("preference", None)  # what the preference phase tuned afterwards (distill.train.preference)
     try:
         for key in ("model_dir", "metrics_path", "loss_curve_path"):
             stored[key] = Path(stored[key])

@@ -74,6 +74,11 @@ def batch_tensors(encoded: list[list[tuple[list[int], int]]], pad_id: int) -> tu
     return inputs, labels
 
 
+def response_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """How many response tokens each row scores."""
+    return (labels[:, 1:] != IGNORE).sum(dim=1).clamp(min=1)
+
+
 def sequence_logps(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The sum of each row's response-token log-probabilities."""
     logits = model(input_ids=inputs).logits[:, :-1].float()  # right padding: the causal mask keeps it out of view
@@ -172,7 +177,13 @@ def _train(pairs, train_dir: Path, settings: Preference, kind: str, context_leng
             ref = sequence_logps(reference, inputs_, labels)
         for group in optimizer.param_groups:
             group["lr"] = settings.learning_rate * min(1.0, (step + 1) / 10)
-        loss, last = dpo_loss(sequence_logps(model, inputs_, labels), ref, settings.beta)
+        logps = sequence_logps(model, inputs_, labels)
+        loss, last = dpo_loss(logps, ref, settings.beta)
+        if settings.nll_weight:  # RPO: the chosen texts' own loss, per token
+            half = logps.shape[0] // 2
+            nll = -(logps[:half] / response_tokens(labels)[:half]).mean()
+            loss = loss + settings.nll_weight * nll
+            last = {**last, "nll": nll.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
