@@ -49,3 +49,17 @@ def test_dpo_lowers_the_loss_and_widens_the_margin_then_resumes_nothing(tmp_path
     again = tune_preferences(PAIRS, train_dir, settings, kind="text", context_length=128,
                              lineage={"pairs_fingerprint": "p", "review_fingerprint": "r"}, num_threads=1)
     assert again == block  # the same inputs: the stored result, nothing trained
+
+
+def test_the_job_page_reports_the_preference_phase_while_it_runs(tmp_path):
+    from distill.service.progress import describe_progress, training
+
+    (tmp_path / "result.json").write_text("{}")  # the supervised phase finished first
+    folder = tmp_path / "preference"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"settings": {"steps": 40}}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "seconds": 3.0, "phase": "preference", "loss": 0.4,
+                                                      "margin": 0.8, "accuracy": 1.0}) + "\n")
+    shown = training(tmp_path)
+    assert shown["phase"] == "preference" and shown["step"] == 10 and shown["fraction"] == 0.25
+    assert describe_progress("train", shown).startswith("train, step 10, loss 0.400")
