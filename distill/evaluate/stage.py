@@ -298,8 +298,7 @@ def _preference(run: RunDir, loaded, settings: EvalSettings, examples: list[dict
 def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, settings: EvalSettings, task: EvalTask, *,
              judge: CachedJudge | None = None, judge_line: str = "Not graded (no judge given).",
              heldout_label: str = "given examples", against: tuple[str, EvalResult] | None = None,
-             metrics_path: Path | None = None, source: str | None = None,
-             preference: dict[str, Any] | None = None) -> EvalResult:
+             metrics_path: Path | None = None, source: str | None = None, preference: dict | None = None) -> EvalResult:
     """Every measurement of the student in `model_dir` on held-out `examples` ({id, prompt, text,
     variables}): bits per byte, judge grades (with `judge`), offline metrics, safety probes. Writes
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
