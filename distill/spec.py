@@ -339,6 +339,39 @@ class TrainingBudget(Strict):
         return self
 
 
+class Preference(Strict):
+    """Preference tuning after the supervised stage, on the signed-off pairs made from the review
+    (`distill review RUN pairs make`), with the supervised student as the frozen reference."""
+
+    method: Literal["dpo"] = "dpo"
+    """dpo: direct preference optimisation (Rafailov et al. 2023), written in distill's own loop"""
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    """How far the tuned student may move from the reference: larger keeps it closer."""
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    """AdamW's learning rate, constant after a short warm-up."""
+    steps: PositiveInt = 100
+    """Optimizer steps over the pairs."""
+    batch_size: PositiveInt = 8
+    """Pairs per optimizer step."""
+    checkpoint_every: PositiveInt = 50
+    """optimizer steps"""
+    log_every: PositiveInt = 5
+    """Optimizer steps between rows of train/preference/metrics.jsonl."""
+    nll_weight: Annotated[float, Field(ge=0)] = 0.0
+    """Adds the chosen texts' language-model loss (nats per token) times this to DPO's (RPO, Pang et al. 2024):
+    keeps the student's likelihood of good text from falling while it learns what to avoid. 0: plain DPO."""
+    eval_prompts: PositiveInt = 50
+    """Held-out prompts of the rejected kinds the evaluation samples, before and after tuning."""
+    eval_samples: PositiveInt = 4
+    """Samples per held-out prompt, before and after tuning."""
+    max_bpb_increase: Annotated[float, Field(ge=0)] = 0.05
+    """The held-out bits per byte may rise by at most this after tuning (eval reports it; the release gate refuses more)."""
+    require_improvement: bool = False
+    """The release gate also refuses when the rejected behaviour's rate did not fall (its 95% interval excludes no change)."""
+    seed: int = 0
+    """Seeds the order of the pairs."""
+
+
 class Training(Strict):
     """How the student trains. Training ends when the first budget set runs out; none set means 10 minutes."""
 
@@ -411,6 +444,8 @@ class Training(Strict):
     """trackers, if installed"""
     seed: int = 0
     """Seeds initialisation, shuffling and the validation split."""
+    preference: Preference | None = None
+    """Preference tuning (DPO) on the review's signed-off pairs after the supervised stage; None: none."""
 
     @model_validator(mode="after")
     def _one_budget(self) -> "Training":

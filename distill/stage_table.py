@@ -36,6 +36,7 @@ from distill.synthesis.progress import usd
 from distill.train import make_train_config, spec_train_config, train_student
 from distill.train.budget import planned_config, write_plan
 from distill.train.config import pinned_fields
+from distill.train.preference import run_preference
 
 Dispatch = Callable[[str, Callable[[], Any]], Any]
 
@@ -177,6 +178,9 @@ def train_work(run: RunDir, loaded: LoadedSpec, settings: TrainSettings):
     result = train_student(examples, run.path / "train", config, kind=settings.kind, replace_other=settings.replace_other)
     if plan is not None:
         write_plan(run.path / "train", plan)
+    tuned = run_preference(run.path, config, settings.kind)  # training.preference: DPO after the supervised phase
+    if tuned:
+        stages.say(f"[train] {tuned}")
     return result
 
 

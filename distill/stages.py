@@ -202,7 +202,11 @@ def review_inputs(run_dir: Path, *, policy, judge_model: str | None, eval_files:
 
 def train_inputs(run_dir: Path, config, kind: str) -> dict[str, Any]:
     """Only what decides the weights: thread counts and compilation do not make a model stale."""
-    return input_record(run_dir, "train", {"kind": kind, **config.weights_fingerprint_fields()}, [])
+    from distill.train.preference import preference_fingerprint
+
+    fields = {k: v for k, v in config.weights_fingerprint_fields().items() if k != "preference" or v is not None}
+    pairs = {"pairs": preference_fingerprint(run_dir, config)} if config.preference else {}  # the signed-off pairs
+    return input_record(run_dir, "train", {"kind": kind, **fields, **pairs}, [])
 
 
 def eval_inputs(run_dir: Path, loaded: LoadedSpec, settings, *, judge: str, heldout: Path | None) -> dict[str, Any]:

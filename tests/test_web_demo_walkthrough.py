@@ -148,7 +148,7 @@ def _walk(demo: Demo, browser, screens: Screens, tmp_path: Path) -> None:
 
     # --- the sample is every kept record: 0 defects is an exact 0%, within the 5% limit ---
     rita.goto(f"{demo.url}/ui/jobs/{pilot}/signoff")
-    expect(rita.locator("main")).to_contain_text("Sample size: 300 (no judge read the records")  # the policy's larger one
+    expect(rita.locator("main")).to_contain_text("Sample size: 300 (the policy's larger sample: no judge read")  # the policy's larger one
     rita.get_by_role("button", name="Draw the sample").click()
     expect(rita.locator("#flash")).to_contain_text(f"drew {kept} records")
     expect(rita.get_by_role("checkbox")).to_have_count(kept)

@@ -294,3 +294,129 @@ def signoff(
         _say("sign-off REFUSED: fix or reject more records, draw a new sample and grade again")
         raise typer.Exit(1)
     _say(f"signed off by {decision['reviewer']}")
+
+
+@app.command()
+def agreement(ctx: typer.Context,
+              as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False) -> None:
+    """The LLM judge against the humans: on every record a person decided, the judge's verdict vs the
+    final decision; Cohen's kappa and agreement with 95% intervals, the confusion per reason family, and
+    the policy's floor (`signoff.min_judge_kappa`)."""
+    from distill.review.actions import require_review
+    from distill.review.agreement import judge_agreement
+    from distill.review.decisions import review_policy
+
+    require_review(_run(ctx))
+    found = judge_agreement(_run(ctx))
+    floor = review_policy(_run(ctx)).signoff.min_judge_kappa
+    if as_json:
+        print(json.dumps({**found.to_json(), "min_judge_kappa": floor}, indent=1))
+        return
+    print(found.line())
+    if found.no_verdict or found.not_judged:
+        print(f"not counted: {found.no_verdict} decided records without a clear judge verdict, "
+              f"{found.not_judged} the judge never read")
+    for family, cells in found.families.items():
+        print(f"  {family:<12} " + ", ".join(f"{k} {v}" for k, v in cells.items()))
+    if floor is not None:
+        below = found.kappa is None or found.kappa < floor
+        print(f"policy floor: kappa >= {floor}: {'BELOW: automatic sign-off refused, larger sample' if below else 'met'}")
+
+
+pairs_app = typer.Typer(help="Preference pairs made from the review: make, list, accept, reject, sample, sign off.",
+                        no_args_is_help=True, add_completion=False)
+app.add_typer(pairs_app, name="pairs")
+
+
+@pairs_app.command("make")
+def pairs_make(ctx: typer.Context,
+               no_judge: Annotated[bool, typer.Option("--no-judge", help="Do not ask the LLM judge about the alternatives.")] = False,
+               reviewer: ReviewerOpt = None) -> None:
+    """Turn the signed-off review into (prompt, chosen, rejected) pairs: edits as they are; rejected and
+    judge-flagged records with an alternative the teacher writes (through the run's cache, rate limit and
+    spending cap) that passes the chain and the judge. Prints the pairs file."""
+    from distill.review.decisions import reviewer_name
+    from distill.review.pairs import PAIRS, make_pairs, pairs_dir, pairs_state
+    from distill.rundir import RunDir
+    from distill.runlock import run_lock
+
+    run_dir = RunDir.open(_run(ctx))
+    with run_lock(run_dir.path):
+        made = make_pairs(run_dir.path, run_dir.load_spec(), judge=not no_judge,
+                          reviewer=reviewer_name(reviewer) if reviewer else "distill")
+    counts = {s: sum(p.source == s for p in made) for s in ("edit", "rejection", "judge")}
+    _say(f"{len(made)} pairs: " + ", ".join(f"{v} from {k}s" for k, v in counts.items()))
+    _say("signed off automatically (the policy allows it for the offline teacher)" if pairs_state(run_dir.path)
+         else f"review them: `distill review {run_dir.path} pairs list`, then `pairs sample` and `pairs signoff`")
+    print(pairs_dir(run_dir.path) / PAIRS)
+
+
+@pairs_app.command("list")
+def pairs_list(ctx: typer.Context, status: StatusFilter = None, search: SearchFilter = None,
+               limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_RECORDS, help="At most this many.")] = 50) -> None:
+    """List pairs (id, status, where it came from, start of the chosen and rejected texts)."""
+    from distill.review.actions import find
+    from distill.review.pairs import pairs_view
+
+    found = find(pairs_view(_run(ctx)), _query(status=status, q=search))
+    for pair in found[:limit]:
+        print(f"{pair.id}\t{pair.status}\t{pair.reasons[0].code}\t{pair.reasons[0].detail}\t"
+              f"chosen: {pair.text[:50]!r}\trejected: {pair.original_text[:50]!r}")
+    _say(f"{len(found)} pairs match")
+
+
+def _decide_pairs(ctx: typer.Context, decision: str, ids: list[int] | None, reviewer: str | None, note: str) -> None:
+    from distill.errors import ConfigError
+    from distill.review.decisions import reviewer_name
+    from distill.review.pairs import decide_pairs
+
+    if not ids:
+        raise ConfigError(f"name the pairs to {decision} by id")
+    entry, done = decide_pairs(_run(ctx), list(ids), decision, reviewer=reviewer_name(reviewer), note=note)
+    _say(f"{decision}ed {len(done)} pair(s); audit entry {entry['seq']}")
+
+
+@pairs_app.command("accept")
+def pairs_accept(ctx: typer.Context, ids: RecordIds = None, reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
+    """Keep pairs for preference tuning."""
+    _decide_pairs(ctx, "accept", ids, reviewer, note)
+
+
+@pairs_app.command("reject")
+def pairs_reject(ctx: typer.Context, ids: RecordIds = None, reviewer: ReviewerOpt = None, note: NoteOpt = "") -> None:
+    """Leave pairs out of preference tuning."""
+    _decide_pairs(ctx, "reject", ids, reviewer, note)
+
+
+@pairs_app.command("sample")
+def pairs_sample(ctx: typer.Context,
+                 size: Annotated[int, typer.Option("--size", min=1, max=MAX_RECORDS, help="Pairs to draw.")] = 60,
+                 seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Draw seed.")] = None,
+                 reviewer: ReviewerOpt = None) -> None:
+    """Draw kept pairs to grade; prints them as JSON lines."""
+    from distill.review.decisions import reviewer_name
+    from distill.review.pairs import pairs_view, sample_pairs
+
+    drawn = sample_pairs(_run(ctx), reviewer=reviewer_name(reviewer), size=size, seed=seed)
+    view = {r.id: r for r in pairs_view(_run(ctx))}
+    for pair_id in drawn["ids"]:
+        pair = view[pair_id]
+        print(json.dumps({"id": pair.id, "prompt": pair.prompt, "chosen": pair.text, "rejected": pair.original_text},
+                         ensure_ascii=False))
+
+
+@pairs_app.command("signoff")
+def pairs_signoff(ctx: typer.Context,
+                  defective: Annotated[Optional[list[int]], typer.Option("--defective", min=0, max=MAX_RECORDS, help="A sampled pair that is wrong (repeatable).")] = None,
+                  reviewer: ReviewerOpt = None) -> None:
+    """Grade the drawn sample of pairs and sign them off (refused, exit 1, above the policy's limit)."""
+    from distill.review.decisions import reviewer_name
+    from distill.review.pairs import sign_off_pairs
+
+    decision = sign_off_pairs(_run(ctx), list(defective or []), reviewer=reviewer_name(reviewer))
+    _say(f"{decision['defects']} wrong in {decision['n']} sampled pairs: at most {decision['upper_bound']:.2%} "
+         f"({decision['method']}); policy maximum {decision['max_defect_rate']:.2%}")
+    if not decision["accepted"]:
+        _say("pairs sign-off REFUSED")
+        raise typer.Exit(1)
+    _say(f"pairs signed off by {decision['reviewer']}")

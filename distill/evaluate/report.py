@@ -137,6 +137,8 @@ def write_eval_report(result: EvalResult, out_dir: Path, *, metrics_path: Path |
                          f"each, checked with policy {probes.policy!r}. A violation is a finding in a safety "
                          "category (S1-S14, PII, SECRET, PROFANITY, INJECTION) that the policy does not pass.",
                          probe_table(probes), ["probes.png"]))
+    if result.preference:
+        sections.append(preference_section(result.preference))
     if comparison is not None:
         name, table = comparison
         sections.append((f"Compared with {name}", "", table, []))
@@ -175,3 +177,20 @@ def _markdown(title: str, sections, samples: Sequence[dict[str, str]]) -> str:
             out.append("---")
     return "\n".join(out) + "\n"
 
+
+def preference_section(p: dict) -> tuple[str, str, Table | None, list[str]]:
+    """What preference tuning bought: the rejected behaviour's rate before and after, and the bpb cost."""
+    if not p.get("measured"):
+        return "Preference tuning", f"Not measured: {p.get('why')}.", None, []
+    rows = [[name, f"{p[name]['hits']}/{p[name]['samples']}", f"{p[name]['rate']:.1%}",
+             f"{p[name]['interval'][0]:.1%} to {p[name]['interval'][1]:.1%}", fmt(p[name]["bpb"], 4)]
+            for name in ("before", "after")]
+    verdict = "fell (the interval excludes no change)" if p["fell"] else (
+        "rose" if p["rose"] else "did not change measurably (the interval includes no change)")
+    margin = p.get("max_bpb_increase")
+    prose = (f"{p['method']} on {p['pairs']} signed-off pairs. On {p['prompts']} held-out prompts of the rejected kinds "
+             f"({', '.join(p['codes'])}), the share of samples the review's chain{' or judge' if p['judge'] else ''} "
+             f"flags as what the reviewers rejected {verdict}: down {p['fall']:.1%} (95% CI {p['fall_interval'][0]:.1%} to "
+             f"{p['fall_interval'][1]:.1%}). Held-out bits per byte changed by {p['bpb_increase']:+.4f}"
+             + (f" (margin {margin:g}: {'within' if p['bpb_within_margin'] else 'OVER'})." if margin is not None else "."))
+    return "Preference tuning", prose, (["student", "flagged samples", "rate", "95% interval", "held-out bpb"], rows), []

@@ -125,6 +125,9 @@ class EvalResult(_Part):
     grading_skipped: str | None = None
     against: Comparison | None = None
     against_scores: dict[str, Score] | None = None  # the other run's student scores, for the chart
+    # training.preference: the rejected behaviour's rate before and after tuning, the bpb cost
+    # (distill.evaluate.preference); None when no preference tuning ran
+    preference: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _in_reading_order(self) -> EvalResult:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem, RunDirError
+from distill.evaluate.preference import preference_eval
 from distill.evaluate.result import EVAL_JSON, Comparison, EvalResult
 from distill.providers.protocol import Provider, TeacherReply, TeacherRequest
 from distill.files import file_sha256, read_json_file, remove_temps
@@ -266,11 +267,13 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     run.start_stage("eval")
     remove_temps(run.path / "eval")  # half-written files of a killed eval: never shipped, never read
     try:
-        result = evaluate(run.path / "train" / "model", heldout_examples(run.path, heldout), run.path / "eval", settings, task,
+        examples = heldout_examples(run.path, heldout)
+        result = evaluate(run.path / "train" / "model", examples, run.path / "eval", settings, task,
                           judge=judge_provider, judge_line=judge_line,
                           heldout_label=str(heldout) if heldout else "RUN/train/split.json (validation)",
                           against=(str(against), other) if other is not None else None,
-                          metrics_path=run.path / "train" / "metrics.jsonl", source=str(run.path))
+                          metrics_path=run.path / "train" / "metrics.jsonl", source=str(run.path),
+                          preference=_preference(run, loaded, settings, examples))
     except BaseException as exc:
         run.finish_stage("eval", state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -282,10 +285,20 @@ def _evaluate_run(run: RunDir, *, settings: EvalSettings, judge: str | None, no_
     return result
 
 
+def _preference(run: RunDir, loaded, settings: EvalSettings, examples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Before and after preference tuning, when the train stage tuned preferences (else None)."""
+    path = run.path / "train" / "result.json"
+    trained = (read_json_file(path, made_by="distill train RUN").get("preference") if path.is_file() else None)
+    if not trained:
+        return None
+    say("eval: the rejected behaviour before and after preference tuning")
+    return preference_eval(run.path, loaded, settings, examples[: settings.bpb_texts], trained)
+
+
 def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, settings: EvalSettings, task: EvalTask, *,
              judge: CachedJudge | None = None, judge_line: str = "Not graded (no judge given).",
              heldout_label: str = "given examples", against: tuple[str, EvalResult] | None = None,
-             metrics_path: Path | None = None, source: str | None = None) -> EvalResult:
+             metrics_path: Path | None = None, source: str | None = None, preference: dict | None = None) -> EvalResult:
     """Every measurement of the student in `model_dir` on held-out `examples` ({id, prompt, text,
     variables}): bits per byte, judge grades (with `judge`), offline metrics, safety probes. Writes
     eval.json and the reports into `out_dir` and returns what eval.json holds. `against` is another
@@ -319,7 +332,7 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
         heldout=heldout_label, heldout_examples=len(examples), bpb=bpb, grading=grading, metrics=metrics, probes=probes,
         weights_sha256=weights, samples=[{"beginning": t["beginning"], "completion": s[0], "teacher": t["teacher"]}
                                          for t, s in list(zip(tasks, student))[:8]],
-        **({"grading_skipped": judge_line} if grading is None else {}))
+        preference=preference, **({"grading_skipped": judge_line} if grading is None else {}))
     comparison = None
     if against is not None:
         where, other = against

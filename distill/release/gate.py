@@ -24,6 +24,7 @@ def gate_failures(review: ReviewFacts, evaluation: EvalFacts, min_scores: dict[s
                   spec_policy: str | None = None) -> list[Problem]:
     """Every condition the run fails, each naming what to do about it."""
     problems = _review_failures(review) + _probe_failures(evaluation) + _score_failures(evaluation, min_scores)
+    problems += _preference_failures(evaluation.preference)
     if spec_policy is not None and review.signed_off and review.policy != spec_policy:
         problems.append(Problem(f"the sign-off was given under the policy {review.policy!r}, but the spec names "
                                 f"{spec_policy!r}", key="review.policy",
@@ -53,6 +54,8 @@ def chain_failures(review: ReviewFacts, chain: ChainFacts) -> list[Problem]:
     if chain.trained_weights and chain.current_weights and chain.current_weights != chain.trained_weights:
         problems.append(Problem("train/model is not the model training produced (swapped, edited or truncated)",
                                 key="train.weights_sha256", hint="run `distill train RUN` again, then `distill eval RUN`"))
+    problems += [Problem(line, key="train.preference", hint="make and sign off the pairs again, tune again, then evaluate")
+                 for line in chain.preference_problems]
     if chain.eval_edited:
         problems.append(Problem("eval/eval.json was edited after `distill eval` wrote it (its sha256 is not the one "
                                 "the eval stage recorded)", key="eval.eval_json",
@@ -74,6 +77,27 @@ def _review_failures(review: ReviewFacts) -> list[Problem]:
         why = f" ({review.note})" if review.note else ""
         problems.append(Problem(f"the dataset review is not signed off{why}", key="review",
                                 hint="review the flagged records and sign off with `distill review RUN`"))
+    return problems
+
+
+def _preference_failures(p: dict | None) -> list[Problem]:
+    """After preference tuning: the bpb margin always; no regression when the policy asks for it; a measured
+    fall when the spec asks for it (`training.preference.require_improvement`)."""
+    if not p or not p.get("measured"):
+        return []
+    problems = []
+    if not p["bpb_within_margin"]:
+        problems.append(Problem(f"preference tuning raised held-out bits per byte by {p['bpb_increase']:.4f}, more than "
+                                f"the margin {p['max_bpb_increase']:g}", key="eval.preference.bpb_increase",
+                                hint="lower training.preference.learning_rate or steps, or raise beta"))
+    if p.get("no_regression") and p["after"]["rate"] > p["before"]["rate"]:
+        problems.append(Problem(f"after preference tuning the student writes what reviewers rejected more often "
+                                f"({p['after']['rate']:.1%} vs {p['before']['rate']:.1%})", key="eval.preference.rate",
+                                hint="the policy sets preference_no_regression"))
+    if p.get("require_improvement") and not p["fell"]:
+        problems.append(Problem(f"preference tuning did not measurably lower the rejected behaviour (fall {p['fall']:.1%}, "
+                                f"95% CI {p['fall_interval'][0]:.1%} to {p['fall_interval'][1]:.1%})",
+                                key="eval.preference.fall", hint="more pairs, more steps, or a larger beta"))
     return problems
 
 

@@ -68,6 +68,7 @@ class ChainFacts:
     load_problem: str | None  # why train/model does not load, or None
     spec_policy: str  # the safety policy the spec names
     eval_edited: bool = False  # eval/eval.json is not the file the eval stage recorded writing
+    preference_problems: tuple[str, ...] = ()  # breaks between the signed-off review and pairs and the tuned weights
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class EvalFacts:
     probe_rates: dict[str, float]  # safety probe violation rate per hazard category
     probe_thresholds: dict[str, float]  # the policy's maximum rate per category
     figures: list[Path]
+    preference: dict[str, Any] | None = None  # before and after preference tuning (eval.json), when it ran
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def read_inputs(run_path: Path, manifest: dict[str, Any], review: ReviewFacts) -
 def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
     """What training and eval recorded about the data and weights, the model now, and whether it loads."""
     from distill.lineage import load_saved_model, weights_digest
+    from distill.review.pairs import chain_problems
     from distill.review.policy import spec_policy
     from distill.files import file_sha256, read_json_file
     from distill.rundir import RunDir
@@ -154,7 +157,8 @@ def read_chain(run_path: Path, manifest: dict[str, Any]) -> ChainFacts:
         trained_on=trained.get("dataset_fingerprint") or None, trained_weights=trained.get("weights_sha256") or None,
         evaluated_weights=evaluated.weights_sha256 or None, current_weights=weights_digest(model_dir),
         load_problem=load_problem, spec_policy=spec_policy(RunDir(run_path, manifest).load_spec()).name,
-        eval_edited=written is not None and written != file_sha256(run_path / "eval" / EVAL_JSON))
+        eval_edited=written is not None and written != file_sha256(run_path / "eval" / EVAL_JSON),
+        preference_problems=tuple(chain_problems(run_path, trained.get("preference"))))
 
 
 def read_model_files(model_dir: Path) -> list[Path]:
@@ -267,6 +271,9 @@ def read_eval(eval_dir: Path) -> EvalFacts:
     metrics.update({dim: s.mean for dim, s in student.items() if s.mean is not None})
     for name, measured in result.bpb.items():  # "validation" is the held-out split: plain `bpb`
         metrics["bpb" if name == "validation" else f"bpb_{name}"] = measured.bits_per_byte
+    if result.preference and result.preference.get("measured"):  # `rejected_rate_max: 0.05` in release.min_scores
+        metrics.update(rejected_rate=result.preference["after"]["rate"], rejected_rate_before=result.preference["before"]["rate"],
+                       bpb_increase=result.preference["bpb_increase"])
     # Probe rates per probe category (what the probe tried to elicit), each with the policy's threshold.
     rates = {c: r.rate for c, r in sorted(result.probes.summary.by_probe_category.items())} if result.probes else {}
     return EvalFacts(
@@ -276,6 +283,7 @@ def read_eval(eval_dir: Path) -> EvalFacts:
         probe_rates=rates,
         probe_thresholds={c: result.probes.threshold(c) for c in rates},
         figures=figures_in(eval_dir),
+        preference=result.preference,
     )
 
 

@@ -126,6 +126,9 @@ class Signoff(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     sample_size: Annotated[int, Field(gt=0)] = 60
     sample_size_without_judge: Annotated[int, Field(gt=0)] = 200  # with judge.when_absent: larger_sample
+    # the least Cohen's kappa between the LLM judge and the humans' decisions (distill.review.agreement) for the
+    # judge to be trusted: below it automatic sign-off is refused and a human grades sample_size_without_judge
+    min_judge_kappa: Annotated[float, Field(ge=-1, le=1)] | None = None
 
 
 class Policy(Strict):
@@ -151,6 +154,9 @@ class Policy(Strict):
     # release gate: the highest share of a safety probe category's student completions that may violate
     # the policy ("default" covers categories not named)
     probe_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=lambda: {"default": 0.0})
+    # release gate after preference tuning: refuse a student that writes what the reviewers rejected more
+    # often than the supervised one did, or whose held-out bpb rose past training.preference.max_bpb_increase
+    preference_no_regression: bool = False
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -174,7 +180,7 @@ class Policy(Strict):
         """Changes when anything that affects automatic verdicts changes, including the files it names
         (not how many judge requests run at once, nor the sign-off rules)."""
         settings = self.model_dump(mode="json", exclude={"description": True, "auto_signoff": True, "signoff": True,
-                                                         "judge": {"concurrency"}})
+                                                         "judge": {"concurrency"}, "preference_no_regression": True})
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for path in referenced_files(self):
             digest.update(path.name.encode())

@@ -11,7 +11,8 @@ from distill.files import write_atomic
 from distill.reports import REVIEW, render
 from distill.review.codes import CATEGORIES, STAGE_NAMES, describe
 from distill.review.policy import Policy
-from distill.review.store import ReviewedRecord
+from distill.review.agreement import judge_agreement
+from distill.review.store import JUDGE, ReviewedRecord
 from distill.review.summary import ReviewSummary
 from distill.review.verdict import Finding
 
@@ -167,8 +168,9 @@ def rerender_report(run_dir: Path) -> Path:
 
 def write_report(review: Path, view: list[ReviewedRecord], summary: ReviewSummary) -> Path:
     charts = _charts(review, view, summary)
+    agreement = judge_agreement(review.parent) if (review / JUDGE).exists() else None
     page = render(REVIEW, summary=summary, statuses=STATUSES, charts=charts, categories=CATEGORIES,
-                  describe=describe, examples=_examples(view), not_checked=not_checked(summary.judge))
+                  describe=describe, examples=_examples(view), not_checked=not_checked(summary.judge), agreement=agreement)
     path = review / "report.html"
     write_atomic(path, page)
     return path

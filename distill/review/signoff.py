@@ -25,6 +25,7 @@ from typing import Any
 
 from distill.errors import Problem, RunDirError
 from distill.files import read_json_file, write_json_atomic
+from distill.review.agreement import agreement_check
 from distill.review.audit import _digest, append_entry, read_log
 from distill.review.checkpoints import checkpoint_key, write_checkpoint
 from distill.review.policy import Policy
@@ -52,10 +53,17 @@ def judge_absent(review_dir: Path) -> str | None:
 
 
 def required_sample_size(review_dir: Path, policy: Policy) -> int:
-    """The policy's sample size, or its larger one when no judge ran and the policy asks for that."""
-    if policy.judge.when_absent == "larger_sample" and judge_absent(review_dir):
+    """The policy's sample size, or its larger one when no judge ran and the policy asks for that, or when
+    the judge agrees with the humans less than the policy's floor (`signoff.min_judge_kappa`)."""
+    absent = judge_absent(review_dir)
+    if (policy.judge.when_absent == "larger_sample" and absent) or _judge_distrusted(review_dir, policy, absent):
         return max(policy.signoff.sample_size, policy.signoff.sample_size_without_judge)
     return policy.signoff.sample_size
+
+
+def _judge_distrusted(review_dir: Path, policy: Policy, absent: str | None) -> bool:
+    found = agreement_check(review_dir.parent, policy, judge_ran=absent is None)
+    return bool(found and found["below_floor"])
 
 
 def defect_bound(defects: int, n: int, confidence: float, kept: int | None = None) -> tuple[float, str]:
@@ -133,6 +141,8 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     n, defects = len(sample["ids"]), len(set(defective))
     absent = judge_absent(review_dir)
     _check_judge_rule(policy, absent, n, sample.get("population"))
+    agreement = agreement_check(review_dir.parent, policy, judge_ran=absent is None)
+    _check_agreement_rule(policy, agreement, n, sample.get("population"))
     census = kept_ids is not None and set(sample["ids"]) == set(kept_ids)
     bound, method = defect_bound(defects, n, policy.signoff.confidence, n if census else None)
     decision = {
@@ -155,6 +165,8 @@ def sign_off(review_dir: Path, policy: Policy, *, reviewer: str, defective: list
     }
     if absent:
         decision["not_checked"] = absent
+    if agreement is not None:
+        decision["judge_agreement"] = agreement
     logged = {k: decision[k] for k in ("n", "defects", "upper_bound", "max_defect_rate", "accepted")}
     key = checkpoint_key()  # a bad key fails before anything is logged
     entry = append_entry(review_dir, reviewer=reviewer, action="signoff" if decision["accepted"] else "signoff_refused",
@@ -182,10 +194,17 @@ def auto_sign_off(review_dir: Path, policy: Policy, *, view_digest: str) -> dict
     }
     if not decision["judge_ran"]:
         decision["not_checked"] = judge_absent(review_dir)
+    agreement = agreement_check(review_dir.parent, policy, judge_ran=decision["judge_ran"])
+    if agreement is not None:
+        decision["judge_agreement"] = agreement
+        decision["accepted"] = not agreement["below_floor"]
     key = checkpoint_key()
-    entry = append_entry(review_dir, reviewer="auto", action="signoff",
-                         after={"auto": True, "policy": policy.name, "record_sha256": record_digest(decision)})
-    write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
+    entry = append_entry(review_dir, reviewer="auto", action="signoff" if decision["accepted"] else "signoff_refused",
+                         after={"auto": True, "policy": policy.name, "record_sha256": record_digest(decision),
+                                **({"judge_kappa": agreement["kappa"], "min_judge_kappa": agreement["min_judge_kappa"]}
+                                   if agreement else {})})
+    if decision["accepted"]:
+        write_json_atomic(review_dir / "signoff.json", {**decision, "log_hash": entry["hash"]})
     write_checkpoint(review_dir, entry, key)
     return decision
 
@@ -229,6 +248,18 @@ def _check_judge_rule(policy: Policy, absent: str | None, n: int, population: in
     if policy.judge.when_absent == "larger_sample" and n < needed and n != population:
         raise RunDirError(f"policy {policy.name!r} asks for {needed} graded records when no judge ran, and the sample "
                           f"has {n}; draw a larger one (`distill review RUN sample --size {needed}`). {absent}")
+
+
+def _check_agreement_rule(policy: Policy, agreement: dict[str, Any] | None, n: int, population: int | None) -> None:
+    """Refuse a sign-off on the policy's usual sample while the judge agrees with the humans less than the
+    policy's floor: a person grades the larger sample (or every kept record) instead."""
+    if agreement is None or not agreement["below_floor"]:
+        return
+    needed = policy.signoff.sample_size_without_judge
+    if n < needed and n != population:
+        raise RunDirError(f"policy {policy.name!r} trusts the judge only at Cohen's kappa >= {agreement['min_judge_kappa']} "
+                          f"with the humans ({agreement['summary']}); grade a larger sample "
+                          f"(`distill review RUN sample --size {needed}`)")
 
 
 def read_sample(review_dir: Path) -> dict[str, Any] | None:

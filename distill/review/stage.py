@@ -73,8 +73,11 @@ def run_review(run_dir: Path, *, policy: Policy, judge: Provider | None = None, 
     digest = view_digest(view)
     signoff = read_signoff(review)
     if auto_signoff and not (signoff and signoff_current(signoff, digest)):
-        auto_sign_off(review, policy, view_digest=digest)
-        print("review: signed off automatically (reviewer 'auto'): the policy allows it; no human graded a sample", file=sys.stderr)
+        auto = auto_sign_off(review, policy, view_digest=digest)
+        print("review: signed off automatically (reviewer 'auto'): the policy allows it; no human graded a sample"
+              if auto["accepted"] else "review: automatic sign-off REFUSED: " + auto["judge_agreement"]["summary"]
+              + f", under the policy's floor of {auto['judge_agreement']['min_judge_kappa']}; a person must sign off",
+              file=sys.stderr)
     signoff = read_signoff(review)
     summary.signoff = {**signoff, "current": signoff_current(signoff, digest)} if signoff else None
     summary.to_json(review)

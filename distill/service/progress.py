@@ -37,7 +37,11 @@ def generation(written: int, records: int, seconds: float | None) -> dict[str, A
 
 
 def training(train_dir: Path) -> dict[str, Any]:
-    """The newest training row and evaluation from metrics.jsonl, and how much of the budget is spent."""
+    """The newest training row and evaluation from metrics.jsonl, and how much of the budget is spent;
+    during the preference phase (training.preference) its step, DPO loss and margin, `phase: preference`."""
+    preference = preference_phase(train_dir)
+    if preference:
+        return preference
     rows = _tail_rows(train_dir / "metrics.jsonl")
     last = next((r for r in reversed(rows) if "loss" in r), None)
     if last is None:
@@ -48,6 +52,20 @@ def training(train_dir: Path) -> dict[str, Any]:
     return {"step": last["step"], "tokens": last["tokens"], "loss": round(last["loss"], 4),
             "val_bpb": round(val["val_bpb"], 4) if val else None, "tokens_per_s": last.get("tokens_per_s"),
             "fraction": round(fraction, 4), "eta_seconds": _round(left, 0)}
+
+
+def preference_phase(train_dir: Path) -> dict[str, Any]:
+    """The preference phase's progress from train/preference/metrics.jsonl while it runs ({} otherwise)."""
+    metrics, run, result = (train_dir / "preference" / "metrics.jsonl", train_dir / "preference" / "run.json",
+                            train_dir / "result.json")
+    rows = _tail_rows(metrics)
+    if not rows or not run.is_file() or (result.is_file() and result.stat().st_mtime > metrics.stat().st_mtime):
+        return {}  # not started, or finished (result.json is written last)
+    steps = json.loads(run.read_text()).get("settings", {}).get("steps") or rows[-1]["step"]
+    last = rows[-1]
+    return {"phase": "preference", "step": last["step"], "tokens": 0, "loss": round(last["loss"], 4),
+            "margin": round(last["margin"], 4), "val_bpb": None, "tokens_per_s": None,
+            "fraction": round(min(1.0, last["step"] / steps), 4), "eta_seconds": None}
 
 
 def training_series(train_dir: Path, points: int = SERIES_POINTS) -> list[dict[str, Any]]:

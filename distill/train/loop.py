@@ -472,7 +472,8 @@ def _check_inputs(examples: list[dict], config: TrainConfig, kind: str) -> str:
     if problems:
         raise ConfigError(*problems)
     rows = [(e.get("id"), e.get("prompt", ""), e["text"]) for e in examples]
-    return stable_fingerprint(kind, rows, config.weights_fingerprint_fields())
+    supervised = {k: v for k, v in config.weights_fingerprint_fields().items() if k != "preference"}  # tuned after
+    return stable_fingerprint(kind, rows, supervised)
 
 
 def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
@@ -483,6 +484,7 @@ def _finished(out_dir: Path, inputs_fingerprint: str) -> TrainResult | None:
     stored = read_json_file(path, made_by="distill train RUN")
     if stored.pop("fingerprint", None) != inputs_fingerprint:
         return None
+    stored.pop("preference", None)  # what the preference phase tuned afterwards (distill.train.preference)
     try:
         for key in ("model_dir", "metrics_path", "loss_curve_path"):
             stored[key] = Path(stored[key])

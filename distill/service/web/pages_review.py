@@ -19,6 +19,7 @@ from distill.review import actions
 from distill.review.actions import Query
 from distill.review.audit import read_log, verify_log
 from distill.review.decisions import review_policy
+from distill.review.agreement import agreement_check
 from distill.review.signoff import (
     defect_bound, judge_absent, needed_sample_size, read_sample, read_signoff, required_sample_size,
 )
@@ -191,6 +192,7 @@ def signoff_page(request: Request, job: PageJob, user: PageReviewer, msg: str = 
         "needed": needed_sample_size(policy.signoff.max_defect_rate, policy.signoff.confidence),
         "pending": sum(r.status == "pending" for r in everything.values()), "signoff": read_signoff(folder), "msg": msg,
         "reviewable": job.status == "awaiting_review", "not_checked": judge_absent(folder),
+        "agreement": agreement_check(run_dir, policy, judge_ran=judge_absent(folder) is None),
     })
 
 
