@@ -61,6 +61,9 @@ import torch  # noqa: E402  (after distill, which sets the thread environment to
 from safetensors.torch import load_model  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+# ~9 passes over 435k tokens in ten minutes: without regularisation the model memorises the training
+# stories after the fifth and held-out bpb climbs again. These are specs/tinystories-replay.yaml's.
+REGULARISERS = {"dropout": 0.1, "weight_decay": 0.5, "token_dropout": 0.1, "ema_decay": 0.995}
 PROMPTS = ["Once upon a time", "Tom and his dog went to the park. Tom", "Lily wanted to help her mom, so"]
 SEPARATOR = "<|endoftext|>"
 
@@ -76,10 +79,14 @@ def main() -> None:
     stories = [s.strip() for s in SAMPLE.read_text(encoding="utf-8").split(SEPARATOR)][:-1][: args.stories]
     examples = [{"id": i, "prompt": "", "text": s} for i, s in enumerate(stories)]
     overrides = {key: yaml.safe_load(value) for key, value in (o.split("=", 1) for o in args.overrides)}
+    given = {key: value for key, value in vars(args).items() if key in REGULARISERS and value is not None}
+    if not args.plan:  # the replay spec's regularisers, unless given
+        overrides = {**REGULARISERS, **given, **overrides}
+    else:  # the plan's choice, unless given (then pinned, like a spec's own fields)
+        overrides = {**given, **overrides}
     config = TrainConfig(**{**dict(
         preset=args.preset, tokenizer_vocab=args.vocab, context_length=args.context, batch_size=args.batch,
-        learning_rate=args.lr, optimizer=args.optimizer, precision=args.precision, dropout=args.dropout,
-        weight_decay=args.weight_decay, token_dropout=args.token_dropout, ema_decay=args.ema_decay, max_steps=args.steps,
+        learning_rate=args.lr, optimizer=args.optimizer, precision=args.precision, max_steps=args.steps,
         max_minutes=args.minutes if args.minutes or args.steps else 10.0,
         val_split="tail", val_fraction=0.1, compile=args.compile, eval_every=100, eval_max_texts=64,
         checkpoint_every=200), **overrides})
@@ -137,12 +144,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the optimizer's)")
     parser.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "muon"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    # ~9 passes over 435k tokens in ten minutes: without regularisation the model memorises the training
-    # stories after the fifth and held-out bpb climbs again. The defaults are specs/tinystories-replay.yaml's.
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=0.5)
-    parser.add_argument("--token-dropout", type=float, default=0.1)
-    parser.add_argument("--ema-decay", type=yaml.safe_load, default=0.995, help="a weight average's decay, or null for none")
+    # With --plan the budget decides them (only when it makes more than 1.5 passes), unless given here.
+    parser.add_argument("--dropout", type=float, default=None, help="attention dropout (default: 0.1)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="(default: 0.5)")
+    parser.add_argument("--token-dropout", type=float, default=None, help="(default: 0.1)")
+    parser.add_argument("--ema-decay", type=yaml.safe_load, default=None,
+                        help="a weight average's decay, or null for none (default: 0.995)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any other student/training setting, e.g. --set preset=tiny (repeatable)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")

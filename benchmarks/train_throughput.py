@@ -1,6 +1,14 @@
-"""Training throughput of the loop users run: alone, next to a busy process, and against `transformers.Trainer`.
+"""Training throughput of the loop users run: against a plain loop, alone and next to a busy process, and
+against `transformers.Trainer`.
 
 In one run, on this machine:
+0. **Against a plain loop at the same shape.** In this one process, alternating `--repeats` times:
+   `train_student` for `--steps` steps and the loop anyone would write first (forward, cross-entropy,
+   backward, clip, AdamW; the quality benchmark's baseline) on the same model, rows and batch. Printed:
+   each side's steps/s and the ratio distill / plain (target >= 0.95), twice: with the loop's own
+   machinery only (AdamW, no regularisers, no validation or checkpoints: what the loop itself costs) and
+   with the quality benchmark's recipe (Muon, attention dropout, token dropout, a weight average,
+   validation of 64 stories every 100 steps, checkpoints every 200: what the recipe costs per step).
 1. **As users run it.** `train_student`, the function `distill train` calls, with the settings of a
    spec that sets only the preset: logging every 10 steps, validation on the whole validation split
    every `--eval-every` steps and at the end, checkpoints, the precision `auto` picks. Each training
@@ -185,6 +193,61 @@ def report_variants(args) -> None:
               f"({r['run'] / base['run']:.2f}x the run)", flush=True)
 
 
+LOOP_ONLY = {"optimizer": "adamw", "dropout": 0.0, "weight_decay": 0.1, "token_dropout": 0.0, "ema_decay": None,
+             "eval_every": 10**6, "checkpoint_every": 10**6}
+QUALITY_RECIPE = {"optimizer": "muon", "dropout": 0.1, "weight_decay": 0.5, "token_dropout": 0.1, "ema_decay": 0.995,
+                  "eval_every": 100, "eval_max_texts": 64, "checkpoint_every": 200}
+
+
+def plain_loop_steps_per_s(model, batches: TrainBatches, steps: int, lr: float = 2e-3) -> float:
+    """Steps/s of the plain loop (the quality benchmark's baseline) on `model` and `batches`' rows, fp32."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    model.train()
+    started = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        inputs, targets = batches.get(0, step % batches.per_epoch)
+        logits = model(input_ids=inputs, use_cache=False).logits  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return steps / (time.perf_counter() - started)
+
+
+def versus_plain(examples, out: Path, config: TrainConfig) -> tuple[float, float]:
+    """(distill's steps/s over its whole loop, the plain loop's steps/s) on the same model, rows and batch."""
+    threads = torch.get_num_threads()
+    result = train_student(examples, out, config, kind="text")
+    torch.set_num_threads(threads)  # the loop's thread tuner may have left fewer
+    set_seed(config.seed)
+    model, tokenizer = prepare_student(config.model_copy(update={"dropout": 0.0}), out)  # the same tokenizer
+    batches = TrainBatches(encode_examples(tokenizer, examples, "text"), kind="text",
+                           context_length=config.context_length, batch_size=config.batch_size, seed=0)
+    return result.steps / result.seconds, plain_loop_steps_per_s(model, batches, config.max_steps)
+
+
+def report_versus_plain(args) -> None:
+    """Section 0: the loop's machinery and the quality recipe against the plain loop, alternating, medians."""
+    examples = load_examples()[: args.stories]
+    print(f"distill's loop against a plain loop: {args.versus_preset}, {args.steps} steps, batch 16 x 256, fp32, "
+          f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}", flush=True)
+    for name, fields in (("the loop alone", LOOP_ONLY), ("the quality recipe", QUALITY_RECIPE)):
+        config = TrainConfig(preset=args.versus_preset, max_steps=args.steps, log_every=args.log_every,
+                             precision="fp32", peak_flops=1e11, val_split="tail", **fields)
+        ratios = []
+        for repeat in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                ours_rate, plain_rate = versus_plain(examples, Path(tmp) / "train", config)
+            ratios.append(ours_rate / plain_rate)
+            print(f"  {name:20} distill {ours_rate:6.2f} steps/s, plain {plain_rate:6.2f} steps/s, "
+                  f"ratio {ratios[-1]:.3f}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{args.versus_preset} {name}: distill / plain steps/s {statistics.median(ratios):.3f} "
+              f"(median of {len(ratios)}; target >= 0.95)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="small", help="the preset trained as users do (sections 1-3)")
@@ -203,6 +266,8 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="with --compare-trainer")
     parser.add_argument("--threads", type=int, default=None, help="with --compare-trainer")
     parser.add_argument("--gpu-preset", default="xl", help="with --compare-trainer and a GPU: the preset whose bf16 MFU is reported")
+    parser.add_argument("--only-versus-plain", action="store_true", help="only section 0, the plain-loop comparison")
+    parser.add_argument("--versus-preset", default="tiny", help="section 0's preset (tiny is the plain baseline's shape)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--stories", type=int, default=None, help="train on the sample's first N stories (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes: checks that the benchmark runs (its figures mean nothing)")
@@ -217,6 +282,9 @@ def main() -> None:
             print(json.dumps(train_as_users_do(examples, Path(tmp) / "train", fields)))
         return
 
+    report_versus_plain(args)
+    if args.only_versus_plain:
+        return
     print(f"{args.preset}, {args.steps} steps, validation every {args.eval_every} and at the end, "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
     report_shared_machine(args)

@@ -36,7 +36,9 @@ FIGURES = {
                                r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: distill",
                                r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: plain loop",
                                r"distill / plain on the held-out tail .*: concatenated \d\.\d{3}, per story \d\.\d{3}"],
-    "train_throughput.py": [r"tiny run +tokens/s: alone [\d,]+, with one busy process [\d,]+, ratio \d+\.\d\d",
+    "train_throughput.py": [r"tiny the loop alone: distill / plain steps/s \d+\.\d{3}",
+                            r"tiny the quality recipe: distill / plain steps/s \d+\.\d{3}",
+                            r"tiny run +tokens/s: alone [\d,]+, with one busy process [\d,]+, ratio \d+\.\d\d",
                             r"tiny steps tokens/s: .* ratio \d+\.\d\d"],
 }
 SECONDS = 600  # the limit for one script's smoke run on a loaded machine

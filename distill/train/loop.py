@@ -41,6 +41,7 @@ from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load
 from distill.train.flops import flops_per_token, measure_matmul_flops
 from distill.train.lora import load_base_model
 from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
+from distill.train.muon import BatchedMuon
 from distill.train.presets import count_parameters, model_config
 from distill.train.sharding import check_checkpoint_layout, is_sharded, make_accelerator, whole_model
 from distill.train.tokenizer import load_or_train_tokenizer
@@ -350,7 +351,8 @@ def make_optimizers(model, config: TrainConfig, *, fused: bool) -> list[torch.op
     Muon (momentum orthogonalised by Newton-Schulz) takes the transformer blocks' matrices and AdamW
     the rest: the embedding (and the output head tied to it), norms and biases, for which Muon's
     orthogonal updates do not suit. Muon's step is scaled to AdamW's update size ("match_rms_adamw"),
-    so both share `learning_rate` and `weight_decay`.
+    so both share `learning_rate` and `weight_decay`. Muon is torch's, with its orthogonalisation batched
+    (`distill.train.muon`).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     embeddings = {id(model.get_input_embeddings().weight)}
@@ -370,8 +372,11 @@ def make_optimizers(model, config: TrainConfig, *, fused: bool) -> list[torch.op
                               betas=(config.adam_beta1, config.adam_beta2), fused=fused)
     if not muon:
         return [adamw]
-    return [torch.optim.Muon(muon, lr=config.learning_rate, weight_decay=config.weight_decay,
-                             momentum=config.muon_momentum, adjust_lr_fn="match_rms_adamw"), adamw]
+    # torch's Muon, batched per shape and in bf16 only where it is native (distill.train.muon)
+    native_bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else native_cpu_bf16()
+    return [BatchedMuon(muon, lr=config.learning_rate, weight_decay=config.weight_decay,
+                        momentum=config.muon_momentum, adjust_lr_fn="match_rms_adamw",
+                        ns_dtype=torch.bfloat16 if native_bf16 else torch.float32), adamw]
 
 
 def prepare_student(config: TrainConfig, out_dir: Path, *, train_texts: list[str] | None = None):
