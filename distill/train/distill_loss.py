@@ -111,9 +111,9 @@ def _lay_out(tokenizer, examples: list[dict], documents: list[Document], kind: K
     table, and how many teacher positions it holds. Raises VocabularyMismatch."""
     by_bytes: dict[bytes, int] = {}
     special = set(tokenizer.all_special_ids)
-    for i, raw in enumerate(token_bytes_table(tokenizer)):
-        if i not in special:
-            by_bytes.setdefault(raw, i)
+    table_bytes = token_bytes_table(tokenizer)
+    for i in sorted(range(len(table_bytes)), key=lambda i: i in special):  # text tokens first, then eos and the like
+        by_bytes.setdefault(table_bytes[i], i)
     table = TeacherTable()
     laid, positions = [], []
     for number, (example, document) in enumerate(zip(examples, documents)):
