@@ -21,16 +21,25 @@ def token_logprob(tokenizer, logits: torch.Tensor, token: int, top_k: int):
     temperature, as OpenAI reports it) and the `top_k` likeliest tokens, each with its bytes."""
     from distill.serving.engine import TokenLogprob
 
-    table = token_bytes_table(tokenizer)
+    table, texts = token_bytes_table(tokenizer), token_texts(tokenizer)
     logprobs = F.log_softmax(logits, dim=-1)
     top: list[tuple[str, float]] = []
     top_bytes: list[bytes] = []
     if top_k:
         values, ids = logprobs.topk(top_k)
         for value, i in zip(values.tolist(), ids.tolist()):
-            top.append((tokenizer.decode([i]), value))
+            top.append((texts[i], value))
             top_bytes.append(table[i])
-    return TokenLogprob(tokenizer.decode([token]), float(logprobs[token]), tuple(top), table[token], tuple(top_bytes))
+    return TokenLogprob(texts[token], float(logprobs[token]), tuple(top), table[token], tuple(top_bytes))
+
+
+def token_texts(tokenizer) -> list[str]:
+    """Each token id decoded on its own (index = id), decoded once per tokenizer: 20 alternatives a token add up."""
+    cached = getattr(tokenizer, "_distill_token_texts", None)
+    if cached is None:
+        cached = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        tokenizer._distill_token_texts = cached
+    return cached
 
 
 def token_bytes(item: Any, index: int | None = None) -> list[int]:
