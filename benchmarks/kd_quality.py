@@ -6,14 +6,14 @@
 2. It is served by `distill serve-model` (a subprocess) and writes the training stories through distill's
    own synthesis stage (the `openai` provider: the real `openai` SDK, `logprobs` with `top_logprobs`), so the
    dataset holds every story with the teacher's top-k distribution. The dataset is cached too.
-3. Two students of the same preset, with the teacher's tokenizer (`student.tokenizer`), train at the same
+3. Two students of the same (smaller, custom) shape, with the teacher's tokenizer (`student.tokenizer`), train at the same
    time (two processes, one thread each, so the machine's load hits both alike) for the same wall-clock
    minutes on the same stories: text only, and with `training.distillation`.
 4. Printed: each student's held-out bits per byte (the sample's real held-out stories, concatenated, the
    way `benchmarks/tinystories_quality.py` scores), their ratio distribution / text (the acceptance: <= 0.95),
    the teacher's own held-out score and what the teacher wrote, in tokens.
 
-    .venv/bin/python benchmarks/kd_quality.py [--teacher-minutes 4] [--student-minutes 3] [--stories 400]
+    .venv/bin/python benchmarks/kd_quality.py [--teacher-minutes 6] [--student-minutes 3] [--stories 200]
         [--weight 1.0] [--temperature 1.0] [--top-k 20] [--runs 2] [--cache DIR] [--smoke]
 """
 
@@ -63,12 +63,13 @@ def main() -> None:
     stories = [s.strip() for s in SAMPLE.read_text(encoding="utf-8").split(SEPARATOR)][:-1]
     if args.smoke:
         stories = stories[:300]
-    held_out = stories[-max(1, len(stories) // 10):]
+    held_out = stories[-max(1, len(stories) // 10):][: args.heldout]
     cache = Path(args.cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distill-kd-bench")
     teacher = cached_teacher(stories, cache, args)
     teacher_bpb = score(teacher["model"], held_out, args)
-    print(f"teacher: {args.teacher_preset}, {args.teacher_minutes:g} min on {len(stories) - len(held_out):,} stories; "
-          f"held-out {teacher_bpb:.4f} bits/byte", flush=True)
+    print(f"teacher: {args.teacher_preset}, {args.teacher_minutes:g} min on the sample's first 90% of stories; "
+          f"held-out {teacher_bpb:.4f} bits/byte ({len(held_out)} held-out stories); students: d{args.student_width} x "
+          f"{args.student_layers} layers", flush=True)
     dataset = cached_stories(teacher["bundle"], cache, args)
     examples, teacher_tokens = examples_of(dataset)
     print(f"teacher wrote {len(examples):,} stories, {teacher_tokens:,} tokens (each with its top-{args.top_k}), "
@@ -87,11 +88,14 @@ def main() -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher-preset", default="small")
-    parser.add_argument("--teacher-minutes", type=float, default=4.0)
-    parser.add_argument("--student-preset", default="tiny")
+    parser.add_argument("--teacher-preset", default="tiny")
+    parser.add_argument("--teacher-minutes", type=float, default=6.0)
+    parser.add_argument("--vocab", type=int, default=1024, help="the teacher's tokenizer, which the students take")
+    parser.add_argument("--student-width", type=int, default=64, help="the students' custom preset: hidden size")
+    parser.add_argument("--student-layers", type=int, default=2)
     parser.add_argument("--student-minutes", type=float, default=3.0)
-    parser.add_argument("--stories", type=int, default=400, help="stories the teacher writes")
+    parser.add_argument("--stories", type=int, default=200, help="stories the teacher writes")
+    parser.add_argument("--heldout", type=int, default=300, help="held-out stories scored (the first of the tail)")
     parser.add_argument("--max-tokens", type=int, default=400, help="longest story the teacher writes, in tokens")
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--weight", type=float, default=1.0)
@@ -101,7 +105,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, not minutes")
     args = parser.parse_args()
     if args.smoke:
-        args.teacher_preset, args.student_preset = "tiny", "tiny"
+        args.teacher_preset, args.student_width, args.student_layers, args.vocab, args.heldout = "tiny", 32, 1, 300, 20
         args.teacher_minutes, args.student_minutes, args.stories, args.max_tokens = 0.05, 0.05, 40, 48
         args.cache = args.cache or tempfile.mkdtemp(prefix="kd-smoke-")
     return args
@@ -109,13 +113,14 @@ def parse_args() -> argparse.Namespace:
 
 def cached_teacher(stories: list[str], cache: Path, args) -> dict[str, Path]:
     """Train the teacher once per (preset, minutes, sample) and keep it as a servable bundle."""
-    key = hashlib.sha256(f"{args.teacher_preset}-{args.teacher_minutes}-{len(stories)}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{args.teacher_preset}-{args.teacher_minutes}-{args.vocab}-{len(stories)}".encode()).hexdigest()[:12]
     folder = cache / f"teacher-{key}"
     bundle = folder / "bundle" / "kd-teacher-0.1.0"
     if not (bundle / MANIFEST).is_file():
         config = TrainConfig(preset=args.teacher_preset, context_length=512, max_minutes=args.teacher_minutes,
+                             tokenizer_vocab=args.vocab,
                              val_split="tail", val_fraction=0.1, chat_template=EMPTY_CHAT, eval_every=10**6,
-                             checkpoint_every=10**6, batch_size=8 if args.smoke else 16)
+                             checkpoint_every=10**6, batch_size=4, warmup_steps=20)  # short runs: many small steps
         result = train_student([{"id": i, "prompt": "", "text": s} for i, s in enumerate(stories)], folder / "train",
                                config, kind="text")
         staging = bundle.with_name(bundle.name + ".tmp")
@@ -196,9 +201,12 @@ def train_pair(examples: list[dict], teacher: Path, held_out: list[str], args, r
     """Both students at once, one thread each, for the same minutes; their held-out scores (text, distribution)."""
     work = Path(tempfile.mkdtemp(prefix=f"kd-run{run}-"))
     (work / "examples.json").write_text(json.dumps(examples))
-    base = dict(preset=args.student_preset, tokenizer=str(teacher), context_length=16 if args.smoke else 256,
+    width = args.student_width
+    custom = {"hidden_size": width, "num_hidden_layers": args.student_layers, "num_attention_heads": max(1, width // 32),
+              "num_key_value_heads": max(1, width // 32), "intermediate_size": width * 11 // 4}
+    base = dict(preset="custom", custom=custom, tokenizer=str(teacher), context_length=16 if args.smoke else 256,
                 max_minutes=args.student_minutes, num_threads=1, eval_every=10**6, checkpoint_every=10**6,
-                batch_size=2 if args.smoke else 16, val_fraction=0.05)
+                batch_size=2 if args.smoke else 8, warmup_steps=10, val_fraction=0.05)
     configs = {"text": TrainConfig(**base),
                "distribution": TrainConfig(**base, distillation={"weight": args.weight, "temperature": args.temperature,
                                                                  "top_k": args.top_k})}
