@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -245,15 +246,17 @@ def answer_record(key: str, answer: CachedAnswer) -> dict[str, Any]:
 
 
 def _logprobs_of(step: StepPlan, output: Any, answer: CachedAnswer | None) -> str:
-    """The target step's token distribution as stored: the teacher's tokens that spell its text (those past
-    a stop string are cut off). None where the tokens do not spell it: a JSON step's output is re-serialised."""
+    """The target step's token distribution as stored: the teacher's tokens that spell the start of its text, up
+    to where they part (tokens past a stop string; bytes that were not UTF-8 and show as U+FFFD in the text);
+    the rest of the text trains as plain text. None for a JSON step: its output is re-serialised."""
     if step.output != "text" or answer is None or answer.reply.logprobs is None:
         return ""
     text = str(output).encode("utf-8", "surrogatepass")
     logprobs = answer.reply.logprobs
-    if not logprobs.text_bytes.startswith(text):
-        return ""
-    return logprobs.prefix(len(text)).to_json() if len(logprobs.text_bytes) > len(text) else logprobs.to_json()
+    if logprobs.text_bytes == text:
+        return logprobs.to_json()
+    kept = logprobs.prefix(len(os.path.commonprefix([logprobs.text_bytes, text])))
+    return kept.to_json() if len(kept) else ""
 
 
 # Teacher answers can carry lone surrogates: bytes that were not UTF-8 in a replay file (kept by
