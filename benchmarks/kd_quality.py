@@ -98,7 +98,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heldout", type=int, default=300, help="held-out stories scored (the first of the tail)")
     parser.add_argument("--max-tokens", type=int, default=400, help="longest story the teacher writes, in tokens")
     parser.add_argument("--top-k", type=int, default=20)
-    parser.add_argument("--weight", type=float, default=1.0)
+    parser.add_argument("--weight", type=float, default=5.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--cache", help="where the teacher and its stories are kept between runs")

@@ -349,7 +349,7 @@ class Distillation(Strict):
     `temperature`. Needs a teacher that returns log-probabilities (openai or OpenAI-compatible, hf) and the
     teacher's tokenizer (student.tokenizer: teacher); otherwise training falls back to text only and says so."""
 
-    weight: Annotated[float, Field(ge=0, le=100)] = 1.0
+    weight: Annotated[float, Field(ge=0, le=100)] = 5.0
     """the KL term's weight beside the cross-entropy (docs/training.md has the measured choice)"""
     temperature: Annotated[float, Field(gt=0, le=10)] = 1.0
     """softens both distributions in the KL term (scaled by temperature^2)"""
