@@ -21,11 +21,14 @@ from distill.files import file_sha256
 
 
 def examples_digest(examples: Iterable[dict[str, Any]]) -> str:
-    """The dataset fingerprint: sha256 over the (id, prompt, text) the student sees, in id order. The sign-off's
+    """The dataset fingerprint: sha256 over the (id, prompt, text[, teacher distribution]) the student sees, in id order. The sign-off's
     `view_digest` is this over the kept records, so training can name exactly the data it consumed."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps([example.get("id"), example.get("prompt", ""), example["text"]], ensure_ascii=False).encode())
+        # The teacher distribution's fingerprint, for records that carry one (older runs: the same digest as before).
+        teacher = [example["teacher_digest"]] if example.get("teacher_digest") else []
+        digest.update(json.dumps([example.get("id"), example.get("prompt", ""), example["text"], *teacher],
+                                 ensure_ascii=False).encode())
     return digest.hexdigest()
 
 

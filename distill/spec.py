@@ -315,6 +315,10 @@ class Student(Strict):
     """instruct: a Jinja chat template; None: the base model's, else distill's"""
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """attention dropout (a Llama block has no other); 0.1 on small data"""
+    tokenizer: str = "own"
+    """own: a BPE trained on the task's text; teacher: the teacher's tokenizer (an hf teacher's folder), needed to
+    learn the teacher's token distribution (training.distillation); or a path to a tokenizer folder, a saved model or
+    a released bundle folder (e.g. the one `distill serve-model` serves as the teacher)"""
 
     @model_validator(mode="after")
     def _lora_needs_base(self) -> "Student":
@@ -370,6 +374,20 @@ class Preference(Strict):
     """The release gate also refuses when the rejected behaviour's rate did not fall (its 95% interval excludes no change)."""
     seed: int = 0
     """Seeds the order of the pairs."""
+
+
+class Distillation(Strict):
+    """Learn the teacher's next-token distribution beside its text: cross-entropy on the teacher's tokens plus
+    `weight` x KL to its top-k distribution (renormalised with a tail bucket for the remaining mass) at
+    `temperature`. Needs a teacher that returns log-probabilities (openai or OpenAI-compatible, hf) and the
+    teacher's tokenizer (student.tokenizer: teacher); otherwise training falls back to text only and says so."""
+
+    weight: Annotated[float, Field(ge=0, le=100)] = 5.0
+    """the KL term's weight beside the cross-entropy (docs/training.md has the measured choice)"""
+    temperature: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """softens both distributions in the KL term (scaled by temperature^2)"""
+    top_k: Annotated[int, Field(ge=1, le=20)] = 20
+    """alternatives per token asked of the teacher (OpenAI-compatible servers give at most 20)"""
 
 
 class Training(Strict):
@@ -446,6 +464,10 @@ class Training(Strict):
     """Seeds initialisation, shuffling and the validation split."""
     preference: Preference | None = None
     """Preference tuning (DPO) on the review's signed-off pairs after the supervised stage; None: none."""
+
+
+    distillation: Distillation | None = None
+    """learn the teacher's token probabilities too; None: its text only"""
 
     @model_validator(mode="after")
     def _one_budget(self) -> "Training":

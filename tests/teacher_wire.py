@@ -206,7 +206,8 @@ def openai_completion_json(call: TeacherCall, answer: Answer) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": call.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "logprobs": openai_logprobs_json(call, answer),
+                     "finish_reason": finish}],
         "usage": {
             "prompt_tokens": answer.input_tokens,
             "completion_tokens": answer.output_tokens,
@@ -214,6 +215,24 @@ def openai_completion_json(call: TeacherCall, answer: Answer) -> dict[str, Any]:
         },
         "system_fingerprint": None,
     }
+
+
+def openai_logprobs_json(call: TeacherCall, answer: Answer) -> dict[str, Any] | None:
+    """`logprobs.content` when the request asks for it: one token per word (with its leading space), each
+    with a log-probability that depends only on the token, and `top_logprobs` alternatives after it."""
+    if not call.body.get("logprobs") or answer.finish == "refusal":
+        return None
+    k = int(call.body.get("top_logprobs") or 0)
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    content = []
+    for token in re.findall(r"\s*\S+|\s+$", answer.text):
+        logprob = -0.05 - 0.1 * (len(token) % 7)
+        top = [entry(token, logprob)] + [entry(f" alt{j}", logprob - 1.0 - j) for j in range(k - 1)]
+        content.append({**entry(token, logprob), "top_logprobs": top[:k]})
+    return {"content": content, "refusal": None}
 
 
 def anthropic_message_json(call: TeacherCall, answer: Answer) -> dict[str, Any]:

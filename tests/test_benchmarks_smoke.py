@@ -36,6 +36,9 @@ FIGURES = {
                                r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: distill",
                                r"\d\.\d{4} +\d\.\d{4} +the held-out tail .*: plain loop",
                                r"distill / plain on the held-out tail .*: concatenated \d\.\d{3}, per story \d\.\d{3}"],
+    "kd_quality.py": [r"teacher: tiny, .* held-out \d\.\d{4} bits/byte",
+                      r"teacher wrote \d+ stories, [\d,]+ tokens \(each with its top-20\), through distill serve-model",
+                      r"run 1: held-out bits/byte \(concatenated\) +text only \d\.\d{4} +distribution \d\.\d{4} +ratio \d\.\d{3}"],
     "train_throughput.py": [r"tiny the loop alone: distill / plain steps/s \d+\.\d{3}",
                             r"tiny the quality recipe: distill / plain steps/s \d+\.\d{3}",
                             r"tiny run +tokens/s: alone [\d,]+, with one busy process [\d,]+, ratio \d+\.\d\d",
@@ -44,7 +47,8 @@ FIGURES = {
 SECONDS = 600  # the limit for one script's smoke run on a loaded machine
 
 # What needs something outside this repository, and the work of other areas in flight.
-NEEDS = {"tinystories_quality.py": (SAMPLE.is_file(), f"needs the shared TinyStories sample at {SAMPLE}")}
+NEEDS = {"tinystories_quality.py": (SAMPLE.is_file(), f"needs the shared TinyStories sample at {SAMPLE}"),
+         "kd_quality.py": (SAMPLE.is_file(), f"needs the shared TinyStories sample at {SAMPLE}")}
 BROKEN: dict[str, str] = {}  # script -> why its smoke run is expected to fail for now
 
 

@@ -54,6 +54,27 @@ def read_training_curve(metrics_path: Path) -> dict[str, list[tuple[float, float
     return series
 
 
+def distillation_section(metrics_path: Path):
+    """How the student learned (train/distillation.json, with training.distillation) and its last KL to the
+    teacher and argmax agreement from metrics.jsonl; None for a run without training.distillation."""
+    method_path = metrics_path.parent / "distillation.json"
+    if not method_path.is_file():
+        return None
+    method = json.loads(method_path.read_text(encoding="utf-8"))
+    if method.get("method") != "distribution":
+        return ("How the student learned", f"From the teacher's text only: {method.get('reason')}", None, [])
+    rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if metrics_path.is_file() else []
+    last = next((r for r in reversed(rows) if r.get("kl_per_token") is not None), {})
+    table = (["top-k", "temperature", "weight", "teacher tokens", "KL per token (last)", "argmax agreement (last)"],
+             [[str(method["top_k"]), fmt(method["temperature"]), fmt(method["weight"]), f"{method['teacher_tokens']:,}",
+               fmt(last.get("kl_per_token"), 4), fmt(last.get("teacher_agreement"), 3)]])
+    return ("How the student learned", "From the teacher's token distribution as well as its text "
+            "(training.distillation): cross-entropy on the teacher's tokens plus weight x KL to its top-k "
+            "distribution, on the tokens the review let through. loss_curve.png in RUN/train draws the KL curve.",
+            table, [])
+
+
 def score_table(grading: Grading) -> Table:
     summary = grading.summary
     sources = [s for s in ("student", "teacher") if s in summary]
@@ -114,6 +135,10 @@ def write_eval_report(result: EvalResult, out_dir: Path, *, metrics_path: Path |
                      "Bits per UTF-8 byte of held-out text (lower is better; comparable across tokenizers). "
                      "Perplexity is per student token.", (["texts", "bits per byte", "perplexity", "tokens", "bytes"], rows),
                      images))
+
+    taught = distillation_section(metrics_path) if metrics_path else None
+    if taught is not None:
+        sections.append(taught)
 
     grading = result.grading
     if grading:

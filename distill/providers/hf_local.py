@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, Problem
+from distill.providers.logprobs import TokenLogprobs, token_bytes_table
 from distill.providers.protocol import Message, ProviderFault, TeacherReply, TeacherRequest
 
 BATCH_WAIT_S = 0.01  # how long the first request of a batch waits for company
@@ -107,8 +108,14 @@ class HFLocalProvider:
             options.update(do_sample=False)
         if params.get("stop"):
             options.update(stop_strings=list(params["stop"]), tokenizer=self.tokenizer)
+        top_k = int(params.get("top_logprobs") or 0) if params.get("logprobs") else None
+        if top_k is not None:
+            options.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():
             output = self.model.generate(**encoded, **options)  # (B, prompt + new)
+        steps = None
+        if top_k is not None:
+            steps, output = torch.stack(output.logits, dim=1).float().log_softmax(-1), output.sequences  # (B, new, V)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         replies = []
@@ -117,6 +124,16 @@ class HFLocalProvider:
             text = self.tokenizer.decode(row[:used], skip_special_tokens=True)
             for stop in params.get("stop") or []:
                 text = text.split(stop, 1)[0]
+            logprobs = self.top_k_logprobs(row[:used], steps[len(replies), :used], top_k) if steps is not None else None
             replies.append(TeacherReply(text, "length" if used >= max_new else "stop", int(prompt_mask.sum()), used,
-                                        self.model_dir.name))
+                                        self.model_dir.name, logprobs))
         return replies
+
+    def top_k_logprobs(self, tokens: list[int], logprobs, k: int) -> TokenLogprobs:
+        """The written tokens' log-probabilities (N, V) under the model's own distribution (before temperature,
+        as OpenAI reports them), and its `k` likeliest tokens at each position."""
+        table = token_bytes_table(self.tokenizer)
+        values, ids = logprobs.topk(max(k, 1), dim=-1)
+        chosen = logprobs.gather(-1, logprobs.new_tensor(tokens, dtype=int).view(-1, 1)).view(-1).tolist()
+        top = [[(table[i], v) for i, v in zip(row_ids, row_values)][:k] for row_ids, row_values in zip(ids.tolist(), values.tolist())]
+        return TokenLogprobs.from_top_k([table[t] for t in tokens], chosen, top)

@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletion
 
 from distill.providers.api_errors import read_api_key, sdk_faults, status_retryable
 from distill.providers.batch_types import BatchState, BatchStatus, check_custom_ids
+from distill.providers.logprobs import TokenLogprobs
 from distill.providers.protocol import ProviderFault, TeacherReply, TeacherRequest
 
 BATCH_STATUS: dict[str, BatchStatus] = {
@@ -151,12 +152,14 @@ def reply_from_completion(completion: ChatCompletion) -> TeacherReply:
     else:
         raise ProviderFault(f"openai: unexpected finish_reason {choice.finish_reason!r}", retryable=False)
     usage = completion.usage
+    content = choice.logprobs.content if choice.logprobs is not None else None
     return TeacherReply(
         text=text,
         finish_reason=finish,
         input_tokens=usage.prompt_tokens if usage else 0,
         output_tokens=usage.completion_tokens if usage else 0,
         model=completion.model,
+        logprobs=TokenLogprobs.from_openai(content) if content else None,  # asked for with logprobs/top_logprobs
     )
 
 

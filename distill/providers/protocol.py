@@ -7,7 +7,10 @@ and the synthesis engine wrap a provider, they never subclass it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from distill.providers.logprobs import TokenLogprobs
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "refusal", "error"]
@@ -39,6 +42,7 @@ class TeacherReply:
     input_tokens: int = 0
     output_tokens: int = 0
     model: str = ""  # the model that actually answered, as the provider reports it
+    logprobs: TokenLogprobs | None = None  # the teacher's token probabilities, when asked for and given
 
 
 class ProviderFault(Exception):

@@ -51,6 +51,7 @@ def card_context(inputs: ReleaseInputs, *, gate: dict[str, Any], figures: list[s
         "formats": formats or {},  # format -> {files, parity}: the exported forms and their measured parity
         "distill_version": inputs.distill_version,
         "plan": inputs.training.get("plan"),
+        "method": inputs.training.get("method"),  # training.distillation: text only or the teacher's distribution
     }
 
 

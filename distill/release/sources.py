@@ -305,6 +305,9 @@ FLAT_METRICS = {
 }
 
 
+METHOD_FILE = "distillation.json"  # distill.train.distill_loss.METHOD_FILE (release reads it without importing torch)
+
+
 def read_training(spec: Spec, manifest: dict[str, Any], train_dir: Path) -> dict[str, Any]:
     """How the student was trained: the spec's student and training sections, the fingerprint of the
     train stage's recorded inputs (its settings and the reviewed data it read), and the plan a training
@@ -317,6 +320,9 @@ def read_training(spec: Spec, manifest: dict[str, Any], train_dir: Path) -> dict
         "training": spec.training.model_dump(mode="json"),
         "fingerprint": fingerprint(inputs) if inputs else None,
         "plan": read_json_file(train_dir / "plan.json", made_by="distill train") if (train_dir / "plan.json").is_file() else None,
+        # how the student learned (distillation.json, with training.distillation): text only, or the teacher's
+        # distribution with its top-k, temperature and weight; the teacher is the lineage's
+        "method": read_json_file(train_dir / METHOD_FILE, made_by="distill train") if (train_dir / METHOD_FILE).is_file() else None,
     }
 
 

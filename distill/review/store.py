@@ -22,6 +22,7 @@ from typing import Any
 from distill.errors import Problem, RunDirError
 from distill.files import read_json, read_jsonl
 from distill.lineage import examples_digest
+from distill.providers.logprobs import logprobs_digest
 from distill.review.audit import read_log
 from distill.review.verdict import Decision, Finding, RecordVerdict, most_severe
 
@@ -44,7 +45,7 @@ def load_rows(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise RunDirError(f"{path} does not exist: run synthesis first (`distill generate {run_dir}`)")
     dataset = load_saved_dataset(path)
-    columns = [c for c in ("id", "prompt", "text", "status", "variables") if c in dataset.column_names]
+    columns = [c for c in ("id", "prompt", "text", "status", "variables", "teacher_logprobs") if c in dataset.column_names]
     missing = {"id", "text"} - set(columns)
     if missing:
         raise RunDirError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; it was not written by distill's synthesis stage")
@@ -132,6 +133,12 @@ class ReviewedRecord:
     human: dict[str, Any] | None = None  # the last human action on this record
     edited: bool = False
     stats: dict[str, float] = field(default_factory=dict)
+    teacher_logprobs: str = ""  # the teacher's token distribution of original_text (stored form), "" when none
+
+    @property
+    def teacher_digest(self) -> str:
+        """The fingerprint of the distribution this record lets through ("" when none reaches training)."""
+        return logprobs_digest(self.teacher_logprobs)
 
     @property
     def codes(self) -> list[str]:
@@ -163,7 +170,8 @@ def build_view(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> list[
         redacted = text != row["text"] or prompt != row["prompt"]
         checked = line["checked_text"] if line["checked_text"] is not None else row["text"]
         records[row["id"]] = ReviewedRecord(row["id"], _status(automatic, redacted), automatic, automatic, reasons,
-                                            prompt, text, row["prompt"], row["text"], checked, stats=line.get("stats", {}))
+                                            prompt, text, row["prompt"], row["text"], checked, stats=line.get("stats", {}),
+                                            teacher_logprobs=row.get("teacher_logprobs") or "")
     entries = read_log(review)
     undone = {entry["after"]["undoes"] for entry in entries if entry["action"] == "undo"}
     for entry in entries:
@@ -206,6 +214,8 @@ def has_reason(record: ReviewedRecord, code: str) -> bool:
 
 
 def view_digest(records: list[ReviewedRecord]) -> str:
-    """Identifies the reviewed dataset: the kept records' ids and the exact texts the student sees."""
-    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text} for r in records if trainable(r))
+    """Identifies the reviewed dataset: the kept records' ids, the exact texts the student sees and the teacher
+    distributions that come with them."""
+    return examples_digest({"id": r.id, "prompt": r.prompt, "text": r.text, "teacher_digest": r.teacher_digest}
+                           for r in records if trainable(r))
 

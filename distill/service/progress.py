@@ -69,12 +69,22 @@ def preference_phase(train_dir: Path) -> dict[str, Any]:
 
 
 def training_series(train_dir: Path, points: int = SERIES_POINTS) -> list[dict[str, Any]]:
-    """The loss and validation-bpb curve so far (every row when short, else an even thinning), for a chart."""
+    """The loss, validation-bpb (and KL to the teacher) curve so far (every row when short, else an even thinning), for a chart."""
     path = train_dir / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-    keep = [{k: r[k] for k in ("step", "loss", "val_bpb") if k in r} for r in rows if "loss" in r or "val_bpb" in r]
+    keep = [{k: r[k] for k in ("step", "loss", "val_bpb", "kl_per_token") if r.get(k) is not None}
+            for r in rows if "loss" in r or "val_bpb" in r]  # kl_per_token: with training.distillation
     stride = max(1, len(keep) // points)
     return keep[::stride] if stride > 1 else keep
+
+
+def training_method(train_dir: Path) -> dict[str, Any] | None:
+    """How the student learns (train/distillation.json, with training.distillation): text only or distribution."""
+    path = train_dir / "distillation.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def describe_progress(stage: str, p: dict[str, Any]) -> str:

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
+from distill.serving.logprobs import token_logprob
 from distill.serving.text import StopScanner
 
 
@@ -46,6 +46,8 @@ class TokenLogprob:
     token: str
     logprob: float
     top: tuple[tuple[str, float], ...] = ()
+    token_bytes: bytes | None = None  # the token's exact bytes (its text may end inside a character)
+    top_bytes: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,10 +259,5 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         token = int(torch.multinomial(probs, 1, generator=generator))
     if params.top_logprobs is not None:
-        logprobs = F.log_softmax(logits, dim=-1)
-        top = []
-        if params.top_logprobs:
-            values, ids = logprobs.topk(params.top_logprobs)
-            top = [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, ids)]
-        logprobs_out.append(TokenLogprob(tokenizer.decode([token]), float(logprobs[token]), tuple(top)))
+        logprobs_out.append(token_logprob(tokenizer, logits, token, params.top_logprobs))
     return token

@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill.serving.engine import Delta, SamplingParams, TokenLogprob
+from distill.serving.logprobs import token_bytes
 
 
 class Lenient(BaseModel):
@@ -151,8 +152,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def chat_logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
-    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
-                         "top_logprobs": [{"token": s, "logprob": v, "bytes": list(s.encode())} for s, v in t.top]}
+    return {"content": [{"token": t.token, "logprob": t.logprob, "bytes": token_bytes(t),
+                         "top_logprobs": [{"token": s, "logprob": v, "bytes": token_bytes(t, j)}
+                                          for j, (s, v) in enumerate(t.top)]}
                         for t in items], "refusal": None}
 
 

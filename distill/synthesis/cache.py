@@ -20,10 +20,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import Problem, RunDirError
+from distill.providers.logprobs import TokenLogprobs
 from distill.providers.protocol import TeacherReply, TeacherRequest
 
 # What SQLite says when the machine, not the database, is the problem: a full disk, a failing or read-only one.
@@ -87,6 +88,10 @@ class AnswerCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9) in WAL mode
             self._db.executescript(_SCHEMA)
+            for table in ("answers", "unusable"):  # caches written before log-probabilities were kept
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if "logprobs" not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN logprobs TEXT")
 
     def get(self, key: str) -> CachedAnswer | None:
         """A usable answer, or None."""
@@ -119,23 +124,25 @@ class AnswerCache:
         self._db.close()
 
     def _get(self, table: str, key: str) -> CachedAnswer | None:
-        row = self._db.execute(f"SELECT text, finish_reason, input_tokens, output_tokens, model, cost_usd, reason "
-                               f"FROM {table} WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(f"SELECT text, finish_reason, input_tokens, output_tokens, model, cost_usd, reason, "
+                               f"logprobs FROM {table} WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         text = row[0].decode("utf-8", "surrogatepass") if isinstance(row[0], bytes) else row[0]
-        return CachedAnswer(TeacherReply(text, row[1], row[2], row[3], row[4]), row[5], row[6])
+        logprobs = TokenLogprobs.from_json(row[7]) if row[7] else None
+        return CachedAnswer(TeacherReply(text, row[1], row[2], row[3], row[4], logprobs), row[5], row[6])
 
     def _put(self, table: str, key: str, reply: TeacherReply, cost_usd: float, reason: str) -> None:
         # OR IGNORE: the first answer stored for a key wins, so concurrent shards agree on it.
-        fields = asdict(reply)
+        fields = {name: getattr(reply, name) for name in ("text", "finish_reason", "input_tokens", "output_tokens", "model")}
         try:
             fields["text"].encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates (undecodable bytes kept as they came): stored as bytes
             fields["text"] = fields["text"].encode("utf-8", "surrogatepass")
         with disk_failures(self.path):
             self._db.execute(
-                f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO {table} (key, text, finish_reason, input_tokens, output_tokens, model, "
+                f"cost_usd, reason, logprobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, fields["text"], fields["finish_reason"], fields["input_tokens"], fields["output_tokens"],
-                 fields["model"], cost_usd, reason),
+                 fields["model"], cost_usd, reason, reply.logprobs.to_json() if reply.logprobs is not None else None),
             )

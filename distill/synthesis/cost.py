@@ -15,6 +15,7 @@ import yaml
 from distill.errors import ConfigError, Problem
 from distill.located_yaml import read_text_file
 from distill.prompts import PromptRenderer, placeholder_output, step_json_schema
+from distill.providers.logprobs import LOGPROB_PROVIDERS
 from distill.spec import LoadedSpec
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
@@ -29,9 +30,10 @@ class Price:
     input: float  # USD per million input tokens
     output: float  # USD per million output tokens
     batch_discount: float = 0.5  # batch price = price x this
+    logprobs: float = 0.0  # USD per million output tokens that carry top-k log-probs, where an API bills them
 
-    def cost(self, input_tokens: int, output_tokens: int, *, batch: bool = False) -> float:
-        usd = (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, *, batch: bool = False, logprob_tokens: int = 0) -> float:
+        usd = (input_tokens * self.input + output_tokens * self.output + logprob_tokens * self.logprobs) / 1_000_000
         return usd * self.batch_discount if batch else usd
 
 
@@ -55,7 +57,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, Price]]:
         for model, entry in (models or {}).items():
             try:
                 table[provider][model] = Price(float(entry["input"]), float(entry["output"]),
-                                               float(entry.get("batch_discount", 0.5)))
+                                               float(entry.get("batch_discount", 0.5)), float(entry.get("logprobs", 0.0)))
             except (KeyError, TypeError, ValueError):
                 raise ConfigError(Problem("each model needs numeric 'input' and 'output' (USD per million tokens)",
                                           file=path, key=f"{provider}.{model}")) from None
@@ -94,6 +96,9 @@ class Plan:
     batch_usd: float | None
     provider: str
     model: str
+    logprob_top_k: int = 0  # training.distillation asks the target step for this many alternatives per token
+    logprob_tokens: int = 0  # output tokens that carry them
+    logprob_usd: float | None = 0.0  # what the API bills for them (prices.yaml `logprobs`), included above
 
     def summary(self) -> str:
         def usd(value: float | None) -> str:
@@ -106,6 +111,10 @@ class Plan:
             f"(prompts at {CHARS_PER_TOKEN} chars/token; outputs at {OUTPUT_FILL:.0%} of max_tokens)",
             f"estimated cost online: {usd(self.online_usd)}",
             f"estimated cost batch:  {usd(self.batch_usd)}",
+            *([f"teacher log-probs: top-{self.logprob_top_k} on ~{self.logprob_tokens:,} output tokens "
+               f"(training.distillation): {usd(self.logprob_usd)} of the cost above, ~"
+               f"{self.logprob_tokens * (12 * self.logprob_top_k + 8) / 1e6:,.1f} MB in the cache and dataset"]
+              if self.logprob_top_k else []),
         ])
 
 
@@ -116,7 +125,7 @@ def estimate_plan(loaded: LoadedSpec, prices: dict[str, dict[str, Price]], *, re
     renderer = PromptRenderer(loaded)
     schemas = [step_json_schema(loaded, i) for i in range(len(spec.steps))]
     sample = min(records, PLAN_SAMPLE)
-    input_tokens = output_tokens = 0
+    input_tokens = output_tokens = target_tokens = 0
     for index in range(sample):
         variables = renderer.sampler.sample(index)
         outputs: dict = {}
@@ -126,14 +135,19 @@ def estimate_plan(loaded: LoadedSpec, prices: dict[str, dict[str, Price]], *, re
             earlier = sum(_max_tokens(loaded, j) for j in range(k)) * OUTPUT_FILL
             input_tokens += sum(len(m.content) for m in rendered.messages) // CHARS_PER_TOKEN + int(earlier)
             output_tokens += int(_max_tokens(loaded, k) * OUTPUT_FILL)
+            target_tokens += int(_max_tokens(loaded, k) * OUTPUT_FILL) if step.name == spec.target_step else 0
             outputs[step.name] = placeholder_output(step, schemas[k])
     scale = records / sample if sample else 0
     input_tokens, output_tokens = int(input_tokens * scale), int(output_tokens * scale)
+    distillation = spec.training.distillation
+    top_k = distillation.top_k if distillation is not None and teacher.provider in LOGPROB_PROVIDERS else 0
+    logprob_tokens = int(target_tokens * scale) if top_k else 0
     price = price_for(prices, teacher.provider, teacher.model)
-    online = None if price is None else price.cost(input_tokens, output_tokens)
-    batch = None if price is None else price.cost(input_tokens, output_tokens, batch=True)
+    logprob_usd = None if price is None else logprob_tokens * price.logprobs / 1_000_000
+    online = None if price is None else price.cost(input_tokens, output_tokens) + logprob_usd
+    batch = None if price is None else price.cost(input_tokens, output_tokens, batch=True) + logprob_usd * price.batch_discount
     return Plan(records, records * len(spec.steps), input_tokens, output_tokens, online, batch,
-                teacher.provider, teacher.model)
+                teacher.provider, teacher.model, top_k, logprob_tokens, logprob_usd)
 
 
 def _max_tokens(loaded: LoadedSpec, step_index: int) -> int:

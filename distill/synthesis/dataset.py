@@ -17,7 +17,8 @@ from distill.errors import ConfigError, Problem, RunDirError
 from distill.files import replace_dir
 
 COLUMNS = ("id", "variables", "steps", "prompt", "text", "status", "failure_reason", "teacher_provider",
-           "teacher_model", "input_tokens", "output_tokens", "cost_usd", "cache_key", "template_hashes")
+           "teacher_model", "input_tokens", "output_tokens", "cost_usd", "cache_key", "template_hashes",
+           "teacher_logprobs")  # the target step's token distribution (TokenLogprobs.to_json), "" when none
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -98,7 +99,7 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
         "id": datasets.Value("int64"), "input_tokens": datasets.Value("int64"),
         "output_tokens": datasets.Value("int64"), "cost_usd": datasets.Value("float64"),
     })
-    table = {name: [row[name] for row in sorted(rows, key=lambda r: r["id"])] for name in COLUMNS}
+    table = {name: [row.get(name, "") for row in sorted(rows, key=lambda r: r["id"])] for name in COLUMNS}
     dataset = datasets.Dataset.from_dict(table, features=features)
     staging = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)

@@ -152,7 +152,8 @@ class Engine:
     def worst_case_usd(self, request: Any, *, batch: bool = False) -> float:
         """The most `request` can cost: every prompt byte a token, and all of max_tokens written."""
         prompt = sum(len(m.content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
-        return self.price.cost(prompt, int(request.params.get("max_tokens") or 0), batch=batch)
+        out = int(request.params.get("max_tokens") or 0)
+        return self.price.cost(prompt, out, batch=batch, logprob_tokens=out if request.params.get("logprobs") else 0)
 
     async def reserve(self, usd: float) -> bool:
         """Hold `usd` of the cap for a request about to be sent. False: not sent, because the cap is reached
@@ -225,7 +226,8 @@ class Engine:
                 continue
             self.tally.answered += 1
             self.limiter.correct(estimate, reply.input_tokens + reply.output_tokens)
-            cost = self.price.cost(reply.input_tokens, reply.output_tokens)
+            cost = self.price.cost(reply.input_tokens, reply.output_tokens,
+                                   logprob_tokens=reply.output_tokens if request.params.get("logprobs") else 0)
             self.store(pending.key, reply, cost)
             await self.cap.settle(worst, cost)
             return True

@@ -5,6 +5,7 @@ the same for a spec and its run directory, which the CLI and `distill run` call.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.errors import ConfigError, Problem
+from distill.providers.logprobs import LOGPROB_PROVIDERS
 from distill.providers.offline import STAND_IN_MODEL
 from distill.rundir import RunDir
 from distill.spec import LoadedSpec, Teacher
@@ -72,9 +74,27 @@ def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
 
     spec = loaded.spec
     base = spec.teacher.params.model_dump()
-    steps = tuple(StepPlan(step.name, step.output, {**base, **step.params}, step_json_schema(loaded, i))
+    asked = logprob_params(spec.teacher.provider, spec.training.distillation)
+    steps = tuple(StepPlan(step.name, step.output, {**base, **step.params, **(asked if step.name == spec.target_step else {})},
+                           step_json_schema(loaded, i))
                   for i, step in enumerate(spec.steps))
     return GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+
+
+def logprob_params(provider: str, distillation: Any) -> dict[str, Any]:
+    """What the target step asks the teacher for beyond its text: the log-probability of every token it writes
+    and of its `top_k` strongest alternatives, when training distils them and the provider can give them."""
+    if distillation is None or provider not in LOGPROB_PROVIDERS:
+        return {}
+    return {"logprobs": True, "top_logprobs": distillation.top_k}
+
+
+def text_only_reason(teacher: Teacher, distillation: Any) -> str | None:
+    """Why a run that asks for distillation learns the teacher's text only (said and recorded), or None."""
+    if distillation is None or teacher.provider in LOGPROB_PROVIDERS:
+        return None
+    return (f"training.distillation: the {teacher.provider} teacher returns no token log-probabilities; "
+            "the student learns its text only (use an openai, OpenAI-compatible or hf teacher to distil its distribution)")
 
 
 def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
@@ -86,12 +106,17 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
     stage's outcome in the run's manifest. The caller holds the run's lock (`distill.stage_table`, shared
     for a shard). See `synthesize`."""
     whole_run = shard == (0, 1)
+    fallback = text_only_reason(loaded.spec.teacher, loaded.spec.training.distillation)
+    if fallback:
+        print(f"{loaded.path}: {fallback}", file=sys.stderr)
     result = synthesize(generation_plan(loaded), run.path, loaded.spec.teacher, records=loaded.spec.records,
                         teacher_dir=loaded.directory, spec_file=loaded.path, shard=shard, mode=mode,
                         max_cost_usd=max_cost_usd, prices_path=prices_path, show_progress=show_progress,
                         batch_poll_s=batch_poll_s, backoff_base_s=backoff_base_s, limiter=limiter,
                         spending=spending, build_dataset=build_dataset,
                         on_start=(lambda: run.start_stage("generate")) if whole_run else None)
+    if fallback:
+        result.counts["distillation"] = fallback
     if build_dataset:
         record_generate(run, result, whole_run=whole_run)
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,8 +46,10 @@ class _Spent:
     cost_usd: float = 0.0
     keys: list[str] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)  # the cache entries, for rebuilding a lost cache
+    last: CachedAnswer | None = None  # the answer looked up last: the one a finished step's output came from
 
     def add(self, key: str, answer: CachedAnswer) -> None:
+        self.last = answer
         self.keys.append(key)
         self.answers.append(answer_record(key, answer))
         self.input_tokens += answer.reply.input_tokens
@@ -146,6 +149,7 @@ class RecordWalker:
         outputs: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         spent = _Spent()
+        target_logprobs = ""
         for k, step in enumerate(self.plan.steps):
             if step.name in given_outputs:
                 outputs[step.name] = given_outputs[step.name]
@@ -158,6 +162,8 @@ class RecordWalker:
             if isinstance(outcome, Pending):
                 return outcome
             output, failure = outcome
+            if step.name == self.plan.target_step:
+                target_logprobs = _logprobs_of(step, output, spent.last)
             entry = {"name": step.name, "messages": [[m.role, m.content] for m in rendered.messages], "output": output}
             if _LONE_SURROGATE.search(output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)):
                 entry["invalid_utf8"] = True  # kept as it came; the review's decoding check decides
@@ -165,7 +171,7 @@ class RecordWalker:
             if failure is not None:
                 return self._row(index, variables, steps, outputs, spent, failure=f"step {step.name!r}: {failure}")
             outputs[step.name] = output
-        return self._row(index, variables, steps, outputs, spent)
+        return self._row(index, variables, steps, outputs, spent, target_logprobs=target_logprobs)
 
     def _answer_step(self, k: int, request: TeacherRequest, spent: _Spent) -> tuple[Any, str | None] | Pending:
         """(output, failure reason or None), or the request still to send."""
@@ -205,7 +211,7 @@ class RecordWalker:
         return Pending(request.record_index, request, key)
 
     def _row(self, index: int, variables: dict[str, Any], steps: list[dict[str, Any]], outputs: dict[str, Any],
-             spent: _Spent, *, failure: str | None = None) -> dict[str, Any]:
+             spent: _Spent, *, failure: str | None = None, target_logprobs: str = "") -> dict[str, Any]:
         target = outputs.get(self.plan.target_step)
         ok = failure is None
         text = (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)) if ok else ""
@@ -224,6 +230,7 @@ class RecordWalker:
             "cost_usd": round(spent.cost_usd, 8),
             "cache_key": hashlib.sha256("".join(spent.keys).encode()).hexdigest(),
             "template_hashes": self.template_hashes,
+            "teacher_logprobs": target_logprobs if ok else "",
             # In the records log only (not a dataset column): the cache's second copy, as JSON text so an
             # answer with lone surrogates survives exactly (see json_text).
             "answers": json_text(spent.answers),
@@ -235,7 +242,21 @@ def answer_record(key: str, answer: CachedAnswer) -> dict[str, Any]:
     reply = answer.reply
     return {"key": key, "text": reply.text, "finish_reason": reply.finish_reason, "input_tokens": reply.input_tokens,
             "output_tokens": reply.output_tokens, "model": reply.model, "cost_usd": answer.cost_usd,
-            "reason": answer.reason}
+            "reason": answer.reason, **({"logprobs": reply.logprobs.to_json()} if reply.logprobs is not None else {})}
+
+
+def _logprobs_of(step: StepPlan, output: Any, answer: CachedAnswer | None) -> str:
+    """The target step's token distribution as stored: the teacher's tokens that spell the start of its text, up
+    to where they part (tokens past a stop string; bytes that were not UTF-8 and show as U+FFFD in the text);
+    the rest of the text trains as plain text. None for a JSON step: its output is re-serialised."""
+    if step.output != "text" or answer is None or answer.reply.logprobs is None:
+        return ""
+    text = str(output).encode("utf-8", "surrogatepass")
+    logprobs = answer.reply.logprobs
+    if logprobs.text_bytes == text:
+        return logprobs.to_json()
+    kept = logprobs.prefix(len(os.path.commonprefix([logprobs.text_bytes, text])))
+    return kept.to_json() if len(kept) else ""
 
 
 # Teacher answers can carry lone surrogates: bytes that were not UTF-8 in a replay file (kept by

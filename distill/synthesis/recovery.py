@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from distill.providers.logprobs import TokenLogprobs
 from distill.providers.protocol import TeacherReply
 from distill.synthesis.cache import AnswerCache
 from distill.synthesis.dataset import read_log
@@ -62,8 +63,9 @@ def restore_from_logs(cache: AnswerCache, generate_dir: Path) -> int:
             for answer in json.loads(row.get("answers") or "[]"):
                 if cache.get(answer["key"]) or cache.get_unusable(answer["key"]):
                     continue
+                logprobs = TokenLogprobs.from_json(answer["logprobs"]) if answer.get("logprobs") else None
                 reply = TeacherReply(answer["text"], answer["finish_reason"], answer["input_tokens"],
-                                     answer["output_tokens"], answer["model"])
+                                     answer["output_tokens"], answer["model"], logprobs)
                 if answer["reason"]:
                     cache.put_unusable(answer["key"], reply, answer["cost_usd"], answer["reason"])
                 else:

@@ -121,14 +121,32 @@ def train_config_from_spec(student: dict[str, Any], training: dict[str, Any], *,
     student = dict(student)
     if student.get("base_model") is not None:
         student["base_model"] = (spec_dir / student["base_model"]).resolve()
+    if student.get("tokenizer") not in (None, "own", "teacher"):  # a folder, relative to the spec
+        student["tokenizer"] = str((spec_dir / Path(student["tokenizer"]).expanduser()).resolve())
     return make_train_config({**student, **training}, file=file)
 
 
 def spec_train_config(loaded: LoadedSpec) -> TrainConfig:
     """The loaded spec's training settings: what `distill train` and `distill run` both train with."""
     spec = loaded.spec
-    return train_config_from_spec(spec.student.model_dump(mode="json"), spec.training.model_dump(mode="json"),
-                                  spec_dir=loaded.directory, file=loaded.path)
+    student = spec.student.model_dump(mode="json")
+    if student["tokenizer"] == "teacher":
+        student["tokenizer"] = teacher_tokenizer(loaded)
+    return train_config_from_spec(student, spec.training.model_dump(mode="json"), spec_dir=loaded.directory,
+                                  file=loaded.path)
+
+
+def teacher_tokenizer(loaded: LoadedSpec) -> str:
+    """`student.tokenizer: teacher` as a folder: a local (hf) teacher's own. An API teacher's tokenizer is not on
+    this machine: the spec names the folder of the model its server serves."""
+    teacher = loaded.spec.teacher
+    if teacher.provider != "hf":
+        raise ConfigError(Problem(f"student.tokenizer: teacher cannot find the tokenizer of a {teacher.provider} teacher",
+                                  file=loaded.path, key="student.tokenizer",
+                                  hint="give the folder of the teacher's model or bundle (the one `distill serve-model` "
+                                       "or the OpenAI-compatible server loads), e.g. student.tokenizer: ../teacher/model; "
+                                       "or use tokenizer: own to train on the teacher's text only"))
+    return str((loaded.directory / Path(teacher.model).expanduser()).resolve())
 
 
 def pinned_fields(loaded: LoadedSpec) -> set[str]:

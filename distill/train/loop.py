@@ -37,7 +37,8 @@ from distill.lineage import examples_digest, weights_digest
 from distill.threads import ThreadTuner
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
-from distill.train.data import IGNORE, Kind, TrainBatches, encode_examples, load_or_make_split, render_prompt
+from distill.train.data import IGNORE, Kind, TrainBatches, load_or_make_split, render_prompt
+from distill.train.distill_loss import Distiller, teacher_documents
 from distill.train.flops import flops_per_token, measure_matmul_flops
 from distill.train.lora import load_base_model
 from distill.train.metrics import MetricsLog, plot_loss_curve, progress_bar
@@ -65,10 +66,12 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         set_seed(config.seed)  # same initial weights on every process and every attempt
         model, tokenizer = prepare_student(config, out_dir, train_texts=[e["text"] for e in train_examples])
 
-    batches = TrainBatches(encode_examples(tokenizer, train_examples, kind), kind=kind,
+    documents, distiller = teacher_documents(tokenizer, train_examples, kind, config, out_dir)  # None: text only
+    batches = TrainBatches(documents, kind=kind,
                            context_length=config.context_length, batch_size=config.batch_size, seed=config.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            pad_id=tokenizer.pad_token_id)
+    batches = distiller.follow(batches) if distiller is not None else batches
     val_examples = [examples[i] for i in split.val]
     val_texts = [e["text"] for e in val_examples]
     val_prompts = [render_prompt(tokenizer, e["prompt"]) for e in val_examples] if kind == "instruct" else None
@@ -96,7 +99,8 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         model.train()
         return scores[0]
 
-    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average)
+    final_eval = _train(accelerator, model, optimizers, batches, evaluate, state, config, out_dir, log, average=average,
+                        distiller=distiller)
     result = _save_result(accelerator, model, average, tokenizer, out_dir, state, final_eval,
                           examples_digest(examples), inputs_fingerprint)
     accelerator.wait_for_everyone()
@@ -167,7 +171,7 @@ def _save_result(accelerator, model, average: AveragedModel | None, tokenizer, o
 
 
 def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate, state: TrainState, config: TrainConfig,
-           out_dir: Path, log, *, average: AveragedModel | None = None) -> dict:
+           out_dir: Path, log, *, average: AveragedModel | None = None, distiller: Distiller | None = None) -> dict:
     """Run optimizer steps until the budget is spent; checkpoint and evaluate on the way and at the end.
 
     Mutates `state` (and `average`, the weight average, after every step); returns the final evaluation.
@@ -177,6 +181,7 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
     precision = torch.bfloat16 if _trains_in_bf16(config) else torch.float32
     peak = config.peak_flops or measure_matmul_flops(accelerator.device, precision, seconds=0.5)
     loss_of = torch.compile(next_token_loss) if config.compile else next_token_loss
+    loss_of = distiller.loss if distiller is not None else loss_of  # CE plus KL to the teacher (distill_loss)
     tuner = _thread_tuner(accelerator, config)
     model.train()
     clock = time.perf_counter() - state.seconds  # the run's clock continues across resumes
@@ -208,7 +213,7 @@ def _train(accelerator, model, optimizers: list, batches: TrainBatches, evaluate
                        "loss": accelerator.reduce(loss_sum, "mean").item() / config.grad_accum, "lr": lr,
                        "grad_norm": float(grad_norm), "tokens_per_s": round(tokens_per_s, 1),
                        "mfu": round(fpt * tokens_per_s / (peak * accelerator.num_processes), 4),
-                       "threads": torch.get_num_threads()}
+                       "threads": torch.get_num_threads(), **(distiller.metrics() if distiller is not None else {})}
                 log(row)
                 if tuner is not None and (threads := tuner.observe(tokens_per_s)) is not None:
                     torch.set_num_threads(threads)
@@ -390,7 +395,7 @@ def prepare_student(config: TrainConfig, out_dir: Path, *, train_texts: list[str
         raise RunDirError(Problem("no tokenizer yet: training has not started", file=out_dir,
                                   hint="run `distill train RUN` first"))
     tokenizer = load_or_train_tokenizer(out_dir / "tokenizer", train_texts or [], config.tokenizer_vocab,
-                                        chat_template=config.chat_template)
+                                        chat_template=config.chat_template, source=config.tokenizer)
     architecture = model_config(config.preset, config.custom, vocab_size=len(tokenizer),
                                 context_length=config.context_length, bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -476,7 +481,8 @@ def _check_inputs(examples: list[dict], config: TrainConfig, kind: str) -> str:
         problems.append(Problem("no examples to train on"))
     if problems:
         raise ConfigError(*problems)
-    rows = [(e.get("id"), e.get("prompt", ""), e["text"]) for e in examples]
+    rows = [(e.get("id"), e.get("prompt", ""), e["text"], *([e["teacher_digest"]] if e.get("teacher_digest") else []))
+            for e in examples]
     supervised = {k: v for k, v in config.weights_fingerprint_fields().items() if k != "preference"}  # tuned after
     return stable_fingerprint(kind, rows, supervised)
 

@@ -1,6 +1,7 @@
 """Where training reports: metrics JSONL, the loss-curve PNG, the progress bar, optional trackers.
 
-`metrics.jsonl` gets one row per logged step (`loss`, `lr`, `grad_norm`, `tokens_per_s`, `mfu`) and
+`metrics.jsonl` gets one row per logged step (`loss`, `lr`, `grad_norm`, `tokens_per_s`, `mfu`; with
+`training.distillation` also `kl_per_token`, `teacher_agreement` and `taught_share`) and
 one per evaluation (`val_loss`, `val_bpb`); every row carries `step`, `tokens` and `seconds`. On resume
 the rows written after the checkpoint are dropped, because the resumed run writes them again.
 """
@@ -44,14 +45,19 @@ def plot_loss_curve(rows: list[dict], path: Path) -> None:
 
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    taught = [r for r in rows if r.get("kl_per_token") is not None]  # training.distillation's KL to the teacher
+    fig, axes = plt.subplots(1, 3 if taught else 2, figsize=(16 if taught else 11, 4))
+    left, right = axes[0], axes[1]
     left.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train", lw=1)
     left.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation", ms=3)
     left.set(xlabel="tokens", ylabel="loss (nats/token)", title="loss")
     left.legend()
     right.plot([r["tokens"] for r in val], [r["val_bpb"] for r in val], "o-", color="tab:green", ms=3)
     right.set(xlabel="tokens", ylabel="bits per byte", title="validation bits per byte")
-    for axis in (left, right):
+    if taught:
+        axes[2].plot([r["tokens"] for r in taught], [r["kl_per_token"] for r in taught], color="tab:purple", lw=1)
+        axes[2].set(xlabel="tokens", ylabel="KL (nats/token)", title="KL to the teacher's top-k")
+    for axis in axes:
         axis.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -20,6 +20,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from distill.errors import ConfigError, Problem
+
 END_OF_TEXT = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [END_OF_TEXT, PAD]  # ids 0 and 1
@@ -62,16 +64,36 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, chat_template: str
 
 
 def load_or_train_tokenizer(directory: Path, texts: Iterable[str], vocab_size: int, *,
-                            chat_template: str | None = None):
-    """The tokenizer saved in `directory`, training and saving it first if it is not there yet.
+                            chat_template: str | None = None, source: str = "own"):
+    """The tokenizer saved in `directory`, training and saving it first if it is not there yet; with a
+    `source` folder (`student.tokenizer`: the teacher's), that tokenizer copied instead of training one.
 
     Saved atomically (a temporary folder renamed into place), so a crash never leaves half a tokenizer
     that a resumed run would pick up.
     """
     if not directory.is_dir():
-        tokenizer = train_tokenizer(texts, vocab_size, chat_template=chat_template)
+        if source == "own":
+            tokenizer = train_tokenizer(texts, vocab_size, chat_template=chat_template)
+        else:
+            tokenizer = load_given_tokenizer(Path(source), chat_template=chat_template)
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, directory)
     return AutoTokenizer.from_pretrained(directory)
+
+
+def load_given_tokenizer(folder: Path, *, chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    """The tokenizer of a transformers folder, a saved model or a released bundle (`student.tokenizer`), ready
+    for distill's data layout: a chat template and a pad token."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(Problem(f"no tokenizer in {str(folder)!r}: {str(exc).splitlines()[0][:160]}",
+                                  key="student.tokenizer",
+                                  hint="give a folder with tokenizer.json (a saved model, a released bundle)")) from None
+    if chat_template or not tokenizer.chat_template:
+        tokenizer.chat_template = chat_template or DEFAULT_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -18,7 +18,7 @@ from distill.evaluate.result import EvalResult
 from distill.service import downloads, jobs, runner
 from distill.service.db import Event, Job, utcnow
 from distill.service.events import latest_events
-from distill.service.progress import training_series
+from distill.service.progress import training_method, training_series
 from distill.service.web.documents import card_html
 from distill.spec import load_spec
 
@@ -47,7 +47,7 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     view = {"job": summary, "timeline": timeline(job.status), "events": latest_events(session, job.id, 50),
             "sha256": downloads.sha256(archive) if archive else None, "bundle_name": archive.name if archive else None,
             "bundle_bytes": archive.stat().st_size if archive else None, "charts": [], "samples": [], "cards": {},
-            "train_series": training_series(run_dir / "train")}
+            "train_series": training_series(run_dir / "train"), "train_method": training_method(run_dir / "train")}
     view.update(where_it_is(session, job, summary), caps=spending_caps(job))
     if archive is None:
         return view

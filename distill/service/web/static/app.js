@@ -95,6 +95,7 @@
       svg.querySelectorAll("polyline, text").forEach((el) => el.remove());
       line("loss", "c-loss", true);
       line("val_bpb", "c-bpb", false);
+      line("kl_per_token", "c-kl", false);  // with training.distillation: KL to the teacher's top-k
     };
     draw();
     return {
