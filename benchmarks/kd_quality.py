@@ -38,7 +38,7 @@ EMPTY_CHAT = "{% if add_generation_prompt %}{% endif %}"  # a chat request is ju
 
 import yaml  # noqa: E402
 
-from distill.evaluate.bpb import concatenated_bits_per_byte  # noqa: E402
+from distill.train.bpb import concatenated_bits_per_byte  # noqa: E402
 from distill.lineage import load_saved_model  # noqa: E402
 from distill.release.bundle import MANIFEST, MANIFEST_FORMAT, bundle_files  # noqa: E402
 from distill.train import TrainConfig, train_student  # noqa: E402

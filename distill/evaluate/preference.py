@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from distill.evaluate.bpb import bits_per_byte
+from distill.train.bpb import bits_per_byte
 from distill.evaluate.completions import complete
 from distill.review.agreement import Z95, wilson
 from distill.review.chain import Chain, task_for_length
