@@ -17,6 +17,7 @@ from distill.rundir import RunDir
 from distill.runlock import run_lock
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
+from distill.synthesis.chat import ChatPlan, ChatWalker, chat_plan
 from distill.synthesis.recovery import open_cache
 from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
@@ -66,7 +67,7 @@ def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: in
     return loaded._replace(spec=spec)
 
 
-def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
+def generation_plan(loaded: LoadedSpec) -> GenerationPlan | ChatPlan:
     """The one place a spec becomes what synthesis needs: prompts rendered from its templates, and its
     steps with the teacher's generation parameters and the JSON schemas their answers must match."""
     from distill.prompts import PromptRenderer, step_json_schema
@@ -75,7 +76,8 @@ def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
     base = spec.teacher.params.model_dump()
     steps = tuple(StepPlan(step.name, step.output, {**base, **step.params}, step_json_schema(loaded, i))
                   for i, step in enumerate(spec.steps))
-    return GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+    plan = GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+    return chat_plan(loaded, plan) if spec.kind == "chat" else plan
 
 
 def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1),
@@ -98,7 +100,7 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
         return result
 
 
-def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),
+def synthesize(plan: GenerationPlan | ChatPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),
                spec_file: Path | None = None, shard: tuple[int, int] = (0, 1), mode: Literal["online", "batch"] = "online",
                max_cost_usd: float | None = None, prices_path: Path | None = None, show_progress: bool = True,
                batch_poll_s: float = 30.0, backoff_base_s: float = 1.0, limiter: Limiter | None = None,
@@ -126,7 +128,8 @@ def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records
         else (price_for(prices, teacher.provider, teacher.model) or FREE)
     generate_dir = Path(out_dir) / "generate"
     cache = open_cache(generate_dir)  # a corrupt or lost cache is rebuilt from the records log
-    walker = RecordWalker(plan, cache, provider_name=teacher.provider, model=teacher.model)
+    walker = (ChatWalker if isinstance(plan, ChatPlan) else RecordWalker)(plan, cache, provider_name=teacher.provider,
+                                                                           model=teacher.model)
     provider = make_provider(teacher, spec_dir=teacher_dir)  # a missing key fails here
     if on_start is not None:
         on_start()
