@@ -3,6 +3,7 @@
 A chat record's `text` is its transcript: one block per message, each under a header line
 
     ### system                      the assistant's system message
+    ### tools                       the tools the assistant may call, as JSON in OpenAI's format
     ### user                        what the (simulated) user said
     ### assistant                   the assistant's reply
     ### assistant calls NAME        a tool call; the block is the call's arguments as JSON
@@ -22,7 +23,7 @@ from typing import Any
 
 import jsonschema
 
-HEADER = re.compile(r"^### (system|user|assistant|assistant calls [A-Za-z_][A-Za-z0-9_]*|tool [A-Za-z_][A-Za-z0-9_]*)$",
+HEADER = re.compile(r"^### (system|tools|user|assistant|assistant calls [A-Za-z_][A-Za-z0-9_]*|tool [A-Za-z_][A-Za-z0-9_]*)$",
                     re.MULTILINE)
 
 
@@ -37,10 +38,25 @@ def tool_result_message(call_id: str, name: str, content: str) -> dict[str, Any]
     return {"role": "tool", "tool_call_id": call_id, "name": name, "content": content}
 
 
-def render_transcript(messages: list[dict[str, Any]]) -> str:
-    """The messages as transcript text (see the module docstring)."""
+def canonical_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Tools in one key order (type; function: name, description, parameters), so the student sees them written
+    the same way in training and when a client sends them."""
+    return [{"type": "function", "function": {"name": t["function"]["name"],
+                                              "description": t["function"].get("description", ""),
+                                              "parameters": t["function"].get("parameters", {})}} for t in tools or []]
+
+
+def tools_json(tools: list[dict[str, Any]]) -> str:
+    """How a tool list is written in transcripts and by the chat template's `tojson`."""
+    return json.dumps(canonical_tools(tools), ensure_ascii=False)
+
+
+def render_transcript(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+    """The messages as transcript text (see the module docstring); the tools after the system message."""
     blocks = []
-    for message in messages:
+    at = 1 if messages and messages[0]["role"] == "system" else 0
+    listed = [*messages[:at], {"role": "tools", "content": tools_json(tools)}, *messages[at:]] if tools else messages
+    for message in listed:
         role = message["role"]
         if role == "assistant" and message.get("tool_calls"):
             for call in message["tool_calls"]:
@@ -71,14 +87,15 @@ def transcript_blocks(text: str) -> list[Block]:
         start = min(match.end() + 1, end)
         while end > start and text[end - 1] == "\n":
             end -= 1
-        if match.group(1) != "system":
+        if match.group(1) not in ("system", "tools"):
             turn += 1
         blocks.append(Block(turn, match.group(1), start, end, match.start()))
     return blocks
 
 
 def turn_at(text: str, offset: int) -> int | None:
-    """The turn whose block holds character `offset` of a transcript (None: before the first header)."""
+    """The turn whose block holds character `offset` of a transcript (0: the system message or the tools; None:
+    before the first header)."""
     found = None
     for block in transcript_blocks(text):
         if offset >= block.at:  # the header line belongs to its block
@@ -86,20 +103,23 @@ def turn_at(text: str, offset: int) -> int | None:
     return found
 
 
-def parse_transcript(text: str) -> list[dict[str, Any]]:
-    """The messages of a transcript, tool calls and results paired by id (call_1, call_2, ...)."""
+def parse_transcript(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(messages, tools) of a transcript, tool calls and results paired by id (call_1, call_2, ...)."""
     messages: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
     calls = 0
     for block in transcript_blocks(text):
         content = text[block.start:block.end]
-        if block.header.startswith("assistant calls "):
+        if block.header == "tools":
+            tools = json.loads(content)
+        elif block.header.startswith("assistant calls "):
             calls += 1
             messages.append(tool_call_message(f"call_{calls}", block.header.split()[-1], content))
         elif block.header.startswith("tool "):
             messages.append(tool_result_message(f"call_{calls}", block.header.split()[-1], content))
         else:
             messages.append({"role": block.header, "content": content})
-    return messages
+    return messages, tools
 
 
 def tool_call_problem(arguments: str, parameters: dict[str, Any]) -> str | None:

@@ -36,7 +36,7 @@ def play_chat_role(request: TeacherRequest, rng: random.Random) -> str:
 
 def assistant_move(prompt: str, schema: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     tools = json.loads(_between(prompt, "Tools (JSON):\n", "\n") or "[]")
-    messages = parse_transcript(_between(prompt, "Conversation so far:\n", "\n\nWrite the assistant's next move") or "")
+    messages, _ = parse_transcript(_between(prompt, "Conversation so far:\n", "\n\nWrite the assistant's next move") or "")
     reply_schema = (schema.get("oneOf") or [{}])[0].get("properties", {}).get("reply")
     latest = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     since = messages[latest + 1:]

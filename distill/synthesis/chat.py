@@ -245,7 +245,7 @@ class ChatWalker:
             "variables": json.dumps(variables, ensure_ascii=False, sort_keys=True, default=str),
             "steps": json_text(log),
             "prompt": valid_text(first_user) if ok else "",
-            "text": valid_text(render_transcript(messages)) if ok else "",
+            "text": valid_text(render_transcript(messages, self.plan.tool_list)) if ok else "",
             "status": "ok" if ok else "failed",
             "failure_reason": str(failure or ""),
             "teacher_provider": self.provider_name,
