@@ -23,6 +23,7 @@ from typing import Any
 
 import jsonschema
 
+CALL = " calls "  # after `### assistant`: the move is a tool call (then the name, a newline, the arguments)
 HEADER = re.compile(r"^### (system|tools|user|assistant|assistant calls [A-Za-z_][A-Za-z0-9_]*|tool [A-Za-z_][A-Za-z0-9_]*)$",
                     re.MULTILINE)
 

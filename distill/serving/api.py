@@ -234,7 +234,7 @@ class Job:
     arrive on one queue."""
 
     def __init__(self, model: ServedModel, kind: str, prompts: list[list[int]], params: list[SamplingParams],
-                 allowed: Callable[[list[int]], list[int]] | None = None):
+                 allowed: Callable[[list[int]], list[int] | None] | None = None):
         prefix = {"chat.completion": "chatcmpl", "text_completion": "cmpl"}[kind]
         self.id, self.created, self.model = f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model
         self.queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()

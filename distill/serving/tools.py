@@ -20,10 +20,8 @@ from typing import Any
 
 import jsonschema
 
-from distill.conversation import canonical_tools
+from distill.conversation import CALL, canonical_tools
 from distill.serving.constrained import json_constraint
-
-CALL = " calls "
 
 
 class ToolRequestError(ValueError):
@@ -44,7 +42,7 @@ class OutputPlan:
 
     tools: list[dict[str, Any]] | None = None
     forced: str = ""
-    allowed: Callable[[list[int]], list[int]] | None = None
+    allowed: Callable[[list[int]], list[int] | None] | None = None
     reads_tools: bool = False  # the output may hold a tool call (and a reply starts with "\n")
 
 
@@ -64,12 +62,33 @@ def plan_output(body, tokenizer) -> OutputPlan:
         shown = tools if choice != "none" else None
         return OutputPlan(shown, "\n", json_constraint(tokenizer, schema) if fmt["type"] != "text" else None, True)
     if choice in (None, "auto"):
-        return OutputPlan(tools, "", None, True)
+        return OutputPlan(tools, "", arguments_constraint(tokenizer, tools), True)
     name = _forced_name(choice, tools)
     if name is None:  # required, several tools: a call, of the student's choosing
-        return OutputPlan(tools, CALL, None, True)
+        return OutputPlan(tools, CALL, arguments_constraint(tokenizer, tools, CALL), True)
     parameters = next(t["function"]["parameters"] for t in tools if t["function"]["name"] == name)
     return OutputPlan(tools, f"{CALL}{name}\n", json_constraint(tokenizer, parameters), True)
+
+
+def arguments_constraint(tokenizer, tools: list[dict[str, Any]], forced: str = "") -> Callable[[list[int]], list[int] | None]:
+    """Free text until the student has written ` calls NAME\n` for one of `tools`; from there, its arguments are
+    constrained to that tool's `parameters` (as OpenAI's strict function calling does). None: no constraint."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    constraints: dict[str, Callable[[list[int]], list[int]]] = {}
+    prompt: list[int] = []
+
+    def allowed(ids: list[int]) -> list[int] | None:
+        if not prompt:
+            prompt.append(len(ids))  # the first call comes before any token is generated
+        text = forced + tokenizer.decode(ids[prompt[0]:])
+        name, newline, _ = text[len(CALL):].partition("\n") if text.startswith(CALL) else ("", "", "")
+        if not newline or name.strip() not in schemas:
+            return None
+        if name.strip() not in constraints:
+            constraints[name.strip()] = json_constraint(tokenizer, schemas[name.strip()])
+        return constraints[name.strip()](ids)
+
+    return allowed
 
 
 def _checked_tools(tools: list[dict] | None) -> list[dict[str, Any]] | None:

@@ -77,8 +77,8 @@ def chat_plan(loaded: LoadedSpec, generation: GenerationPlan) -> ChatPlan:
 
     spec, chat = loaded.spec, loaded.spec.chat
     assert chat is not None
-    reply_schema = _reply_schema(loaded)
-    move = move_schema(reply_schema, [t.function.name for t in chat.tools])
+    reply = reply_schema(loaded)
+    move = move_schema(reply, [t.function.name for t in chat.tools])
     params = {**spec.teacher.params.model_dump(), **chat.params}
     base = {**spec.teacher.params.model_dump()}
     steps = generation.steps + (StepPlan(ASSISTANT_STEP, "json", params, move), StepPlan(TOOL_STEP, "text", base))
@@ -90,11 +90,11 @@ def chat_plan(loaded: LoadedSpec, generation: GenerationPlan) -> ChatPlan:
             rows[tool.function.name] = read_rows(path)
     names = [s.name for s in spec.steps]
     return ChatPlan(GenerationPlan(generation.prompts, steps, generation.target_step), names.index(chat.user_step),
-                    chat.system, chat.assistant, chat.turns, chat.max_tool_calls, tuple(chat.tools), reply_schema,
+                    chat.system, chat.assistant, chat.turns, chat.max_tool_calls, tuple(chat.tools), reply,
                     chat.stop_pattern, spec.seed, rows)
 
 
-def _reply_schema(loaded: LoadedSpec) -> dict[str, Any] | None:
+def reply_schema(loaded: LoadedSpec) -> dict[str, Any] | None:
     from distill.prompts import read_text_file, resolve_inside
 
     value = loaded.spec.chat.reply_schema

@@ -18,6 +18,7 @@ own (never packed with another), so no attention crosses conversations.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,30 +85,41 @@ def encode_conversation(tokenizer, transcript: str, start: int) -> tuple[np.ndar
 
 @torch.no_grad()
 def assistant_bits_per_byte(model, tokenizer, transcripts: list[str], *, context_length: int,
-                            batch_size: int = 8) -> dict[str, float]:
-    """Held-out bits per byte and nats per token over the assistant turns only (replies and tool calls)."""
+                            batch_size: int = 8) -> dict[str, Any]:
+    """Held-out bits per byte and nats per token over the assistant's turns only (replies and tool calls), and
+    bits per byte per assistant move (`by_move`: the 1st, 2nd, ... assistant turn of each conversation)."""
     from distill.train.data import start_token
 
     model.eval()
     device = next(model.parameters()).device
-    nats, tokens, n_bytes = 0.0, 0, 0
     start = start_token(tokenizer)
+    nats: dict[int, float] = {}
+    n_bytes: dict[int, int] = {}
+    tokens = 0
     encoded = [encode_conversation(tokenizer, t, start) for t in transcripts]
     for first in range(0, len(encoded), batch_size):
         batch = encoded[first:first + batch_size]
         width = min(context_length, max(len(ids) for ids, _ in batch)) - 1
         inputs = torch.full((len(batch), width), tokenizer.pad_token_id or 0, dtype=torch.long)
         targets = torch.full((len(batch), width), -100, dtype=torch.long)
+        moves = torch.zeros((len(batch), width), dtype=torch.long)  # which assistant move each target belongs to
         for row, (ids, learned) in enumerate(batch):
             ids, learned = ids[: width + 1], learned[: width + 1]
             n = len(ids) - 1
             inputs[row, :n] = torch.from_numpy(ids[:-1])
             targets[row, :n] = torch.from_numpy(np.where(learned[1:], ids[1:], -100))
-            n_bytes += len(tokenizer.decode(ids[1:][learned[1:]].tolist(), skip_special_tokens=True).encode())
+            move = np.cumsum(learned[1:] & ~np.concatenate([[False], learned[1:-1]]))
+            moves[row, :n] = torch.from_numpy(np.where(learned[1:], move, 0))
+            for k in range(1, int(move.max(initial=0)) + 1):
+                text = tokenizer.decode(ids[1:][learned[1:] & (move == k)].tolist(), skip_special_tokens=True)
+                n_bytes[k] = n_bytes.get(k, 0) + len(text.encode())
         logits = model(input_ids=inputs.to(device)).logits.float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1),
-                               ignore_index=-100, reduction="sum")
-        nats += float(loss)
+        loss = F.cross_entropy(logits.transpose(1, 2), targets.to(device), ignore_index=-100, reduction="none").cpu()
+        for k in moves.unique().tolist():
+            if k:
+                nats[k] = nats.get(k, 0.0) + float(loss[moves == k].sum())
         tokens += int((targets != -100).sum())
-    return {"nats_per_token": nats / max(tokens, 1), "bits_per_byte": nats / math.log(2) / max(n_bytes, 1),
-            "tokens": tokens}
+    total_nats, total_bytes = sum(nats.values()), sum(n_bytes.values())
+    return {"nats_per_token": total_nats / max(tokens, 1), "bits_per_byte": total_nats / math.log(2) / max(total_bytes, 1),
+            "tokens": tokens, "bytes": total_bytes,
+            "by_move": {k: round(nats[k] / math.log(2) / max(n_bytes.get(k, 0), 1), 4) for k in sorted(nats)}}
