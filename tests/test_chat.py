@@ -234,3 +234,17 @@ def test_the_shipped_support_agent_spec_loads():
     assert loaded.spec.kind == "chat" and loaded.spec.chat.tools[0].function.name == "lookup_order"
     plan = generation_plan(loaded)
     assert plan.rows["lookup_order"] and plan.reply_schema["required"] == ["status", "order_id", "message"]
+
+
+def test_the_review_page_shows_a_conversation_as_turns_escaped():
+    from distill.service.web.render import conversation
+
+    text = render_transcript([{"role": "user", "content": "<script>x()</script> write to jane.doe@gmail.com"},
+                              tool_call_message("call_1", "lookup_order", {"order_id": "LM-0001"}),
+                              tool_result_message("call_1", "lookup_order", '{"status": "shipped"}'),
+                              {"role": "assistant", "content": "Shipped."}], TOOLS)
+    start = text.index("jane")
+    html = str(conversation(text, [(start, start + 18, "pii.email", "an email address")]))
+    assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
+    assert "Turn 1 · user" in html and "Turn 2 · assistant calls lookup_order" in html and "Turn 4 · assistant" in html
+    assert '<mark title="an email address">jane.doe@gmail.com' in html
