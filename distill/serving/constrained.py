@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, RegexParser, TokenEnforcer
 from lmformatenforcer.tokenenforcer import TokenEnforcerTokenizerData
 
 _TABLES: dict[int, TokenEnforcerTokenizerData] = {}
@@ -47,4 +47,10 @@ def json_constraint(tokenizer, schema: dict[str, Any] | None) -> Callable[[list[
     # One space at most between tokens of the JSON (as students write it): whitespace cannot eat the token budget.
     config = CharacterLevelParserConfig(max_consecutive_whitespaces=1, force_json_field_order=True)
     enforcer = TokenEnforcer(tokenizer_table(tokenizer), JsonSchemaParser(schema, config=config))
+    return lambda ids: enforcer.get_allowed_tokens(ids).allowed_tokens
+
+
+def regex_constraint(tokenizer, pattern: str) -> Callable[[list[int]], list[int]]:
+    """`allowed` for text matching the regular expression `pattern` (a tool's name and the newline after it)."""
+    enforcer = TokenEnforcer(tokenizer_table(tokenizer), RegexParser(pattern))
     return lambda ids: enforcer.get_allowed_tokens(ids).allowed_tokens

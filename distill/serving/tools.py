@@ -13,6 +13,7 @@ student goes on with `\\n` and a reply, or with ` calls NAME\\n` and the call's 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import jsonschema
 
 from distill.conversation import CALL, canonical_tools
-from distill.serving.constrained import json_constraint
+from distill.serving.constrained import json_constraint, regex_constraint
 
 
 class ToolRequestError(ValueError):
@@ -53,6 +54,9 @@ def plan_output(body, tokenizer) -> OutputPlan:
     fmt = body.response_format or {"type": "text"}
     schema = _response_schema(fmt)
     fluent = speaks_tools(tokenizer)
+    if not tools and choice not in (None, "none"):
+        raise ToolRequestError("tool_choice needs tools: this request lists none", "tool_choice",
+                               "invalid_value" if fluent else "unsupported_parameter")
     if tools and choice != "none" and not fluent:
         raise ToolRequestError("this model was not trained to call tools (train it on a chat spec with tools)",
                                "tools", "unsupported_parameter")
@@ -65,15 +69,16 @@ def plan_output(body, tokenizer) -> OutputPlan:
         return OutputPlan(tools, "", arguments_constraint(tokenizer, tools), True)
     name = _forced_name(choice, tools)
     if name is None:  # required, several tools: a call, of the student's choosing
-        return OutputPlan(tools, CALL, arguments_constraint(tokenizer, tools, CALL), True)
+        return OutputPlan(tools, CALL.rstrip(), arguments_constraint(tokenizer, tools, CALL.rstrip()), True)
     parameters = next(t["function"]["parameters"] for t in tools if t["function"]["name"] == name)
     return OutputPlan(tools, f"{CALL}{name}\n", json_constraint(tokenizer, parameters), True)
 
 
 def arguments_constraint(tokenizer, tools: list[dict[str, Any]], forced: str = "") -> Callable[[list[int]], list[int] | None]:
-    """Free text until the student has written ` calls NAME\n` for one of `tools`; from there, its arguments are
-    constrained to that tool's `parameters` (as OpenAI's strict function calling does). None: no constraint."""
+    """Free text until the student starts a call (` calls`); from there the name is one of `tools`' and the
+    arguments match that tool's `parameters` (as OpenAI's strict function calling). None: no constraint."""
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    pattern = " (" + "|".join(re.escape(name) for name in schemas) + ")\n"
     constraints: dict[str, Callable[[list[int]], list[int]]] = {}
     prompt: list[int] = []
 
@@ -81,12 +86,15 @@ def arguments_constraint(tokenizer, tools: list[dict[str, Any]], forced: str = "
         if not prompt:
             prompt.append(len(ids))  # the first call comes before any token is generated
         text = forced + tokenizer.decode(ids[prompt[0]:])
-        name, newline, _ = text[len(CALL):].partition("\n") if text.startswith(CALL) else ("", "", "")
-        if not newline or name.strip() not in schemas:
+        if not text.startswith(CALL.rstrip()):
             return None
-        if name.strip() not in constraints:
-            constraints[name.strip()] = json_constraint(tokenizer, schemas[name.strip()])
-        return constraints[name.strip()](ids)
+        name, newline, _ = text[len(CALL.rstrip()):].partition("\n")
+        key = name.strip() if newline else ""  # "": still writing the name
+        if key and key not in schemas:
+            return None
+        if key not in constraints:
+            constraints[key] = json_constraint(tokenizer, schemas[key]) if key else regex_constraint(tokenizer, pattern)
+        return constraints[key](ids)
 
     return allowed
 
