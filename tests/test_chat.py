@@ -248,3 +248,17 @@ def test_the_review_page_shows_a_conversation_as_turns_escaped():
     assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
     assert "Turn 1 · user" in html and "Turn 2 · assistant calls lookup_order" in html and "Turn 4 · assistant" in html
     assert '<mark title="an email address">jane.doe@gmail.com' in html
+
+
+def test_capture_keeps_whole_conversations_with_their_tool_calls(tmp_path):
+    from distill.serving.capture import CaptureLog
+
+    call = tool_call_message("call_1", "lookup_order", {"order_id": "LM-0001"})
+    messages = [{"role": "user", "content": "Where is LM-0001? Mail jane.doe@gmail.com"}, {**call, "content": ""},
+                {"role": "tool", "content": '{"status": "shipped"}', "tool_call_id": "call_1"}]
+    line = CaptureLog(tmp_path / "captures.jsonl", rate=1.0, retention_days=7).record(
+        "r1", "chat.completions", "m", {"messages": messages, "tools": TOOLS}, ['{"status": "shipped"}'])
+    kept = line["inputs"]
+    assert kept["tools"] == TOOLS and [m["role"] for m in kept["messages"]] == ["user", "assistant", "tool"]
+    assert kept["messages"][1]["tool_calls"][0]["function"] == {"name": "lookup_order", "arguments": '{"order_id": "LM-0001"}'}
+    assert kept["messages"][2]["tool_call_id"] == "call_1" and "jane.doe@gmail.com" not in json.dumps(line)

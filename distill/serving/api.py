@@ -100,8 +100,8 @@ def create_app(models: list[ServedModel], *, authorize: Callable[[str], bool] | 
         job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)],
                   allowed=plan.allowed)
         keep = capture is not None and capture.wants(opted_out(body.metadata, request.headers))
-        inputs = {"messages": [m.model_dump(exclude_none=True, include={"role", "content", "tool_calls", "tool_call_id",
-                                                                           "name"}) for m in body.messages]}
+        inputs = {"messages": [{"role": m.role, "content": m.text(), **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+                                **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})} for m in body.messages]}
         if body.tools:
             inputs["tools"] = body.tools
         if body.stream:
