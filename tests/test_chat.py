@@ -262,3 +262,19 @@ def test_capture_keeps_whole_conversations_with_their_tool_calls(tmp_path):
     assert kept["tools"] == TOOLS and [m["role"] for m in kept["messages"]] == ["user", "assistant", "tool"]
     assert kept["messages"][1]["tool_calls"][0]["function"] == {"name": "lookup_order", "arguments": '{"order_id": "LM-0001"}'}
     assert kept["messages"][2]["tool_call_id"] == "call_1" and "jane.doe@gmail.com" not in json.dumps(line)
+
+
+def test_a_started_call_is_held_to_a_listed_name_then_to_its_schema():
+    from distill.conversation import canonical_tools
+    from distill.serving.tools import arguments_constraint
+
+    tokenizer = _tokenizer()
+    allowed = arguments_constraint(tokenizer, canonical_tools(SHORT_TOOLS))
+    prompt = tokenizer("### user\nWhere is A1?\n\n### assistant", add_special_tokens=False).input_ids
+    assert allowed(prompt) is None  # a reply or a call: the student decides
+    started = prompt + tokenizer(" calls", add_special_tokens=False).input_ids
+    names = {tokenizer.decode([t]) for t in allowed(started)}
+    assert names and all(" lookup\n".startswith(piece) for piece in names)
+    named = started + tokenizer(" lookup\n", add_special_tokens=False).input_ids
+    pieces = {tokenizer.decode([t]) for t in allowed(named)}
+    assert "{" in pieces and all(piece.startswith("{") or not piece.strip() for piece in pieces)

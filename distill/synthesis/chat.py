@@ -175,8 +175,10 @@ class ChatWalker:
             answer = self._ask(self.n_steps, index, request, spent, log, label=ASSISTANT_STEP)
             if isinstance(answer, (Pending, _Failed)):
                 return answer
-            if "reply" in answer or move == self.plan.max_tool_calls:
-                reply = answer.get("reply", "")
+            if "reply" not in answer and move == self.plan.max_tool_calls:
+                return _Failed(f"the assistant called a tool more than chat.max_tool_calls ({move}) times in one turn")
+            if "reply" in answer:
+                reply = answer["reply"]
                 messages.append({"role": "assistant",
                                  "content": reply if isinstance(reply, str) else json.dumps(reply, ensure_ascii=False)})
                 return None
