@@ -1,6 +1,6 @@
 """The support agent, served and driven by the real `openai` SDK: tool calls and structured replies.
 
-    python benchmarks/chat_agent.py RUN_DIR [--bundle BUNDLE] [--limit 60]
+    python benchmarks/chat_agent.py RUN_DIR [--bundle BUNDLE] [--limit 60] [--smoke]
 
 RUN_DIR is a finished run of a chat spec (e.g. `distill run specs/support-agent.yaml`); its held-out
 conversations are the training split's validation records. The student (the release bundle, or
@@ -11,7 +11,8 @@ RUN/train/model) is served by serve-model's app on loopback and asked, through t
   arguments equal to the teacher's; on turns where the teacher replied, the share answered without a call;
 - each reply that follows a tool result, with response_format json_schema (strict) and without it: the share
   of schema-valid JSON replies, and the time per generated token each way (the cost of constrained decoding).
-Prints one JSON object.
+Prints one JSON object. --smoke: eight offline conversations and a random one-layer student, in seconds, to
+check the benchmark runs (figures meaningless).
 """
 
 from __future__ import annotations
@@ -117,13 +118,44 @@ def _valid(text: str, schema: dict) -> bool:
         return False
 
 
+def smoke_run(folder: Path) -> Path:
+    """A run folder with eight offline support-agent conversations (all held out) and a random tiny student."""
+    import datasets
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.spec import load_spec
+    from distill.synthesis.generate import generation_plan, synthesize
+    from distill.train.chat_template import CHAT_TEMPLATE
+    from distill.train.tokenizer import train_tokenizer
+
+    loaded = load_spec(Path(__file__).resolve().parents[1] / "specs" / "support-agent.yaml")
+    synthesize(generation_plan(loaded), folder, loaded.spec.teacher, records=8, teacher_dir=loaded.directory,
+               show_progress=False)
+    rows = datasets.load_from_disk(str(folder / "dataset"))
+    tokenizer = train_tokenizer(list(rows["text"]), 600, chat_template=CHAT_TEMPLATE)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=512, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(folder / "train" / "model")
+    tokenizer.save_pretrained(folder / "train" / "model")
+    (folder / "train" / "split.json").write_text(json.dumps({"train": [], "val": list(rows["id"])}))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--smoke", action="store_true", help="a tiny offline run and a random student, in seconds")
     parser.add_argument("--bundle", type=Path, help="the release bundle to serve (default: RUN/train/model)")
     parser.add_argument("--limit", type=int, default=60, help="held-out conversations to use")
     parser.add_argument("--schema", type=Path, default=Path("specs/support-agent/answer.schema.json"))
     args = parser.parse_args()
+    if args.smoke:
+        import tempfile
+
+        args.run_dir = smoke_run(Path(tempfile.mkdtemp()) / "run")
+        args.schema = Path(__file__).resolve().parents[1] / "specs" / "support-agent" / "answer.schema.json"
+    elif args.run_dir is None:
+        parser.error("give RUN_DIR, or --smoke")
     url, served = serve(args.bundle or args.run_dir / "train" / "model")
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
     transcripts = held_out(args.run_dir, args.limit)
