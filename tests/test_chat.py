@@ -278,3 +278,16 @@ def test_a_started_call_is_held_to_a_listed_name_then_to_its_schema():
     named = started + tokenizer(" lookup\n", add_special_tokens=False).input_ids
     pieces = {tokenizer.decode([t]) for t in allowed(named)}
     assert "{" in pieces and all(piece.startswith("{") or not piece.strip() for piece in pieces)
+
+
+def test_a_generated_conversation_trains_on_its_assistant_moves_only(generated):
+    from distill.review.store import load_rows
+
+    text = load_rows(generated)[0]["text"]
+    tokenizer = _tokenizer()
+    ids, learned = encode_conversation(tokenizer, text, 0)
+    messages, _ = parse_transcript(text)
+    moves = [f" calls {m['tool_calls'][0]['function']['name']}\n{m['tool_calls'][0]['function']['arguments']}"
+             if m.get("tool_calls") else "\n" + m["content"] for m in messages if m["role"] == "assistant"]
+    assert tokenizer.decode(ids[learned]) == "".join(move + "<|endoftext|>" for move in moves)
+    assert "jane.doe@gmail.com" not in tokenizer.decode(ids[learned])  # the user's turn 3 is context only
