@@ -177,6 +177,111 @@ class Step(Strict):
         return self
 
 
+# --- chat: a conversation between a simulated user, the assistant (the student's role) and tools ---
+
+
+class ToolFunction(Strict):
+    """A function the assistant may call, as in OpenAI's `tools` list."""
+
+    name: Identifier
+    """The function's name, as the assistant calls it."""
+    description: str = ""
+    """What the function does; shown to the teacher and, through the chat template, to the student."""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """The JSON Schema of the call's arguments; every call the teacher writes is checked against it."""
+
+
+class ToolResult(Strict):
+    """How a simulated tool answers a call: a template, a rows file, or a teacher step (exactly one)."""
+
+    template: SpecTemplate | None = None
+    """A template rendered with `arguments` (the call's), the record's variables and `steps`; its text is the result."""
+    rows: SpecFile | None = None
+    """A JSONL file of results: the row whose `match` column equals the argument of the same name, as JSON."""
+    match: str | None = None
+    """For rows: the argument (and column) that selects the row."""
+    missing: str = '{"error": "not found"}'
+    """For rows: the result when no row matches."""
+    teacher: SpecTemplate | None = None
+    """A template of a request to the teacher, which then plays the tool (sees `arguments`); its answer is the result."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ToolResult":
+        given = [name for name in ("template", "rows", "teacher") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'template', 'rows' or 'teacher'")
+        if (self.rows is None) != (self.match is None):
+            raise ValueError("'rows' and 'match' go together")
+        return self
+
+
+class ChatTool(Strict):
+    """One tool in OpenAI's `tools` format, with how the simulation answers its calls."""
+
+    type: Literal["function"] = "function"
+    """Always function, as in OpenAI's format."""
+    function: ToolFunction
+    """The function's name, description and argument schema."""
+    result: ToolResult
+    """How the simulated tool answers."""
+
+
+class TurnRange(Strict):
+    """A number of user turns drawn per record, from `min` to `max` (both included)."""
+
+    min: PositiveInt
+    """The fewest user turns."""
+    max: PositiveInt
+    """The most user turns."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TurnRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Chat(Strict):
+    """A conversation per record (kind: chat). The simulated user is a teacher step (`user_step`, rendered
+    again for each user turn with `turn` and `history`); the teacher plays the assistant, whose every move
+    is a reply or a tool call; tools are answered by their `result`. Records are OpenAI-style message lists."""
+
+    user_step: Identifier
+    """The step that writes the user's message; steps before it run once per record (a scenario, a persona)."""
+    system: SpecTemplate | None = None
+    """The assistant's system message (kept in the record, so the student sees it); None: none."""
+    assistant: SpecTemplate | None = None
+    """Extra instructions for the teacher playing the assistant (not kept in the record)."""
+    turns: PositiveInt | TurnRange = 1
+    """User turns per conversation: a number, or {min, max} drawn per record."""
+    max_tool_calls: Annotated[int, Field(ge=0, le=16)] = 3
+    """Tool calls the assistant may make in one turn before it must reply."""
+    tools: list[ChatTool] = Field(default_factory=list)
+    """Tools the assistant may call (OpenAI's format) and their simulated results."""
+    reply_schema: dict[str, Any] | SpecFile | None = None
+    """The JSON Schema of the assistant's replies (inline, or a .json file next to the spec); None: free text."""
+    stop: Literal["turns", "reply_matches"] = "turns"
+    """turns: the conversation ends after its user turns; reply_matches: also as soon as a reply matches `stop_pattern`."""
+    stop_pattern: str | None = None
+    """For stop: reply_matches, a regular expression searched in each assistant reply."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Overrides teacher.params for the assistant's moves."""
+
+    @model_validator(mode="after")
+    def _stop_pattern(self) -> "Chat":
+        if (self.stop == "reply_matches") != (self.stop_pattern is not None):
+            raise ValueError("stop: reply_matches needs 'stop_pattern', and only it may have one")
+        if self.stop_pattern is not None:
+            try:
+                re.compile(self.stop_pattern)
+            except re.error as exc:
+                raise ValueError(f"stop_pattern is not a valid regular expression: {exc}") from None
+        names = [tool.function.name for tool in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        return self
+
+
 # --- the teacher ---
 
 
@@ -559,8 +664,9 @@ class Spec(Strict):
     """The task's name: lower case, digits, '.', '_' and '-'; names the run folder and the release."""
     description: str = ""
     """What the student is for, in a sentence; shown in the model and dataset cards."""
-    kind: Literal["text", "instruct"]
-    """text: the student continues text (stories); instruct: it answers an input (student_input)."""
+    kind: Literal["text", "instruct", "chat"]
+    """text: the student continues text (stories); instruct: it answers an input (student_input); chat: it plays the
+    assistant in conversations (see `chat`)."""
     records: Annotated[int, Field(gt=0, le=MAX_RECORDS)]
     """How many records the teacher writes."""
     seed: int = 0
@@ -589,6 +695,8 @@ class Spec(Strict):
     """The release bundle: version, license and the scores it must reach."""
     coldstart: ColdStart | None = None
     """How real inputs captured from a served student feed the next run (`distill coldstart`)."""
+    chat: Chat | None = None
+    """kind: chat: the simulated user, the assistant, the turns, the tools and when a conversation stops."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
@@ -598,8 +706,12 @@ class Spec(Strict):
             raise ValueError(f"step names must be unique, repeated: {', '.join(repeated)}")
         if self.kind == "instruct" and not self.student_input:
             raise ValueError("an instruct spec needs 'student_input' (the template of what the student sees)")
-        if self.kind == "text" and self.student_input:
+        if self.kind != "instruct" and self.student_input:
             raise ValueError("'student_input' is only for kind: instruct")
+        if (self.kind == "chat") != (self.chat is not None):
+            raise ValueError("kind: chat needs a 'chat' section, and only it may have one")
+        if self.chat is not None and self.chat.user_step not in names:
+            raise ValueError(f"chat.user_step {self.chat.user_step!r} is not a step name ({', '.join(names)})")
         if self.coldstart is not None and self.coldstart.input_step not in names[:-1]:
             raise ValueError(f"coldstart.input_step {self.coldstart.input_step!r} must name a step before the last "
                              f"({', '.join(names[:-1]) or 'this spec has one step'})")

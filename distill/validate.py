@@ -165,8 +165,9 @@ def preview_record(renderer: PromptRenderer, index: int, schemas: list[dict | No
     variables = renderer.sampler.sample(index)
     outputs: dict[str, Any] = {}
     steps = []
+    turn = {"turn": 1, "history": []} if spec.chat else {}  # what a chat spec's user step sees on turn 1
     for i, step in enumerate(spec.steps):
-        steps.append(renderer.render_step(i, index, variables, outputs))
+        steps.append(renderer.render_step(i, index, {**variables, **turn}, outputs))
         outputs[step.name] = placeholder_output(step, schemas[i])
     return PreviewRecord(index, variables, tuple(steps), renderer.render_student_input(index, variables, outputs))
 

@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distill"
 
 # Lowest first. A unit is a top-level module or package of distill.
 LAYERS: list[set[str]] = [
-    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox", "signing", "scanning"},
+    {"__init__", "__main__", "errors", "quiet", "threads", "files", "paths", "located_yaml", "sandbox", "signing", "scanning",
+     "conversation"},
     {"spec", "spec_refs", "keys", "lineage", "runlock", "reports", "student_plan"},
     {"providers"},
     {"rundir", "prompts"},

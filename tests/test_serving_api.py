@@ -143,13 +143,13 @@ def test_errors_are_openai_shaped(server, client):
     ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
      "tools", "unsupported_parameter"),
     ({"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
-    ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-     "response_format", "unsupported_value"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema.schema",
+     "invalid_value"),
     ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
     ({"logit_bias": {"5": 10}}, "logit_bias", "unsupported_parameter"),
 ])
 def test_what_is_not_served_is_refused_openai_style(server, client, fields, param, code):
+    """Tools need a student trained on conversations (tests/test_chat.py); response_format is served by any."""
     with pytest.raises(openai.BadRequestError) as refused:
         ask(client, **fields)
     assert refused.value.status_code == 400
@@ -297,3 +297,9 @@ def test_a_tampered_tar_gz_is_neither_sampled_nor_served(bundle, tmp_path):
     assert "Traceback" not in done.stderr and not done.stdout
     with pytest.raises(ConfigError, match="refusing to serve: config.json"):
         open_bundle(archive)
+
+
+def test_json_mode_answers_json_even_from_a_text_student(client):
+    reply = ask(client, response_format={"type": "json_object"}, max_tokens=180, seed=3)
+    assert reply.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)

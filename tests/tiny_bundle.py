@@ -14,10 +14,11 @@ from distill.release.bundle import MANIFEST, MANIFEST_FORMAT, bundle_files
 from distill.train.tokenizer import DEFAULT_CHAT_TEMPLATE
 
 
-def write_tiny_bundle(path: Path, *, name: str = "tiny-support", version: str = "0.1.0", seed: int = 0) -> Path:
+def write_tiny_bundle(path: Path, *, name: str = "tiny-support", version: str = "0.1.0", seed: int = 0,
+                      chat_template: str = DEFAULT_CHAT_TEMPLATE, corpus: list[str] | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer()
-    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    tokenizer = tiny_tokenizer(corpus) if corpus else tiny_tokenizer()
+    tokenizer.chat_template = chat_template
     tiny_llama(len(tokenizer), seed=seed).save_pretrained(path)
     tokenizer.save_pretrained(path)
     (path / "README.md").write_text(f"# {name} {version}\n\nA tiny test student.\n")  # the cards verify requires

@@ -88,6 +88,9 @@ def score_table(grading: Grading) -> Table:
 
 
 def metrics_table(metrics: dict[str, dict[str, Any]]) -> Table:
+    if not all("texts" in m for m in metrics.values()):  # a chat student's figures (distill.evaluate.chat)
+        return ["metric", "value"], [[f"{section}: {name}", fmt(value)] for section, m in metrics.items()
+                                     for name, value in m.items()]
     sources = list(metrics)
     def row(name: str, get) -> list[str]:
         return [name, *(fmt(get(metrics[s])) for s in sources)]

@@ -42,7 +42,7 @@ class EvalTask:
     """What the student is for, beyond how to evaluate it: everything `evaluate` reads from a spec."""
 
     name: str  # shown in the reports, e.g. "tinystories/main"
-    kind: Literal["text", "instruct"]
+    kind: Literal["text", "instruct", "chat"]
     context_length: int  # tokens the student was trained on
     policy: Any  # distill.review.policy.Policy: vocabulary and required words for the metrics; probe scoring
     rubric: Any = None  # distill.evaluate.grading.Rubric; None: templates/eval's
@@ -55,6 +55,7 @@ def eval_task_from_spec(loaded, name: str) -> EvalTask:
     from distill.evaluate.grading import load_rubric
     from distill.prompts import step_json_schema, template_folders
     from distill.review.policy import spec_policy
+    from distill.synthesis.chat import reply_schema
 
     spec = loaded.spec
     rubric_ref = spec.evaluation.rubric
@@ -64,7 +65,8 @@ def eval_task_from_spec(loaded, name: str) -> EvalTask:
                     rubric=load_rubric(rubric_path, folders=template_folders(loaded)[:-1],
                                        dimensions=spec.evaluation.dimensions),
                     extra_texts=extra_texts([loaded.directory / p for p in spec.evaluation.extra_texts]),
-                    target_schema=step_json_schema(loaded, target) if spec.steps[target].output == "json" else None)
+                    target_schema=reply_schema(loaded) if spec.kind == "chat" else
+                    step_json_schema(loaded, target) if spec.steps[target].output == "json" else None)
 
 
 # --- inputs ---
@@ -313,6 +315,12 @@ def evaluate(model_dir: Path, examples: list[dict[str, Any]], out_dir: Path, set
     if weights_digest(Path(model_dir)) != weights:
         raise RunDirError(Problem("the model changed while it was being loaded", file=model_dir,
                                   hint="let training finish, then evaluate again"))
+    if task.kind == "chat":  # conversations: bits per byte on the assistant's turns, tool calls, replies
+        from distill.evaluate.chat import evaluate_chat_student
+
+        return evaluate_chat_student(model, tokenizer, examples, out_dir, settings, task, weights=weights,
+                                     heldout_label=heldout_label, source=source or str(Path(model_dir).resolve()),
+                                     metrics_path=metrics_path)
     prompts_of = _prompt_renderer(tokenizer, task.kind)
     say(f"eval: {len(examples)} held-out examples, context {context_length}")
     bpb = _bits_per_byte(model, tokenizer, examples[: settings.bpb_texts], task, settings, prompts_of)

@@ -18,6 +18,7 @@ import random
 import re
 from typing import Any
 
+from distill.providers.offline_chat import play_chat_role
 from distill.providers.protocol import TeacherReply, TeacherRequest
 
 STAND_IN_MODEL = "offline-stand-in"
@@ -39,7 +40,9 @@ class OfflineProvider:
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         rng = random.Random(_request_seed(request))
         prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        if request.json_schema is not None:
+        if request.step.startswith("chat."):
+            text = play_chat_role(request, rng)
+        elif request.json_schema is not None:
             text = json.dumps(_fill_schema(request.json_schema, rng, _Context(prompt)), ensure_ascii=False)
         elif (words := _story_words(prompt)) is not None:
             text = write_story(rng, *words, features=_story_features(prompt))

@@ -25,6 +25,7 @@ from distill.providers.protocol import Provider
 from distill.review.audit import append_entry
 from distill.review.chain import Chain
 from distill.review.conformance import TaskConformance
+from distill.review.conversation import is_transcript, review_conversation
 from distill.review.decontam import build_index
 from distill.review.dedup import find_duplicates, over_represented_openings
 from distill.review.judge import Judge, judge_all
@@ -154,6 +155,8 @@ def _cheap_chain(review: Path, chain: Chain, rows: list[dict], progress: bool) -
             lines = []
             for row in batch:
                 verdict = chain.check(row.get("raw_text", row["text"]), row["prompt"], _required_words(row, names))
+                if is_transcript(row["text"]):
+                    verdict = review_conversation(verdict, row["text"])
                 lines.append(verdict_line(row["id"], verdict, row["text"], row["prompt"]))
             append_jsonl(review / RECORDS, lines)
             bar.advance(task, len(batch))

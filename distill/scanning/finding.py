@@ -27,12 +27,14 @@ class Finding:
     action: Decision = "flag"
     field: str = "text"  # "text" or "prompt"
     replacement: str | None = None  # for action "redact": what replaces the span
+    turn: int | None = None  # a conversation's turn the span lies in (distill.review.conversation)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["span"] = list(self.span)
-        if self.replacement is None:
-            del data["replacement"]
+        for optional in ("replacement", "turn"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod

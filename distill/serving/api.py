@@ -25,6 +25,7 @@ from distill.serving.capture import CaptureLog, DeleteRequest, opted_out
 from distill.serving.engine import BatchEngine, Delta, SamplingParams, Sequence
 from distill.serving.schemas import (ChatRequest, CompletionRequest, GenerationRequest, chat_chunk_choice,
                                      chat_logprobs, completion_logprobs, error_body, usage)
+from distill.serving.tools import OutputPlan, StreamReader, ToolRequestError, plan_output, read_output, template_messages
 
 
 @dataclass
@@ -130,24 +131,35 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 async def answer_chat(served: ServedModels, body: ChatRequest, request: Request):
-    """POST /v1/chat/completions: the choices as one response, or streamed as server-sent events."""
+    """POST /v1/chat/completions: the choices as one response, or streamed as server-sent events; `tools` and
+    `response_format` shape what the student may write (distill.serving.tools)."""
     refuse_unsupported(body)
     model = served.pick(body.model)
-    prompt_ids = chat_prompt_ids(model.tokenizer, body)
+    plan = output_plan(body, model.tokenizer)
+    prompt_ids = chat_prompt_ids(model.tokenizer, body, plan)
     budget = completion_budget(body, len(prompt_ids), model.engine.context_length, served.default_max_tokens, "messages")
-    job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)])
+    job = Job(model, "chat.completion", [prompt_ids], [body.sampling(budget, i) for i in range(body.n)],
+              allowed=plan.allowed)
     keep = served.keeps(body, request)
-    inputs = {"messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
+    inputs = chat_inputs(body)
     if body.stream:
-        return sse(stream_chat(job, body, served.capture if keep else None, inputs))
+        return sse(stream_chat(job, body, served.capture if keep else None, inputs, plan))
     texts, finishes, logprobs, completion = await job.collect()
     if keep:
         await asyncio.to_thread(served.capture.record, job.id, "chat.completions", model.id, inputs, texts)
-    choices = [{"index": i, "message": {"role": "assistant", "content": texts[i], "refusal": None},
-                "logprobs": chat_logprobs(logprobs[i]) if body.logprobs else None, "finish_reason": finishes[i]}
+    choices = [chat_choice(i, plan, texts[i], finishes[i], chat_logprobs(logprobs[i]) if body.logprobs else None)
                for i in range(body.n)]
     return {"id": job.id, "object": "chat.completion", "created": job.created, "model": model.id,
             "choices": choices, "usage": usage(len(prompt_ids), completion)}
+
+
+def chat_inputs(body: ChatRequest) -> dict:
+    """What a capture keeps of a chat request: the whole conversation, tool calls and the tools offered."""
+    inputs = {"messages": [{"role": m.role, "content": m.text(), **({"tool_calls": m.tool_calls} if m.tool_calls else {}),
+                            **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})} for m in body.messages]}
+    if body.tools:
+        inputs["tools"] = body.tools
+    return inputs
 
 
 async def answer_completion(served: ServedModels, body: CompletionRequest, request: Request):
@@ -225,15 +237,33 @@ def completion_budget(body: GenerationRequest, prompt_tokens: int, context: int,
 # --- prompts ---
 
 
-def chat_prompt_ids(tokenizer, body: ChatRequest) -> list[int]:
-    """The messages in the student's chat format, laid out as in training: the start token, then the text."""
+def chat_prompt_ids(tokenizer, body: ChatRequest, plan: OutputPlan) -> list[int]:
+    """The messages in the student's chat format, laid out as in training: the start token, then the text, then
+    what the plan forces the answer to begin with."""
     if not tokenizer.chat_template:
         raise ApiError(400, "this model has no chat format; use POST /v1/completions", param="messages")
-    text = tokenizer.apply_chat_template([{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                                          for m in body.messages], add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(template_messages(body.messages), tools=plan.tools,
+                                         add_generation_prompt=True, tokenize=False)
     if tokenizer.bos_token and text.startswith(tokenizer.bos_token):
         text = text[len(tokenizer.bos_token):]
-    return laid_out(tokenizer, text)
+    forced = tokenizer(plan.forced, add_special_tokens=False).input_ids if plan.forced else []
+    return laid_out(tokenizer, text) + forced
+
+
+def output_plan(body: ChatRequest, tokenizer) -> OutputPlan:
+    try:
+        return plan_output(body, tokenizer)
+    except ToolRequestError as exc:
+        raise ApiError(400, str(exc), param=exc.param, code=exc.code) from None
+
+
+def chat_choice(index: int, plan: OutputPlan, text: str, finish: str | None, logprobs: dict | None) -> dict:
+    content, calls = read_output(plan, text)
+    message = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+        finish = "tool_calls" if finish == "stop" else finish
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
 
 def completion_prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -253,7 +283,8 @@ class Job:
     """The choices of one request (each prompt x each sampling), running as sequences on the engine; deltas
     arrive on one queue."""
 
-    def __init__(self, model: ServedModel, kind: str, prompts: list[list[int]], params: list[SamplingParams]):
+    def __init__(self, model: ServedModel, kind: str, prompts: list[list[int]], params: list[SamplingParams],
+                 allowed: Callable[[list[int]], list[int] | None] | None = None):
         prefix = {"chat.completion": "chatcmpl", "text_completion": "cmpl"}[kind]
         self.id, self.created, self.model = f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model
         self.queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
@@ -263,7 +294,7 @@ class Job:
             for p in params:
                 index = len(self.sequences)
                 emit = (lambda i: lambda delta: loop.call_soon_threadsafe(self.queue.put_nowait, (i, delta)))(index)
-                self.sequences.append(Sequence(prompt, p, emit))
+                self.sequences.append(Sequence(prompt, p, emit, allowed=allowed))
 
     async def deltas(self) -> AsyncIterator[tuple[int, Delta]]:
         for sequence in self.sequences:
@@ -299,7 +330,8 @@ def sse(events: AsyncIterator[dict]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def stream_chat(job: Job, body: ChatRequest, capture: CaptureLog | None, inputs: dict) -> AsyncIterator[dict]:
+async def stream_chat(job: Job, body: ChatRequest, capture: CaptureLog | None, inputs: dict,
+                      plan: OutputPlan) -> AsyncIterator[dict]:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     head = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": job.model.id,
             "system_fingerprint": None}
@@ -307,14 +339,20 @@ async def stream_chat(job: Job, body: ChatRequest, capture: CaptureLog | None, i
     for index in range(len(job.sequences)):
         yield {**head, "choices": [chat_chunk_choice(index, None, role=True)], **extra}
     texts, tokens = [""] * len(job.sequences), [0] * len(job.sequences)
+    readers = [StreamReader(plan) for _ in job.sequences]
     async for index, delta in job.deltas():
         texts[index] += delta.text
         tokens[index] = delta.completion_tokens
-        if delta.text or delta.logprobs:
+        if plan.reads_tools:  # replies and tool calls told apart (distill.serving.tools)
+            pieces = readers[index].push(delta.text) + (readers[index].finish() if delta.finish_reason else [])
+            for piece in pieces:
+                yield {**head, "choices": [chat_chunk_choice(index, None, body=piece)], **extra}
+        elif delta.text or delta.logprobs:
             yield {**head, "choices": [chat_chunk_choice(index, Delta(delta.text, delta.logprobs),
                                                          logprobs=body.logprobs)], **extra}
         if delta.finish_reason:
-            yield {**head, "choices": [chat_chunk_choice(index, Delta("", (), delta.finish_reason))], **extra}
+            finish = "tool_calls" if readers[index].called and delta.finish_reason == "stop" else delta.finish_reason
+            yield {**head, "choices": [chat_chunk_choice(index, Delta("", (), finish))], **extra}
     if include_usage:
         yield {**head, "choices": [], "usage": usage(len(job.sequences[0].prompt_ids), sum(tokens))}
     if capture is not None:

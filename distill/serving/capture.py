@@ -104,8 +104,9 @@ class CaptureLog:
             codes.update(found)
             return redacted
 
-        if "messages" in inputs:
-            kept_inputs = {"messages": [{"role": m["role"], "content": clean(m["content"])} for m in inputs["messages"]]}
+        if "messages" in inputs:  # whole conversations: tool calls (arguments redacted too) and the tools offered
+            kept_inputs = {"messages": [_kept_message(m, clean) for m in inputs["messages"]],
+                           **({"tools": inputs["tools"]} if inputs.get("tools") else {})}
         else:
             kept_inputs = {"prompt": [clean(p) for p in inputs["prompt"]]}
         line = {"format": FORMAT, "request_id": request_id, "created": now.isoformat(timespec="seconds"),
@@ -198,3 +199,14 @@ def aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment
+
+
+def _kept_message(message: dict[str, Any], clean) -> dict[str, Any]:
+    kept = {"role": message["role"], "content": clean(message["content"])}
+    if message.get("tool_calls"):
+        kept["tool_calls"] = [{**call, "function": {**call.get("function", {}),
+                                                    "arguments": clean(str(call.get("function", {}).get("arguments", "")))}}
+                              for call in message["tool_calls"]]
+    if message.get("tool_call_id"):
+        kept["tool_call_id"] = message["tool_call_id"]
+    return kept

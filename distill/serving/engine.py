@@ -68,6 +68,7 @@ class Sequence:
     emit: Callable[[Delta], None]  # called from the scheduler thread
     generated: list[int] = field(default_factory=list)
     cancelled: bool = False
+    allowed: Callable[[list[int]], list[int] | None] | None = None  # constrained decoding (distill.serving.constrained)
 
     def __post_init__(self):
         self.generator = torch.Generator().manual_seed(
@@ -175,6 +176,10 @@ class BatchEngine:
         """Sample one token for each of `sequences` (rows first_row.. of the batch), emit, retire."""
         logits = logits.float().cpu()  # sampling runs on the CPU, with each sequence's own generator
         for sequence, row_logits in zip(sequences, logits):
+            allowed = sequence.allowed(sequence.prompt_ids + sequence.generated) if sequence.allowed else None
+            if allowed is not None:  # only the tokens that keep the output valid
+                keep = torch.tensor(allowed, dtype=torch.long)
+                row_logits = torch.full_like(row_logits, float("-inf")).index_copy_(0, keep, row_logits[keep])
             token = sample(row_logits, sequence.params, sequence.generator, sequence.pending_logprobs, self.tokenizer)
             sequence.generated.append(token)
         finished = [s for s in sequences if self._emit(s)]

@@ -34,6 +34,9 @@ class ContentPart(Lenient):
 class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's calls (distill.serving.tools)
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    name: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -114,6 +117,11 @@ class GenerationRequest(Lenient):
 
 class ChatRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+    # Served by students trained on conversations (distill.serving.tools); others refuse tools with a 400.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # accepted; a student makes one call per turn
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -168,11 +176,13 @@ def completion_logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...], of
             "top_logprobs": [dict(t.top) for t in items], "text_offset": offsets}
 
 
-def chat_chunk_choice(index: int, delta: Delta | None, *, role: bool = False, logprobs: bool = False) -> dict:
-    body: dict[str, Any] = {}
+def chat_chunk_choice(index: int, delta: Delta | None, *, role: bool = False, logprobs: bool = False,
+                      body: dict[str, Any] | None = None) -> dict:
+    """One choice of a chat chunk; `body` replaces the text delta (tool-call deltas, distill.serving.tools)."""
+    body = dict(body or {})
     if role:
         body = {"role": "assistant", "content": ""}
-    elif delta is not None and delta.text:
+    elif delta is not None and delta.text and not body:
         body = {"content": delta.text}
     return {"index": index, "delta": body,
             "logprobs": chat_logprobs(delta.logprobs) if logprobs and delta is not None and delta.logprobs else None,

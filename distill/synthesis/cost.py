@@ -127,7 +127,7 @@ def estimate_plan(loaded: LoadedSpec, prices: dict[str, dict[str, Price]], *, re
     sample = min(records, PLAN_SAMPLE)
     input_tokens = output_tokens = target_tokens = 0
     for index in range(sample):
-        variables = renderer.sampler.sample(index)
+        variables = {**renderer.sampler.sample(index), **({"turn": 1, "history": []} if spec.chat else {})}
         outputs: dict = {}
         for k, step in enumerate(spec.steps):
             rendered = renderer.render_step(k, index, variables, outputs)

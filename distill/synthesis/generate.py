@@ -18,6 +18,7 @@ from distill.providers.offline import STAND_IN_MODEL
 from distill.rundir import RunDir
 from distill.spec import LoadedSpec, Teacher
 from distill.synthesis.batch import BatchBook, BatchRunner
+from distill.synthesis.chat import ChatPlan, ChatWalker, chat_plan
 from distill.synthesis.recovery import open_cache
 from distill.synthesis.cost import FREE, load_prices, price_for, require_price
 from distill.synthesis.dataset import RecordLog, collect_rows, log_path, shard_indices, write_dataset
@@ -67,7 +68,7 @@ def override_teacher(loaded: LoadedSpec, teacher: str | None = None, records: in
     return loaded._replace(spec=spec)
 
 
-def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
+def generation_plan(loaded: LoadedSpec) -> GenerationPlan | ChatPlan:
     """The one place a spec becomes what synthesis needs: prompts rendered from its templates, and its
     steps with the teacher's generation parameters and the JSON schemas their answers must match."""
     from distill.prompts import PromptRenderer, step_json_schema
@@ -78,7 +79,8 @@ def generation_plan(loaded: LoadedSpec) -> GenerationPlan:
     steps = tuple(StepPlan(step.name, step.output, {**base, **step.params, **(asked if step.name == spec.target_step else {})},
                            step_json_schema(loaded, i))
                   for i, step in enumerate(spec.steps))
-    return GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+    plan = GenerationPlan(PromptRenderer(loaded), steps, spec.target_step)
+    return chat_plan(loaded, plan) if spec.kind == "chat" else plan
 
 
 def logprob_params(provider: str, distillation: Any) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def generate(loaded: LoadedSpec, run: RunDir, *, shard: tuple[int, int] = (0, 1)
     return result
 
 
-def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),
+def synthesize(plan: GenerationPlan | ChatPlan, out_dir: Path, teacher: Teacher, *, records: int, teacher_dir: Path = Path("."),
                spec_file: Path | None = None, shard: tuple[int, int] = (0, 1), mode: Literal["online", "batch"] = "online",
                max_cost_usd: float | None = None, prices_path: Path | None = None, show_progress: bool = True,
                batch_poll_s: float = 30.0, backoff_base_s: float = 1.0, limiter: Limiter | None = None,
@@ -138,19 +140,11 @@ def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records
     `finish_generate` once they are all done. `on_start` runs once every check passed, before the first request."""
     from distill.providers.factory import make_provider
 
-    if mode == "batch" and teacher.provider not in BATCH_PROVIDERS:
-        raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
-                                  file=spec_file, key="teacher.provider", hint="use --mode online"))
-    cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
-    if cap is not None and not cap > 0:  # also refuses NaN
-        raise ConfigError(Problem(f"the spending cap must be more than $0, not {cap!r}", key="--max-cost",
-                                  hint="e.g. --max-cost 5 for five dollars; leave it out for no cap"))
-    prices = load_prices(prices_path)
-    price = require_price(prices, teacher.provider, teacher.model, spec_file=spec_file) if cap is not None \
-        else (price_for(prices, teacher.provider, teacher.model) or FREE)
+    cap, price = _cap_and_price(teacher, mode, max_cost_usd, prices_path, spec_file)
     generate_dir = Path(out_dir) / "generate"
     cache = open_cache(generate_dir)  # a corrupt or lost cache is rebuilt from the records log
-    walker = RecordWalker(plan, cache, provider_name=teacher.provider, model=teacher.model)
+    walker = (ChatWalker if isinstance(plan, ChatPlan) else RecordWalker)(plan, cache, provider_name=teacher.provider,
+                                                                           model=teacher.model)
     provider = make_provider(teacher, spec_dir=teacher_dir)  # a missing key fails here
     if on_start is not None:
         on_start()
@@ -182,6 +176,22 @@ def synthesize(plan: GenerationPlan, out_dir: Path, teacher: Teacher, *, records
         return GenerateResult(engine.tally, len(indices), False, None, cache_total, text)
     return finish_generate(Path(out_dir), records, teacher, engine.tally, total=len(indices), whole_run=shard == (0, 1),
                            template_hashes=walker.template_hashes, spent_total=cache_total, cap=cap, elapsed_s=elapsed_s)
+
+
+def _cap_and_price(teacher: Teacher, mode: str, max_cost_usd: float | None, prices_path: Path | None,
+                   spec_file: Path | None) -> tuple[float | None, Any]:
+    """The spending cap (the flag's, else the spec's) and the teacher's price, checked before any work."""
+    if mode == "batch" and teacher.provider not in BATCH_PROVIDERS:
+        raise ConfigError(Problem(f"--mode batch needs an openai or anthropic teacher, not {teacher.provider!r}",
+                                  file=spec_file, key="teacher.provider", hint="use --mode online"))
+    cap = max_cost_usd if max_cost_usd is not None else teacher.max_cost_usd
+    if cap is not None and not cap > 0:  # also refuses NaN
+        raise ConfigError(Problem(f"the spending cap must be more than $0, not {cap!r}", key="--max-cost",
+                                  hint="e.g. --max-cost 5 for five dollars; leave it out for no cap"))
+    prices = load_prices(prices_path)
+    price = require_price(prices, teacher.provider, teacher.model, spec_file=spec_file) if cap is not None \
+        else (price_for(prices, teacher.provider, teacher.model) or FREE)
+    return cap, price
 
 
 async def _drive(engine: Engine, provider: Any, mode: str, book: BatchBook, poll_s: float,

@@ -10,6 +10,9 @@ document ends either way.
   `context_length`; the loss covers the response and eos only. Rows are padded to the longest in the
   batch on the right, so causal attention never lets a real token see padding and no attention mask
   is needed.
+- `chat`: one conversation per row, laid out as `instruct` (never packed with another, so no attention crosses
+  conversations); the chat template renders it and only the assistant's turns are targets
+  (`distill.train.chat_template`).
 
 Order. Batch `index` of `epoch` is a pure function of (seed, epoch, index): the epoch's documents are
 shuffled, packed, and the rows shuffled again, all from a generator seeded with (seed, epoch). Resuming
@@ -31,7 +34,7 @@ import torch
 from distill.errors import ConfigError, Problem, RunDirError
 from distill.files import write_json_atomic
 
-Kind = Literal["text", "instruct"]
+Kind = Literal["text", "instruct", "chat"]
 IGNORE = -100  # target id that cross_entropy skips
 
 
@@ -92,12 +95,18 @@ def render_prompt(tokenizer, prompt: str) -> str:
 class Document:
     ids: np.ndarray  # int64 token ids, start token first
     first_target: int  # ids[first_target:] are learned; before that is context (the prompt)
+    learned: np.ndarray | None = None  # chat: bool per id, True where it is a target (the assistant's turns)
 
 
 def encode_examples(tokenizer, examples: list[dict], kind: Kind) -> list[Document]:
     """Token ids of each example in the layout described at the top of this module."""
     start, eos = start_token(tokenizer), tokenizer.eos_token_id
     end = [eos] if eos != start else []
+    if kind == "chat":
+        from distill.train.chat_template import encode_conversation
+
+        return [Document(ids, 1, learned) for ids, learned in
+                (encode_conversation(tokenizer, e["text"], start) for e in examples)]
     texts = tokenizer([e["text"] for e in examples], add_special_tokens=False)["input_ids"]
     if kind == "text":
         return [Document(np.array([start, *ids, *end], dtype=np.int64), 1) for ids in texts]
@@ -114,7 +123,7 @@ class TrainBatches:
 
     def __init__(self, documents: list[Document], *, kind: Kind, context_length: int, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, pad_id: int = 0):
-        if kind == "instruct":
+        if kind != "text":
             # A prompt that fills the whole context leaves no response token to learn from.
             fitting = [d for d in documents if d.first_target <= context_length]
             if len(fitting) < len(documents):
@@ -150,7 +159,7 @@ class TrainBatches:
     def _layout(self, epoch: int):
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.documents))
-        if self.kind == "instruct":
+        if self.kind != "text":
             return [self.documents[i] for i in order]
         stream = np.concatenate([self.documents[i].ids for i in order])
         T = self.context_length
@@ -170,4 +179,6 @@ class TrainBatches:
             inputs[row, :n] = ids[:-1]
             targets[row, :n] = ids[1:]
             targets[row, : max(0, doc.first_target - 1)] = IGNORE  # targets before first_target are prompt
+            if doc.learned is not None:
+                targets[row, :n][~torch.from_numpy(doc.learned[1 : n + 1])] = IGNORE
         return inputs, targets

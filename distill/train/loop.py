@@ -37,6 +37,7 @@ from distill.lineage import examples_digest, weights_digest
 from distill.threads import ThreadTuner
 from distill.train.checkpoint import TrainState, checkpoints, load_checkpoint, save_checkpoint, save_release_model
 from distill.train.config import TrainConfig, TrainResult
+from distill.train.chat_template import CHAT_TEMPLATE, assistant_bits_per_byte
 from distill.train.data import IGNORE, Kind, TrainBatches, load_or_make_split, render_prompt
 from distill.train.distill_loss import Distiller, teacher_documents
 from distill.train.flops import flops_per_token, measure_matmul_flops
@@ -53,6 +54,7 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     """Train (or fine-tune) the student on `examples` ({"prompt", "text"}, optional "id") into `out_dir`.
     A folder that holds a training with other inputs is refused, or with `replace_other` cleared first."""
     out_dir = Path(out_dir)
+    config = _with_chat_template(config, kind)
     inputs_fingerprint = _check_inputs(examples, config, kind)
     if (done := _finished(out_dir, inputs_fingerprint)) is not None:
         return done
@@ -91,9 +93,10 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
         scores = [None]
         if accelerator.is_main_process or is_sharded(accelerator):
             with torch.no_grad():  # in fp32, so the figure matches `distill eval` of the saved model
-                scored = bits_per_byte(released(), tokenizer, val_texts[:limit],
-                                       prompts=val_prompts[:limit] if val_prompts else None,
-                                       context_length=config.context_length, batch_size=config.batch_size)
+                scored = assistant_bits_per_byte(released(), tokenizer, val_texts[:limit], context_length=config.context_length,
+                                                 batch_size=config.batch_size) if kind == "chat" else \
+                    bits_per_byte(released(), tokenizer, val_texts[:limit], prompts=val_prompts[:limit] if val_prompts else None,
+                                  context_length=config.context_length, batch_size=config.batch_size)
             scores[0] = {"val_loss": scored["nats_per_token"], "val_bpb": scored["bits_per_byte"]}
         broadcast_object_list(scores)
         model.train()
@@ -106,6 +109,13 @@ def train_student(examples: list[dict], out_dir: Path, config: TrainConfig, *, k
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: with several processes it also ends their process group
     return result or _finished(out_dir, inputs_fingerprint)
+
+
+def _with_chat_template(config: TrainConfig, kind: str) -> TrainConfig:
+    """Conversations need the template that writes tool turns, unless the spec names its own."""
+    if kind == "chat" and config.chat_template is None:
+        return config.model_copy(update={"chat_template": CHAT_TEMPLATE})
+    return config
 
 
 def _accelerator(config: TrainConfig, out_dir: Path):
@@ -265,7 +275,7 @@ def _accumulate(accelerator, model, batches: TrainBatches, state: TrainState, co
     for micro in range(config.grad_accum):
         inputs, targets = batches.get(state.epoch, state.batch)
         state.epoch, state.batch = divmod(state.epoch * batches.per_epoch + state.batch + 1, batches.per_epoch)
-        step_tokens += int((targets != IGNORE).sum()) if batches.kind == "instruct" else targets.numel()
+        step_tokens += int((targets != IGNORE).sum()) if batches.kind != "text" else targets.numel()
         if config.token_dropout:
             inputs = replace_tokens(inputs, config.token_dropout, vocab_size)
         inputs, targets = inputs.to(accelerator.device), targets.to(accelerator.device)
@@ -470,8 +480,8 @@ def native_cpu_bf16() -> bool:
 
 def _check_inputs(examples: list[dict], config: TrainConfig, kind: str) -> str:
     """Cheap checks before any work; returns the fingerprint of everything that decides the weights."""
-    if kind not in ("text", "instruct"):
-        raise ConfigError(Problem(f"kind must be 'text' or 'instruct', not {kind!r}", key="kind"))
+    if kind not in ("text", "instruct", "chat"):
+        raise ConfigError(Problem(f"kind must be 'text', 'instruct' or 'chat', not {kind!r}", key="kind"))
     problems = [Problem(f"example {i} has no non-empty 'text'") for i, e in enumerate(examples)
                 if not isinstance(e.get("text"), str) or not e["text"]][:5]
     if kind == "instruct":

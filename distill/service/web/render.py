@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from distill.conversation import transcript_blocks
 from distill.service.permissions import permitted
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -35,12 +36,27 @@ def highlight(text: str, spans: list[tuple[int, int, str, str]]) -> Markup:
     return Markup("").join(out)
 
 
+def conversation(text: str, spans: list[tuple[int, int, str, str]]) -> Markup:
+    """A conversation's transcript (distill.conversation) as its turns, each labelled with its number and who
+    speaks (a tool call with its tool), the content escaped and the findings in it marked as `highlight` does."""
+    out = []
+    for block in transcript_blocks(text):
+        inside = [(max(s, block.start) - block.start, min(e, block.end) - block.start, code, reason)
+                  for s, e, code, reason in spans if s < block.end and e > block.start]
+        role = block.header.split()[0]
+        label = f"Turn {block.turn} · {block.header}" if block.turn else block.header
+        out.append(Markup('<div class="turn turn-{0}"><div class="who">{1}</div><div class="recordtext">{2}</div></div>')
+                   .format(role, label, highlight(text[block.start:block.end], inside)))
+    return Markup("").join(out)
+
+
 def money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
 
 
 templates.env.globals.update(csrf_field=csrf_field, may=permitted)  # {% if may(user, "review") %}: the API's rule
-templates.env.filters.update(money=money, highlight=highlight)
+templates.env.filters.update(money=money, highlight=highlight, conversation=conversation)
+templates.env.tests["transcript"] = lambda text: bool(text) and bool(transcript_blocks(text)) and text.startswith("### ")
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200, user=None):
