@@ -27,7 +27,8 @@ from distill.release.export import (  # noqa: E402
     GGUF_PRE_TOKENIZER, check_formats, export_forms, export_gguf, gguf_metadata, gguf_tensors, read_gguf_tensors)
 from distill.release.gate import ReleaseGateError  # noqa: E402
 from distill.release.parity import ParityInputs, measure_parity, parity_failures  # noqa: E402
-from distill.release.runtimes import llama_cpp_missing  # noqa: E402
+from distill.release.runtimes import (  # noqa: E402
+    LlamaCppNodeRuntime, LlamaCppRuntime, llama_cpp_missing, llama_node_prefix)
 from distill.release.openssf import generate_ec_key_pair, load_ec_private_key  # noqa: E402
 from distill.signing import generate_key_pair, load_private_key  # noqa: E402
 from distill.release.sources import read_inputs  # noqa: E402
@@ -90,7 +91,7 @@ def test_each_form_is_a_file_in_the_bundle_with_its_parity_in_the_signed_manifes
     assert onnx["probe_verdicts_same"] == onnx["probes"] == 2 and onnx["tokens_per_s"] > 0
     assert formats["safetensors"]["parity"]["bpb_delta"] == 0.0
     gguf = formats["gguf"]["parity"]
-    assert gguf["runtime"] == ("llama.cpp" if llama_cpp_missing() is None else "gguf-reader+numpy")
+    assert gguf["runtime"] == ("gguf-reader+numpy" if llama_cpp_missing() else gguf_runtime_name())
     assert abs(gguf["bpb_delta"]) < 0.01 and gguf["probe_regressions"] == [] and gguf["greedy_agreement"] > 0.5
     card = (bundle / "README.md").read_text()
     assert "## Formats" in card and f"| onnx | onnx/model.onnx | {onnx['bytes']} | " in card
@@ -245,12 +246,25 @@ def test_unknown_formats_are_located_errors(tmp_path):
     assert check_formats(["gguf", "onnx"]) == ["safetensors", "onnx", "gguf"]
 
 
-@pytest.mark.skipif(llama_cpp_missing() is not None, reason="llama-cpp-python (the export extra's GGUF runtime)")
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason="llama.cpp (node-llama-cpp via setup.sh, or llama-cpp-python)")
 def test_gguf_runs_in_llama_cpp_with_the_safetensors_model_s_bits_per_byte(tmp_path, model_dir):
     forms = export_forms(model_dir, tmp_path, ["gguf"])
     table = measure_parity(model_dir, forms, parity_inputs())
+    assert table["gguf"]["runtime"] == gguf_runtime_name()
     assert table["gguf"]["measured"] and abs(table["gguf"]["bpb_delta"]) < 0.01, table["gguf"]
-    assert table["gguf"]["probe_regressions"] == []
+    assert table["gguf"]["greedy_agreement"] == 1.0 and table["gguf"]["probe_regressions"] == []
+
+
+@pytest.mark.skipif(llama_node_prefix() is None, reason="node-llama-cpp (scripts/setup.sh installs it where npm is)")
+def test_a_file_llama_cpp_cannot_load_is_an_error_not_a_hang(tmp_path):
+    broken = tmp_path / "model.f16.gguf"
+    broken.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(RuntimeError, match="llama.cpp \\(node\\) stopped with exit code [1-9]"):
+        LlamaCppNodeRuntime(broken, 64, llama_node_prefix())
+
+
+def gguf_runtime_name() -> str:
+    return LlamaCppNodeRuntime.name if llama_node_prefix() else LlamaCppRuntime.name
 
 
 def test_a_gguf_with_q_and_k_in_the_wrong_rope_layout_is_caught_by_its_parity_run(tmp_path, monkeypatch):

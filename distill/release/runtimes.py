@@ -1,9 +1,11 @@
-"""Each form run by its own runtime: transformers (safetensors), ONNX Runtime (onnx, int8), llama.cpp through
-llama-cpp-python (gguf, an optional extra). One small interface, so parity is measured the same way for all:
+"""Each form run by its own runtime: transformers (safetensors), ONNX Runtime (onnx, int8), llama.cpp (gguf)
+through node-llama-cpp's prebuilt binary (npm, installed by scripts/setup.sh into .venv/llama-node) or
+llama-cpp-python (an optional extra). One small interface, so parity is measured the same way for all:
 `start(ids)` gives the logits at every position of a prompt and a state, `step(token, state)` the logits for
 the next position.
 
-Where llama.cpp is not installed, the GGUF file is run by `GgufNumpyRuntime`: the file read back with the
+`LlamaCppNodeRuntime` runs `llama_node.mjs` once per model as a Node subprocess speaking JSON lines (the logits
+of every position fed, as base64 float32 rows). Where llama.cpp is not installed either way, the GGUF file is run by `GgufNumpyRuntime`: the file read back with the
 `gguf` package's reader and run by a plain numpy Llama forward in llama.cpp's conventions (hyper-parameters
 from the file's metadata, not the model's config; q/k rows in llama.cpp's interleaved rope layout). It
 checks what the export wrote, not llama.cpp itself; the parity record names the runtime that measured it.
@@ -11,6 +13,12 @@ checks what the export wrote, not llama.cpp itself; the parity record names the 
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +120,65 @@ class LlamaCppRuntime(Runtime):
         return np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32), None
 
 
+LLAMA_NODE_PACKAGE = "node-llama-cpp@3.22.1"  # pinned in scripts/setup.sh too
+LLAMA_NODE_SCRIPT = Path(__file__).with_name("llama_node.mjs")
+
+
+def llama_node_prefix() -> Path | None:
+    """The npm prefix holding node-llama-cpp (DISTILL_LLAMA_NODE, else the venv's llama-node), or None."""
+    candidates = [os.environ.get("DISTILL_LLAMA_NODE"), Path(sys.prefix) / "llama-node",
+                  Path(__file__).resolve().parents[2] / ".venv" / "llama-node"]
+    for prefix in filter(None, candidates):
+        if shutil.which("node") and (Path(prefix) / "node_modules" / "node-llama-cpp" / "package.json").is_file():
+            return Path(prefix)
+    return None
+
+
+class LlamaCppNodeRuntime(Runtime):
+    """llama.cpp itself, through node-llama-cpp's prebuilt binary, in one Node process kept for the model."""
+
+    name = "llama.cpp (node-llama-cpp)"
+
+    def __init__(self, path: Path, context: int, prefix: Path):
+        self.context = context
+        self.process = subprocess.Popen(
+            ["node", str(LLAMA_NODE_SCRIPT), str(path), str(context), str(prefix)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"llama.cpp (node) stopped with exit code {self.process.wait()}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"llama.cpp (node): {answer['error']}")
+        return answer
+
+    def _ask(self, request: dict[str, Any]) -> np.ndarray:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        rows = self._answer()["logits"]
+        return np.stack([np.frombuffer(base64.b64decode(row), dtype=np.float32) for row in rows])
+
+    def start(self, ids):
+        return self._ask({"op": "start", "ids": list(map(int, ids))}), None
+
+    def step(self, token, state):
+        return self._ask({"op": "step", "token": int(token)})[-1], None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __del__(self):
+        self.close()
+
+
 class GgufNumpyRuntime(Runtime):
     name = "gguf-reader+numpy"
 
@@ -180,11 +247,14 @@ class GgufNumpyRuntime(Runtime):
 
 
 def llama_cpp_missing() -> str | None:
-    """Why GGUF cannot be run here, or None."""
+    """Why GGUF cannot be run in llama.cpp here, or None."""
+    if llama_node_prefix() is not None:
+        return None
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        return "llama-cpp-python is not installed (pip install 'distill[llama]')"
+        return ("neither node-llama-cpp (bash scripts/setup.sh, with npm) nor llama-cpp-python "
+                "(pip install 'distill[llama]') is installed")
     return None
 
 
@@ -193,6 +263,8 @@ def open_runtime(form: str, model_dir: Path, path: Path | None, config: dict[str
         return TorchRuntime(model_dir)
     if form in ("onnx", "int8"):
         return OnnxRuntime(path, config)
+    if (prefix := llama_node_prefix()) is not None:
+        return LlamaCppNodeRuntime(path, config["max_position_embeddings"], prefix)
     if llama_cpp_missing():
         return GgufNumpyRuntime(path)
     return LlamaCppRuntime(path, config["max_position_embeddings"])
