@@ -246,7 +246,7 @@ def test_unknown_formats_are_located_errors(tmp_path):
     assert check_formats(["gguf", "onnx"]) == ["safetensors", "onnx", "gguf"]
 
 
-@pytest.mark.skipif(llama_cpp_missing() is not None, reason="llama.cpp (node-llama-cpp via setup.sh, or llama-cpp-python)")
+@pytest.mark.skipif(llama_cpp_missing() is not None, reason="llama.cpp (node-llama-cpp or llama-cpp-python)")
 def test_gguf_runs_in_llama_cpp_with_the_safetensors_model_s_bits_per_byte(tmp_path, model_dir):
     forms = export_forms(model_dir, tmp_path, ["gguf"])
     table = measure_parity(model_dir, forms, parity_inputs())

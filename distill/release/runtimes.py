@@ -5,10 +5,11 @@ llama-cpp-python (an optional extra). One small interface, so parity is measured
 the next position.
 
 `LlamaCppNodeRuntime` runs `llama_node.mjs` once per model as a Node subprocess speaking JSON lines (the logits
-of every position fed, as base64 float32 rows). Where llama.cpp is not installed either way, the GGUF file is run by `GgufNumpyRuntime`: the file read back with the
-`gguf` package's reader and run by a plain numpy Llama forward in llama.cpp's conventions (hyper-parameters
-from the file's metadata, not the model's config; q/k rows in llama.cpp's interleaved rope layout). It
-checks what the export wrote, not llama.cpp itself; the parity record names the runtime that measured it.
+of every position fed, as base64 float32 rows). Where llama.cpp is not installed either way, the GGUF file is
+run by `GgufNumpyRuntime`: the file read back with the `gguf` package's reader and run by a plain numpy Llama
+forward in llama.cpp's conventions (hyper-parameters from the file's metadata, not the model's config; q/k rows
+in llama.cpp's interleaved rope layout). It checks what the export wrote, not llama.cpp itself; the parity
+record names the runtime that measured it.
 """
 
 from __future__ import annotations
