@@ -8,10 +8,18 @@ const [modelPath, contextSize, modules] = process.argv.slice(2);
 const require = createRequire(path.join(modules, "package.json"));
 const {getLlama, LlamaLogLevel} = await import(require.resolve("node-llama-cpp"));
 
-const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error, usePrebuiltBinaries: true});
-const model = await llama.loadModel({modelPath});
-const context = await model.createContext({contextSize: Number(contextSize), sequences: 1, threads: 2});
-const sequence = context.getSequence();
+const answer = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+let model, context, sequence;
+try {
+    const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error,
+        usePrebuiltBinaries: true});
+    model = await llama.loadModel({modelPath});
+    context = await model.createContext({contextSize: Number(contextSize), sequences: 1, threads: 2});
+    sequence = context.getSequence();
+} catch (error) {
+    answer({error: `cannot load ${path.basename(modelPath)}: ${error.message || error}`});
+    process.exit(1);
+}
 
 function row(logits) {
     const out = new Float32Array(logits.size);
@@ -25,7 +33,6 @@ async function evaluate(ids) {
     return results.map((result) => row(result.next.logits));
 }
 
-const answer = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 answer({ready: true});
 for await (const line of createInterface({input: process.stdin})) {
     try {

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +142,19 @@ class LlamaCppNodeRuntime(Runtime):
     name = "llama.cpp (node-llama-cpp)"
 
     def __init__(self, path: Path, context: int, prefix: Path):
-        self.context = context
+        self.context, self.log = context, tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             ["node", str(LLAMA_NODE_SCRIPT), str(path), str(context), str(prefix)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
         self._answer()
 
     def _answer(self) -> dict[str, Any]:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"llama.cpp (node) stopped with exit code {self.process.wait()}")
+            code = self.process.wait()
+            self.log.seek(0)
+            said = [text for text in self.log.read().decode(errors="replace").splitlines() if text.strip()]
+            raise RuntimeError(f"llama.cpp (node) stopped with exit code {code}: {said[-1] if said else ''}")
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"llama.cpp (node): {answer['error']}")
