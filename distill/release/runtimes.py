@@ -122,7 +122,6 @@ class LlamaCppRuntime(Runtime):
         return np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32), None
 
 
-LLAMA_NODE_PACKAGE = "node-llama-cpp@3.22.1"  # pinned in scripts/setup.sh too
 LLAMA_NODE_SCRIPT = Path(__file__).with_name("llama_node.mjs")
 
 
