@@ -22,6 +22,8 @@ SAMPLE = REPO.parent / "shared" / "data" / "tinystories" / "tinystories_v1_train
 # script -> the figures it must print (regular expressions, each found in its output)
 FIGURES = {
     "chat_agent.py": [r'"valid_call_rate": \d', r'"schema_valid": \d', r'"ms_per_token": \d'],
+    "export_forms.py": [r"\d+ held-out stories, \d+ prompts, \d+ probes",
+                        r"gguf +\d+ +\d\.\d{4} +[-+]\d\.\d{3}% +\d+% .* (llama\.cpp|gguf-reader)"],
     "safety.py": [r"cheap chain \(general\): 50 records .* [\d,]+ records/s on one core",
                   r"MinHash dedup: 300 records .* found \d+ of \d+ planted", r"semantic \(TF-IDF\) dedup: 100 records"],
     "safety_generalisation.py": [r"injection +ALL \(held-out A\) +\d+/\d+", r"policy general, detector findings",
