@@ -66,6 +66,19 @@ def run_lock(run_path: Path, *, shard: tuple[int, int] | None = None, driver: bo
         yield
 
 
+def refuse_if_locked(run_path: Path) -> None:
+    """Raise RunLockedError at once when another process holds the run exclusively: a cheap look before a
+    command's slow imports (the lock itself is still taken, and can still refuse, when the work starts)."""
+    path = Path(run_path) / LOCKS / RUN_LOCK
+    if not path.is_file() or _held.get((str(path.resolve()), fcntl.LOCK_EX)):
+        return
+    with open(path, "a+", encoding="utf-8") as handle:  # closing it drops the shared lock taken to look
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(_locked_problem(path, Path(run_path))) from None
+
+
 @contextmanager
 def _flock(path: Path, mode: int, run_path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

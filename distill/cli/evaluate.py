@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED
+from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED, stage_command
 
 RunArg = Annotated[Path, typer.Argument(help="The run directory (runs/<spec-name>/<run-id>).")]
 HeldoutOpt = Annotated[Optional[Path], typer.Option("--heldout", help="Held-out data instead of the run's validation split: JSONL rows {prompt, text}, or text with <|endoftext|> between documents.")]
@@ -32,12 +32,11 @@ def eval_command(
     import sys
 
     from distill.evaluate.compare import table_text
-    from distill.stage_table import run_command
 
-    _, result = run_command("eval", run, judge=judge, no_judge=no_judge, heldout=heldout, against=against,
-                            prompts=prompts, samples_per_prompt=samples, max_new_tokens=max_new_tokens,
-                            probe_samples=probe_samples, seed=seed,
-                            probe_sets=[p.strip() for p in probes.split(",") if p.strip()] if probes else None)
+    _, result = stage_command("eval", run, judge=judge, no_judge=no_judge, heldout=heldout, against=against,
+                              prompts=prompts, samples_per_prompt=samples, max_new_tokens=max_new_tokens,
+                              probe_samples=probe_samples, seed=seed,
+                              probe_sets=[p.strip() for p in probes.split(",") if p.strip()] if probes else None)
     print(_summary(result), file=sys.stderr)
     if result.against is not None:
         print(table_text((result.against.header, result.against.rows)))

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distill.cli.params import MAX_COUNT, MAX_USD, RecordsOpt
+from distill.cli.params import MAX_COUNT, MAX_USD, RecordsOpt, stage_command
 
 SpecArg = Annotated[Path, typer.Argument(help="The task spec YAML file.")]
 TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="Replace the spec's teacher: PROVIDER[:MODEL], e.g. offline or openai:gpt-4o-mini.")]
@@ -33,7 +33,6 @@ def generate(
 ) -> None:
     """Have the teacher write the dataset: resumable (re-run to continue), cached, rate-limited, cost-capped."""
     from distill.errors import ConfigError, Problem
-    from distill.stage_table import run_command
     from distill.synthesis import override_teacher
     from distill.synthesis.dataset import parse_shard
     from distill.validate import check_spec
@@ -46,10 +45,10 @@ def generate(
         print(f"warning: {warning}", file=sys.stderr)
     loaded = override_teacher(checked.loaded, teacher, records)
     # A lone shard, or a run stopped by the spending cap, leaves nothing to record yet.
-    _, result = run_command("generate", (runs_dir, run_id), loaded, shard=parse_shard(shard), mode=mode,
-                            max_cost_usd=max_cost, prices=prices, batch_poll_s=batch_poll_s, executor=executor,
-                            ray_address=ray_address, shards=shards,
-                            show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
+    _, result = stage_command("generate", (runs_dir, run_id), loaded, shard=parse_shard(shard), mode=mode,
+                              max_cost_usd=max_cost, prices=prices, batch_poll_s=batch_poll_s, executor=executor,
+                              ray_address=ray_address, shards=shards,
+                              show_progress=sys.stderr.isatty() or bool(os.environ.get("DISTILL_PROGRESS")))
     print(result.summary, file=sys.stderr)
     if result.dataset_path is not None:
         print(result.dataset_path)

@@ -114,3 +114,17 @@ def guard_commands(command: Any) -> Any:
     for sub in (getattr(command, "commands", None) or {}).values():
         guard_commands(sub)
     return command
+
+
+def stage_command(name: str, where: Path | tuple[Path, str], loaded: Any = None, **flags: Any) -> tuple[Any, Any]:
+    """Run stage `name` as its command does (`distill.stage_table.run_command`), after a cheap look at the
+    run's lock: a command that finds the run busy says so at once, not after the stage table's imports
+    (torch, transformers: seconds). `where`: the run directory, or (runs folder, run id) for generate."""
+    from distill.rundir import run_path
+    from distill.runlock import refuse_if_locked
+
+    path = run_path(loaded.spec.name, root=where[0], run_id=where[1]) if isinstance(where, tuple) else Path(where)
+    refuse_if_locked(path)
+    from distill.stage_table import run_command  # lazy: the CLI's start-up time
+
+    return run_command(name, where, loaded, **flags)

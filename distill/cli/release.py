@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from distill.cli.params import stage_command
+
 
 def release(
     run: Path = typer.Argument(..., help="The run directory (runs/<spec-name>/<run-id>)."),
@@ -51,10 +53,9 @@ def export(
 
 def _release(run: Path, override_gate: str | None, signing_key: Path | None, formats: list[str] | None,
              openssf_key: Path | None = None) -> None:
-    from distill.stage_table import run_command
 
-    _, bundle = run_command("release", run, override_reason=override_gate, signing_key=signing_key, formats=formats,
-                            openssf_key=openssf_key)
+    _, bundle = stage_command("release", run, override_reason=override_gate, signing_key=signing_key, formats=formats,
+                              openssf_key=openssf_key)
     print(f"bundle written: {bundle} and {bundle.name}.tar.gz", file=sys.stderr)
     print(bundle)
 

@@ -38,7 +38,7 @@ class _ReviewGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-from distill.cli.params import MAX_RECORDS, MAX_SEED
+from distill.cli.params import MAX_RECORDS, MAX_SEED, stage_command
 
 # Interspersed arguments let `distill review RUN --verify-log` put the group's own options after RUN;
 # options the group does not know pass through to the sub-command (`RUN list --reason pii`).
@@ -92,9 +92,8 @@ def review(
              else f"audit log BROKEN: {len(problems)} problem(s)")
         raise typer.Exit(1 if problems else 0)
     from distill.review.report import summary_lines
-    from distill.stage_table import run_command
 
-    _, summary = run_command("review", run, no_judge=no_judge, policy=policy, eval_files=list(eval_file or []))
+    _, summary = stage_command("review", run, no_judge=no_judge, policy=policy, eval_files=list(eval_file or []))
     for line in summary_lines(summary):
         _say(line)
     print(Path(run).resolve() / "review" / "report.html")

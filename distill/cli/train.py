@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED
+from distill.cli.params import MAX_COUNT, MAX_NEW_TOKENS, MAX_SEED, stage_command
 
 RunArg = Annotated[Path, typer.Argument(help="The run directory (runs/<spec-name>/<run-id>).")]
 
@@ -35,11 +35,10 @@ def train_command(
 
         flag = "--ray-address" if ray_address is not None else "--gpus"
         raise ConfigError(Problem(f"{flag} needs --executor ray", key=flag, hint="add --executor ray"))
-    from distill.stage_table import run_command
 
     # A person's `distill train` refuses a train/ folder holding a training from other inputs (`distill run` clears it).
-    _, result = run_command("train", run, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads,
-                            replace_other=False)
+    _, result = stage_command("train", run, minutes=minutes, steps=steps, tokens=tokens, compile=compile, threads=threads,
+                              replace_other=False)
     print(f"trained {result.steps:,} steps on {result.tokens:,} tokens in {result.seconds / 60:.1f} min "
           f"({result.stopped_by}); validation {result.val_bpb:.3f} bits/byte -> {result.model_dir}", file=sys.stderr)
     print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))
