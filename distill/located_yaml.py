@@ -24,6 +24,15 @@ MAX_NODES = 200_000  # also bounds alias fan-out ("billion laughs")
 KeyPath = tuple[str | int, ...]
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe constructors in a table of the spec's own: a library that rewrites SafeLoader's shared
+    table (lm-format-enforcer reads every timestamp as text) does not change how a spec reads."""
+
+
+_SpecLoader.yaml_constructors = {**yaml.SafeLoader.yaml_constructors,
+                                 "tag:yaml.org,2002:timestamp": yaml.constructor.SafeConstructor.construct_yaml_timestamp}
+
+
 @dataclass
 class LocatedDocument:
     """Plain data plus the 1-based (line, column) of each key path's key and value."""
@@ -115,7 +124,7 @@ def load_located_yaml(path: Path) -> LocatedDocument:
     if root is None:
         raise SpecError(Problem("spec is empty", file=path, line=1, column=1))
     document = LocatedDocument(data=None, file=path)
-    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES, yaml.SafeLoader("")])
+    document.data = _build(root, (), document, depth=0, budget=[MAX_NODES, _SpecLoader("")])
     return document
 
 

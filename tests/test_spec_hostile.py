@@ -55,6 +55,16 @@ def test_yaml_constructor_errors_are_located(tmp_path: Path, value: str, message
     assert problem.startswith(f"{spec}:3:10 records: ") and message in problem
 
 
+def test_a_library_that_rewrites_pyyaml_does_not_change_how_a_spec_reads(tmp_path: Path) -> None:
+    import yaml
+
+    import distill.serving.tools  # noqa: F401  (lm-format-enforcer: SafeLoader reads timestamps as text)
+
+    assert yaml.safe_load("a: 2026-12-08")["a"] == "2026-12-08"  # what it did to PyYAML's shared table
+    test_yaml_constructor_errors_are_located(tmp_path, '!!timestamp "not-a-date"',
+                                             "cannot read 'not-a-date' as !!timestamp: not a valid timestamp")
+
+
 @pytest.mark.parametrize("tagged", [
     "steps: !!python/object/apply:os.system\n  - name: text\n    user: hi\n",
     "steps:\n  - !!python/object:distill.spec.Step\n    name: text\n    user: hi\n",

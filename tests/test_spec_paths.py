@@ -25,6 +25,9 @@ PATH_FIELDS = {
     "teacher.replay.path", "safety.policy", "safety.decontaminate[]", "student.base_model", "evaluation.probe_sets[]",
     "evaluation.rubric", "evaluation.extra_texts[]",
 }
+# kind: chat's templates, schemas and tool results (confined by the same rule; a text spec has none of them)
+CHAT_PATH_FIELDS = {"chat.system", "chat.assistant", "chat.reply_schema", "chat.tools[].result.template",
+                    "chat.tools[].result.rows", "chat.tools[].result.teacher"}
 
 
 def normalised(key: str) -> str:
@@ -49,7 +52,7 @@ def hostile_spec(folder: Path, target: str, base: str = MINIMAL) -> Path:
 
 
 def test_every_path_field_is_found_from_the_schema() -> None:
-    assert {normalised(name.replace("[]", "[0]")) for name in path_fields(Spec)} == PATH_FIELDS
+    assert {normalised(name.replace("[]", "[0]")) for name in path_fields(Spec)} == PATH_FIELDS | CHAT_PATH_FIELDS
     # a field typed Path anywhere in the schema must be marked, or it would escape the confinement rule
     assert str(Spec.model_json_schema()).count("'format': 'path'") == 1  # student.base_model, marked
 
