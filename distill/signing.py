@@ -33,18 +33,25 @@ def _crypto():
 
 def generate_key_pair(private_path: Path) -> Path:
     """Write a new private key (mode 0600) to `private_path` and its public key beside it; returns the .pub path."""
-    serialization, ed25519, _, _ = _crypto()
+    _, ed25519, _, _ = _crypto()
+    key = ed25519.Ed25519PrivateKey.generate()
+    return write_key_pair(private_path, key, public_pem(key))
+
+
+def write_key_pair(private_path: Path, key: Any, public: bytes) -> Path:
+    """`key` as PKCS#8 PEM at `private_path` (mode 0600, never over an existing file) and `public` beside it
+    as PATH.pub; returns the .pub path. Every key `distill keygen` makes is written here."""
+    serialization = _crypto()[0]
     if private_path.exists():
         raise ConfigError(Problem("already exists; refusing to overwrite a signing key", file=private_path,
                                   hint="choose another path, or delete the old key deliberately"))
-    key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     private_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     public_path = private_path.with_name(private_path.name + ".pub")
-    public_path.write_bytes(public_pem(key))
+    public_path.write_bytes(public)
     return public_path
 
 

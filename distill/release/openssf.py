@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from distill.errors import ConfigError, Problem
+from distill.signing import write_key_pair
 
 OPENSSF_SIGNATURE = "model.sig"
 OPENSSF_PUBLIC_KEY = "openssf_key.pub"
@@ -45,19 +46,9 @@ def _ec():
 
 def generate_ec_key_pair(private_path: Path) -> Path:
     """A new EC P-256 private key (PKCS#8 PEM, mode 0600) and its public key beside it; returns the .pub path."""
-    ec, _, serialization, _ = _ec()
-    if private_path.exists():
-        raise ConfigError(Problem("already exists; refusing to overwrite a signing key", file=private_path,
-                                  hint="choose another path, or delete the old key deliberately"))
+    ec = _ec()[0]
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    public_path = private_path.with_name(private_path.name + ".pub")
-    public_path.write_bytes(ec_public_pem(key.public_key()))
-    return public_path
+    return write_key_pair(private_path, key, ec_public_pem(key.public_key()))
 
 
 def load_ec_private_key(path: Path, option: str = "--openssf-key") -> Any:

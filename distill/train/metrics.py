@@ -59,6 +59,13 @@ def plot_loss_curve(rows: list[dict], path: Path) -> None:
         axes[2].set(xlabel="tokens", ylabel="KL (nats/token)", title="KL to the teacher's top-k")
     for axis in axes:
         axis.grid(alpha=0.3)
+    save_curve(fig, path)
+
+
+def save_curve(fig, path: Path) -> None:
+    """Write a training figure whole or not at all (a temp file renamed over `path`), then close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

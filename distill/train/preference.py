@@ -37,7 +37,7 @@ from distill.review.pairs import pairs_state, preference_pairs
 from distill.spec import Preference
 from distill.train.checkpoint import save_release_model
 from distill.train.data import render_prompt, start_token
-from distill.train.metrics import MetricsLog
+from distill.train.metrics import MetricsLog, save_curve
 
 FOLDER = "preference"
 IGNORE = -100
@@ -237,11 +237,7 @@ def plot_preference(rows: list[dict], path: Path) -> None:
     right.set(xlabel="step", ylabel="reward margin (chosen - rejected)", title="margin")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_curve(fig, path)
 
 
 def run_preference(run_dir: Path, config, kind: str) -> str | None:
