@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from distill.errors import DistillError, Problem, scrub_text
-from distill.service import runner, webhooks
+from distill.service import paging, runner, webhooks
 from distill.service.accounts import new_id, visible_tenants
 from distill.service.base_models import bring_job_model
 from distill.service.db import Event, Job, Tenant, User, utcnow
@@ -112,18 +112,16 @@ def submit_job(session: Session, user: User, data: bytes, filename: str, spec_pa
 
 
 def list_jobs(session: Session, user: User, status: str | None = None, limit: int = 100,
-              before: tuple[datetime, str] | None = None) -> list[Job]:
-    """The newest jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for admins),
-    newest first; `before`: only those after the job with this (created_at, id) in that order (the next page)."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
-    if before is not None:
-        query = query.where((Job.created_at < before[0]) | ((Job.created_at == before[0]) & (Job.id < before[1])))
+              cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of the jobs the user may see (their tenant's; a reviewer's assigned tenants'; every job for
+    admins), newest first, from `cursor` on; and the next page's cursor (None on the last)."""
+    query = select(Job)
     tenants = visible_tenants(session, user)
     if tenants is not None:
         query = query.where(Job.tenant_id.in_(tenants))
     if status:
         query = query.where(Job.status == status)
-    return list(session.scalars(query))
+    return paging.newest_first(session, query, Job, cursor, limit)
 
 
 def _usd(value: float | None) -> str:

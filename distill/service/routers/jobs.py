@@ -51,9 +51,7 @@ def list_jobs(session: SessionDep, user: UserDep, status: JobStatus | None = Non
               cursor: Annotated[str | None, Query(description=paging.CURSOR_DESCRIPTION)] = None,
               limit: Annotated[int, Query(ge=1, le=500, description=paging.LIMIT_DESCRIPTION)] = 100) -> JobPage:
     """The jobs the caller may see, newest first, a page at a time."""
-    found = jobs.list_jobs(session, user, status, limit + 1, before=paging.read_time_cursor(cursor))
-    page = found[:limit]
-    more = paging.time_cursor(page[-1].created_at, page[-1].id) if len(found) > limit else None
+    page, more = jobs.list_jobs(session, user, status, limit, cursor)
     return JobPage(jobs=[JobOut(**jobs.job_summary(job)) for job in page], next_cursor=more)
 
 

@@ -73,7 +73,7 @@ def logout(row: WebSessionDep, session: SessionDep):
 
 @router.get("/")
 def jobs_list(request: Request, user: PageUser, session: SessionDep, status: str | None = None):
-    found = [jobs.job_summary(job, detail=True) for job in jobs.list_jobs(session, user, status or None)]
+    found = [jobs.job_summary(job, detail=True) for job in jobs.list_jobs(session, user, status or None)[0]]
     tenants = {t.id: t.name for t in session.query(Tenant)} if user.role != "customer" else {}
     return render(request, "jobs.html", {"jobs": found, "tenants": tenants, "status": status or "",
                                          "statuses": jobs.STATUSES})
